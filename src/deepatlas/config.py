@@ -1,0 +1,210 @@
+"""One typed configuration for a DeepAtlas run, saved in every run folder.
+
+Load with :func:`load_config` (YAML or JSON, every key optional), override with
+``section.key=value`` strings, save with :meth:`Config.save`. The defaults are
+the measured choice for 2 mm brain MRI on a 2-core CPU; the reason for each is
+next to it (benchmarks and numbers: ``docs/`` and ``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = None
+    """Folder (``images/`` + ``labels/``), JSON manifest, or OASIS-1 root."""
+    label_map: str | None = None
+    """Label-map file (``brain31.json`` format); default: one class per code found."""
+    unknown_labels: str = "error"
+    """Label codes missing from ``label_map``: ``error`` or ``background``."""
+    splits: str | None = None
+    """Splits file (``splits.json`` format); default: every subject is training data."""
+    train_split: str = "train"
+    val_split: str | None = "validation"
+    num_labelled: int | None = None
+    """How many training subjects keep their labels (drawn with ``seed``); default all."""
+    labelled_ids: list[str] | None = None
+    """Explicit list of labelled training subjects (wins over ``num_labelled``)."""
+    seed: int = 0
+    normalize: bool = True
+
+
+@dataclass
+class SegNetConfig:
+    # First stride 2: every hidden feature map is at half resolution or lower; the
+    # full-resolution levels of the MONAI tutorial's net cost ~4x the time (benchmarks/).
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
+    # Residual units put a K+1-channel conv at full resolution: ~4x slower, measured.
+    num_res_units: int = 0
+    dropout: float = 0.0
+    norm: str = "instance"  # batch statistics of 1-2 volumes are noise; instance norm is batch-size free
+
+
+@dataclass
+class RegNetConfig:
+    channels: list[int] = field(default_factory=lambda: [16, 32, 32, 32])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
+    num_res_units: int = 0
+    dropout: float = 0.0
+    norm: str = "instance"
+    diffeomorphic: bool = False
+    integration_steps: int = 7
+
+
+@dataclass
+class LossConfig:
+    similarity: str = "lncc"  # "lncc" or "mse"
+    lncc_window: int = 7
+    regularizer: str = "bending"  # "bending" or "diffusion"
+    # Registration phase: sim + reg_weight * reg + anatomy_weight * anatomy
+    similarity_weight: float = 1.0
+    regularizer_weight: float = 1.0
+    anatomy_weight_reg: float = 1.0
+    # Segmentation phase: supervised_weight * DiceCE + anatomy_weight * anatomy
+    supervised_weight: float = 1.0
+    anatomy_weight_seg: float = 1.0
+    anatomy_downsample: int = 2
+
+
+@dataclass
+class ScheduleConfig:
+    seg_pretrain_steps: int = 0
+    reg_pretrain_steps: int = 0
+    cycles: int = 50
+    reg_steps_per_cycle: int = 20
+    seg_steps_per_cycle: int = 5
+    batch_size: int = 2
+    """Pairs per step (registration and segmentation phases)."""
+    reg_lr: float = 1e-3
+    seg_lr: float = 1e-3
+    reg_pair_weights: dict[str, float] = field(
+        default_factory=lambda: {"neither": 1.0, "moving": 1.0, "fixed": 1.0, "both": 1.0})
+    seg_pair_weights: dict[str, float] = field(default_factory=lambda: {"moving": 1.0, "fixed": 1.0})
+    val_every: int = 250
+    checkpoint_every: int = 100
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    seg_net: SegNetConfig = field(default_factory=SegNetConfig)
+    reg_net: RegNetConfig = field(default_factory=RegNetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    amp: str = "auto"
+    """Mixed precision: ``auto`` = on for CUDA and for CPUs with native bf16, ``on``, ``off``."""
+    threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from deepatlas.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> "Config":
+        config = _build(cls, spec or {}, "")
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Refuse values that would only fail later, deep inside training."""
+        choices = {
+            "loss.similarity": (self.loss.similarity, ("lncc", "mse")),
+            "loss.regularizer": (self.loss.regularizer, ("bending", "diffusion")),
+            "data.unknown_labels": (self.data.unknown_labels, ("error", "background")),
+            "seg_net.norm": (self.seg_net.norm, ("instance", "batch")),
+            "reg_net.norm": (self.reg_net.norm, ("instance", "batch")),
+            "amp": (self.amp, ("auto", "on", "off")),
+        }
+        for key, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"config {key}: {value!r} is not one of {list(allowed)}")
+        for name in ("seg_net", "reg_net"):
+            net = getattr(self, name)
+            if len(net.strides) != len(net.channels) - 1:
+                raise ValueError(f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
+                                 f"entries, got {len(net.strides)}")
+        if self.schedule.batch_size < 1 or self.loss.anatomy_downsample < 1 or self.loss.lncc_window % 2 == 0:
+            raise ValueError("config: schedule.batch_size and loss.anatomy_downsample must be >= 1, "
+                             "loss.lncc_window odd")
+
+
+def _build(kind, spec: dict[str, Any], where: str):
+    if not isinstance(spec, dict):
+        raise ValueError(f"config section {where or 'root'!r} must be a mapping, got {spec!r}")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(spec) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; "
+                         f"valid keys here: {sorted(fields)}")
+    kwargs = {}
+    for name, value in spec.items():
+        default = getattr(kind(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, f"{where}{name}")
+    return kind(**kwargs)
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    if value is None or default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"config {key}: expected true/false, got {value!r}")
+        return value
+    if isinstance(default, str) and isinstance(value, bool):  # YAML reads a bare on/off as a bool
+        return "on" if value else "off"
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
+        raise ValueError(f"config {key}: expected a {type(default).__name__}, got {value!r}")
+    if isinstance(default, (int, float, str)) and not isinstance(value, type(default)):
+        raise ValueError(f"config {key}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    spec = json.loads(json.dumps(spec or {}))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        node = spec
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return spec
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML/JSON config (or start from defaults) and apply overrides."""
+    spec: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: cannot read config: {err}") from None
+    try:
+        return Config.from_dict(apply_overrides(spec, overrides or []))
+    except ValueError as err:
+        raise ValueError(f"{path or 'config'}: {err}") from None

@@ -1,0 +1,115 @@
+"""Label schemes: which label-map codes make which training class.
+
+A label-map file (the format of ``ixi-2mm/brain31.json``)::
+
+    {"background": 0,
+     "classes": [{"index": 1, "name": "Cortex-L", "source_codes": [101, 103]}, ...]}
+
+Class indices run 1..K without gaps; class 0 is background. A code listed under
+no class is *unknown*: by default an error, or background when the user sets
+``unknown="background"``. Without a file, the classes are the sorted codes found
+in the label maps (code 0 is background).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deepatlas.data.errors import DataError
+
+
+@dataclass
+class LabelScheme:
+    """Mapping from label-map codes to class indices ``0..K`` and back.
+
+    Attributes:
+        names: class names, ``names[0]`` is background.
+        codes: per class, the label-map codes merged into it (``codes[0]`` is the background codes).
+    """
+
+    names: list[str]
+    codes: list[list[int]]
+    _lookup: dict[int, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.codes):
+            raise ValueError("names and codes must have one entry per class")
+        self._lookup = {}
+        for index, class_codes in enumerate(self.codes):
+            for code in class_codes:
+                if code in self._lookup:
+                    raise DataError(f"label code {code} is listed under two classes "
+                                    f"({self.names[self._lookup[code]]!r} and {self.names[index]!r})")
+                self._lookup[int(code)] = index
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (``K + 1``)."""
+        return len(self.names)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "LabelScheme":
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: cannot read label-map file: {err}") from None
+        try:
+            return cls.from_dict(spec)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{path}: invalid label-map file: {err}") from None
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "LabelScheme":
+        entries = sorted(spec["classes"], key=lambda c: int(c["index"]))
+        indices = [int(c["index"]) for c in entries]
+        if indices != list(range(1, len(entries) + 1)):
+            raise ValueError(f"class indices must be 1..K without gaps, got {indices}")
+        background = spec.get("background", 0)
+        background_codes = [int(c) for c in (background if isinstance(background, list) else [background])]
+        names = [spec.get("background_name", "background")] + [str(c["name"]) for c in entries]
+        codes = [background_codes] + [[int(x) for x in c["source_codes"]] for c in entries]
+        return cls(names, codes)
+
+    @classmethod
+    def from_codes(cls, codes: Iterable[int]) -> "LabelScheme":
+        """One class per code found; code 0 is background."""
+        found = sorted({int(c) for c in codes} - {0})
+        return cls(["background"] + [f"label-{c}" for c in found], [[0]] + [[c] for c in found])
+
+    def to_dict(self) -> dict:
+        return {
+            "background": self.codes[0],
+            "background_name": self.names[0],
+            "classes": [{"index": i, "name": n, "source_codes": c}
+                        for i, (n, c) in enumerate(zip(self.names, self.codes)) if i > 0],
+        }
+
+    def encode(self, codes: np.ndarray, source: str = "label map", unknown: str = "error") -> np.ndarray:
+        """Map an array of label codes to class indices (``uint8`` up to 255 classes, else ``int16``).
+
+        Raises:
+            DataError: naming ``source`` and the codes, when a code is unknown and ``unknown == "error"``.
+        """
+        if unknown not in ("error", "background"):
+            raise ValueError(f"unknown must be 'error' or 'background', got {unknown!r}")
+        values, inverse = np.unique(codes, return_inverse=True)
+        mapped = np.array([self._lookup.get(int(v), -1) for v in values], dtype=np.int64)
+        missing = values[mapped < 0]
+        if missing.size and unknown == "error":
+            shown = ", ".join(str(int(v)) for v in missing[:20]) + (" ..." if missing.size > 20 else "")
+            raise DataError(f"{source}: label codes not in the label-map file: {shown}. Add them to a class, "
+                            f"or map them to background (data.unknown_labels=background / --unknown-labels background).")
+        mapped[mapped < 0] = 0
+        dtype = np.uint8 if self.num_classes <= 256 else np.int16
+        return mapped[inverse].reshape(codes.shape).astype(dtype)
+
+    def decode(self, classes: np.ndarray) -> np.ndarray:
+        """Map class indices back to label codes (each class to its first code)."""
+        table = np.array([c[0] for c in self.codes], dtype=np.int32)
+        return table[classes.astype(np.int64)]

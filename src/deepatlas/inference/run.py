@@ -1,0 +1,43 @@
+"""Loading trained networks from a run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from deepatlas.config import Config
+from deepatlas.data.labels import LabelScheme
+from deepatlas.networks import RegistrationNet, SegmentationNet
+from deepatlas.checkpoint import load_checkpoint
+from deepatlas.networks.factory import build_networks
+
+
+@dataclass
+class TrainedRun:
+    """The two trained networks of a run, with what is needed to use them."""
+
+    reg_net: RegistrationNet
+    seg_net: SegmentationNet
+    config: Config
+    scheme: LabelScheme
+    step: int
+    path: Path
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
+    """Load ``checkpoints/<checkpoint>.pt`` of a run (``best``, falling back to ``last``), in eval mode."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if checkpoint == "best" and not path.exists():
+        path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(path, map_location=device)
+    config = Config.from_dict(state["config"])
+    scheme = LabelScheme.from_dict(state["label_scheme"])
+    reg_net, seg_net = build_networks(config, int(state["spatial_dims"]), int(state["num_classes"]))
+    reg_net.load_state_dict(state["reg_net"])
+    seg_net.load_state_dict(state["seg_net"])
+    reg_net.to(device).eval()
+    seg_net.to(device).eval()
+    return TrainedRun(reg_net, seg_net, config, scheme, int(state["step"]), path)

@@ -1,0 +1,47 @@
+"""Metrics to a plain JSONL file and to TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+class MetricsLogger:
+    """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
+
+    On resume, records after the checkpoint's step are dropped first, so the file
+    never holds two histories of the same steps.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
+            except ImportError:  # tensorboard is optional at run time; the JSONL file is not
+                self.writer = None
+
+    def log(self, step: int, kind: str, values: dict) -> None:
+        record = {"step": step, "kind": kind}
+        for key, value in values.items():
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            record[key] = value
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and value is not None and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

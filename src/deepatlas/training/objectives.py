@@ -1,0 +1,94 @@
+"""The DeepAtlas objectives: what one registration step and one segmentation step minimise.
+
+Shapes: images ``Bx1xHxW[xD]`` in [0, 1], labels ``Bx1xHxW[xD]`` class indices,
+fields ``B x spatial_dims x HxW[xD]`` in voxels (see :mod:`deepatlas.networks.warp`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepatlas.config import LossConfig
+from deepatlas.losses import AnatomyLoss, SupervisedSegLoss, make_regularizer, make_similarity
+from deepatlas.networks.warp import warp_image
+
+
+class DeepAtlasObjectives(nn.Module):
+    """Losses of both phases, given the two networks.
+
+    The frozen network of a phase runs under ``torch.no_grad``: in the registration
+    phase the seg net only supplies segmentations of unlabelled images, in the
+    segmentation phase the reg net only supplies displacement fields.
+    """
+
+    def __init__(self, reg_net: nn.Module, seg_net: nn.Module, num_classes: int, cfg: LossConfig) -> None:
+        super().__init__()
+        self.reg_net, self.seg_net, self.num_classes, self.cfg = reg_net, seg_net, num_classes, cfg
+        self.similarity = make_similarity(cfg.similarity, cfg.lncc_window)
+        self.regularizer = make_regularizer(cfg.regularizer)
+        self.anatomy = AnatomyLoss(downsample=cfg.anatomy_downsample)
+        self.supervised = SupervisedSegLoss()
+
+    def _segmentation(self, image: torch.Tensor, labels: torch.Tensor, labelled: bool,
+                      logits: torch.Tensor | None = None) -> torch.Tensor:
+        """A segmentation on the anatomy loss grid: manual labels, or the seg net's softmax."""
+        if labelled:
+            return self.anatomy.from_labels(labels, self.num_classes)
+        if logits is None:
+            logits = self.seg_net(image)
+        return self.anatomy.from_logits(logits)
+
+    def registration(self, moving: torch.Tensor, fixed: torch.Tensor, moving_labels: torch.Tensor,
+                     fixed_labels: torch.Tensor, moving_labelled: bool, fixed_labelled: bool,
+                     use_anatomy: bool = True) -> dict[str, torch.Tensor]:
+        """Similarity + regulariser (+ anatomy) for the reg net; the seg net is frozen."""
+        ddf = self.reg_net(moving, fixed)
+        sim = self.similarity(warp_image(moving, ddf), fixed)
+        reg = self.regularizer(ddf)
+        total = self.cfg.similarity_weight * sim + self.cfg.regularizer_weight * reg
+        out = {"similarity": sim, "regularizer": reg}
+        if use_anatomy and self.cfg.anatomy_weight_reg > 0:
+            with torch.no_grad():
+                moving_seg = self._segmentation(moving, moving_labels, moving_labelled)
+                fixed_seg = self._segmentation(fixed, fixed_labels, fixed_labelled)
+            anat = self.anatomy(moving_seg, fixed_seg, ddf)
+            total = total + self.cfg.anatomy_weight_reg * anat
+            out["anatomy"] = anat
+        out["loss"] = total
+        return out
+
+    def segmentation(self, moving: torch.Tensor, fixed: torch.Tensor, moving_labels: torch.Tensor,
+                     fixed_labels: torch.Tensor, moving_labelled: bool, fixed_labelled: bool
+                     ) -> dict[str, torch.Tensor]:
+        """Supervised loss on the labelled image(s) + anatomy loss through the frozen reg net.
+
+        With exactly one image of the pair labelled this is DeepAtlas' weak supervision:
+        the labelled image's labels, warped onto the unlabelled one (or the unlabelled
+        one's prediction warped onto them), train the seg net where there are no labels.
+        """
+        if not (moving_labelled or fixed_labelled):
+            raise ValueError("a segmentation step needs at least one labelled image per pair")
+        with torch.no_grad():
+            ddf = self.reg_net(moving, fixed)
+        # two passes rather than one on the concatenation: slicing a batch apart costs
+        # a zero-filled full-size gradient buffer per slice in the backward pass
+        moving_logits, fixed_logits = self.seg_net(moving), self.seg_net(fixed)
+        sup_logits = [lg for lg, flag in ((moving_logits, moving_labelled), (fixed_logits, fixed_labelled)) if flag]
+        sup_labels = [lb for lb, flag in ((moving_labels, moving_labelled), (fixed_labels, fixed_labelled)) if flag]
+        sup = self.supervised(torch.cat(sup_logits), torch.cat(sup_labels))
+        total = self.cfg.supervised_weight * sup
+        out = {"supervised": sup}
+        if not (moving_labelled and fixed_labelled) and self.cfg.anatomy_weight_seg > 0:
+            moving_seg = self._segmentation(moving, moving_labels, moving_labelled, moving_logits)
+            fixed_seg = self._segmentation(fixed, fixed_labels, fixed_labelled, fixed_logits)
+            anat = self.anatomy(moving_seg, fixed_seg, ddf)
+            total = total + self.cfg.anatomy_weight_seg * anat
+            out["anatomy"] = anat
+        out["loss"] = total
+        return out
+
+    def supervised_only(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Seg-net pre-training (and the seg-only baseline): DiceCE on labelled images."""
+        sup = self.supervised(self.seg_net(images), labels)
+        return {"supervised": sup, "loss": self.cfg.supervised_weight * sup}

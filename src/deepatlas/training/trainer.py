@@ -1,0 +1,231 @@
+"""The DeepAtlas trainer: alternating phases, checkpoints, validation and logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from deepatlas.config import Config
+from deepatlas.data.dataset import ImageSet
+from deepatlas.data.pairs import PairSampler
+from deepatlas.evaluation.evaluate import evaluate_image_set
+from deepatlas.networks.factory import build_networks
+from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from deepatlas.device import amp_dtype, autocast, select_device
+from deepatlas.training.logger import MetricsLogger
+from deepatlas.training.objectives import DeepAtlasObjectives
+from deepatlas.training.schedule import Schedule
+
+
+def set_trainable(net: torch.nn.Module, trainable: bool) -> None:
+    """Train mode with gradients, or eval mode (dropout off, norm statistics fixed) without."""
+    net.train(trainable)
+    for p in net.parameters():
+        p.requires_grad_(trainable)
+
+
+class Trainer:
+    """Trains a registration net and a segmentation net jointly on an :class:`ImageSet`.
+
+    Args:
+        config: the run's configuration (networks, losses, schedule, device).
+        train: training images; ``has_label`` says which labels training may use.
+        validation: labelled images for model selection (``best.pt``), or None.
+        run_dir: where checkpoints, ``metrics.jsonl`` and TensorBoard logs go; None keeps nothing.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(self, config: Config, train: ImageSet, validation: ImageSet | None = None,
+                 run_dir: str | Path | None = None, progress: bool = True) -> None:
+        self.config, self.train_set, self.validation = config, train, validation
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.device = select_device(config.device)
+        self.amp = amp_dtype(self.device, config.amp)
+        self.num_classes = train.scheme.num_classes
+        self.reg_net, self.seg_net = build_networks(config, train.spatial_dims, self.num_classes)
+        self.reg_net.to(self.device)
+        self.seg_net.to(self.device)
+        self.objectives = DeepAtlasObjectives(self.reg_net, self.seg_net, self.num_classes, config.loss)
+        self.reg_opt = torch.optim.Adam(self.reg_net.parameters(), lr=config.schedule.reg_lr)
+        self.seg_opt = torch.optim.Adam(self.seg_net.parameters(), lr=config.schedule.seg_lr)
+        # fp16 needs loss scaling; bf16 and float32 do not
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.schedule = Schedule.from_config(config.schedule)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.reg_pairs = PairSampler(train.has_label.tolist(), config.schedule.reg_pair_weights, self.generator)
+        try:
+            self.seg_pairs: PairSampler | None = PairSampler(train.has_label.tolist(),
+                                                             config.schedule.seg_pair_weights, self.generator)
+        except ValueError:  # every image labelled: segmentation steps are supervised only
+            self.seg_pairs = None
+        self.labelled = train.labelled_indices()
+        if not self.labelled:
+            raise ValueError("the training set has no labelled image")
+        self.step = 0
+        self.best_score = float("-inf")
+
+    # ----------------------------------------------------------------- steps
+    def _to_device(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.train_set.images[indices].to(self.device, non_blocking=True)
+        labels = self.train_set.labels[indices].to(self.device, non_blocking=True).long()
+        return images, labels
+
+    def _pairs(self, sampler: PairSampler, group: str | None = None):
+        group, moving, fixed = sampler.sample(self.config.schedule.batch_size, group)
+        labelled_m, labelled_f = (group in ("moving", "both"), group in ("fixed", "both"))
+        (m_img, m_lab), (f_img, f_lab) = self._to_device(moving), self._to_device(fixed)
+        return group, (m_img, f_img, m_lab, f_lab, labelled_m, labelled_f)
+
+    def _optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def reg_step(self, use_anatomy: bool = True, group: str | None = None) -> dict[str, float]:
+        """One registration step with the seg net frozen (anatomy loss off: unsupervised pre-training)."""
+        set_trainable(self.seg_net, False)
+        set_trainable(self.reg_net, True)
+        group, batch = self._pairs(self.reg_pairs, group)
+        with autocast(self.device, self.amp):
+            losses = self.objectives.registration(*batch, use_anatomy=use_anatomy)
+        self._optimize(losses["loss"], self.reg_opt)
+        return {"group": group, **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def seg_step(self, group: str | None = None) -> dict[str, float]:
+        """One segmentation step with the reg net frozen."""
+        if self.seg_pairs is None:
+            return self.seg_pretrain_step()
+        set_trainable(self.reg_net, False)
+        set_trainable(self.seg_net, True)
+        group, batch = self._pairs(self.seg_pairs, group)
+        with autocast(self.device, self.amp):
+            losses = self.objectives.segmentation(*batch)
+        self._optimize(losses["loss"], self.seg_opt)
+        return {"group": group, **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def seg_pretrain_step(self) -> dict[str, float]:
+        """One supervised step of the seg net on labelled images alone."""
+        set_trainable(self.reg_net, False)
+        set_trainable(self.seg_net, True)
+        pick = torch.randint(len(self.labelled), (self.config.schedule.batch_size,), generator=self.generator)
+        images, labels = self._to_device([self.labelled[int(i)] for i in pick])
+        with autocast(self.device, self.amp):
+            losses = self.objectives.supervised_only(images, labels)
+        self._optimize(losses["loss"], self.seg_opt)
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def train_step(self) -> tuple[str, dict[str, float]]:
+        """Run the step the schedule prescribes at ``self.step`` and advance."""
+        phase = self.schedule.phase_at(self.step)
+        if phase == "seg_pretrain":
+            losses = self.seg_pretrain_step()
+        elif phase == "reg_pretrain":
+            losses = self.reg_step(use_anatomy=False)
+        elif phase == "reg":
+            losses = self.reg_step()
+        else:
+            losses = self.seg_step()
+        self.step += 1
+        return phase, losses
+
+    # ------------------------------------------------------------ evaluation
+    def validate(self) -> dict:
+        if self.validation is None:
+            return {}
+        return evaluate_image_set(self.validation, self.seg_net, self.reg_net, amp=self.amp)
+
+    # ----------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "best_score": self.best_score,
+            "reg_net": self.reg_net.state_dict(),
+            "seg_net": self.seg_net.state_dict(),
+            "reg_opt": self.reg_opt.state_dict(),
+            "seg_opt": self.seg_opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": self.config.to_dict(),
+            "label_scheme": self.train_set.scheme.to_dict(),
+            "spatial_dims": self.train_set.spatial_dims,
+            "num_classes": self.num_classes,
+            "grid_shape": list(self.train_set.shape),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reg_net.load_state_dict(state["reg_net"])
+        self.seg_net.load_state_dict(state["seg_net"])
+        self.reg_opt.load_state_dict(state["reg_opt"])
+        self.seg_opt.load_state_dict(state["seg_opt"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step = int(state["step"])
+        self.best_score = float(state["best_score"])
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint(self.state_dict(), path)
+
+    def resume(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, max_steps: int | None = None) -> dict:
+        """Train from ``self.step`` to the end of the schedule (or ``max_steps`` more steps).
+
+        Checkpoints ``checkpoints/last.pt`` every ``checkpoint_every`` steps and at the
+        end; ``checkpoints/best.pt`` when the validation score (mean of segmentation and
+        registration Dice) improves. Returns the last validation metrics.
+        """
+        cfg = self.config.schedule
+        end = self.schedule.total if max_steps is None else min(self.schedule.total, self.step + max_steps)
+        logger = MetricsLogger(self.run_dir, resume_step=self.step) if self.run_dir else None
+        bar = tqdm(total=self.schedule.total, initial=self.step, disable=not self.progress, desc="deepatlas",
+                   dynamic_ncols=True)
+        last_val: dict = {}
+        try:
+            while self.step < end:
+                start = time.perf_counter()
+                phase, losses = self.train_step()
+                seconds = time.perf_counter() - start
+                if logger:
+                    logger.log(self.step, phase, {**losses, "seconds": seconds})
+                bar.update(1)
+                bar.set_postfix(phase=phase, loss=f"{losses['loss']:.4f}", s_per_step=f"{seconds:.2f}")
+                if self.validation is not None and cfg.val_every and (self.step % cfg.val_every == 0
+                                                                      or self.step == self.schedule.total):
+                    last_val = self._validate_and_select(logger)
+                if self.run_dir and (self.step % cfg.checkpoint_every == 0 or self.step == end):
+                    self.save(self.run_dir / "checkpoints" / "last.pt")
+        finally:
+            bar.close()
+            if logger:
+                logger.close()
+        return last_val
+
+    def _validate_and_select(self, logger: MetricsLogger | None) -> dict:
+        metrics = self.validate()
+        scores = [metrics[k] for k in ("seg_dice", "reg_dice") if k in metrics]
+        score = sum(scores) / len(scores) if scores else float("-inf")
+        if logger:
+            logger.log(self.step, "validation", {k: v for k, v in metrics.items() if not isinstance(v, list)})
+        if score > self.best_score:
+            self.best_score = score
+            if self.run_dir:
+                self.save(self.run_dir / "checkpoints" / "best.pt")
+                atomic_write_text(self.run_dir / "best_validation.json",
+                                  json.dumps({"step": self.step, **metrics}, indent=1))
+        return metrics

@@ -1,0 +1,5 @@
+"""Rendering results to PNG."""
+
+from deepatlas.visualization.slices import save_panels
+
+__all__ = ["save_panels"]

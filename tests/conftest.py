@@ -1,0 +1,49 @@
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+from deepatlas.config import Config
+from deepatlas.data.synthetic import make_dataset
+
+warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample.*")
+warnings.filterwarnings("ignore", message=".*non-tuple sequence for multidimensional indexing.*")
+
+IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi-2mm"
+
+
+@pytest.fixture(scope="session")
+def phantoms_3d(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ph3d"), num_subjects=8, shape=(24, 28, 24), seed=1,
+                        splits={"train": 6, "validation": 2})
+
+
+@pytest.fixture(scope="session")
+def phantoms_2d(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ph2d"), num_subjects=8, shape=(40, 48), seed=2,
+                        splits={"train": 6, "validation": 2})
+
+
+def tiny_config(dataset: Path, **schedule) -> Config:
+    """Small nets and a short schedule: a training run in seconds on 2 cores."""
+    config = Config()
+    config.data.dataset = str(dataset)
+    config.data.label_map = str(dataset / "labels.json")
+    config.data.splits = str(dataset / "splits.json")
+    config.data.num_labelled = 2
+    config.seg_net.channels, config.seg_net.strides = [8, 16, 16], [2, 2]
+    config.reg_net.channels, config.reg_net.strides = [8, 16, 16], [2, 2]
+    config.amp = "off"
+    s = config.schedule
+    s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles = 2, 2, 2
+    s.reg_steps_per_cycle, s.seg_steps_per_cycle = 3, 2
+    s.val_every, s.checkpoint_every = 5, 5
+    for key, value in schedule.items():
+        setattr(s, key, value)
+    return config
+
+
+def write_json(path: Path, value) -> Path:
+    path.write_text(json.dumps(value))
+    return path

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from deepatlas.networks import RegistrationNet, SegmentationNet
+from deepatlas.networks.padding import crop_padding, pad_to_multiple
+
+
+@pytest.mark.parametrize("shape", [(37, 41, 29), (50, 45)])
+def test_any_image_size_is_padded_and_cropped_back(shape):
+    dims = len(shape)
+    seg = SegmentationNet(dims, 5, channels=(4, 8, 8), strides=(2, 2))
+    reg = RegistrationNet(dims, channels=(4, 8, 8), strides=(2, 2))
+    x = torch.rand((2, 1) + shape)
+    assert seg(x).shape == (2, 5) + shape
+    assert reg(x, x.flip(0)).shape == (2, dims) + shape
+
+
+def test_registration_starts_at_identity_and_learns():
+    reg = RegistrationNet(3, channels=(4, 8, 8), strides=(2, 2))
+    moving, fixed = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    assert torch.count_nonzero(reg(moving, fixed)) == 0
+    reg(moving, fixed).pow(2).sum().backward()  # zero at init, but the head gets a gradient
+    (reg(moving, fixed) - 1).pow(2).sum().backward()
+    assert reg.head.weight.grad.abs().sum() > 0
+
+
+def test_diffeomorphic_option_integrates_a_velocity_field():
+    reg = RegistrationNet(2, channels=(4, 8), strides=(2,), diffeomorphic=True, integration_steps=4)
+    torch.nn.init.normal_(reg.head.weight, std=0.5)
+    x = torch.rand(1, 1, 16, 16)
+    assert reg(x, x.flip(-1)).abs().sum() > 0
+
+
+def test_pad_and_crop_roundtrip():
+    x = torch.rand(1, 2, 7, 9, 10)
+    padded, pads = pad_to_multiple(x, 8)
+    assert all(n % 8 == 0 for n in padded.shape[2:])
+    assert torch.equal(crop_padding(padded, pads), x)
+
+
+def test_mismatched_pair_is_refused():
+    reg = RegistrationNet(2, channels=(4, 8), strides=(2,))
+    with pytest.raises(ValueError, match="same shape"):
+        reg(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 10))

@@ -1,0 +1,41 @@
+"""The command line, end to end, as a user runs it (in-process, through ``main``)."""
+
+import json
+import subprocess
+import sys
+
+from deepatlas.cli.main import main
+from tests.conftest import tiny_config
+
+
+def test_train_with_config_file_flags_and_overrides(tmp_path, phantoms_3d):
+    config = tiny_config(phantoms_3d)
+    config.data.num_labelled = None
+    config.save(tmp_path / "config.yaml")
+    out = tmp_path / "run"
+    code = main(["train", str(tmp_path / "config.yaml"), "schedule.cycles=1", "-o", str(out),
+                 "--num-labelled", "3", "--no-progress", "--max-steps", "4"])
+    assert code == 0
+    assert "cycles: 1" in (out / "config.yaml").read_text()
+    assert len(json.loads((out / "data.json").read_text())["labelled"]) == 3
+    assert main(["train", "-o", str(out), "--resume", "--no-progress"]) == 0
+    assert json.loads((out / "summary.json").read_text())["finished"]
+
+
+def test_bad_input_gives_a_one_line_error_not_a_traceback(tmp_path, capsys):
+    code = main(["train", "-o", str(tmp_path / "run"), "--dataset", str(tmp_path / "nothing"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deepatlas: error:") and "nothing: dataset not found" in err
+    assert "Traceback" not in err
+
+
+def test_demo_quick_writes_results_and_figure(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deepatlas.cli.main", "demo", "--quick", "-o", str(tmp_path / "d"),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "segmentation Dice" in proc.stdout
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert 0 <= results["deepatlas_seg_dice"] <= 1 and 0 <= results["seg_only_seg_dice"] <= 1
+    png = (tmp_path / "d" / "demo.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,43 @@
+"""Short real training runs: the losses go down, in 2D and 3D."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deepatlas.training.run import train
+from tests.conftest import tiny_config
+
+
+def _records(run_dir, kind):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.mark.parametrize("fixture", ["phantoms_2d", "phantoms_3d"])
+def test_short_run_losses_go_down(request, tmp_path, fixture):
+    dataset = request.getfixturevalue(fixture)
+    config = tiny_config(dataset, seg_pretrain_steps=30, reg_pretrain_steps=30, cycles=0)
+    config.schedule.reg_lr = config.schedule.seg_lr = 3e-3
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["finished"]
+    seg = [r["loss"] for r in _records(tmp_path / "run", "seg_pretrain")]
+    reg = [r["loss"] for r in _records(tmp_path / "run", "reg_pretrain")]
+    assert len(seg) == 30 and len(reg) == 30
+    assert np.mean(seg[-5:]) < 0.8 * np.mean(seg[:5])
+    assert np.mean(reg[-5:]) < np.mean(reg[:5])
+
+
+def test_joint_run_writes_the_run_folder(tmp_path, phantoms_3d):
+    config = tiny_config(phantoms_3d)
+    summary = train(config, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "labels.json", "data.json", "metrics.jsonl", "summary.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "best_validation.json"):
+        assert (run / name).exists(), name
+    assert any((run / "tensorboard").iterdir())
+    kinds = {r["kind"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    assert kinds == {"seg_pretrain", "reg_pretrain", "reg", "seg", "validation"}
+    data = json.loads((run / "data.json").read_text())
+    assert len(data["labelled"]) == 2 and len(data["unlabelled"]) == 4
+    assert summary["last_validation"]["seg_dice"] >= 0
