@@ -47,3 +47,22 @@ def tiny_config(dataset: Path, **schedule) -> Config:
 def write_json(path: Path, value) -> Path:
     path.write_text(json.dumps(value))
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_3d(phantoms_3d, tmp_path_factory) -> Path:
+    """A small run trained by the test session (3D phantoms): the run folder."""
+    from deepatlas.training.run import train
+
+    run = tmp_path_factory.mktemp("run3d") / "run"
+    train(tiny_config(phantoms_3d, seg_pretrain_steps=15, reg_pretrain_steps=10, cycles=1), run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained_2d(phantoms_2d, tmp_path_factory) -> Path:
+    from deepatlas.training.run import train
+
+    run = tmp_path_factory.mktemp("run2d") / "run"
+    train(tiny_config(phantoms_2d, seg_pretrain_steps=15, reg_pretrain_steps=10, cycles=1), run, progress=False)
+    return run

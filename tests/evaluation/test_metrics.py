@@ -38,3 +38,40 @@ def test_folds_on_a_field_with_a_known_fold():
     assert det[0, 7, 0] == pytest.approx(-0.5)
     assert fold_fraction(u) == pytest.approx(4 / 20)
     assert fold_fraction(torch.zeros(1, 2, 20, 10)) == 0.0
+
+
+def test_hd95_hand_case_and_monai_agreement():
+    import numpy as np
+    from monai.metrics import compute_hausdorff_distance
+
+    from deepatlas.evaluation import hausdorff95
+
+    a = np.zeros((20, 20), bool)
+    b = np.zeros((20, 20), bool)
+    a[5:10, 5:10] = True
+    b[5:10, 8:13] = True  # the same square shifted by 3 voxels along axis 1
+    # every surface voxel of a is 0 or 3 voxels from b's surface; 95th percentile: 3 voxels = 6 mm at 2 mm
+    assert hausdorff95(a, b, (2.0, 2.0)) == pytest.approx(6.0)
+    rng = np.random.default_rng(0)
+    p = np.zeros((24, 22, 20), bool)
+    t = np.zeros_like(p)
+    p[4:15, 3:18, 5:12] = True
+    t[6:17, 5:16, 4:14] = True
+    p &= rng.random(p.shape) > 0.1
+    ours = hausdorff95(p, t, (1.0, 1.5, 2.0))
+    monai = compute_hausdorff_distance(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None],
+                                       percentile=95, spacing=(1.0, 1.5, 2.0))
+    assert ours == pytest.approx(float(monai), rel=1e-5)
+    assert math.isnan(hausdorff95(np.zeros((4, 4), bool), np.zeros((4, 4), bool), (1, 1)))
+    assert hausdorff95(a, np.zeros_like(a), (1, 1)) == float("inf")
+
+
+def test_sd_log_jacobian():
+    import numpy as np
+
+    from deepatlas.evaluation import sd_log_jacobian
+
+    assert sd_log_jacobian(np.ones((4, 4))) == 0.0
+    jac = np.array([np.e, 1 / np.e])  # log J = +1, -1 -> std 1
+    assert sd_log_jacobian(jac) == pytest.approx(1.0)
+    assert sd_log_jacobian(np.array([np.e, 1 / np.e, 5.0]), mask=np.array([True, True, False])) == pytest.approx(1.0)

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a seconds-long smoke version")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
+
+    from deepatlas.cli.apply import add_commands
+
+    add_commands(sub)
     return parser
 
 

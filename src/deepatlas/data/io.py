@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from deepatlas.checkpoint import default_file_mode
 from deepatlas.data.errors import DataError
 
 
@@ -99,7 +100,8 @@ def normalize_intensity(array: np.ndarray, lower: float = 0.5, upper: float = 99
     return np.clip((array - lo) / max(hi - lo, 1e-8), 0.0, 1.0).astype(np.float32)
 
 
-def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path, intent: str | None = None,
+                description: str | None = None) -> Path:
     """Write a NIfTI file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,13 @@ def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
     os.close(fd)
     try:
-        nib.save(nib.Nifti1Image(array, affine), tmp)
+        image = nib.Nifti1Image(array, affine)
+        if intent is not None:
+            image.header.set_intent(intent)
+        if description is not None:
+            image.header["descrip"] = description[:79].encode()
+        nib.save(image, tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

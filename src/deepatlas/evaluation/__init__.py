@@ -1,5 +1,14 @@
 """Evaluation metrics."""
 
-from deepatlas.evaluation.metrics import dice_per_class, fold_fraction, jacobian_determinant, mean_ignoring_nan
+from deepatlas.evaluation.metrics import (
+    dice_per_class,
+    fold_fraction,
+    hausdorff95,
+    hausdorff95_per_class,
+    jacobian_determinant,
+    mean_ignoring_nan,
+    sd_log_jacobian,
+)
 
-__all__ = ["dice_per_class", "fold_fraction", "jacobian_determinant", "mean_ignoring_nan"]
+__all__ = ["dice_per_class", "fold_fraction", "hausdorff95", "hausdorff95_per_class", "jacobian_determinant",
+           "mean_ignoring_nan", "sd_log_jacobian"]

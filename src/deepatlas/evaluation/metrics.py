@@ -45,7 +45,53 @@ def fold_fraction(ddf: torch.Tensor) -> float:
     return float((jacobian_determinant(ddf) <= 0).float().mean())
 
 
+def sd_log_jacobian(jacobian: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None) -> float:
+    """Standard deviation of ``log(J)`` (J clipped to [1e-9, 1e9] so folds count as large, finite
+    values), over ``mask`` (e.g. the fixed image's foreground) or all voxels. 0 for a rigid map."""
+    values = np.log(np.clip(np.asarray(jacobian, dtype=np.float64), 1e-9, 1e9))
+    if mask is not None:
+        values = values[np.asarray(mask, dtype=bool)]
+    return float(values.std()) if values.size else float("nan")
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hausdorff95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> float:
+    """Symmetric 95th-percentile Hausdorff distance (mm) between two binary masks.
+
+    The larger of the two directed 95th percentiles of surface-voxel distances
+    (each surface voxel of one mask to the nearest surface voxel of the other),
+    as MONAI's ``compute_hausdorff_distance(percentile=95)``. NaN when both masks
+    are empty, inf when exactly one is.
+    """
+    from scipy import ndimage
+
+    pred, target = np.asarray(pred, bool), np.asarray(target, bool)
+    if not pred.any() and not target.any():
+        return float("nan")
+    if not pred.any() or not target.any():
+        return float("inf")
+    # distances only involve the two surfaces, so a crop around both gives the same values
+    both = np.argwhere(pred | target)
+    lo, hi = np.maximum(both.min(0) - 1, 0), both.max(0) + 2
+    crop = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sp, st = _surface(pred[crop]), _surface(target[crop])
+    to_target = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
+    to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
+    return float(max(np.percentile(to_target, 95), np.percentile(to_pred, 95)))
+
+
+def hausdorff95_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int,
+                          spacing: tuple[float, ...]) -> list[float]:
+    """:func:`hausdorff95` of each foreground class ``1..K-1`` between class-index maps."""
+    return [hausdorff95(pred == k, target == k, spacing) for k in range(1, num_classes)]
+
+
 def mean_ignoring_nan(values: torch.Tensor | np.ndarray) -> float:
     array = np.asarray(values, dtype=np.float64)
-    array = array[~np.isnan(array)]
+    array = array[np.isfinite(array)]
     return float(array.mean()) if array.size else float("nan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deepatlas.config import Config
@@ -24,6 +25,8 @@ class TrainedRun:
     scheme: LabelScheme
     step: int
     path: Path
+    grid_shape: tuple[int, ...]
+    grid_affine: np.ndarray
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
@@ -33,6 +36,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(path, map_location=device)
+    missing = [k for k in ("config", "label_scheme", "reg_net", "seg_net", "spatial_dims", "num_classes",
+                           "grid_shape", "grid_affine") if k not in state]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {missing}; it was written by an incompatible deepatlas version")
     config = Config.from_dict(state["config"])
     scheme = LabelScheme.from_dict(state["label_scheme"])
     reg_net, seg_net = build_networks(config, int(state["spatial_dims"]), int(state["num_classes"]))
@@ -40,4 +47,5 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     seg_net.load_state_dict(state["seg_net"])
     reg_net.to(device).eval()
     seg_net.to(device).eval()
-    return TrainedRun(reg_net, seg_net, config, scheme, int(state["step"]), path)
+    return TrainedRun(reg_net, seg_net, config, scheme, int(state["step"]), path,
+                      tuple(int(n) for n in state["grid_shape"]), np.asarray(state["grid_affine"], dtype=np.float64))

@@ -32,16 +32,20 @@ class LocalNCCLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``pred``, ``target``: ``BxCxHxW[xD]``."""
-        pred, target = pred.float(), target.float()
-        stats = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
-        means = box_filter(stats, self.window)
-        p_mean, t_mean, pp, tt, pt = torch.chunk(means, 5, dim=1)
-        n = float(self.window ** (pred.ndim - 2))
-        # n-scaled sums, matching MONAI's eps semantics on variance sums
-        cross = (pt - p_mean * t_mean) * n
-        p_var = torch.clamp((pp - p_mean * p_mean) * n, min=self.eps)
-        t_var = torch.clamp((tt - t_mean * t_mean) * n, min=self.eps)
-        return -(cross * cross / (p_var * t_var)).mean()
+        return -local_ncc_map(pred, target, self.window, self.eps).mean()
+
+
+def local_ncc_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, eps: float = 1e-5) -> torch.Tensor:
+    """Voxel-wise squared local NCC in [0, 1], ``BxCxHxW[xD]`` (see :class:`LocalNCCLoss`)."""
+    pred, target = pred.float(), target.float()
+    stats = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
+    p_mean, t_mean, pp, tt, pt = torch.chunk(box_filter(stats, window), 5, dim=1)
+    n = float(window ** (pred.ndim - 2))
+    # n-scaled sums, matching MONAI's eps semantics on variance sums
+    cross = (pt - p_mean * t_mean) * n
+    p_var = torch.clamp((pp - p_mean * p_mean) * n, min=eps)
+    t_var = torch.clamp((tt - t_mean * t_mean) * n, min=eps)
+    return cross * cross / (p_var * t_var)
 
 
 def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:

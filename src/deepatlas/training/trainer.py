@@ -161,6 +161,7 @@ class Trainer:
             "spatial_dims": self.train_set.spatial_dims,
             "num_classes": self.num_classes,
             "grid_shape": list(self.train_set.shape),
+            "grid_affine": [[float(v) for v in row] for row in self.train_set.affines[0]],
         }
 
     def load_state_dict(self, state: dict) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepatlas.checkpoint import default_file_mode
+
 
 def _mid_slice(volume: np.ndarray, axis: int = 2) -> np.ndarray:
     """The middle slice along ``axis`` of a 3D volume (2D arrays pass through), transposed for display."""
@@ -39,12 +41,20 @@ def save_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], pat
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
+    return save_figure(fig, path, dpi)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure to PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         plt.close(fig)

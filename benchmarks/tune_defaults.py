@@ -1,0 +1,94 @@
+"""Choosing defaults on ixi-2mm's *validation* split (never the test split).
+
+Usage:
+    python benchmarks/tune_defaults.py SWEEP [--data ../shared/data/ixi-2mm] [--out benchmarks/results/tuning]
+
+Each sweep is a list of named variants (config overrides) trained from the same
+seed on the train split and evaluated on the validation split: segmentation Dice
+(31 structures), registration Dice (each validation subject to the next), folds.
+Results are appended to ``<out>/<sweep>.jsonl`` as each variant finishes and
+summarised in ``<out>/<sweep>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = ["data.unknown_labels=background", "schedule.val_every=0", "schedule.checkpoint_every=100000"]
+
+# unsupervised registration (similarity + bending energy): how much smoothing, which learning rate
+REG = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=400", "schedule.cycles=0"]
+SWEEPS = {
+    "regularizer": {
+        "bending=0.5": REG + ["loss.regularizer_weight=0.5"],
+        "bending=2": REG + ["loss.regularizer_weight=2"],
+        "bending=8": REG + ["loss.regularizer_weight=8"],
+        "bending=2,lr=3e-3": REG + ["loss.regularizer_weight=2", "schedule.reg_lr=3e-3"],
+    },
+    # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
+    "joint-n3": {
+        "seg-only": ["data.num_labelled=3", "schedule.seg_pretrain_steps=300", "schedule.reg_pretrain_steps=0",
+                     "schedule.cycles=0"],
+        "deepatlas": ["data.num_labelled=3", "schedule.seg_pretrain_steps=100", "schedule.reg_pretrain_steps=300",
+                      "schedule.cycles=40", "schedule.reg_steps_per_cycle=20", "schedule.seg_steps_per_cycle=5"],
+    },
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", choices=sorted(SWEEPS))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
+    parser.add_argument("--only", nargs="+", help="run only these variants")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    from deepatlas.config import load_config
+    from deepatlas.data import prepare_data
+    from deepatlas.evaluation.evaluate import evaluate_image_set
+    from deepatlas.inference import load_run
+    from deepatlas.training.run import train
+
+    data_flags = [f"data.dataset={args.data}", f"data.label_map={args.data / 'brain31.json'}",
+                  f"data.splits={args.data / 'splits.json'}"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / f"{args.sweep}.jsonl"
+    cache: dict = {}
+    for name, overrides in SWEEPS[args.sweep].items():
+        if args.only and name not in args.only:
+            continue
+        config = load_config(None, BASE + data_flags + overrides)
+        key = (config.data.num_labelled, tuple(config.data.labelled_ids or []))
+        if key not in cache:
+            cache[key] = prepare_data(config.data, progress=False)
+        run_dir = args.out / "runs" / args.sweep / name.replace("=", "-").replace(",", "_")
+        start = time.time()
+        train(config, run_dir, progress=False, data=cache[key], resume=(run_dir / "checkpoints/last.pt").exists())
+        seconds = time.time() - start
+        run = load_run(run_dir, "last")
+        metrics = evaluate_image_set(cache[key].validation, run.seg_net, run.reg_net)
+        record = {"variant": name, "overrides": overrides, "train_seconds": round(seconds, 1),
+                  **{k: v for k, v in metrics.items() if not isinstance(v, list)}}
+        with log.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = ["| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in records:
+        lines.append(f"| {r['variant']} | {r.get('seg_dice', float('nan')):.3f} | {r.get('reg_dice', float('nan')):.3f} | "
+                     f"{r.get('reg_dice_before', float('nan')):.3f} | {100 * r.get('folds', float('nan')):.3f} | "
+                     f"{r['train_seconds']} |")
+    (args.out / f"{args.sweep}.md").write_text(f"# Sweep {args.sweep} (ixi-2mm validation split)\n\n" + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""``register``, ``segment``, ``atlas-segment``, ``evaluate`` and ``report``: using a trained run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from deepatlas.data import DataError
+from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    """Files as given; folders become their image files, sorted."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.name.endswith(IMAGE_SUFFIXES) and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"{path}: no images in this folder")
+            out += found
+        elif path.exists():
+            out.append(path)
+        else:
+            raise DataError(f"{path}: file not found")
+    return out
+
+
+def _load_run(args):
+    from deepatlas.device import select_device
+    from deepatlas.inference import load_run
+
+    return load_run(args.run, args.checkpoint, device=select_device(args.device))
+
+
+def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
+    if args.pairs:
+        spec = json.loads(Path(args.pairs).read_text())
+        base = Path(args.pairs).parent
+        return [(base / p["moving"], base / p["fixed"], base / p["moving_labels"] if p.get("moving_labels") else None)
+                for p in spec]
+    if not (args.moving and args.fixed):
+        raise DataError("give --moving and --fixed (files or folders), or --pairs FILE")
+    moving, fixed = _expand([args.moving]), _expand([args.fixed])
+    if len(fixed) == 1:
+        fixed = fixed * len(moving)
+    elif len(fixed) != len(moving) or [p.name for p in moving] != [p.name for p in fixed]:
+        raise DataError(f"{args.fixed}: with two folders, --moving and --fixed must hold the same file names")
+    labels: list[Path | None] = [None] * len(moving)
+    if args.moving_labels:
+        labels = _expand([args.moving_labels])
+        if len(labels) != len(moving):
+            raise DataError(f"{args.moving_labels}: expected {len(moving)} label maps, found {len(labels)}")
+    return list(zip(moving, fixed, labels))
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.inference.apply import register_volumes
+    from deepatlas.inference.outputs import check_free, registration_paths, write_registration
+
+    pairs = _pairs(args)
+    out = Path(args.output)
+    plans = [registration_paths(out, subject_id(m), subject_id(f), lab is not None) for m, f, lab in pairs]
+    check_free([p for plan in plans for p in plan.values()], args.overwrite)
+    run = _load_run(args)
+    for (moving, fixed, labels), paths in tqdm(list(zip(pairs, plans)), desc="register", disable=len(pairs) < 2):
+        result = register_volumes(run, load_image(moving), load_image(fixed),
+                                  load_label_codes(labels) if labels else None)
+        write_registration(result, paths)
+    print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p))")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from deepatlas.data.io import load_image, save_volume
+    from deepatlas.inference.apply import segment_volume
+    from deepatlas.inference.outputs import check_free, label_dtype
+
+    images = _expand(args.images)
+    out = Path(args.output)
+    targets = [out / f"{subject_id(p)}_seg.nii.gz" for p in images]
+    check_free(targets, args.overwrite)
+    run = _load_run(args)
+    for path, target in tqdm(list(zip(images, targets)), desc="segment", disable=len(images) < 2):
+        image = load_image(path)
+        codes = segment_volume(run, image)
+        save_volume(codes.astype(label_dtype(codes)), image.affine, target)
+    print(f"{len(images)} label map(s) written to {out}/ (original label codes, input geometry)")
+    return 0
+
+
+def cmd_atlas_segment(args: argparse.Namespace) -> int:
+    from deepatlas.data.io import load_image, load_label_codes, save_volume
+    from deepatlas.inference.apply import atlas_segment_volume
+    from deepatlas.inference.outputs import check_free, label_dtype
+
+    targets = _expand(args.targets)
+    out = Path(args.output)
+    files = [out / f"{subject_id(p)}_atlas_seg.nii.gz" for p in targets]
+    check_free(files, args.overwrite)
+    atlases = [(load_image(img), load_label_codes(lab)) for img, lab in args.atlas]
+    run = _load_run(args)
+    for path, target_file in tqdm(list(zip(targets, files)), desc="atlas-segment", disable=len(targets) < 2):
+        target = load_image(path)
+        codes = atlas_segment_volume(run, atlases, target, fusion=args.fusion)
+        save_volume(codes.astype(label_dtype(codes)), target.affine, target_file)
+    print(f"{len(targets)} label map(s) from {len(atlases)} atlas(es), {args.fusion} fusion, written to {out}/")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepatlas.evaluation.evaluate_run import evaluate_run, format_summary
+
+    run = _load_run(args)
+    split = None if args.split == "all" else args.split
+    out = Path(args.output) if args.output else Path(args.run) / f"evaluation-{args.split}"
+    summary = evaluate_run(run, args.data, split, args.splits, args.pairs, args.unknown_labels, out,
+                           progress=not args.no_progress)
+    print(format_summary(summary))
+    print(f"per-case CSV and summary.json in {out}/")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from deepatlas.visualization.report import build_report
+
+    run = _load_run(args)
+    path = build_report(run, Path(args.run), Path(args.output), dataset=args.data, split=args.split,
+                        overwrite=args.overwrite)
+    print(f"report: {path}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    def common(p, output_required=True):
+        p.add_argument("run", help="run folder (from deepatlas train)")
+        p.add_argument("-o", "--output", required=output_required, help="output folder")
+        p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+
+    r = sub.add_parser("register", help="register moving image(s) to fixed image(s) with a trained run")
+    common(r)
+    r.add_argument("--moving", help="moving image, or a folder of them")
+    r.add_argument("--fixed", help="fixed image, or a folder with the same file names")
+    r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
+    r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=cmd_register)
+
+    s = sub.add_parser("segment", help="segment images with a trained run's seg net")
+    common(s)
+    s.add_argument("images", nargs="+", help="images or folders")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_segment)
+
+    a = sub.add_parser("atlas-segment", help="segment images by registering labelled atlases to them")
+    common(a)
+    a.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "LABELS"))
+    a.add_argument("targets", nargs="+", help="images or folders to segment")
+    a.add_argument("--fusion", choices=["weighted", "majority"], default="weighted",
+                   help="weighted: votes weighted by local NCC of warped atlas and target (default)")
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=cmd_atlas_segment)
+
+    e = sub.add_parser("evaluate", help="Dice, HD95, folds, SDlogJ of a run on a labelled split")
+    common(e, output_required=False)
+    e.add_argument("--data", required=True, help="dataset (folder, manifest or OASIS root)")
+    e.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
+    e.add_argument("--splits", help="splits file (default: DATA/splits.json)")
+    e.add_argument("--pairs", default="next", help="next (default), all, or a JSON file of [moving, fixed] ids")
+    e.add_argument("--unknown-labels", choices=["error", "background"], help="default: as in training")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="an HTML report with figures of a run")
+    common(p)
+    p.add_argument("--data", help="dataset for the example figures (default: the run's training dataset)")
+    p.add_argument("--split", default=None, help="split for the example pair (default: the run's validation split)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_report)

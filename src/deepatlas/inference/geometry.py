@@ -1,0 +1,103 @@
+"""Physical-space resampling: moving volumes between voxel grids through world (mm) coordinates.
+
+A grid is a shape and a voxel-to-world affine (4x4, NIfTI convention; 2D grids use
+the first two rows and columns). Sampling a source volume on a target grid maps
+each target voxel to world coordinates, optionally displaces it, and maps it into
+the source's voxel indices; nothing assumes that the two grids share spacing,
+orientation or field of view.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _linear(affine: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    affine = np.asarray(affine, dtype=np.float64)
+    return affine[:dims, :dims], affine[:dims, 3]
+
+
+def world_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> torch.Tensor:
+    """World coordinates (mm) of every voxel: ``dims x *shape`` float64."""
+    dims = len(shape)
+    matrix, offset = _linear(affine, dims)
+    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"))
+    return torch.einsum("ij,j...->i...", torch.from_numpy(matrix), index) + torch.from_numpy(offset).view(
+        (dims,) + (1,) * dims)
+
+
+def sample(source: torch.Tensor, source_affine: np.ndarray, points: torch.Tensor, mode: str = "bilinear",
+           padding: str = "zeros") -> torch.Tensor:
+    """Sample ``source`` (``C x *source_shape``) at world points ``points`` (``dims x *target_shape``).
+
+    ``mode``: ``bilinear`` (trilinear in 3D) or ``nearest``; ``padding``: ``zeros``
+    (background outside the source) or ``border``. Returns ``C x *target_shape``.
+    """
+    dims = points.shape[0]
+    matrix, offset = _linear(source_affine, dims)
+    inverse = torch.from_numpy(np.linalg.inv(matrix))
+    flat = points.reshape(dims, -1) - torch.from_numpy(offset)[:, None]
+    voxels = (inverse @ flat).reshape(points.shape)
+    sizes = source.shape[1:]
+    normalized = torch.stack([2 * voxels[i] / max(sizes[i] - 1, 1) - 1 for i in range(dims)], dim=-1)
+    grid = normalized.flip(-1).unsqueeze(0).to(torch.float32)  # grid_sample wants x (last axis) first
+    values = source.unsqueeze(0)
+    dtype = values.dtype
+    out = F.grid_sample(values.to(torch.float32), grid, mode=mode, padding_mode=padding, align_corners=True)
+    out = out[0]
+    return out.round().to(dtype) if not dtype.is_floating_point else out.to(dtype)
+
+
+def resample(source: torch.Tensor, source_affine: np.ndarray, shape: tuple[int, ...], affine: np.ndarray,
+             mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
+    """``source`` (``C x *source_shape``) on the grid ``(shape, affine)``."""
+    if tuple(source.shape[1:]) == tuple(shape) and np.allclose(source_affine, affine, atol=1e-4):
+        return source
+    return sample(source, source_affine, world_coordinates(shape, affine), mode, padding)
+
+
+def network_grid(shape: tuple[int, ...], affine: np.ndarray, train_shape: tuple[int, ...],
+                 train_affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """The grid the networks see for an input on ``(shape, affine)``.
+
+    The input's own grid when it has the training shape and voxel spacing (no
+    resampling at all); otherwise the training shape, spacing and axis directions,
+    centred on the input's centre, so the network sees anatomy at the scale and
+    orientation it was trained on.
+    """
+    dims = len(shape)
+    if len(train_shape) != dims:
+        raise ValueError(f"the model was trained on {len(train_shape)}D images, this one is {dims}D")
+    matrix, _ = _linear(affine, dims)
+    train_matrix, _ = _linear(train_affine, dims)
+    if tuple(shape) == tuple(train_shape) and np.allclose(np.linalg.norm(matrix, axis=0),
+                                                          np.linalg.norm(train_matrix, axis=0), rtol=1e-3):
+        return tuple(shape), np.asarray(affine, dtype=np.float64)
+    centre = matrix @ ((np.array(shape) - 1) / 2) + _linear(affine, dims)[1]
+    out = np.eye(4)
+    out[:dims, :dims] = train_matrix
+    out[:dims, 3] = centre - train_matrix @ ((np.array(train_shape) - 1) / 2)
+    return tuple(train_shape), out
+
+
+def field_to_world(ddf: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """A displacement ``dims x *shape`` in voxel units of the grid ``affine`` -> millimetres, world axes."""
+    dims = ddf.shape[0]
+    matrix = torch.from_numpy(_linear(affine, dims)[0]).to(ddf.dtype)
+    return torch.einsum("ij,j...->i...", matrix, ddf)
+
+
+def jacobian_determinant_world(displacement: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """Jacobian determinant of ``p -> p + u(p)`` for a world displacement (mm) ``dims x *shape`` on a grid.
+
+    Derivatives along the grid's voxel axes by central differences (one-sided at
+    the border), converted to world axes with the grid's affine.
+    """
+    dims = displacement.shape[0]
+    matrix = torch.from_numpy(_linear(affine, dims)[0])
+    grads = torch.gradient(displacement.double(), dim=tuple(range(1, dims + 1)))
+    d_du_dvox = torch.stack([torch.stack([grads[j][i] for j in range(dims)], -1) for i in range(dims)], -2)
+    jac = d_du_dvox @ torch.linalg.inv(matrix) + torch.eye(dims, dtype=torch.float64)
+    return torch.linalg.det(jac).float()
