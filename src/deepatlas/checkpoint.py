@@ -6,6 +6,7 @@ dicts/lists only, and is read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -23,19 +24,32 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _atomic(path: Path, write) -> Path:
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp"):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    A reader never sees a half-written file, and a killed writer leaves the old
+    file (if any) intact. ``suffix`` lets writers that choose a format by file
+    name (nibabel, matplotlib) see the right extension.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _atomic(path: Path, write) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 

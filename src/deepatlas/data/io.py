@@ -7,15 +7,13 @@ MGH). Trailing singleton axes are dropped, so an OASIS Analyze volume stored as
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from deepatlas.checkpoint import default_file_mode
+from deepatlas.checkpoint import atomic_path
 from deepatlas.data.errors import DataError
 
 
@@ -104,20 +102,11 @@ def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path, intent:
                 description: str | None = None) -> Path:
     """Write a NIfTI file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        image = nib.Nifti1Image(array, affine)
-        if intent is not None:
-            image.header.set_intent(intent)
-        if description is not None:
-            image.header["descrip"] = description[:79].encode()
-        nib.save(image, tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    image = nib.Nifti1Image(array, affine)
+    if intent is not None:
+        image.header.set_intent(intent)
+    if description is not None:
+        image.header["descrip"] = description[:79].encode()
+    with atomic_path(path, ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix) as tmp:
+        nib.save(image, str(tmp))
     return path

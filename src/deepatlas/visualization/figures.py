@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepatlas.visualization.slices import save_figure
+
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
@@ -24,12 +26,6 @@ def planes(volume: np.ndarray) -> dict[str, np.ndarray]:
     if volume.ndim == 2:
         return {"slice": volume.T}
     return {name: np.take(volume, volume.shape[axis] // 2, axis=axis).T for name, axis in PLANES.items()}
-
-
-def _save(fig, path: Path) -> Path:
-    from deepatlas.visualization.slices import save_figure
-
-    return save_figure(fig, path)
 
 
 def slices_figure(images: dict[str, np.ndarray], path: Path, labels: dict[str, np.ndarray] | None = None,
@@ -56,7 +52,7 @@ def slices_figure(images: dict[str, np.ndarray], path: Path, labels: dict[str, n
             if r == 0:
                 ax.set_title(plane)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def grid_figure(displacement_vox: np.ndarray, background: np.ndarray, path: Path, spacing: int = 4) -> Path:
@@ -88,7 +84,7 @@ def grid_figure(displacement_vox: np.ndarray, background: np.ndarray, path: Path
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def jacobian_figure(jacobian: np.ndarray, path: Path) -> Path:
@@ -107,7 +103,7 @@ def jacobian_figure(jacobian: np.ndarray, path: Path) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="det J (folds in red)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves_figure(metrics_file: Path, path: Path) -> Path:
@@ -134,4 +130,4 @@ def curves_figure(metrics_file: Path, path: Path) -> Path:
     right.set_ylabel("Dice")
     right.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,103 @@
+"""Inference time of ``register`` and ``segment`` on ixi-2mm (80x96x80), default networks.
+
+Usage:
+    python benchmarks/inference_time.py [--data ../shared/data/ixi-2mm] [--run RUN] [--repeats 5]
+
+Without ``--run``, a run with the default configuration is made by training 2
+steps on 4 subjects (the weights do not change the time). Measures the median
+seconds per pair (``register``: warped image, displacement, Jacobian, warped labels)
+and per image (``segment``) inside one process, and the same through the command
+line with process start, imports and model loading included. Writes
+``benchmarks/results/inference_time.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_run(data: Path, folder: Path) -> Path:
+    from deepatlas.config import Config
+    from deepatlas.data import find_subjects
+    from deepatlas.training.run import train
+
+    subjects = find_subjects(data)[:4]
+    manifest = folder / "four.json"
+    manifest.write_text(json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)}
+                                                 for s in subjects]}))
+    config = Config()
+    config.data.dataset, config.data.label_map = str(manifest), str(data / "brain31.json")
+    config.data.unknown_labels = "background"
+    s = config.schedule
+    s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles = 1, 1, 0
+    train(config, folder / "run", progress=False)
+    return folder / "run"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from deepatlas.data import find_subjects
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.inference import load_run
+    from deepatlas.inference.apply import register_volumes, segment_volume
+
+    tmp = Path(tempfile.mkdtemp(prefix="deepatlas-bench-"))
+    run_dir = args.run or make_run(args.data, tmp)
+    run = load_run(run_dir)
+    test = find_subjects(args.data)[-(args.repeats + 2):]
+    volumes = [(load_image(s.image), load_label_codes(s.label)) for s in test]
+    register_volumes(run, volumes[0][0], volumes[1][0], volumes[0][1])  # warm-up
+    reg, seg = [], []
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        register_volumes(run, volumes[i][0], volumes[i + 1][0], volumes[i][1])
+        reg.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        segment_volume(run, volumes[i][0])
+        seg.append(time.perf_counter() - start)
+    cli_reg, cli_seg = [], []
+    exe = [sys.executable, "-m", "deepatlas.cli.main"]
+    for i in range(min(3, args.repeats)):
+        m, f, lab = test[i].image, test[i + 1].image, test[i].label
+        start = time.perf_counter()
+        subprocess.run(exe + ["register", str(run_dir), "--moving", str(m), "--fixed", str(f), "--moving-labels",
+                              str(lab), "-o", str(tmp / f"r{i}")], check=True, capture_output=True)
+        cli_reg.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run(exe + ["segment", str(run_dir), str(m), "-o", str(tmp / f"s{i}")], check=True,
+                       capture_output=True)
+        cli_seg.append(time.perf_counter() - start)
+    report = {"threads": torch.get_num_threads(), "shape": [80, 96, 80], "repeats": args.repeats,
+              "register_s_per_pair": statistics.median(reg), "segment_s_per_image": statistics.median(seg),
+              "register_cli_s": statistics.median(cli_reg), "segment_cli_s": statistics.median(cli_seg),
+              "all": {"register": reg, "segment": seg, "register_cli": cli_reg, "segment_cli": cli_seg}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inference_time.json").write_text(json.dumps(report, indent=1))
+    table = ("| | in process (median s) | command line, process start included (median s) |\n| --- | --- | --- |\n"
+             f"| register (per pair, with labels) | {report['register_s_per_pair']:.2f} | {report['register_cli_s']:.2f} |\n"
+             f"| segment (per image) | {report['segment_s_per_image']:.2f} | {report['segment_cli_s']:.2f} |\n")
+    (args.out / "inference_time.md").write_text(f"# Inference time, ixi-2mm 80x96x80, {report['threads']} threads\n\n{table}")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
