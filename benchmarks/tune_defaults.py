@@ -31,6 +31,7 @@ SWEEPS = {
         "bending=2": REG + ["loss.regularizer_weight=2"],
         "bending=8": REG + ["loss.regularizer_weight=8"],
         "bending=2,lr=3e-3": REG + ["loss.regularizer_weight=2", "schedule.reg_lr=3e-3"],
+        "bending=0.5,lr=3e-3": REG + ["loss.regularizer_weight=0.5", "schedule.reg_lr=3e-3"],
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {

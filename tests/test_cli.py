@@ -22,6 +22,16 @@ def test_train_with_config_file_flags_and_overrides(tmp_path, phantoms_3d):
     assert json.loads((out / "summary.json").read_text())["finished"]
 
 
+def test_overrides_without_a_config_file(tmp_path, phantoms_2d):
+    out = tmp_path / "run"
+    code = main(["train", "-o", str(out), "--dataset", str(phantoms_2d), "--label-map",
+                 str(phantoms_2d / "labels.json"), "schedule.cycles=0", "schedule.seg_pretrain_steps=1",
+                 "schedule.reg_pretrain_steps=1", "seg_net.channels=[4,8]", "seg_net.strides=[2]",
+                 "reg_net.channels=[4,8]", "reg_net.strides=[2]", "--no-progress"])
+    assert code == 0
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 2
+
+
 def test_bad_input_gives_a_one_line_error_not_a_traceback(tmp_path, capsys):
     code = main(["train", "-o", str(tmp_path / "run"), "--dataset", str(tmp_path / "nothing"), "--no-progress"])
     assert code == 2

@@ -7,7 +7,9 @@ from deepatlas.config import Config, load_config
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("schedule:\n  cycles: 7\nloss:\n  regularizer: diffusion\n")
-    config = load_config(path, ["schedule.cycles=9", "loss.regularizer_weight=2", "seg_net.channels=[4,8]", "seg_net.strides=[2]"])
+    config = load_config(path, ["schedule.cycles=9", "loss.regularizer_weight=2", "seg_net.channels=[4,8]",
+                                "seg_net.strides=[2]", "schedule.reg_lr=3e-3"])
+    assert config.schedule.reg_lr == 0.003
     assert config.schedule.cycles == 9
     assert config.loss.regularizer == "diffusion"
     assert config.loss.regularizer_weight == 2.0 and isinstance(config.loss.regularizer_weight, float)

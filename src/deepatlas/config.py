@@ -173,6 +173,11 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
         return "on" if value else "off"
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(default, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-3 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
         raise ValueError(f"config {key}: expected a {type(default).__name__}, got {value!r}")
     if isinstance(default, (int, float, str)) and not isinstance(value, type(default)):

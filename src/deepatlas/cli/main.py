@@ -13,6 +13,9 @@ def _train(args: argparse.Namespace) -> int:
     from deepatlas.training.run import train
 
     overrides = list(args.overrides)
+    if args.config is not None and "=" in args.config and not Path(args.config).exists():
+        overrides.insert(0, args.config)  # only overrides were given, no config file
+        args.config = None
     for flag, key in (("dataset", "data.dataset"), ("label_map", "data.label_map"), ("splits", "data.splits"),
                       ("num_labelled", "data.num_labelled"), ("device", "device"), ("unknown_labels",
                                                                                       "data.unknown_labels")):
