@@ -75,39 +75,39 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
+def _write_label_maps(args, images: list[Path], suffix: str, label_map) -> Path:
+    """Run ``label_map(run, image) -> codes`` on each image and save it beside the others in ``args.output``."""
     from deepatlas.data.io import load_image, save_volume
-    from deepatlas.inference.apply import segment_volume
     from deepatlas.inference.outputs import check_free, label_dtype
 
-    images = _expand(args.images)
     out = Path(args.output)
-    targets = [out / f"{subject_id(p)}_seg.nii.gz" for p in images]
+    targets = [out / f"{subject_id(p)}_{suffix}.nii.gz" for p in images]
     check_free(targets, args.overwrite)
     run = _load_run(args)
-    for path, target in tqdm(list(zip(images, targets)), desc="segment", disable=len(images) < 2):
+    for path, target in tqdm(list(zip(images, targets)), desc=suffix, disable=len(images) < 2):
         image = load_image(path)
-        codes = segment_volume(run, image)
+        codes = label_map(run, image)
         save_volume(codes.astype(label_dtype(codes)), image.affine, target)
+    return out
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from deepatlas.inference.apply import segment_volume
+
+    images = _expand(args.images)
+    out = _write_label_maps(args, images, "seg", segment_volume)
     print(f"{len(images)} label map(s) written to {out}/ (original label codes, input geometry)")
     return 0
 
 
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
-    from deepatlas.data.io import load_image, load_label_codes, save_volume
+    from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.inference.apply import atlas_segment_volume
-    from deepatlas.inference.outputs import check_free, label_dtype
 
     targets = _expand(args.targets)
-    out = Path(args.output)
-    files = [out / f"{subject_id(p)}_atlas_seg.nii.gz" for p in targets]
-    check_free(files, args.overwrite)
     atlases = [(load_image(img), load_label_codes(lab)) for img, lab in args.atlas]
-    run = _load_run(args)
-    for path, target_file in tqdm(list(zip(targets, files)), desc="atlas-segment", disable=len(targets) < 2):
-        target = load_image(path)
-        codes = atlas_segment_volume(run, atlases, target, fusion=args.fusion)
-        save_volume(codes.astype(label_dtype(codes)), target.affine, target_file)
+    out = _write_label_maps(args, targets, "atlas_seg",
+                            lambda run, image: atlas_segment_volume(run, atlases, image, fusion=args.fusion))
     print(f"{len(targets)} label map(s) from {len(atlases)} atlas(es), {args.fusion} fusion, written to {out}/")
     return 0
 
