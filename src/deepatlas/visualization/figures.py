@@ -120,7 +120,8 @@ def curves_figure(metrics_file: Path, path: Path) -> Path:
             left.plot(steps, smooth, label=phase, lw=1)
     left.set_xlabel("step")
     left.set_ylabel("loss (running median)")
-    left.legend(fontsize=8)
+    if left.get_legend_handles_labels()[0]:
+        left.legend(fontsize=8)
     val = [r for r in records if r["kind"] == "validation"]
     for key in ("seg_dice", "reg_dice"):
         pts = [(r["step"], r[key]) for r in val if r.get(key) is not None]
@@ -128,6 +129,9 @@ def curves_figure(metrics_file: Path, path: Path) -> Path:
             right.plot(*zip(*pts), marker="o", ms=3, label=f"validation {key.replace('_', ' ')}")
     right.set_xlabel("step")
     right.set_ylabel("Dice")
-    right.legend(fontsize=8)
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8)
+    else:
+        right.text(0.5, 0.5, "no validation during training", ha="center", va="center", transform=right.transAxes)
     fig.tight_layout()
     return save_figure(fig, path)
