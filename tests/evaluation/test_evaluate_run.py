@@ -35,3 +35,23 @@ def test_evaluate_command_writes_csv_and_summary(request, tmp_path, which, capsy
     rows = list(csv.DictReader((out / "segmentation.csv").open()))
     assert len(rows) == 6 * 6 and set(rows[0]) == {"subject", "structure", "dice", "hd95_mm"}
     assert len(list(csv.DictReader((out / "pairs.csv").open()))) == 6
+
+
+def test_label_codes_the_model_never_saw_are_named(trained_2d, phantoms_2d, tmp_path, capsys):
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(phantoms_2d, data)
+    label = sorted((data / "labels").iterdir())[0]
+    img = nib.load(str(label))
+    codes = np.asarray(img.dataobj).copy()
+    codes[0, 0] = 77
+    nib.save(nib.Nifti1Image(codes, img.affine), str(label))
+    code = main(["evaluate", str(trained_2d), "--data", str(data), "--split", "train", "--no-progress",
+                 "--unknown-labels", "error", "-o", str(tmp_path / "e")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert label.name in err and "77" in err

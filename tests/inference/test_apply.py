@@ -68,16 +68,23 @@ def test_geometry_round_trips_for_a_non_identity_affine_and_another_size(trained
     assert codes <= scheme_codes  # original label codes, not class indices
 
 
-def test_segment_a_folder_and_atlas_segment(trained_3d, phantoms_3d, tmp_path):
-    images = sorted((phantoms_3d / "images").iterdir())
-    assert main(["segment", str(trained_3d), str(phantoms_3d / "images"), "-o", str(tmp_path / "seg")]) == 0
-    assert len(list((tmp_path / "seg").iterdir())) == len(images)
+@pytest.mark.parametrize("which", ["trained_2d", "trained_3d"])
+def test_segment_a_folder_and_atlas_segment(request, which, tmp_path):
+    run = request.getfixturevalue(which)
+    dataset = request.getfixturevalue("phantoms_2d" if which == "trained_2d" else "phantoms_3d")
+    images = sorted((dataset / "images").iterdir())
+    assert main(["segment", str(run), str(dataset / "images"), "-o", str(tmp_path / "seg")]) == 0
+    outputs = sorted((tmp_path / "seg").iterdir())
+    assert len(outputs) == len(images)
+    first = nib.load(str(outputs[0]))
+    assert first.shape == nib.load(str(images[0])).shape
+    assert set(np.unique(np.asarray(first.dataobj)).tolist()) <= {0, 2, 3, 51, 52, 59, 60}
     atlas_args = []
     for img in images[:2]:
-        atlas_args += ["--atlas", str(img), str(phantoms_3d / "labels" / img.name)]
+        atlas_args += ["--atlas", str(img), str(dataset / "labels" / img.name)]
     for fusion in ("majority", "weighted"):
         out = tmp_path / fusion
-        assert main(["atlas-segment", str(trained_3d), *atlas_args, str(images[5]), "-o", str(out),
+        assert main(["atlas-segment", str(run), *atlas_args, str(images[5]), "-o", str(out),
                      "--fusion", fusion]) == 0
         result = nib.load(str(out / f"{images[5].name.split('.')[0]}_atlas_seg.nii.gz"))
         assert set(np.unique(np.asarray(result.dataobj)).tolist()) <= {0, 2, 3, 51, 52, 59, 60}
@@ -95,9 +102,11 @@ def test_majority_vote_of_identical_atlases_is_that_atlas(trained_3d, phantoms_3
     assert np.array_equal(fused, atlas[1].array)
 
 
-def test_missing_checkpoint_and_incompatible_run_are_named(tmp_path, trained_2d):
-    code = main(["segment", str(tmp_path / "norun"), str(tmp_path), "-o", str(tmp_path / "o")])
+def test_missing_checkpoint_and_incompatible_run_are_named(tmp_path, trained_2d, phantoms_2d, capsys):
+    image = sorted((phantoms_2d / "images").iterdir())[0]
+    code = main(["segment", str(tmp_path / "norun"), str(image), "-o", str(tmp_path / "o")])
     assert code == 2
+    assert "norun/checkpoints/last.pt: checkpoint not found" in capsys.readouterr().err
     bad = tmp_path / "old" / "checkpoints"
     bad.mkdir(parents=True)
     state = torch.load(trained_2d / "checkpoints" / "last.pt", weights_only=True)

@@ -25,10 +25,12 @@ def render(page):
 
 
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed (CI installs it)")
-def test_report_renders_in_chromium_with_all_images(trained_3d, tmp_path):
+@pytest.mark.parametrize("which", ["trained_2d", "trained_3d"])
+def test_report_renders_in_chromium_with_all_images(request, which, tmp_path):
     assert CHROMIUM is not None, "CI must install Debian's chromium (see .ci/run)"
+    run = request.getfixturevalue(which)
     out = tmp_path / "report"
-    assert main(["report", str(trained_3d), "-o", str(out)]) == 0
+    assert main(["report", str(run), "-o", str(out)]) == 0
     dom = render(out / "index.html")
     total = int(re.search(r'data-images="(\d+)"', dom).group(1))
     loaded = int(re.search(r'data-images-loaded="(\d+)"', dom).group(1))
@@ -36,7 +38,7 @@ def test_report_renders_in_chromium_with_all_images(trained_3d, tmp_path):
     assert "Per-structure Dice" in dom and "WhiteMatter" in dom
     for name in ("images", "labels", "grid", "jacobian", "curves"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["report", str(trained_3d), "-o", str(out)]) == 2  # no silent overwrite
+    assert main(["report", str(run), "-o", str(out)]) == 2  # no silent overwrite
 
 
 def test_panels_png(tmp_path):
