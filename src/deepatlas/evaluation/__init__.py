@@ -6,9 +6,9 @@ from deepatlas.evaluation.metrics import (
     hausdorff95,
     hausdorff95_per_class,
     jacobian_determinant,
-    mean_ignoring_nan,
+    finite_mean,
     sd_log_jacobian,
 )
 
 __all__ = ["dice_per_class", "fold_fraction", "hausdorff95", "hausdorff95_per_class", "jacobian_determinant",
-           "mean_ignoring_nan", "sd_log_jacobian"]
+           "finite_mean", "sd_log_jacobian"]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from deepatlas.data.dataset import ImageSet
-from deepatlas.evaluation.metrics import dice_per_class, fold_fraction, mean_ignoring_nan
+from deepatlas.evaluation.metrics import dice_per_class, fold_fraction, finite_mean
 from deepatlas.inference.predict import register, segment
 from deepatlas.networks.warp import warp_labels
 
@@ -27,8 +27,8 @@ def evaluate_image_set(images: ImageSet, seg_net: nn.Module | None = None, reg_n
         pred = segment(seg_net, images.images[labelled], amp=amp)
         per_subject = [dice_per_class(p, images.labels[i], k) for p, i in zip(pred, labelled)]
         per_class = torch.stack(per_subject)
-        result["seg_dice"] = mean_ignoring_nan(per_class)
-        result["seg_dice_per_class"] = [mean_ignoring_nan(c) for c in per_class.T]
+        result["seg_dice"] = finite_mean(per_class)
+        result["seg_dice_per_class"] = [finite_mean(c) for c in per_class.T]
     if reg_net is not None:
         pairs = pairs if pairs is not None else consecutive_pairs(len(labelled))
         pairs = [(labelled[a], labelled[b]) for a, b in pairs] if pairs else []
@@ -39,7 +39,7 @@ def evaluate_image_set(images: ImageSet, seg_net: nn.Module | None = None, reg_n
             warped = warp_labels(images.labels[[a for a, _ in pairs]].to(torch.int16), ddf)
             per_pair = torch.stack([dice_per_class(w, images.labels[b], k) for w, (_, b) in zip(warped, pairs)])
             before = torch.stack([dice_per_class(images.labels[a], images.labels[b], k) for a, b in pairs])
-            result["reg_dice"] = mean_ignoring_nan(per_pair)
-            result["reg_dice_before"] = mean_ignoring_nan(before)
+            result["reg_dice"] = finite_mean(per_pair)
+            result["reg_dice_before"] = finite_mean(before)
             result["folds"] = sum(fold_fraction(d[None]) for d in ddf) / len(pairs)
     return result

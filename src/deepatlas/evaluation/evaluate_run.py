@@ -29,7 +29,7 @@ from deepatlas.data.prepare import select_split
 from deepatlas.evaluation.metrics import (
     dice_per_class,
     hausdorff95_per_class,
-    mean_ignoring_nan,
+    finite_mean,
     sd_log_jacobian,
 )
 from deepatlas.inference.apply import register_volumes, segment_volume
@@ -112,13 +112,13 @@ def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test
                           "seconds": seconds})
 
     def per_structure(rows, key):
-        return {n: mean_ignoring_nan([r[key] for r in rows if r["structure"] == n]) for n in names}
+        return {n: finite_mean([r[key] for r in rows if r["structure"] == n]) for n in names}
 
     summary = {
         "run": str(run.path), "dataset": str(dataset), "split": split, "pairs": pairs,
         "subjects": len(volumes), "pair_count": len(pair_rows),
-        "seg_dice": mean_ignoring_nan([r["dice"] for r in seg_rows]),
-        "seg_hd95_mm": mean_ignoring_nan([r["hd95_mm"] for r in seg_rows]),
+        "seg_dice": finite_mean([r["dice"] for r in seg_rows]),
+        "seg_hd95_mm": finite_mean([r["hd95_mm"] for r in seg_rows]),
         "seg_seconds_per_image": float(np.median(seg_seconds)),
         "seg_dice_per_structure": per_structure(seg_rows, "dice"),
         "seg_hd95_per_structure": per_structure(seg_rows, "hd95_mm"),
@@ -126,9 +126,9 @@ def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test
     }
     if pair_rows:
         summary.update({
-            "reg_dice": mean_ignoring_nan([r["dice"] for r in reg_rows]),
-            "reg_dice_before": mean_ignoring_nan([r["dice_before"] for r in reg_rows]),
-            "reg_hd95_mm": mean_ignoring_nan([r["hd95_mm"] for r in reg_rows]),
+            "reg_dice": finite_mean([r["dice"] for r in reg_rows]),
+            "reg_dice_before": finite_mean([r["dice_before"] for r in reg_rows]),
+            "reg_hd95_mm": finite_mean([r["hd95_mm"] for r in reg_rows]),
             "folds": float(np.mean([r["folds"] for r in pair_rows])),
             "sdlogj": float(np.mean([r["sdlogj"] for r in pair_rows])),
             "reg_seconds_per_pair": float(np.median([r["seconds"] for r in pair_rows])),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from deepatlas.inference.geometry import jacobian_determinant_world
+
 
 def dice_per_class(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Dice of each foreground class ``1..K`` between class-index maps of any (equal) shape.
@@ -33,11 +35,8 @@ def jacobian_determinant(ddf: torch.Tensor) -> torch.Tensor:
     dims = ddf.shape[1]
     if dims != ddf.ndim - 2:
         raise ValueError(f"field must be B x {ddf.ndim - 2} x spatial, got {tuple(ddf.shape)}")
-    grads = torch.gradient(ddf.double(), dim=tuple(range(2, ddf.ndim)))
-    # J[i][j] = d(x_i + u_i)/d x_j
-    jac = torch.stack([torch.stack([grads[j][:, i] + (1.0 if i == j else 0.0) for j in range(dims)], -1)
-                       for i in range(dims)], -2)
-    return torch.linalg.det(jac).float()
+    # voxel units are world units of the identity grid
+    return torch.stack([jacobian_determinant_world(field, np.eye(4)) for field in ddf])
 
 
 def fold_fraction(ddf: torch.Tensor) -> float:
@@ -91,7 +90,8 @@ def hausdorff95_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int
     return [hausdorff95(pred == k, target == k, spacing) for k in range(1, num_classes)]
 
 
-def mean_ignoring_nan(values: torch.Tensor | np.ndarray) -> float:
+def finite_mean(values: torch.Tensor | np.ndarray) -> float:
+    """Mean of the finite values (NaN: class absent from both maps; inf: HD95 of a missed class)."""
     array = np.asarray(values, dtype=np.float64)
     array = array[np.isfinite(array)]
     return float(array.mean()) if array.size else float("nan")

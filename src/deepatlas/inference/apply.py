@@ -46,11 +46,15 @@ class Registration:
     affine: np.ndarray
 
 
+def _on_grid(run: TrainedRun, volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> torch.Tensor:
+    """``volume``, normalised as in training, resampled onto the network grid ``(shape, affine)``."""
+    array = normalize_intensity(volume.array) if run.config.data.normalize else volume.array.astype(np.float32)
+    return resample(torch.from_numpy(array)[None], volume.affine, shape, affine)
+
+
 def _prepare(run: TrainedRun, volume: Volume) -> tuple[torch.Tensor, tuple[int, ...], np.ndarray]:
     shape, affine = network_grid(volume.array.shape, volume.affine, run.grid_shape, run.grid_affine)
-    array = normalize_intensity(volume.array) if run.config.data.normalize else volume.array.astype(np.float32)
-    on_grid = resample(torch.from_numpy(array)[None], volume.affine, shape, affine)
-    return on_grid, shape, affine
+    return _on_grid(run, volume, shape, affine), shape, affine
 
 
 def _device(run: TrainedRun) -> torch.device:
@@ -61,11 +65,9 @@ def register_volumes(run: TrainedRun, moving: Volume, fixed: Volume, moving_labe
                      ) -> Registration:
     """Register ``moving`` to ``fixed`` with the run's registration net."""
     fixed_t, grid_shape, grid_affine = _prepare(run, fixed)
-    moving_v = Volume(moving.array, moving.affine, moving.path)
     # the moving image goes onto the *fixed* image's network grid: one grid per pair keeps
     # their world relationship (pre-alignment) intact
-    array = normalize_intensity(moving_v.array) if run.config.data.normalize else moving_v.array.astype(np.float32)
-    moving_t = resample(torch.from_numpy(array)[None], moving.affine, grid_shape, grid_affine)
+    moving_t = _on_grid(run, moving, grid_shape, grid_affine)
     with torch.no_grad():
         ddf = run.reg_net(moving_t[None].to(_device(run)), fixed_t[None].to(_device(run)))[0].cpu().double()
     world = field_to_world(ddf, grid_affine)
