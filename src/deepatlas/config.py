@@ -101,6 +101,10 @@ class ScheduleConfig:
     seg_pair_weights: dict[str, float] = field(default_factory=lambda: {"moving": 1.0, "fixed": 1.0})
     val_every: int = 250
     checkpoint_every: int = 100
+    time_budget_minutes: float | None = None
+    """Stop after this much wall-clock time in training (validation and checkpoints included,
+    summed over resumes), wherever the schedule is; None runs the whole schedule. With a
+    budget, make the schedule longer than the budget (many cycles) and let the clock end it."""
 
 
 @dataclass
@@ -149,6 +153,15 @@ class Config:
             if len(net.strides) != len(net.channels) - 1:
                 raise ValueError(f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
                                  f"entries, got {len(net.strides)}")
+        budget = self.schedule.time_budget_minutes
+        if budget is not None:
+            try:  # the field's default is None, so the generic coercion cannot know it is a float
+                self.schedule.time_budget_minutes = budget = float(budget)
+            except (TypeError, ValueError):
+                budget = float("nan")
+            if not budget > 0:
+                raise ValueError(f"config schedule.time_budget_minutes must be a number > 0 (or null), "
+                                 f"got {self.schedule.time_budget_minutes!r}")
         if self.schedule.batch_size < 1 or self.loss.anatomy_downsample < 1 or self.loss.lncc_window % 2 == 0:
             raise ValueError("config: schedule.batch_size and loss.anatomy_downsample must be >= 1, "
                              "loss.lncc_window odd")

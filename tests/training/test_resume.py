@@ -56,3 +56,26 @@ def test_checkpoints_load_with_weights_only(tmp_path, phantoms_2d):
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="bad.pt"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_time_budget_ends_the_run_and_survives_a_resume(tmp_path, phantoms_2d):
+    # a schedule far longer than the budget: the clock, not the step count, ends the run
+    config = tiny_config(phantoms_2d, cycles=100000, time_budget_minutes=0.05)
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["stopped_by"] == "time budget" and summary["finished"]
+    assert 3.0 <= summary["training_seconds"] < 20.0
+    assert 0 < summary["steps_done"] < summary["steps_total"]
+    # the budget's last state was validated, so best.pt can be the final state
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] == summary["steps_done"] and state["elapsed_s"] >= 3.0
+    # the budget is summed over resumes: a resumed run that has spent it does not train on
+    again = train(config, tmp_path / "run", resume=True, progress=False)
+    assert again["steps_this_session"] == 0 and again["stopped_by"] == "time budget"
+
+
+def test_time_budget_must_be_positive(phantoms_2d):
+    with pytest.raises(ValueError, match="time_budget_minutes"):
+        tiny_config(phantoms_2d).from_dict({"schedule": {"time_budget_minutes": 0}})
+    config = tiny_config(phantoms_2d).from_dict({"schedule": {"time_budget_minutes": "1.5"}})
+    assert config.schedule.time_budget_minutes == 1.5

@@ -119,7 +119,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     split = None if args.split == "all" else args.split
     out = Path(args.output) if args.output else Path(args.run) / f"evaluation-{args.split}"
     summary = evaluate_run(run, args.data, split, args.splits, args.pairs, args.unknown_labels, out,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, atlases=args.atlases, fusion=args.fusion)
     print(format_summary(summary))
     print(f"per-case CSV and summary.json in {out}/")
     return 0
@@ -171,7 +171,12 @@ def add_commands(sub) -> None:
     e.add_argument("--data", required=True, help="dataset (folder, manifest or OASIS root)")
     e.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
     e.add_argument("--splits", help="splits file (default: DATA/splits.json)")
-    e.add_argument("--pairs", default="next", help="next (default), all, or a JSON file of [moving, fixed] ids")
+    e.add_argument("--pairs", default="next",
+                   help="next (default), all, none, or a JSON file of [moving, fixed] ids")
+    e.add_argument("--atlases", nargs="+", metavar="ID",
+                   help="segment by atlas registration with these labelled subjects of DATA instead of the seg net")
+    e.add_argument("--fusion", choices=["weighted", "majority"], default="majority",
+                   help="label fusion with --atlases (default majority)")
     e.add_argument("--unknown-labels", choices=["error", "background"], help="default: as in training")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_evaluate)

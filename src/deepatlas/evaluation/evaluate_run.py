@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,14 @@ from deepatlas.evaluation.metrics import (
     finite_mean,
     sd_log_jacobian,
 )
-from deepatlas.inference.apply import register_volumes, segment_volume
+from deepatlas.data.labels import LabelScheme
+from deepatlas.inference.apply import Registrar, atlas_segment_volume, register_volumes, segment_volume
 from deepatlas.inference.run import TrainedRun
 
 
 def declared_pairs(ids: list[str], pairs: str) -> list[tuple[str, str]]:
+    if pairs == "none":
+        return []
     if pairs == "next":
         return [(ids[i], ids[(i + 1) % len(ids)]) for i in range(len(ids))] if len(ids) > 1 else []
     if pairs == "all":
@@ -45,7 +49,8 @@ def declared_pairs(ids: list[str], pairs: str) -> list[tuple[str, str]]:
     try:
         spec = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read pairs file (expected 'next', 'all' or a JSON file): {err}") from None
+        raise DataError(f"{path}: cannot read pairs file (expected 'next', 'all', 'none' or a JSON file): "
+                        f"{err}") from None
     unknown = sorted({i for pair in spec for i in pair} - set(ids))
     if unknown:
         raise DataError(f"{path}: pairs name subjects not in the evaluated split: {unknown[:10]}")
@@ -61,11 +66,37 @@ def _csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test", splits_file: str | Path | None = None,
-                 pairs: str = "next", unknown_labels: str | None = None, output: str | Path | None = None,
-                 progress: bool = True) -> dict:
-    """Evaluate ``run`` on the labelled subjects of ``split`` of ``dataset``; returns the summary."""
-    subjects = find_subjects(dataset)
+def _load_atlases(subjects, ids: list[str], dataset) -> list[tuple]:
+    by_id = {s.id: s for s in subjects}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DataError(f"{dataset}: atlas subject(s) {missing[:10]} not found")
+    unlabelled = [i for i in ids if by_id[i].label is None]
+    if unlabelled:
+        raise DataError(f"{dataset}: atlas subject(s) {unlabelled[:10]} have no label map")
+    return [(load_image(by_id[i].image), load_label_codes(by_id[i].label)) for i in ids]
+
+
+def evaluate_run(run: TrainedRun | None, dataset: str | Path, split: str | None = "test",
+                 splits_file: str | Path | None = None, pairs: str = "next", unknown_labels: str | None = None,
+                 output: str | Path | None = None, progress: bool = True, atlases: list[str] | None = None,
+                 fusion: str = "majority", registrar: Registrar | None = None, scheme: LabelScheme | None = None
+                 ) -> dict:
+    """Evaluate ``run`` on the labelled subjects of ``split`` of ``dataset``; returns the summary.
+
+    Args:
+        pairs: ``next``, ``all``, ``none`` or a JSON file of ``[moving_id, fixed_id]`` pairs.
+        atlases: subject ids of ``dataset`` (any split) whose labels segment the evaluated
+            subjects by registration and ``fusion`` (atlas segmentation) instead of the seg net.
+        registrar: a registration method replacing the run's registration net, for
+            comparing methods with the same code; ``run`` may then be None, given ``scheme``
+            (the label classes) and ``atlases``.
+    """
+    if run is None and (registrar is None or scheme is None or not atlases):
+        raise ValueError("evaluate_run without a trained run needs a registrar, a label scheme and atlases")
+    registrar = registrar or partial(register_volumes, run)
+    all_subjects = find_subjects(dataset)
+    subjects = all_subjects
     if split is not None:
         splits_file = splits_file or (Path(dataset) / "splits.json" if Path(dataset).is_dir() else None)
         if splits_file is None or not Path(splits_file).exists():
@@ -74,8 +105,15 @@ def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test
     subjects = [s for s in subjects if s.label is not None]
     if not subjects:
         raise DataError(f"{dataset}: no labelled subjects to evaluate in split {split!r}")
-    unknown = unknown_labels or run.config.data.unknown_labels
-    scheme, k = run.scheme, run.scheme.num_classes
+    atlas_volumes = _load_atlases(all_subjects, atlases, dataset) if atlases else None
+    if atlas_volumes is not None:
+        overlap = sorted(set(atlases) & {s.id for s in subjects})
+        if overlap:
+            raise DataError(f"{dataset}: atlases {overlap} are also evaluated subjects; an atlas would "
+                            f"segment itself")
+    unknown = unknown_labels or (run.config.data.unknown_labels if run is not None else "error")
+    scheme = scheme or run.scheme
+    k = scheme.num_classes
     names = scheme.names[1:]
     volumes = {s.id: (load_image(s.image), load_label_codes(s.label)) for s in subjects}
     classes = {sid: scheme.encode(lab.array, source=str(lab.path), unknown=unknown) for sid, (_, lab) in volumes.items()}
@@ -83,7 +121,9 @@ def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test
     seg_rows, seg_seconds = [], []
     for sid, (image, labels) in tqdm(volumes.items(), desc="segment", disable=not progress, leave=False):
         start = time.perf_counter()
-        pred = scheme.encode(segment_volume(run, image), unknown="background")
+        codes = (atlas_segment_volume(run, atlas_volumes, image, fusion=fusion, registrar=registrar)
+                 if atlas_volumes is not None else segment_volume(run, image))
+        pred = scheme.encode(codes, unknown="background")
         seg_seconds.append(time.perf_counter() - start)
         dice = dice_per_class(torch.from_numpy(pred), torch.from_numpy(classes[sid]), k)
         hd = hausdorff95_per_class(pred, classes[sid], k, image.spacing)
@@ -95,7 +135,7 @@ def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test
                                     leave=False):
         (moving, moving_labels), (fixed, fixed_labels) = volumes[moving_id], volumes[fixed_id]
         start = time.perf_counter()
-        result = register_volumes(run, moving, fixed, moving_labels)
+        result = registrar(moving, fixed, moving_labels)
         seconds = time.perf_counter() - start
         warped = scheme.encode(result.warped_labels, unknown="background")
         target = classes[fixed_id]
@@ -115,7 +155,9 @@ def evaluate_run(run: TrainedRun, dataset: str | Path, split: str | None = "test
         return {n: finite_mean([r[key] for r in rows if r["structure"] == n]) for n in names}
 
     summary = {
-        "run": str(run.path), "dataset": str(dataset), "split": split, "pairs": pairs,
+        "run": str(run.path) if run is not None else None, "dataset": str(dataset), "split": split,
+        "pairs": pairs, "segmentation": f"atlas ({len(atlases)}, {fusion})" if atlases else "seg net",
+        "atlases": list(atlases or []),
         "subjects": len(volumes), "pair_count": len(pair_rows),
         "seg_dice": finite_mean([r["dice"] for r in seg_rows]),
         "seg_hd95_mm": finite_mean([r["hd95_mm"] for r in seg_rows]),

@@ -9,6 +9,8 @@ FSLeyes. An input already on the training grid is not resampled at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 import torch
@@ -97,14 +99,25 @@ def segment_volume(run: TrainedRun, image: Volume) -> np.ndarray:
     return run.scheme.decode(classes)
 
 
-def atlas_segment_volume(run: TrainedRun, atlases: list[tuple[Volume, Volume]], target: Volume,
-                         fusion: str = "weighted", window: int = 7) -> np.ndarray:
+Registrar = Callable[[Volume, Volume, Volume], Registration]
+"""``(moving, fixed, moving_labels) -> Registration``: any registration method (a trained
+run's net, or a classical one such as ANTs SyN in ``benchmarks/``)."""
+
+
+def atlas_segment_volume(run: TrainedRun | None, atlases: list[tuple[Volume, Volume]], target: Volume,
+                         fusion: str = "weighted", window: int = 7, registrar: Registrar | None = None
+                         ) -> np.ndarray:
     """Segment ``target`` by registering each labelled atlas to it and fusing the warped labels.
 
     ``fusion``: ``majority`` (each atlas one vote per voxel) or ``weighted`` (each vote
     weighted by the local normalized cross-correlation between the warped atlas and the
-    target around that voxel, so atlases that match locally count more).
+    target around that voxel, so atlases that match locally count more). ``registrar``
+    replaces the run's registration net (``run`` may then be None).
     """
+    if registrar is None:
+        if run is None:
+            raise ValueError("atlas segmentation needs a trained run or a registrar")
+        registrar = partial(register_volumes, run)
     if fusion not in ("majority", "weighted"):
         raise ValueError(f"fusion must be 'majority' or 'weighted', got {fusion!r}")
     if not atlases:
@@ -113,7 +126,7 @@ def atlas_segment_volume(run: TrainedRun, atlases: list[tuple[Volume, Volume]], 
     votes = torch.zeros((len(codes),) + target.array.shape, dtype=torch.float64)
     target_t = torch.from_numpy(normalize_intensity(target.array))[None, None]
     for image, labels in atlases:
-        result = register_volumes(run, image, target, labels)
+        result = registrar(image, target, labels)
         weight = torch.ones(target.array.shape, dtype=torch.float64)
         if fusion == "weighted":
             warped = torch.from_numpy(normalize_intensity(result.warped))[None, None]

@@ -77,7 +77,9 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
     summary = {
         "steps_done": trainer.step,
         "steps_total": trainer.schedule.total,
-        "finished": trainer.step >= trainer.schedule.total,
+        "finished": trainer.stopped_by in ("schedule", "time budget"),
+        "stopped_by": trainer.stopped_by,
+        "training_seconds": round(trainer.elapsed, 1),
         "seconds_this_session": round(time.time() - started_at, 1),
         "steps_this_session": trainer.step - start,
         "device": str(trainer.device),

@@ -71,6 +71,8 @@ class Trainer:
             raise ValueError("the training set has no labelled image")
         self.step = 0
         self.best_score = float("-inf")
+        self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
+        self.stopped_by: str | None = None
 
     # ----------------------------------------------------------------- steps
     def _to_device(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +150,7 @@ class Trainer:
         return {
             "step": self.step,
             "best_score": self.best_score,
+            "elapsed_s": self.elapsed,
             "reg_net": self.reg_net.state_dict(),
             "seg_net": self.seg_net.state_dict(),
             "reg_opt": self.reg_opt.state_dict(),
@@ -176,6 +179,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.step = int(state["step"])
         self.best_score = float(state["best_score"])
+        self.elapsed = float(state.get("elapsed_s", 0.0))
 
     def save(self, path: str | Path) -> Path:
         return save_checkpoint(self.state_dict(), path)
@@ -184,12 +188,19 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
     # ------------------------------------------------------------------ loop
+    def budget_left(self) -> float:
+        """Seconds of ``schedule.time_budget_minutes`` left (inf without a budget)."""
+        budget = self.config.schedule.time_budget_minutes
+        return float("inf") if budget is None else budget * 60 - self.elapsed
+
     def fit(self, max_steps: int | None = None) -> dict:
-        """Train from ``self.step`` to the end of the schedule (or ``max_steps`` more steps).
+        """Train from ``self.step`` to the end of the schedule, the time budget or ``max_steps`` more steps.
 
         Checkpoints ``checkpoints/last.pt`` every ``checkpoint_every`` steps and at the
         end; ``checkpoints/best.pt`` when the validation score (mean of segmentation and
-        registration Dice) improves. Returns the last validation metrics.
+        registration Dice) improves. Validates once more where the time budget ends the
+        run, so the last state can be selected too. ``self.stopped_by`` says what ended
+        it (``schedule``, ``time budget`` or ``max_steps``). Returns the last validation metrics.
         """
         cfg = self.config.schedule
         end = self.schedule.total if max_steps is None else min(self.schedule.total, self.step + max_steps)
@@ -197,8 +208,20 @@ class Trainer:
         bar = tqdm(total=self.schedule.total, initial=self.step, disable=not self.progress, desc="deepatlas",
                    dynamic_ncols=True)
         last_val: dict = {}
+        clock = time.perf_counter()
+        self.stopped_by = None
+
+        def tick() -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            self.elapsed += now - clock
+            clock = now
+
         try:
             while self.step < end:
+                if self.budget_left() <= 0:
+                    self.stopped_by = "time budget"
+                    break
                 start = time.perf_counter()
                 phase, losses = self.train_step()
                 seconds = time.perf_counter() - start
@@ -206,12 +229,21 @@ class Trainer:
                     logger.log(self.step, phase, {**losses, "seconds": seconds})
                 bar.update(1)
                 bar.set_postfix(phase=phase, loss=f"{losses['loss']:.4f}", s_per_step=f"{seconds:.2f}")
+                validated = False
                 if self.validation is not None and cfg.val_every and (self.step % cfg.val_every == 0
                                                                       or self.step == self.schedule.total):
+                    last_val, validated = self._validate_and_select(logger), True
+                tick()
+                out_of_time = self.budget_left() <= 0
+                if out_of_time and self.validation is not None and cfg.val_every and not validated:
                     last_val = self._validate_and_select(logger)
-                if self.run_dir and (self.step % cfg.checkpoint_every == 0 or self.step == end):
+                if self.run_dir and (self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time):
                     self.save(self.run_dir / "checkpoints" / "last.pt")
+                tick()
+            if self.stopped_by is None:
+                self.stopped_by = "schedule" if self.step >= self.schedule.total else "max_steps"
         finally:
+            tick()
             bar.close()
             if logger:
                 logger.close()

@@ -1,0 +1,221 @@
+"""The DeepAtlas experiment on ixi-2mm: does joint training beat each network alone?
+
+Usage:
+    python benchmarks/experiment.py [--data ../shared/data/ixi-2mm] [--out benchmarks/results/experiment]
+                                    [--budget-minutes 45] [--labelled 1 5] [--no-ants]
+    python benchmarks/experiment.py --smoke      # the same pipeline in under 10 minutes
+
+Protocol (every choice is written to ``<out>/results.json``):
+- N labelled training subjects drawn with a fixed seed from the train split (the N=1
+  subject is the first of the N=5 ones); the other train subjects are unlabelled.
+- Every method trains the same two networks (the shipped defaults) for the same
+  wall-clock budget (``schedule.time_budget_minutes``, validation included), keeps
+  the checkpoint with the best validation score (validation split), and is scored on
+  the test split with ``deepatlas evaluate``'s code:
+  * ``seg-only``: the seg net on the N labelled images alone;
+  * ``reg-only + atlas``: the reg net without labels (similarity + bending energy),
+    then atlas segmentation with the N labelled images (majority vote);
+  * ``DeepAtlas``: joint training (seg and reg pre-training, then 20 reg : 5 seg
+    cycles), scored by its seg net, and by its reg net as an atlas segmenter;
+  * ``ANTs SyN + atlas`` (optional, ``pip install -e .[benchmark]``): no training;
+    SyN registration of each atlas to each test subject, majority vote.
+- Registration Dice: each test subject registered to the next (25 declared pairs);
+  segmentation Dice: 31 structures of ``brain31.json``, mean over structures and subjects.
+
+The experiment resumes where it stopped (finished trainings and evaluations are kept).
+Writes ``results.json``, ``results.md``, ``dice_vs_n.png``, ``validation_curves.png``,
+``example.png`` and one folder of per-case CSVs per evaluation under ``eval/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PRESETS = {
+    "full": {"budget_minutes": 45.0, "labelled": [1, 5], "test_subjects": None, "seg_pretrain": 100,
+             "reg_pretrain": 300, "val_every": 100},
+    # the whole pipeline, 5 test subjects, ~40 s per training: checks the machinery, not the method
+    "smoke": {"budget_minutes": 0.6, "labelled": [1], "test_subjects": 5, "seg_pretrain": 10,
+              "reg_pretrain": 20, "val_every": 20},
+}
+MANY = 10 ** 7  # a schedule longer than any budget: the clock ends it
+
+
+def method_overrides(method: str, preset: dict) -> list[str]:
+    if method == "seg-only":
+        return [f"schedule.seg_pretrain_steps={MANY}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
+    if method == "reg-only":
+        return ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={MANY}", "schedule.cycles=0"]
+    return [f"schedule.seg_pretrain_steps={preset['seg_pretrain']}",
+            f"schedule.reg_pretrain_steps={preset['reg_pretrain']}", f"schedule.cycles={MANY}"]
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def per_subject_dice(eval_dir: Path) -> dict[str, float]:
+    rows = list(csv.DictReader((eval_dir / "segmentation.csv").open()))
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        value = float(r["dice"])
+        if value == value:
+            out.setdefault(r["subject"], []).append(value)
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def train_method(name: str, overrides: list[str], data, out: Path, preset: dict) -> dict:
+    from deepatlas.config import load_config
+    from deepatlas.training.run import train
+
+    run_dir = out / "runs" / name
+    summary_file = run_dir / "summary.json"
+    if summary_file.exists() and json.loads(summary_file.read_text()).get("finished"):
+        return json.loads(summary_file.read_text())
+    config = load_config(None, overrides + [
+        f"schedule.time_budget_minutes={preset['budget_minutes']}", f"schedule.val_every={preset['val_every']}",
+        "schedule.checkpoint_every=50"])
+    print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
+    return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(), progress=False, data=data)
+
+
+def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -> dict:
+    from deepatlas.evaluation.evaluate_run import evaluate_run
+
+    eval_dir = out / "eval" / row
+    if (eval_dir / "summary.json").exists():
+        return json.loads((eval_dir / "summary.json").read_text())
+    print(f"[{time.strftime('%H:%M:%S')}] evaluating {row}", flush=True)
+    return evaluate_run(kwargs.pop("run", None), data_dir, "test", splits_file, output=eval_dir, progress=False,
+                        unknown_labels="background",
+                        **kwargs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/experiment[-smoke])")
+    parser.add_argument("--smoke", action="store_true", help="a small variant of the whole pipeline, < 10 min")
+    parser.add_argument("--budget-minutes", type=float, help="wall-clock training budget per method")
+    parser.add_argument("--labelled", type=int, nargs="+", help="numbers of labelled subjects (default 1 5)")
+    parser.add_argument("--no-ants", action="store_true", help="leave out the ANTs SyN reference")
+    parser.add_argument("--seed", type=int, default=0, help="seed drawing the labelled subjects and training")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    preset = dict(PRESETS["smoke" if args.smoke else "full"])
+    if args.budget_minutes:
+        preset["budget_minutes"] = args.budget_minutes
+    if args.labelled:
+        preset["labelled"] = sorted(args.labelled)
+    out = args.out or ROOT / "benchmarks" / "results" / ("experiment-smoke" if args.smoke else "experiment")
+    if not (args.data / "brain31.json").exists():
+        print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
+        return 1
+
+    import ants_syn
+    from deepatlas.config import load_config
+    from deepatlas.data import prepare_data
+    from deepatlas.data.labels import LabelScheme
+    from deepatlas.data.splits import choose_labelled, load_splits
+    from deepatlas.inference import load_run
+
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.data / "splits.json")
+    test_ids = splits["test"][: preset["test_subjects"]] if preset["test_subjects"] else splits["test"]
+    splits_file = out / "splits.json"  # the evaluated test subjects, written down
+    splits_file.write_text(json.dumps({**splits, "test": test_ids}, indent=1))
+    # one draw of the largest N; smaller N take its first subjects, so the labelled sets are nested
+    drawn = choose_labelled(splits["train"], max(preset["labelled"]), seed=args.seed)
+    labelled = {n: drawn[:n] for n in preset["labelled"]}
+    data_flags = [f"data.dataset={args.data}", f"data.label_map={args.data / 'brain31.json'}",
+                  f"data.splits={args.data / 'splits.json'}", "data.unknown_labels=background", f"seed={args.seed}"]
+    use_ants = not args.no_ants and ants_syn.available()
+    if not args.no_ants and not use_ants:
+        print("antspyx not installed: ANTs SyN left out (pip install -e .[benchmark])", file=sys.stderr)
+
+    trainings: dict[str, dict] = {}
+    rows: list[dict] = []
+    scheme = LabelScheme.from_file(args.data / "brain31.json")
+    for i, n in enumerate(preset["labelled"]):
+        flags = data_flags + [f"data.labelled_ids={json.dumps(labelled[n])}"]
+        data = prepare_data(load_config(None, flags).data, progress=False)
+        names = [f"seg-only-n{n}", f"deepatlas-n{n}"] + (["reg-only"] if i == 0 else [])
+        for name in names:
+            method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
+            trainings[name] = train_method(name, flags + method_overrides(method, preset), data, out, preset)
+        del data
+        first = i == 0  # registration metrics do not depend on N for reg-only and ANTs: measure once
+        evals = [
+            ("seg-only", f"seg-only-n{n}", dict(run=load_run(out / "runs" / f"seg-only-n{n}", "best"),
+                                                 pairs="none")),
+            ("reg-only + atlas", "reg-only", dict(run=load_run(out / "runs" / "reg-only", "best"),
+                                                  atlases=labelled[n], pairs="next" if first else "none")),
+            ("DeepAtlas (seg net)", f"deepatlas-n{n}", dict(run=load_run(out / "runs" / f"deepatlas-n{n}", "best"),
+                                                            pairs="next")),
+            ("DeepAtlas (reg net + atlas)", f"deepatlas-n{n}", dict(
+                run=load_run(out / "runs" / f"deepatlas-n{n}", "best"), atlases=labelled[n], pairs="none")),
+        ]
+        if use_ants:
+            evals.append(("ANTs SyN + atlas", None, dict(registrar=ants_syn.syn_registrar(), scheme=scheme,
+                                                         atlases=labelled[n], pairs="next" if first else "none")))
+        for method, training, kwargs in evals:
+            key = method.split(" ")[0].lower() + ("-atlas" if "atlas" in method else "") + f"-n{n}"
+            summary = evaluate(key, out, args.data, splits_file, **kwargs)
+            subject_dice = per_subject_dice(out / "eval" / key)
+            rows.append({"method": method, "n": n, "eval": key, "training": training,
+                         "seg_dice": summary["seg_dice"], "seg_dice_sd": float(np.std(list(subject_dice.values()))),
+                         "seg_dice_per_subject": subject_dice, "seg_hd95_mm": summary["seg_hd95_mm"],
+                         "seg_seconds_per_image": summary["seg_seconds_per_image"],
+                         **{k: summary.get(k) for k in ("reg_dice", "reg_dice_before", "folds", "sdlogj",
+                                                        "reg_seconds_per_pair", "reg_hd95_mm")}})
+    # registration metrics measured once per method apply to every N
+    for row in rows:
+        if row["reg_dice"] is None:
+            source = next((r for r in rows if r["method"] == row["method"] and r["reg_dice"] is not None), None)
+            if source is not None:
+                for k in ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm"):
+                    row[k] = source[k]
+
+    from experiment_report import example_figure, write_report
+
+    n0 = preset["labelled"][0]
+    example_figure(out, args.data, test_ids[0], labelled[n0], n0, scheme,
+                   ants_syn.syn_registrar() if use_ants else None)
+
+    results = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv), "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"), "preset": "smoke" if args.smoke else "full", "protocol": preset,
+        "seed": args.seed, "labelled": labelled, "test_subjects": test_ids,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "trainings": trainings, "rows": rows, "wall_minutes_this_call": round((time.time() - started) / 60, 1),
+    }
+    write_report(results, out)
+    print((out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

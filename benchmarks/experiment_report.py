@@ -1,0 +1,156 @@
+"""Tables and figures of ``benchmarks/experiment.py``: results.json, results.md and PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from deepatlas.checkpoint import atomic_write_text
+
+
+def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
+    return "-" if value is None or value != value else format(value * scale, spec)
+
+
+def _training_record(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = run_dir / "best_validation.json"
+    return {"steps": summary["steps_done"], "minutes": summary.get("training_seconds", 0) / 60,
+            "stopped_by": summary.get("stopped_by"),
+            "best_step": json.loads(best.read_text())["step"] if best.exists() else None}
+
+
+def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
+    """(training minutes, validation record) pairs; minutes from the logged step times."""
+    clock, out = 0.0, []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "validation":
+            out.append((clock / 60, record))
+        else:
+            clock += record.get("seconds", 0.0)
+    return out
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def dice_vs_n_figure(rows: list[dict], path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n"])
+        ns = [r["n"] for r in mine]
+        mean = np.array([r["seg_dice"] for r in mine])
+        # error bars: standard error over test subjects
+        sem = np.array([r["seg_dice_sd"] / np.sqrt(max(1, len(r["seg_dice_per_subject"]))) for r in mine])
+        ax.errorbar(ns, mean, yerr=sem, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ns = sorted({r["n"] for r in rows})
+    ax.set_xticks(ns)
+    ax.set_xticklabels([str(n) for n in ns])
+    ax.set_xlabel("labelled training subjects N")
+    ax.set_ylabel("test segmentation Dice (31 structures)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_figure(out: Path, runs: list[str], path: Path) -> None:
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in runs:
+        history = validation_history(out / "runs" / name)
+        if not history:
+            continue
+        minutes = [m for m, _ in history]
+        if not name.startswith("reg-only"):
+            left.plot(minutes, [r.get("seg_dice") for _, r in history], marker=".", label=name)
+        if not name.startswith("seg-only"):
+            right.plot(minutes, [r.get("reg_dice") for _, r in history], marker=".", label=name)
+    for ax, what in ((left, "segmentation"), (right, "registration")):
+        ax.set_xlabel("training minutes (step time only)")
+        ax.set_ylabel(f"validation {what} Dice")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: int, scheme, registrar) -> None:
+    """One test subject's middle slices: the reference labels and each method's segmentation."""
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.inference import load_run
+    from deepatlas.inference.apply import atlas_segment_volume, segment_volume
+    from deepatlas.visualization.figures import slices_figure
+
+    image = load_image(data / "images" / f"{subject}.nii.gz")
+    atlas_volumes = [(load_image(data / "images" / f"{a}.nii.gz"), load_label_codes(data / "labels" / f"{a}.nii.gz"))
+                     for a in atlases]
+    codes = {"reference (DLMUSE)": load_label_codes(data / "labels" / f"{subject}.nii.gz").array}
+    codes[f"seg-only N={n}"] = segment_volume(load_run(out / "runs" / f"seg-only-n{n}", "best"), image)
+    codes["reg-only + atlas"] = atlas_segment_volume(load_run(out / "runs" / "reg-only", "best"), atlas_volumes,
+                                                     image, fusion="majority")
+    codes[f"DeepAtlas N={n}"] = segment_volume(load_run(out / "runs" / f"deepatlas-n{n}", "best"), image)
+    if registrar is not None:
+        codes["ANTs SyN + atlas"] = atlas_segment_volume(None, atlas_volumes, image, fusion="majority",
+                                                         registrar=registrar)
+    labels = {k: scheme.encode(v, unknown="background") for k, v in codes.items()}
+    slices_figure({k: image.array for k in labels}, out / "example.png", labels, scheme.num_classes)
+
+
+def write_report(results: dict, out: Path) -> None:
+    out = Path(out)
+    for name in results["trainings"]:
+        results["trainings"][name] = {**results["trainings"][name], **_training_record(out / "runs" / name)}
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    rows, trainings = results["rows"], results["trainings"]
+    p = results["protocol"]
+    lines = [
+        f"# DeepAtlas experiment on ixi-2mm ({results['preset']})", "",
+        f"- command: `{results['command']}`", f"- commit: `{results['commit']}`, {results['date']}",
+        f"- machine: {results['machine']['cpu_count']} CPU cores, {results['machine']['platform']}",
+        f"- training budget per method: {p['budget_minutes']:g} min wall clock (validation included), "
+        f"best validation checkpoint", f"- labelled subjects (seed {results['seed']}): "
+        + "; ".join(f"N={n}: {', '.join(ids)}" for n, ids in results["labelled"].items()),
+        f"- test subjects: {len(results['test_subjects'])}; registration pairs: each test subject to the next", "",
+        "| method | N | seg Dice (sd over subjects) | seg HD95 mm | reg Dice (before) | folds % | SDlogJ "
+        "| s / pair | s / image |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        reg = f"{_fmt(r['reg_dice'])} ({_fmt(r['reg_dice_before'])})" if r["reg_dice"] is not None else "-"
+        lines.append(f"| {r['method']} | {r['n']} | {_fmt(r['seg_dice'])} ({_fmt(r['seg_dice_sd'])}) | "
+                     f"{_fmt(r['seg_hd95_mm'], '.2f')} | {reg} | {_fmt(r['folds'], '.3f', 100)} | "
+                     f"{_fmt(r['sdlogj'])} | {_fmt(r['reg_seconds_per_pair'], '.2f')} | "
+                     f"{_fmt(r['seg_seconds_per_image'], '.2f')} |")
+    lines += ["", "Seconds per pair and per image: median, in process, 2 CPU cores; atlas rows include one "
+              "registration per atlas.", "", "## Paired: DeepAtlas seg net vs seg-only, per test subject", "",
+              "| N | mean Dice difference | subjects improved |", "| --- | --- | --- |"]
+    for n in sorted({r["n"] for r in rows}):
+        a = next((r for r in rows if r["n"] == n and r["method"] == "DeepAtlas (seg net)"), None)
+        b = next((r for r in rows if r["n"] == n and r["method"] == "seg-only"), None)
+        if a and b:
+            diff = [a["seg_dice_per_subject"][s] - b["seg_dice_per_subject"][s] for s in a["seg_dice_per_subject"]]
+            lines.append(f"| {n} | {np.mean(diff):+.3f} | {sum(d > 0 for d in diff)} / {len(diff)} |")
+    lines += ["", "## Trainings", "", "| run | steps | training min | stopped by | best validation step |",
+              "| --- | --- | --- | --- | --- |"]
+    for name, t in trainings.items():
+        lines.append(f"| {name} | {t['steps']} | {t['minutes']:.1f} | {t['stopped_by']} | {t['best_step']} |")
+    lines += ["", "![Dice against N](dice_vs_n.png)", "", "![validation during training](validation_curves.png)", "",
+              "![one test subject](example.png)", ""]
+    atomic_write_text(out / "results.md", "\n".join(lines))
+    dice_vs_n_figure(rows, out / "dice_vs_n.png")
+    curves_figure(out, list(trainings), out / "validation_curves.png")

@@ -1,0 +1,131 @@
+"""How step time and memory grow with the volume and the batch (shipped defaults).
+
+Usage:
+    python benchmarks/scaling.py [--data ../shared/data/ixi-2mm] [--repeats 3]
+
+Each configuration runs in a fresh process (so its peak memory is its own) on 8
+ixi-2mm subjects (3 labelled) resampled to the size under test (trilinear images,
+nearest-neighbour labels): one warm-up, then the median of ``--repeats`` registration
+steps and segmentation steps (pair groups drawn as in training), and the median
+time of inference (one pair registered, one image segmented, no gradients).
+Writes ``benchmarks/results/scaling.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = [(40, 48, 40), (80, 96, 80), (160, 192, 160)]
+BATCHES = [1, 2, 4]
+
+
+def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from deepatlas.config import Config
+    from deepatlas.data import find_subjects, prepare_data
+    from deepatlas.data.dataset import ImageSet
+    from deepatlas.inference.predict import register, segment
+    from deepatlas.training import Trainer
+
+    warnings.filterwarnings("ignore")
+    subjects = find_subjects(data)[:8]
+    manifest = Path(f"/tmp/deepatlas-scaling-{os.getpid()}.json")
+    manifest.write_text(json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)}
+                                                 for s in subjects]}))
+    config = Config()
+    config.data.dataset, config.data.label_map = str(manifest), str(data / "brain31.json")
+    config.data.unknown_labels, config.data.num_labelled = "background", 3
+    config.schedule.batch_size = batch
+    base = prepare_data(config.data, progress=False).train
+    images = F.interpolate(base.images, size=shape, mode="trilinear", align_corners=False)
+    labels = F.interpolate(base.labels.float(), size=shape, mode="nearest").to(base.labels.dtype)
+    train = ImageSet(base.ids, images.contiguous(), labels.contiguous(), base.has_label, base.affines, base.scheme)
+    trainer = Trainer(config, train, progress=False)
+    result: dict = {"shape": list(shape), "batch": batch, "voxels": int(torch.tensor(shape).prod()),
+                    "threads": torch.get_num_threads(), "amp": str(trainer.amp)}
+    for phase, step in (("reg", trainer.reg_step), ("seg", trainer.seg_step)):
+        step()  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        result[f"{phase}_step_s"] = statistics.median(times)
+    for name, fn in (("register_s", lambda: register(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp)),
+                     ("segment_s", lambda: segment(trainer.seg_net, images[:1], amp=trainer.amp))):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        result[name] = statistics.median(times)
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    manifest.unlink()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--single", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        shape, batch = json.loads(args.single)
+        print(json.dumps(run_single(tuple(shape), batch, args.data, args.repeats)))
+        return 0
+    if not (args.data / "brain31.json").exists():
+        print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
+        return 1
+    plan = [(s, 2) for s in SHAPES] + [(SHAPES[1], b) for b in BATCHES if b != 2]
+    results = []
+    for shape, batch in plan:
+        print(f"timing {shape} batch {batch} ...", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--single", json.dumps([shape, batch]), "--data",
+                               str(args.data), "--repeats", str(args.repeats)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            results.append({"shape": list(shape), "batch": batch, "error": proc.stderr.strip().splitlines()[-1:]})
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    ref = next(r for r in results if r["shape"] == list(SHAPES[1]) and r["batch"] == 2)
+    report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "repeats": args.repeats,
+              "reference": "80x96x80, batch 2", "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scaling.json").write_text(json.dumps(report, indent=1))
+    lines = ["| volume | batch (pairs) | voxels vs ref | reg step s | seg step s | reg time vs ref | seg time vs ref "
+             "| register s | segment s | peak RSS GiB |", "| --- |" * 1 + " --- |" * 9]
+    for r in results:
+        name = "x".join(map(str, r["shape"]))
+        if "error" in r:
+            lines.append(f"| {name} | {r['batch']} | failed: {r['error']} |" + " |" * 7)
+            continue
+        work = r["voxels"] * r["batch"] / (ref["voxels"] * ref["batch"])
+        lines.append(f"| {name} | {r['batch']} | {work:g}x | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
+                     f"{r['reg_step_s'] / ref['reg_step_s']:.2f}x | {r['seg_step_s'] / ref['seg_step_s']:.2f}x | "
+                     f"{r['register_s']:.3f} | {r['segment_s']:.3f} | {r['peak_rss_gib']:.1f} |")
+    table = "\n".join(lines)
+    (args.out / "scaling.md").write_text(
+        f"# Scaling: step time and memory against volume and batch (median of {args.repeats}, "
+        f"{os.cpu_count()} CPU cores)\n\n'voxels vs ref' is the work (voxels x pairs) relative to 80x96x80 "
+        f"with 2 pairs; linear growth means the time ratios equal it.\n\n{table}\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
