@@ -17,9 +17,10 @@ def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
 def _training_record(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     best = run_dir / "best_validation.json"
+    best = json.loads(best.read_text()) if best.exists() else {}
     return {"steps": summary["steps_done"], "minutes": summary.get("training_seconds", 0) / 60,
-            "stopped_by": summary.get("stopped_by"),
-            "best_step": json.loads(best.read_text())["step"] if best.exists() else None}
+            "stopped_by": summary.get("stopped_by"), "best_step": best.get("step"),
+            "best_val_seg_dice": best.get("seg_dice"), "best_val_reg_dice": best.get("reg_dice")}
 
 
 def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
@@ -89,7 +90,8 @@ def curves_figure(out: Path, runs: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: int, scheme, registrar) -> None:
+def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: int, scheme, registrar,
+                   variants: dict[str, str]) -> None:
     """One test subject's middle slices: the reference labels and each method's segmentation."""
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.inference import load_run
@@ -103,7 +105,8 @@ def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: i
     codes[f"seg-only N={n}"] = segment_volume(load_run(out / "runs" / f"seg-only-n{n}", "best"), image)
     codes["reg-only + atlas"] = atlas_segment_volume(load_run(out / "runs" / "reg-only", "best"), atlas_volumes,
                                                      image, fusion="majority")
-    codes[f"DeepAtlas N={n}"] = segment_volume(load_run(out / "runs" / f"deepatlas-n{n}", "best"), image)
+    for variant, label in variants.items():
+        codes[f"{label} N={n}"] = segment_volume(load_run(out / "runs" / f"{variant}-n{n}", "best"), image)
     if registrar is not None:
         codes["ANTs SyN + atlas"] = atlas_segment_volume(None, atlas_volumes, image, fusion="majority",
                                                          registrar=registrar)
@@ -137,18 +140,20 @@ def write_report(results: dict, out: Path) -> None:
                      f"{_fmt(r['sdlogj'])} | {_fmt(r['reg_seconds_per_pair'], '.2f')} | "
                      f"{_fmt(r['seg_seconds_per_image'], '.2f')} |")
     lines += ["", "Seconds per pair and per image: median, in process, 2 CPU cores; atlas rows include one "
-              "registration per atlas.", "", "## Paired: DeepAtlas seg net vs seg-only, per test subject", "",
-              "| N | mean Dice difference | subjects improved |", "| --- | --- | --- |"]
-    for n in sorted({r["n"] for r in rows}):
-        a = next((r for r in rows if r["n"] == n and r["method"] == "DeepAtlas (seg net)"), None)
-        b = next((r for r in rows if r["n"] == n and r["method"] == "seg-only"), None)
-        if a and b:
+              "registration per atlas.", "", "## Paired: DeepAtlas seg nets vs seg-only, per test subject", "",
+              "| DeepAtlas | N | mean Dice difference | subjects improved |", "| --- | --- | --- | --- |"]
+    for a in (r for r in rows if r["method"].startswith("DeepAtlas") and r["method"].endswith("(seg net)")):
+        b = next((r for r in rows if r["n"] == a["n"] and r["method"] == "seg-only"), None)
+        if b:
             diff = [a["seg_dice_per_subject"][s] - b["seg_dice_per_subject"][s] for s in a["seg_dice_per_subject"]]
-            lines.append(f"| {n} | {np.mean(diff):+.3f} | {sum(d > 0 for d in diff)} / {len(diff)} |")
-    lines += ["", "## Trainings", "", "| run | steps | training min | stopped by | best validation step |",
-              "| --- | --- | --- | --- | --- |"]
+            lines.append(f"| {a['method']} | {a['n']} | {np.mean(diff):+.3f} | {sum(d > 0 for d in diff)} / "
+                         f"{len(diff)} |")
+    lines += ["", "## Trainings (model selection on the validation split)", "",
+              "| run | steps | training min | stopped by | best validation step | its validation seg Dice "
+              "| its validation reg Dice |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, t in trainings.items():
-        lines.append(f"| {name} | {t['steps']} | {t['minutes']:.1f} | {t['stopped_by']} | {t['best_step']} |")
+        lines.append(f"| {name} | {t['steps']} | {t['minutes']:.1f} | {t['stopped_by']} | {t['best_step']} | "
+                     f"{_fmt(t['best_val_seg_dice'])} | {_fmt(t['best_val_reg_dice'])} |")
     lines += ["", "![Dice against N](dice_vs_n.png)", "", "![validation during training](validation_curves.png)", "",
               "![one test subject](example.png)", ""]
     atomic_write_text(out / "results.md", "\n".join(lines))
