@@ -54,7 +54,6 @@ def dice_vs_n_figure(rows: list[dict], path: Path) -> None:
         # error bars: standard error over test subjects
         sem = np.array([r["seg_dice_sd"] / np.sqrt(max(1, len(r["seg_dice_per_subject"]))) for r in mine])
         ax.errorbar(ns, mean, yerr=sem, marker="o", capsize=3, label=method)
-    ax.set_xscale("log")
     ns = sorted({r["n"] for r in rows})
     ax.set_xticks(ns)
     ax.set_xticklabels([str(n) for n in ns])
