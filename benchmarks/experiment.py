@@ -66,6 +66,7 @@ VARIANTS = {
                                            "schedule.reg_steps_per_cycle=10", "schedule.seg_steps_per_cycle=10"],
 }
 LABELS = {"deepatlas": "DeepAtlas", "deepatlas-seg-heavy": "DeepAtlas seg-heavy"}
+REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm")
 
 
 def method_overrides(method: str, preset: dict) -> list[str]:
@@ -97,19 +98,23 @@ def per_subject_dice(eval_dir: Path) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-def train_method(name: str, overrides: list[str], data, out: Path, preset: dict) -> dict:
+def train_method(name: str, overrides: list[str], load_data, out: Path, preset: dict) -> dict:
+    """Train (or resume) one method's run; a finished run is only read. ``load_data()`` gives the data."""
     from deepatlas.config import load_config
     from deepatlas.training.run import train
 
     run_dir = out / "runs" / name
     summary_file = run_dir / "summary.json"
-    if summary_file.exists() and json.loads(summary_file.read_text()).get("finished"):
-        return json.loads(summary_file.read_text())
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text())
+        if summary.get("finished"):
+            return summary
     config = load_config(None, overrides + [
         f"schedule.time_budget_minutes={preset['budget_minutes']}", f"schedule.val_every={preset['val_every']}",
         "schedule.checkpoint_every=50"])
     print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
-    return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(), progress=False, data=data)
+    return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(), progress=False,
+                 data=load_data())
 
 
 def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -> dict:
@@ -175,12 +180,18 @@ def main() -> int:
     scheme = LabelScheme.from_file(args.data / "brain31.json")
     for i, n in enumerate(preset["labelled"]):
         flags = data_flags + [f"data.labelled_ids={json.dumps(labelled[n])}"]
-        data = prepare_data(load_config(None, flags).data, progress=False)
+        cache: dict = {}
+
+        def load_data():  # ~160 volumes: loaded once per N, and only if something still trains
+            if "data" not in cache:
+                cache["data"] = prepare_data(load_config(None, flags).data, progress=False)
+            return cache["data"]
+
         names = [f"seg-only-n{n}"] + [f"{v}-n{n}" for v in variants] + (["reg-only"] if i == 0 else [])
         for name in names:
             method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
-            trainings[name] = train_method(name, flags + method_overrides(method, preset), data, out, preset)
-        del data
+            trainings[name] = train_method(name, flags + method_overrides(method, preset), load_data, out, preset)
+        cache.clear()
         first = i == 0  # registration metrics do not depend on N for reg-only and ANTs: measure once
         evals = [
             ("seg-only", f"seg-only-n{n}", f"seg-only-n{n}",
@@ -204,15 +215,13 @@ def main() -> int:
                          "seg_dice": summary["seg_dice"], "seg_dice_sd": float(np.std(list(subject_dice.values()))),
                          "seg_dice_per_subject": subject_dice, "seg_hd95_mm": summary["seg_hd95_mm"],
                          "seg_seconds_per_image": summary["seg_seconds_per_image"],
-                         **{k: summary.get(k) for k in ("reg_dice", "reg_dice_before", "folds", "sdlogj",
-                                                        "reg_seconds_per_pair", "reg_hd95_mm")}})
+                         **{k: summary.get(k) for k in REG_KEYS}})
     # registration metrics measured once per method apply to every N
     for row in rows:
         if row["reg_dice"] is None:
             source = next((r for r in rows if r["method"] == row["method"] and r["reg_dice"] is not None), None)
             if source is not None:
-                for k in ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm"):
-                    row[k] = source[k]
+                row.update({k: source[k] for k in REG_KEYS})
 
     from experiment_report import example_figure, write_report
 

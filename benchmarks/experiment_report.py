@@ -14,13 +14,13 @@ def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
     return "-" if value is None or value != value else format(value * scale, spec)
 
 
-def _training_record(run_dir: Path) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
+def _training_record(summary: dict, run_dir: Path) -> dict:
+    """A run's ``summary.json`` (as ``train`` returned it) with its model selection."""
     best = run_dir / "best_validation.json"
     best = json.loads(best.read_text()) if best.exists() else {}
-    return {"steps": summary["steps_done"], "minutes": summary.get("training_seconds", 0) / 60,
-            "stopped_by": summary.get("stopped_by"), "best_step": best.get("step"),
-            "best_val_seg_dice": best.get("seg_dice"), "best_val_reg_dice": best.get("reg_dice")}
+    return {**summary, "steps": summary["steps_done"], "minutes": summary.get("training_seconds", 0) / 60,
+            "best_step": best.get("step"), "best_val_seg_dice": best.get("seg_dice"),
+            "best_val_reg_dice": best.get("reg_dice")}
 
 
 def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
@@ -116,7 +116,7 @@ def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: i
 def write_report(results: dict, out: Path) -> None:
     out = Path(out)
     for name in results["trainings"]:
-        results["trainings"][name] = {**results["trainings"][name], **_training_record(out / "runs" / name)}
+        results["trainings"][name] = _training_record(results["trainings"][name], out / "runs" / name)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     rows, trainings = results["rows"], results["trainings"]
     p = results["protocol"]

@@ -56,17 +56,11 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     trainer = Trainer(config, train, progress=False)
     result: dict = {"shape": list(shape), "batch": batch, "voxels": int(torch.tensor(shape).prod()),
                     "threads": torch.get_num_threads(), "amp": str(trainer.amp)}
-    for phase, step in (("reg", trainer.reg_step), ("seg", trainer.seg_step)):
-        step()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        result[f"{phase}_step_s"] = statistics.median(times)
-    for name, fn in (("register_s", lambda: register(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp)),
-                     ("segment_s", lambda: segment(trainer.seg_net, images[:1], amp=trainer.amp))):
-        fn()
+    timed = {"reg_step_s": trainer.reg_step, "seg_step_s": trainer.seg_step,
+             "register_s": lambda: register(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp),
+             "segment_s": lambda: segment(trainer.seg_net, images[:1], amp=trainer.amp)}
+    for name, fn in timed.items():
+        fn()  # warm-up
         times = []
         for _ in range(repeats):
             start = time.perf_counter()

@@ -229,15 +229,15 @@ class Trainer:
                     logger.log(self.step, phase, {**losses, "seconds": seconds})
                 bar.update(1)
                 bar.set_postfix(phase=phase, loss=f"{losses['loss']:.4f}", s_per_step=f"{seconds:.2f}")
-                validated = False
-                if self.validation is not None and cfg.val_every and (self.step % cfg.val_every == 0
-                                                                      or self.step == self.schedule.total):
-                    last_val, validated = self._validate_and_select(logger), True
                 tick()
-                out_of_time = self.budget_left() <= 0
-                if out_of_time and self.validation is not None and cfg.val_every and not validated:
+                # where the budget ends the run, its last state is validated too
+                if self.validation is not None and cfg.val_every and (
+                        self.step % cfg.val_every == 0 or self.step == self.schedule.total
+                        or self.budget_left() <= 0):
                     last_val = self._validate_and_select(logger)
-                if self.run_dir and (self.step % cfg.checkpoint_every == 0 or self.step == end or out_of_time):
+                    tick()
+                if self.run_dir and (self.step % cfg.checkpoint_every == 0 or self.step == end
+                                     or self.budget_left() <= 0):
                     self.save(self.run_dir / "checkpoints" / "last.pt")
                 tick()
             if self.stopped_by is None:
