@@ -80,6 +80,59 @@ class LossConfig:
 
 
 @dataclass
+class RefineConfig:
+    """Per-pair instance optimisation after the registration net (:mod:`deepatlas.registration.refine`).
+
+    Used by ``register``, ``atlas-segment``, ``evaluate`` and the Python API; ``--net-only``
+    (or ``refine.enabled=false``) gives the net's prediction alone.
+    """
+
+    enabled: bool = True
+    levels: list[int] = field(default_factory=lambda: [2, 1])
+    """Image pooling factor of each level, coarse to fine (1 = full resolution)."""
+    iterations: list[int] = field(default_factory=lambda: [40, 20])
+    """Adam iterations at each level."""
+    control_spacing: int = 2
+    """Voxels between the optimised unknowns (at least the level's factor); 2 halves the
+    unknowns per axis at full resolution, the similarity is still measured on every voxel."""
+    lr: float = 0.5
+    """Adam step, in control-grid voxels."""
+    lncc_window: int = 5
+    regularizer_weight: float = 1.0
+    """Weight of the diffusion energy (mean squared displacement gradient) of the total field."""
+    smoothing: int = 2
+    """3-wide box filters applied to the optimised residual."""
+    anatomy_weight: float = 0.0
+    """Weight of the soft Dice between the warped moving and the fixed segmentation (seg net
+    softmax, or manual labels where given); 0 switches the seg net off in refinement."""
+    anatomy_downsample: int = 2
+
+    def validate(self) -> None:
+        """Refuse settings that cannot run, with the key to change."""
+        if not self.levels or len(self.levels) != len(self.iterations):
+            raise ValueError(f"config refine.levels and refine.iterations need the same, non-zero number of "
+                             f"entries, got {self.levels} and {self.iterations}")
+        for key, values in (("levels", self.levels), ("iterations", self.iterations)):
+            if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+                raise ValueError(f"config refine.{key}: every entry must be an integer >= 1, got {values}")
+        for key in ("lr", "regularizer_weight", "anatomy_weight"):
+            value = getattr(self, key)
+            if not value >= 0 or (key == "lr" and value == 0):
+                raise ValueError(f"config refine.{key} must be {'> 0' if key == 'lr' else '>= 0'}, got {value}")
+        if self.control_spacing < 1 or self.smoothing < 0 or self.anatomy_downsample < 1:
+            raise ValueError("config refine.control_spacing and refine.anatomy_downsample must be >= 1, "
+                             "refine.smoothing >= 0")
+        if self.lncc_window < 1 or self.lncc_window % 2 == 0:
+            raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
+
+    def with_overrides(self, overrides: list[str]) -> "RefineConfig":
+        """A copy with ``key=value`` overrides (values as YAML: ``iterations=[60,30]``), checked."""
+        refine = _build(RefineConfig, apply_overrides(dataclasses.asdict(self), overrides), "refine.")
+        refine.validate()
+        return refine
+
+
+@dataclass
 class ScheduleConfig:
     # Chosen on the ixi-2mm validation split at equal 15-minute budgets (docs/results.md): the
     # seg-heavy schedule (400 seg + 150 reg pre-training, 10:10 cycles) beat the earlier 100 + 300,
@@ -116,6 +169,7 @@ class Config:
     reg_net: RegNetConfig = field(default_factory=RegNetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     seed: int = 0
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
@@ -155,6 +209,7 @@ class Config:
             if len(net.strides) != len(net.channels) - 1:
                 raise ValueError(f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
                                  f"entries, got {len(net.strides)}")
+        self.refine.validate()
         budget = self.schedule.time_budget_minutes
         if budget is not None:
             try:  # the field's default is None, so the generic coercion cannot know it is a float

@@ -33,7 +33,15 @@ def _load_run(args):
     from deepatlas.device import select_device
     from deepatlas.inference import load_run
 
-    return load_run(args.run, args.checkpoint, device=select_device(args.device))
+    run = load_run(args.run, args.checkpoint, device=select_device(args.device))
+    if getattr(args, "net_only", False):
+        run.set_refinement(None)
+    elif getattr(args, "refine", None):
+        try:
+            run.set_refinement(run.config.refine.with_overrides(args.refine))
+        except ValueError as err:
+            raise ValueError(f"--refine: {err}") from None
+    return run
 
 
 def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
@@ -137,10 +145,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     def common(p, output_required=True):
-        p.add_argument("run", help="run folder (from deepatlas train)")
+        p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
         p.add_argument("-o", "--output", required=output_required, help="output folder")
         p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+
+    def registration(p):
+        p.add_argument("--net-only", action="store_true",
+                       help="the registration net's prediction alone, without per-pair refinement")
+        p.add_argument("--refine", action="append", metavar="KEY=VALUE",
+                       help="refinement setting, e.g. --refine iterations=[60,30] --refine anatomy_weight=0.5 "
+                            "(keys: the refine section of the config; defaults in deepatlas/config.py)")
 
     r = sub.add_parser("register", help="register moving image(s) to fixed image(s) with a trained run")
     common(r)
@@ -148,6 +163,7 @@ def add_commands(sub) -> None:
     r.add_argument("--fixed", help="fixed image, or a folder with the same file names")
     r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
+    registration(r)
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=cmd_register)
 
@@ -163,6 +179,7 @@ def add_commands(sub) -> None:
     a.add_argument("targets", nargs="+", help="images or folders to segment")
     a.add_argument("--fusion", choices=["weighted", "majority"], default="weighted",
                    help="weighted: votes weighted by local NCC of warped atlas and target (default)")
+    registration(a)
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_atlas_segment)
 
@@ -179,6 +196,7 @@ def add_commands(sub) -> None:
                    help="label fusion with --atlases (default majority)")
     e.add_argument("--unknown-labels", choices=["error", "background"], help="default: as in training")
     e.add_argument("--no-progress", action="store_true")
+    registration(e)
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="an HTML report with figures of a run")

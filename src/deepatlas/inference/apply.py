@@ -26,6 +26,7 @@ from deepatlas.inference.geometry import (
 )
 from deepatlas.inference.run import TrainedRun
 from deepatlas.losses.similarity import local_ncc_map
+from deepatlas.registration import RegistrationPipeline
 
 
 @dataclass
@@ -63,18 +64,22 @@ def _device(run: TrainedRun) -> torch.device:
     return next(run.reg_net.parameters()).device
 
 
-def register_volumes(run: TrainedRun, moving: Volume, fixed: Volume, moving_labels: Volume | None = None
-                     ) -> Registration:
-    """Register ``moving`` to ``fixed`` with the run's registration net."""
+def register_volumes(run: TrainedRun, moving: Volume, fixed: Volume, moving_labels: Volume | None = None,
+                     pipeline: RegistrationPipeline | None = None) -> Registration:
+    """Register ``moving`` to ``fixed`` as the run's pipeline says (net, then refinement), or as
+    ``pipeline`` says."""
     fixed_t, grid_shape, grid_affine = _prepare(run, fixed)
     # the moving image goes onto the *fixed* image's network grid: one grid per pair keeps
     # their world relationship (pre-alignment) intact
     moving_t = _on_grid(run, moving, grid_shape, grid_affine)
-    with torch.no_grad():
-        ddf = run.reg_net(moving_t[None].to(_device(run)), fixed_t[None].to(_device(run)))[0].cpu().double()
+    device = _device(run)
+    ddf = (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device)).field[0].detach().cpu().double()
     world = field_to_world(ddf, grid_affine)
     fixed_points = world_coordinates(fixed.array.shape, fixed.affine)
-    displacement = sample(world, grid_affine, fixed_points, padding="border")
+    if tuple(fixed.array.shape) == tuple(grid_shape) and np.allclose(fixed.affine, grid_affine):
+        displacement = world  # the fixed image is on the network grid: nothing to resample
+    else:
+        displacement = sample(world, grid_affine, fixed_points, padding="border")
     target_points = fixed_points + displacement
     warped = sample(torch.from_numpy(moving.array.astype(np.float32))[None], moving.affine, target_points)[0]
     labels = None

@@ -96,8 +96,16 @@ def jacobian_determinant_world(displacement: torch.Tensor, affine: np.ndarray) -
     the border), converted to world axes with the grid's affine.
     """
     dims = displacement.shape[0]
-    matrix = torch.from_numpy(_linear(affine, dims)[0])
-    grads = torch.gradient(displacement.double(), dim=tuple(range(1, dims + 1)))
-    d_du_dvox = torch.stack([torch.stack([grads[j][i] for j in range(dims)], -1) for i in range(dims)], -2)
-    jac = d_du_dvox @ torch.linalg.inv(matrix) + torch.eye(dims, dtype=torch.float64)
-    return torch.linalg.det(jac).float()
+    inverse = torch.linalg.inv(torch.from_numpy(_linear(affine, dims)[0]))
+    grads = torch.gradient(displacement.double(), dim=tuple(range(1, dims + 1)))  # grads[j][i] = du_i/dvox_j
+    # J[i][k] = delta_ik + sum_j du_i/dvox_j * inverse[j, k]; the determinant written out per voxel:
+    # torch.linalg.det on millions of small matrices took most of the time of a registration's outputs
+    jac = [[sum(grads[j][i] * float(inverse[j, k]) for j in range(dims)) + (1.0 if i == k else 0.0)
+            for k in range(dims)] for i in range(dims)]
+    if dims == 2:
+        det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
+    else:
+        det = (jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
+               - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
+               + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0]))
+    return det.float()

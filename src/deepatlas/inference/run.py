@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepatlas.config import Config
+from deepatlas.config import Config, RefineConfig
 from deepatlas.data.labels import LabelScheme
 from deepatlas.networks import RegistrationNet, SegmentationNet
 from deepatlas.checkpoint import load_checkpoint
 from deepatlas.networks.factory import build_networks
+from deepatlas.registration import RegistrationPipeline, build_pipeline
 
 
 @dataclass
@@ -27,6 +28,19 @@ class TrainedRun:
     path: Path
     grid_shape: tuple[int, ...]
     grid_affine: np.ndarray
+    pipeline: RegistrationPipeline | None = None
+    """How this run registers a pair (net, then refinement as ``config.refine`` says); see
+    :meth:`set_refinement`."""
+
+    def __post_init__(self) -> None:
+        if self.pipeline is None:
+            self.set_refinement(self.config.refine)
+
+    def set_refinement(self, refine: RefineConfig | None) -> None:
+        """Register with these refinement settings from now on; ``None``: the net alone."""
+        if refine is None:
+            refine = RefineConfig(**{**self.config.refine.__dict__, "enabled": False})
+        self.pipeline = build_pipeline(self.config, self.reg_net, self.seg_net, refine)
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:

@@ -68,10 +68,15 @@ class RegistrationNet(nn.Module):
         self.integrate = DVF2DDF(num_steps=integration_steps) if diffeomorphic else None
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
-        if moving.shape != fixed.shape:
-            raise ValueError(f"moving {tuple(moving.shape)} and fixed {tuple(fixed.shape)} must have the same shape")
-        pair, pads = pad_to_multiple(channels_last(torch.cat([moving, fixed], dim=1)), self.size_multiple)
-        field = crop_padding(self.head(self.unet(pair)), pads).to(torch.float32, memory_format=torch.contiguous_format)
+        field = self.raw_field(moving, fixed)
         if self.integrate is not None:
             field = self.integrate(field)
         return field
+
+    def raw_field(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """The head's output: the displacement, or in diffeomorphic mode the stationary velocity
+        field (voxel units) whose scaling-and-squaring flow :meth:`forward` returns."""
+        if moving.shape != fixed.shape:
+            raise ValueError(f"moving {tuple(moving.shape)} and fixed {tuple(fixed.shape)} must have the same shape")
+        pair, pads = pad_to_multiple(channels_last(torch.cat([moving, fixed], dim=1)), self.size_multiple)
+        return crop_padding(self.head(self.unet(pair)), pads).to(torch.float32, memory_format=torch.contiguous_format)

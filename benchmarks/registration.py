@@ -1,0 +1,267 @@
+"""Registration on ixi-2mm test pairs: accuracy against seconds per pair, every method scored alike.
+
+Usage:
+    python benchmarks/registration.py [--model models/brain-2mm] [--split test] [--pairs 24] [--ants quick]
+
+Pairs: each subject of the split to the next one (``--pairs`` of them, in split order).
+Methods (each a registrar ``(moving, fixed, moving_labels) -> Registration`` scored by the
+same code): identity; the net alone; net + refinement at several iteration budgets;
+refinement from zero (the "plain 2-level" baseline of issue 9: levels 4x then 2x, 60 Adam
+steps each, unknowns on the level's grid); ANTs SyNQuick / SyN when antspyx is installed
+(``--ants quick syn``); and the command line: one ``deepatlas register MODEL --pairs`` call,
+process start included. Dice: mean over the 31 brain31 structures of the warped moving
+labels against the fixed labels, averaged over pairs; folds: share of the fixed brain's
+voxels (labels > 0) with Jacobian determinant <= 0; SDlogJ inside the same mask.
+
+Writes ``benchmarks/results/registration/{results.json,results.md,dice_vs_time.png}`` with
+the CPU model, the commit and the command. Time it alone: anything else running on the
+machine's cores changes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# name -> refinement overrides (None: the net alone); "zero:" rows start from the identity
+BUDGETS = {
+    "net alone": None,
+    "net + refine, 2x level only": ["levels=[2]", "iterations=[40]"],
+    "net + refine (default)": [],
+    "net + refine, longer": ["iterations=[60,40]"],
+}
+BASELINE = "refine from zero, 4x+2x (plain 2-level baseline)"
+BASELINE_SETTINGS = ["levels=[4,2]", "iterations=[60,60]", "control_spacing=1", "lncc_window=5",
+                     "regularizer_weight=1.0", "lr=0.5", "smoothing=2", "anatomy_weight=0"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("+uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def score(result, fixed_classes: np.ndarray, scheme) -> dict:
+    """Dice (mean over structures), folds and SDlogJ in the fixed brain of one registration."""
+    import torch
+
+    from deepatlas.evaluation.metrics import dice_per_class, finite_mean, sd_log_jacobian
+
+    warped = scheme.encode(result.warped_labels, unknown="background")
+    dice = finite_mean(dice_per_class(torch.from_numpy(warped), torch.from_numpy(fixed_classes),
+                                      scheme.num_classes))
+    brain = fixed_classes > 0
+    return {"dice": dice, "folds_pct": float((result.jacobian[brain] <= 0).mean() * 100),
+            "sdlogj": sd_log_jacobian(result.jacobian, brain)}
+
+
+def run_method(registrar, pairs, volumes, classes, scheme) -> dict:
+    rows = []
+    for moving_id, fixed_id in pairs:
+        (moving, moving_labels), (fixed, _) = volumes[moving_id], volumes[fixed_id]
+        start = time.perf_counter()
+        result = registrar(moving, fixed, moving_labels)
+        seconds = time.perf_counter() - start
+        rows.append({"moving": moving_id, "fixed": fixed_id, "seconds": seconds,
+                     **score(result, classes[fixed_id], scheme)})
+    return summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    return {"dice": float(np.mean([r["dice"] for r in rows])), "dice_sd": float(np.std([r["dice"] for r in rows])),
+            "folds_pct": float(np.mean([r["folds_pct"] for r in rows])),
+            "sdlogj": float(np.mean([r["sdlogj"] for r in rows])),
+            "seconds_per_pair": float(statistics.median(r["seconds"] for r in rows)), "pairs": rows}
+
+
+def run_cli(model: Path, pairs, volumes, classes, scheme, extra: list[str]) -> dict:
+    """One ``deepatlas register --pairs`` call over all pairs; seconds per pair = wall time / pairs."""
+    from deepatlas.data.io import load_image, load_label_codes
+
+    with tempfile.TemporaryDirectory(prefix="deepatlas-bench-") as tmp:
+        spec = [{"moving": str(volumes[m][0].path), "fixed": str(volumes[f][0].path),
+                 "moving_labels": str(volumes[m][1].path)} for m, f in pairs]
+        pairs_file = Path(tmp) / "pairs.json"
+        pairs_file.write_text(json.dumps(spec))
+        command = [sys.executable, "-m", "deepatlas.cli.main", "register", str(model), "--pairs", str(pairs_file),
+                   "-o", str(Path(tmp) / "out"), *extra]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        rows = []
+        for moving_id, fixed_id in pairs:
+            labels = load_label_codes(Path(tmp) / "out" / f"{moving_id}_to_{fixed_id}_labels.nii.gz").array
+            jac = load_image(Path(tmp) / "out" / f"{moving_id}_to_{fixed_id}_jacdet.nii.gz").array
+
+            class Result:  # what score() reads
+                warped_labels, jacobian = labels, jac
+            rows.append({"moving": moving_id, "fixed": fixed_id, "seconds": wall / len(pairs),
+                         **score(Result, classes[fixed_id], scheme)})
+    out = summarize(rows)
+    out["wall_seconds"] = wall
+    return out
+
+
+def zero_start_registrar(run, overrides: list[str]):
+    """Refinement from the identity with the run's geometry handling (no net)."""
+    from functools import partial
+
+    from deepatlas.inference.apply import register_volumes
+    from deepatlas.registration import build_pipeline
+
+    refine = run.config.refine.with_overrides(overrides)
+    pipeline = build_pipeline(run.config, None, run.seg_net, refine)
+    return partial(register_volumes, run, pipeline=pipeline)
+
+
+def run_registrar(run, overrides: list[str] | None):
+    from functools import partial
+
+    from deepatlas.inference.apply import register_volumes
+    from deepatlas.registration import build_pipeline
+
+    if overrides is None:
+        refine = run.config.refine.with_overrides(["enabled=false"])
+    else:
+        refine = run.config.refine.with_overrides(["enabled=true", *overrides])
+    return partial(register_volumes, run, pipeline=build_pipeline(run.config, run.reg_net, run.seg_net, refine))
+
+
+def figure(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, row in results["methods"].items():
+        if row.get("seconds_per_pair") is None:
+            ax.axhline(row["dice"], color="grey", ls=":", lw=1)
+            ax.text(ax.get_xlim()[0] if False else 0.05, row["dice"] + 0.002, name, fontsize=8, color="grey")
+            continue
+        marker = "s" if name.startswith("ANTs") else ("D" if "command line" in name else "o")
+        ax.plot(row["seconds_per_pair"], row["dice"], marker, ms=7, label=f"{name} ({row['folds_pct']:.2f}% folds)")
+    ax.set_xscale("log")
+    ax.set_xlim(0.04, None)
+    ax.set_xlabel("seconds per pair (log scale, %s)" % results["machine"]["cpu"])
+    ax.set_ylabel("registration Dice (31 structures)")
+    ax.set_title(f"ixi-2mm {results['split']} pairs ({results['num_pairs']}), 2 CPU cores")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_tables(results: dict, out: Path) -> None:
+    from deepatlas.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    lines = [f"# Registration, ixi-2mm {results['split']} pairs ({results['num_pairs']} consecutive pairs)", "",
+             f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads. "
+             f"Commit {results['commit']}. Command: `{results['command']}`", "",
+             "| method | Dice | sd | folds % (brain) | SDlogJ | s / pair |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, row in results["methods"].items():
+        seconds = "-" if row.get("seconds_per_pair") is None else f"{row['seconds_per_pair']:.2f}"
+        lines.append(f"| {name} | {row['dice']:.3f} | {row['dice_sd']:.3f} | {row['folds_pct']:.3f} | "
+                     f"{row['sdlogj']:.3f} | {seconds} |")
+    baseline = results["methods"].get(BASELINE, {}).get("seconds_per_pair")
+    if baseline:
+        lines += ["", f"Time budget of issue 9: 1.2 x the plain 2-level baseline = {1.2 * baseline:.2f} s per pair "
+                      f"on this machine."]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--pairs", type=int, default=24, help="how many consecutive pairs (default 24)")
+    parser.add_argument("--ants", nargs="*", default=["quick"], choices=["quick", "syn"],
+                        help="ANTs references when antspyx is installed (default quick; syn: SyNOnly, ~4 s/pair)")
+    parser.add_argument("--no-cli", action="store_true", help="leave out the command-line row")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from deepatlas.data import find_subjects
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.data.splits import load_splits
+    from deepatlas.inference import load_run
+
+    torch.manual_seed(0)
+    run = load_run(args.model)
+    scheme = run.scheme
+    ids = load_splits(args.data / "splits.json")[args.split]
+    by_id = {s.id: s for s in find_subjects(args.data)}
+    ids = ids[: args.pairs + 1]
+    pairs = list(zip(ids, ids[1:]))
+    volumes = {i: (load_image(by_id[i].image), load_label_codes(by_id[i].label)) for i in ids}
+    classes = {i: scheme.encode(v[1].array, unknown="background") for i, v in volumes.items()}
+    started = time.time()
+    methods: dict[str, dict] = {}
+    identity = [{"moving": m, "fixed": f, "seconds": float("nan"), "folds_pct": 0.0, "sdlogj": 0.0,
+                 "dice": score(type("R", (), {"warped_labels": volumes[m][1].array,
+                                              "jacobian": np.ones(volumes[f][1].array.shape)}),
+                               classes[f], scheme)["dice"]} for m, f in pairs]
+    methods["identity"] = {**summarize(identity), "seconds_per_pair": None}
+    registrars = {BASELINE: zero_start_registrar(run, BASELINE_SETTINGS)}
+    registrars.update({name: run_registrar(run, overrides) for name, overrides in BUDGETS.items()})
+    import ants_syn
+
+    if args.ants and ants_syn.available():
+        kinds = {"quick": ("ANTs SyNQuick", "SyNQuick"), "syn": ("ANTs SyN (SyNOnly, Mattes)", "SyNOnly")}
+        registrars.update({kinds[k][0]: ants_syn.syn_registrar(kinds[k][1]) for k in args.ants})
+    for name, registrar in registrars.items():
+        print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
+        methods[name] = run_method(registrar, pairs, volumes, classes, scheme)
+        print(f"    Dice {methods[name]['dice']:.3f}  folds {methods[name]['folds_pct']:.3f}%  "
+              f"{methods[name]['seconds_per_pair']:.2f} s/pair", flush=True)
+    if not args.no_cli:
+        print(f"[{time.strftime('%H:%M:%S')}] command line", flush=True)
+        methods["deepatlas register (command line, default)"] = run_cli(args.model, pairs, volumes, classes,
+                                                                         scheme, [])
+    results = {"command": " ".join([Path(sys.executable).name] + sys.argv), "commit": git_commit(),
+               "date": time.strftime("%Y-%m-%d %H:%M"), "split": args.split, "num_pairs": len(pairs),
+               "model": str(args.model), "refine_defaults": run.config.refine.__dict__,
+               "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform()},
+               "wall_minutes": round((time.time() - started) / 60, 1), "methods": methods}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_tables(results, args.out)
+    figure(results, args.out / "dice_vs_time.png")
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

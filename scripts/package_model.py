@@ -1,0 +1,65 @@
+"""Package a trained run as a slim, shippable run folder (what ``models/brain-2mm`` is).
+
+Usage:
+    python scripts/package_model.py RUN OUT [--checkpoint best] [--refine KEY=VALUE ...]
+
+Keeps what inference needs: both networks' weights, the configuration (with the refinement
+settings of this deepatlas version, or the given overrides), the label scheme, the grid, and
+the training record (data.json, summary, the validation lines of metrics.jsonl). Drops the
+optimiser states and RNG states that only resuming needs (2-3x the size). The result loads
+with ``weights_only=True`` like any run folder, and every command takes it as RUN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from deepatlas.config import Config, RefineConfig
+
+KEEP = ("step", "best_score", "elapsed_s", "reg_net", "seg_net", "config", "label_scheme", "spatial_dims",
+        "num_classes", "grid_shape", "grid_affine")
+
+
+def package(run: Path, out: Path, checkpoint: str = "best", refine: list[str] | None = None) -> Path:
+    source = run / "checkpoints" / f"{checkpoint}.pt"
+    state = load_checkpoint(source)
+    config = Config.from_dict(state["config"])
+    config.refine = RefineConfig().with_overrides(refine or [])
+    slim = {k: state[k] for k in KEEP if k in state}
+    slim["config"] = config.to_dict()
+    save_checkpoint(slim, out / "checkpoints" / "best.pt")
+    config.save(out / "config.yaml")
+    for name in ("labels.json", "data.json", "summary.json"):
+        if (run / name).exists():
+            shutil.copyfile(run / name, out / name)
+    metrics = run / "metrics.jsonl"
+    if metrics.exists():
+        lines = [line for line in metrics.read_text().splitlines() if '"validation"' in line]
+        atomic_write_text(out / "validation.jsonl", "\n".join(lines) + "\n")
+    atomic_write_text(out / "checkpoint.json", json.dumps({"source": str(source), "step": int(state["step"]),
+                                                           "best_score": float(state["best_score"])}, indent=1))
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    parser.add_argument("--refine", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    out = package(args.run, args.out, args.checkpoint, args.refine)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
+    print(f"{out}: {size:.1f} MB; refine settings: {yaml.safe_dump(RefineConfig().with_overrides(args.refine).__dict__, default_flow_style=True).strip()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

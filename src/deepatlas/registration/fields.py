@@ -1,0 +1,130 @@
+"""Operations on displacement and velocity fields used by per-pair optimisation.
+
+All fields are ``B x dims x *spatial`` in **voxel units of their own grid**, component
+``i`` along array axis ``i``, and pull back (MONAI ``Warp`` convention, as in
+:mod:`deepatlas.networks.warp`): ``warped(x) = source(x + u(x))``.
+
+These functions run hundreds of times per pair, so they avoid what a training step can
+afford: the sampling grid of the identity is built once per shape and cached.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from deepatlas.losses.similarity import box_filter
+
+
+@lru_cache(maxsize=16)
+def _identity(shape: tuple[int, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised identity grid ``1 x *shape x dims`` (x = last array axis first, as grid_sample
+    wants) and the per-component scale from voxels to normalised units (same order)."""
+    axes = [torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device) for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)[None]
+    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape][::-1], device=device)
+    return grid, scale
+
+
+def sampling_grid(field: torch.Tensor) -> torch.Tensor:
+    """The ``grid_sample`` grid (``B x *spatial x dims``, align_corners=True) of ``x + field(x)``."""
+    shape = tuple(field.shape[2:])
+    identity, scale = _identity(shape, str(field.device))
+    dims = len(shape)
+    displacement = field.flip(1).permute(0, *range(2, dims + 2), 1)  # B x *spatial x dims, x first
+    return identity + displacement * scale
+
+
+def warp(source: torch.Tensor, field: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """``source(x + field(x))`` of ``B x C x *spatial`` on the field's grid; border values repeat outside.
+
+    Equal to :func:`deepatlas.networks.warp.warp_image` (MONAI ``Warp``), with the identity cached.
+    """
+    grid = sampling_grid(field.to(source.dtype))
+    return F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=True)
+
+
+def compose(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """The field of ``x -> y + second(y)`` with ``y = x + first(x)``: apply ``first``, then ``second``."""
+    return first + warp(second, first)
+
+
+def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
+    """Displacement of the time-1 flow of a stationary velocity field (scaling and squaring).
+
+    The result is a diffeomorphism when ``velocity / 2**steps`` is small enough, which is
+    why folds stay rare in diffeomorphic mode whatever the optimiser does to the velocity.
+    """
+    field = velocity / (2 ** steps)
+    for _ in range(steps):
+        field = compose(field, field)
+    return field
+
+
+def resize_field(field: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A field on another grid over the same extent, in the new grid's voxel units.
+
+    The grids are those of average pooling: voxel ``i`` of a grid ``f`` times coarser covers
+    fine voxels ``f*i .. f*i + f - 1`` (so linear interpolation with align_corners=False), and
+    components are rescaled by the ratio of voxel sizes so the same physical displacement results.
+    """
+    old = tuple(field.shape[2:])
+    if old == tuple(shape):
+        return field
+    ratios = [new / n for new, n in zip(shape, old)]
+    scale = torch.tensor(ratios, device=field.device, dtype=field.dtype).view(1, -1, *[1] * len(shape))
+    if all(new == 2 * n for new, n in zip(shape, old)):
+        resized = field
+        for axis in range(2, field.ndim):
+            resized = _double(resized, axis)
+        return resized * scale
+    mode = "trilinear" if field.ndim == 5 else "bilinear"
+    return F.interpolate(field, size=shape, mode=mode, align_corners=False) * scale
+
+
+def _double(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Linear 2x upsampling along one axis (align_corners=False, edges clamped), as
+    ``F.interpolate`` computes it but 2-3x faster on CPU with its backward, which matters
+    when it runs at every iteration of a per-pair optimisation."""
+    n = x.shape[axis]
+    before = torch.cat([x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)], axis)
+    after = torch.cat([x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)], axis)
+    three = 0.75 * x
+    return torch.stack([three + 0.25 * before, three + 0.25 * after], axis + 1).flatten(axis, axis + 1)
+
+
+def coarse_shape(shape: tuple[int, ...], factor: int) -> tuple[int, ...]:
+    """Grid shape after pooling by ``factor`` (ceil, so no voxel is dropped)."""
+    return tuple(-(-n // factor) for n in shape)
+
+
+def pool_image(image: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool ``B x C x *spatial`` by ``factor`` (the image pyramid of coarse levels)."""
+    if factor == 1:
+        return image
+    pool = F.avg_pool3d if image.ndim == 5 else F.avg_pool2d
+    return pool(image, factor, ceil_mode=True, count_include_pad=False)
+
+
+def smooth(field: torch.Tensor, passes: int) -> torch.Tensor:
+    """``passes`` 3-wide box filters: a cheap Gaussian-like smoothing that keeps the optimised
+    field free of voxel-scale noise, as B-spline parameterisations do.
+
+    Zeros outside the grid, so a smoothed residual tapers off at the image border (background);
+    that makes the filter its own adjoint, and its backward pass as cheap as its forward.
+    """
+    for _ in range(passes):
+        field = box_filter(field, 3)
+    return field
+
+
+def diffusion_energy(field: torch.Tensor) -> torch.Tensor:
+    """Mean squared forward difference of every component along every axis (voxel units: the
+    displacement gradient is dimensionless, so the value does not depend on the grid's spacing)."""
+    dims = field.ndim - 2
+    total = field.new_zeros(())
+    for axis in range(2, dims + 2):
+        total = total + torch.diff(field, dim=axis).pow(2).mean()
+    return total

@@ -1,0 +1,109 @@
+"""Instance optimisation on a real pair of ixi-2mm brains (pooled to 4 mm to stay fast)."""
+
+import numpy as np
+import pytest
+import torch
+
+from deepatlas.config import Config, RefineConfig
+from deepatlas.data import find_subjects
+from deepatlas.data.io import load_image, load_label_codes
+from deepatlas.data.labels import LabelScheme
+from deepatlas.evaluation.metrics import dice_per_class, finite_mean, fold_fraction
+from deepatlas.losses.similarity import LocalNCCLoss
+from deepatlas.networks import RegistrationNet
+from deepatlas.registration import InstanceOptimizer, build_pipeline
+from deepatlas.registration.fields import pool_image, warp
+from tests.conftest import IXI
+
+pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Two real brains at 4 mm (40x48x40) with their brain31 classes (nearest, by striding)."""
+    scheme = LabelScheme.from_file(IXI / "brain31.json")
+    subjects = find_subjects(IXI)[:2]
+    images = [torch.from_numpy(load_image(s.image).array)[None, None] for s in subjects]
+    labels = [torch.from_numpy(scheme.encode(load_label_codes(s.label).array, unknown="background").astype(np.int64))
+              for s in subjects]
+    return [pool_image(i, 2) for i in images], [lab[::2, ::2, ::2][None, None] for lab in labels], scheme
+
+
+def _dice(field, labels, scheme):
+    warped = warp(labels[0].double(), field.double(), mode="nearest").round().long()
+    return finite_mean(dice_per_class(warped[0, 0], labels[1][0, 0], scheme.num_classes))
+
+
+def _settings(**kw):
+    return RefineConfig(**{"levels": [2, 1], "iterations": [30, 15], "control_spacing": 1, **kw})
+
+
+def test_refinement_lowers_the_loss_and_raises_dice(pair):
+    (moving, fixed), labels, scheme = pair
+    field = InstanceOptimizer(_settings())(moving, fixed).field
+    lncc = LocalNCCLoss(window=5)
+    assert float(lncc(warp(moving, field), fixed)) < float(lncc(moving, fixed)) - 0.05
+    before = _dice(torch.zeros_like(field), labels, scheme)
+    assert _dice(field, labels, scheme) > before + 0.05
+    assert fold_fraction(field) < 0.001
+
+
+def test_refinement_improves_on_its_start(pair):
+    """Starting from a deformation, refinement keeps what it gets and adds to it."""
+    (moving, fixed), labels, scheme = pair
+    coarse = InstanceOptimizer(_settings(levels=[2], iterations=[20]))(moving, fixed)
+    refined = InstanceOptimizer(_settings(levels=[1], iterations=[20]))(moving, fixed, coarse)
+    assert _dice(refined.field, labels, scheme) > _dice(coarse.field, labels, scheme)
+
+
+def test_diffeomorphic_refinement_does_not_fold(pair):
+    (moving, fixed), labels, scheme = pair
+    result = InstanceOptimizer(_settings(regularizer_weight=0.1, lr=1.0), diffeomorphic=True)(moving, fixed)
+    assert result.velocity is not None
+    assert fold_fraction(result.field) < 1e-4
+    assert _dice(result.field, labels, scheme) > _dice(torch.zeros_like(result.field), labels, scheme) + 0.05
+
+
+def test_anatomy_term_pulls_segmentations_together(pair):
+    """With the true labels as the 'segmentations', the anatomy term must raise label overlap.
+
+    (At this test's 4 mm the maps must stay at the images' resolution: pooled once more, the
+    soft Dice rewards fields that avoid interpolating the maps more than it rewards overlap.)"""
+    from deepatlas.networks.warp import label_fractions
+    from deepatlas.registration import Anatomy
+
+    (moving, fixed), labels, scheme = pair
+    anatomy = Anatomy(label_fractions(labels[0], scheme.num_classes, 1),
+                      label_fractions(labels[1], scheme.num_classes, 1), 1)
+    plain = InstanceOptimizer(_settings())(moving, fixed).field
+    guided = InstanceOptimizer(_settings(anatomy_weight=2.0))(moving, fixed, None, anatomy).field
+    assert _dice(guided, labels, scheme) > _dice(plain, labels, scheme) + 0.01
+
+
+def test_pipeline_starts_from_the_net_and_net_only_matches_the_net(pair):
+    (moving, fixed), _, _ = pair
+    config = Config()
+    config.reg_net.channels, config.reg_net.strides = [4, 8, 8], [2, 2]
+    net = RegistrationNet(3, [4, 8, 8], [2, 2]).eval()
+    torch.nn.init.normal_(net.head.weight, std=0.01)
+    with torch.no_grad():
+        expected = net(moving, fixed)
+    config.refine.enabled = False
+    assert torch.allclose(build_pipeline(config, net)(moving, fixed).field, expected)
+    config.refine = _settings(levels=[1], iterations=[5])
+    refined = build_pipeline(config, net)(moving, fixed).field
+    assert not torch.allclose(refined, expected)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("iterations=[0,20]", "refine.iterations"),
+    ("regularizer_weight=-1", "refine.regularizer_weight"),
+    ("anatomy_weight=-0.5", "refine.anatomy_weight"),
+    ("levels=[2]", "same, non-zero number"),
+    ("lr=0", "refine.lr"),
+    ("lncc_window=4", "refine.lncc_window"),
+    ("iterations=fast", "refine.iterations"),
+])
+def test_bad_settings_name_the_setting(override, message):
+    with pytest.raises(ValueError, match=message):
+        RefineConfig().with_overrides([override])
