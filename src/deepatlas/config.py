@@ -73,10 +73,18 @@ class LossConfig:
     # choice for scans unlike ixi-2mm (the anatomy loss pushes harder than similarity alone).
     regularizer_weight: float = 2.0
     anatomy_weight_reg: float = 1.0
+    # Inverse consistency (ICON / GradICON): the net also registers each pair backwards and
+    # the composition of both maps is pushed towards the identity. Off by default: it doubles
+    # the cost of a registration step (docs/results.md has what it buys).
+    inverse_consistency_weight: float = 0.0
+    inverse_consistency: str = "icon"
     # Segmentation phase: supervised_weight * DiceCE + anatomy_weight * anatomy
     supervised_weight: float = 1.0
     anatomy_weight_seg: float = 1.0
     anatomy_downsample: int = 2
+
+
+REFINE_SIMILARITIES = ("lncc", "mi")
 
 
 @dataclass
@@ -97,6 +105,9 @@ class RefineConfig:
     unknowns per axis at full resolution, the similarity is still measured on every voxel."""
     lr: float = 0.5
     """Adam step, in control-grid voxels."""
+    similarity: str = "lncc"
+    """``lncc`` (local normalised cross-correlation, window ``lncc_window``; same-contrast pairs) or
+    ``mi`` (mutual information; pairs of different contrast or scanner)."""
     lncc_window: int = 5
     regularizer_weight: float = 1.0
     """Weight of the diffusion energy (mean squared displacement gradient) of the total field."""
@@ -124,6 +135,8 @@ class RefineConfig:
                              "refine.smoothing >= 0")
         if self.lncc_window < 1 or self.lncc_window % 2 == 0:
             raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
+        if self.similarity not in REFINE_SIMILARITIES:
+            raise ValueError(f"config refine.similarity: {self.similarity!r} is not one of {list(REFINE_SIMILARITIES)}")
 
     def with_overrides(self, overrides: list[str]) -> "RefineConfig":
         """A copy with ``key=value`` overrides (values as YAML: ``iterations=[60,30]``), checked."""
@@ -196,6 +209,7 @@ class Config:
         choices = {
             "loss.similarity": (self.loss.similarity, ("lncc", "mse")),
             "loss.regularizer": (self.loss.regularizer, ("bending", "diffusion")),
+            "loss.inverse_consistency": (self.loss.inverse_consistency, ("icon", "gradicon")),
             "data.unknown_labels": (self.data.unknown_labels, ("error", "background")),
             "seg_net.norm": (self.seg_net.norm, ("instance", "batch")),
             "reg_net.norm": (self.reg_net.norm, ("instance", "batch")),
@@ -210,6 +224,9 @@ class Config:
                 raise ValueError(f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
                                  f"entries, got {len(net.strides)}")
         self.refine.validate()
+        if not self.loss.inverse_consistency_weight >= 0:
+            raise ValueError(f"config loss.inverse_consistency_weight must be >= 0, "
+                             f"got {self.loss.inverse_consistency_weight}")
         budget = self.schedule.time_budget_minutes
         if budget is not None:
             try:  # the field's default is None, so the generic coercion cannot know it is a float

@@ -107,3 +107,14 @@ def test_pipeline_starts_from_the_net_and_net_only_matches_the_net(pair):
 def test_bad_settings_name_the_setting(override, message):
     with pytest.raises(ValueError, match=message):
         RefineConfig().with_overrides([override])
+
+
+def test_mutual_information_registers_a_remapped_contrast(pair):
+    """The moving brain with a non-monotonic intensity remapping (no linear relation to the
+    fixed one, as between contrasts): MI refinement still aligns the labels."""
+    (moving, fixed), labels, scheme = pair
+    remapped = torch.where(moving > 0.05, 0.5 + 0.45 * torch.sin(3 * torch.pi * moving), torch.zeros_like(moving))
+    field = InstanceOptimizer(_settings(similarity="mi", iterations=[40, 20]))(remapped, fixed).field
+    before = _dice(torch.zeros_like(field), labels, scheme)
+    assert _dice(field, labels, scheme) > before + 0.04
+    assert fold_fraction(field) < 0.001

@@ -62,6 +62,17 @@ def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
 
 def _box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
     half = window // 2
+    if window <= 5:  # a few shifted sums beat a running sum for small windows (measured: ~2x)
+        for dim in range(2, x.ndim):
+            pad = [0, 0] * (x.ndim - 2)
+            pad[2 * (x.ndim - 1 - dim)] = pad[2 * (x.ndim - 1 - dim) + 1] = half
+            padded = F.pad(x, pad)
+            n = x.shape[dim]
+            total = padded.narrow(dim, 0, n).clone()
+            for shift in range(1, window):
+                total += padded.narrow(dim, shift, n)
+            x = total / window
+        return x
     for dim in range(2, x.ndim):
         pad = [0, 0] * (x.ndim - 2)
         pad[2 * (x.ndim - 1 - dim)] = half + 1
@@ -109,6 +120,47 @@ class LocalNCCToFixed(nn.Module):
         cross = (pt - p_mean * self.t_mean) * self.n
         p_var = torch.clamp((pp - p_mean * p_mean) * self.n, min=self.eps)
         return -(cross * cross / (p_var * self.t_var)).mean()
+
+
+class MutualInformationToFixed(nn.Module):
+    """Negative mutual information between a warped moving image and one fixed image.
+
+    For pairs whose intensities are related by any (not necessarily linear) mapping: T1 to
+    T2, or scans from different scanners. Intensities (expected in [0, 1], as normalised by
+    deepatlas) are spread over ``bins`` Gaussian Parzen windows, the joint histogram is a
+    matrix product of the two images' window weights, and ``MI = sum p(a, b) log(p(a, b) /
+    (p(a) p(b)))``, differentiable in the moving intensities. The fixed image's weights are
+    computed once; ``max_voxels`` (a fixed random subset, as ANTs' Mattes MI samples) keeps a
+    full-resolution evaluation cheap.
+    """
+
+    def __init__(self, fixed: torch.Tensor, bins: int = 32, max_voxels: int = 100_000, seed: int = 0) -> None:
+        super().__init__()
+        flat = fixed.float().reshape(fixed.shape[0], -1)
+        self.index = None
+        if flat.shape[1] > max_voxels:
+            generator = torch.Generator().manual_seed(seed)
+            self.index = torch.randperm(flat.shape[1], generator=generator)[:max_voxels].to(fixed.device)
+            flat = flat[:, self.index]
+        self.centers = torch.linspace(0, 1, bins, device=fixed.device)
+        self.sigma = 1.0 / (bins - 1)
+        self.fixed_weights = self._weights(flat)
+
+    def _weights(self, values: torch.Tensor) -> torch.Tensor:
+        """``B x N`` intensities -> ``B x N x bins`` Parzen weights summing to 1 per voxel."""
+        distance = (values.clamp(0, 1)[..., None] - self.centers) / self.sigma
+        weights = torch.exp(-0.5 * distance * distance)
+        return weights / weights.sum(-1, keepdim=True)
+
+    def forward(self, pred: torch.Tensor) -> torch.Tensor:
+        flat = pred.float().reshape(pred.shape[0], -1)
+        if self.index is not None:
+            flat = flat[:, self.index]
+        joint = self._weights(flat).transpose(1, 2) @ self.fixed_weights / flat.shape[1]  # B x bins x bins
+        marginal_m, marginal_f = joint.sum(2, keepdim=True), joint.sum(1, keepdim=True)
+        eps = 1e-10
+        mi = (joint * (torch.log(joint + eps) - torch.log(marginal_m * marginal_f + eps))).sum((1, 2))
+        return -mi.mean()
 
 
 class MSELoss(nn.Module):

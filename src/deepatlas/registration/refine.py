@@ -24,7 +24,7 @@ import torch
 
 from deepatlas.config import RefineConfig
 from deepatlas.losses.anatomy import soft_dice_loss
-from deepatlas.losses.similarity import LocalNCCToFixed
+from deepatlas.losses.similarity import LocalNCCToFixed, MutualInformationToFixed
 from deepatlas.registration.fields import (
     coarse_shape,
     diffusion_energy,
@@ -101,7 +101,8 @@ class InstanceOptimizer:
         control_shape = coarse_shape(full_shape, spacing)
         base_shape = control_shape if self.diffeomorphic else level_shape
         base = resize_field(state, base_shape)
-        similarity = LocalNCCToFixed(level_fixed, cfg.lncc_window)
+        similarity = (MutualInformationToFixed(level_fixed) if cfg.similarity == "mi"
+                      else LocalNCCToFixed(level_fixed, cfg.lncc_window))
         residual = torch.zeros((state.shape[0], state.shape[1]) + control_shape, device=state.device,
                                requires_grad=True)
         optimizer = torch.optim.Adam([residual], lr=cfg.lr)

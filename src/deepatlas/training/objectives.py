@@ -11,6 +11,7 @@ from torch import nn
 
 from deepatlas.config import LossConfig
 from deepatlas.losses import AnatomyLoss, SupervisedSegLoss, make_regularizer, make_similarity
+from deepatlas.losses.inverse_consistency import inverse_consistency_loss
 from deepatlas.networks.warp import warp_image
 
 
@@ -48,6 +49,10 @@ class DeepAtlasObjectives(nn.Module):
         reg = self.regularizer(ddf)
         total = self.cfg.similarity_weight * sim + self.cfg.regularizer_weight * reg
         out = {"similarity": sim, "regularizer": reg}
+        if self.cfg.inverse_consistency_weight > 0:
+            icon = inverse_consistency_loss(ddf, self.reg_net(fixed, moving), self.cfg.inverse_consistency)
+            total = total + self.cfg.inverse_consistency_weight * icon
+            out["inverse_consistency"] = icon
         if use_anatomy and self.cfg.anatomy_weight_reg > 0:
             with torch.no_grad():
                 moving_seg = self._segmentation(moving, moving_labels, moving_labelled)
