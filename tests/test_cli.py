@@ -49,3 +49,19 @@ def test_demo_quick_writes_results_and_figure(tmp_path):
     assert 0 <= results["deepatlas_seg_dice"] <= 1 and 0 <= results["seg_only_seg_dice"] <= 1
     png = (tmp_path / "d" / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_overrides_after_the_flags_are_accepted_as_the_readme_writes_them(tmp_path, capsys):
+    """`deepatlas train CONFIG -o RUN --num-labelled 5 schedule.cycles=100` parses (then stops at the data)."""
+    code = main(["train", "-o", str(tmp_path / "run"), "--dataset", str(tmp_path / "nothing"), "--num-labelled",
+                 "5", "schedule.cycles=100", "--no-progress"])
+    assert code == 2 and "nothing: dataset not found" in capsys.readouterr().err
+
+
+def test_register_refine_flags_are_checked(trained_3d, phantoms_3d, tmp_path, capsys):
+    images = sorted((phantoms_3d / "images").iterdir())
+    base = ["register", str(trained_3d), "--moving", str(images[0]), "--fixed", str(images[1])]
+    assert main(base + ["-o", str(tmp_path / "a"), "--refine", "iterations=[0,5]"]) == 2
+    assert "refine.iterations" in capsys.readouterr().err
+    assert main(base + ["-o", str(tmp_path / "b"), "--refine", "levels=[1]", "--refine", "iterations=[3]"]) == 0
+    assert main(base + ["-o", str(tmp_path / "c"), "--net-only"]) == 0
