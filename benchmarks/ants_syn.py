@@ -49,19 +49,23 @@ def syn_registrar(type_of_transform: str = "SyNOnly", threads: int | None = None
     def register(moving: Volume, fixed: Volume, moving_labels: Volume | None = None) -> Registration:
         fixed_a, moving_a = read(fixed), read(moving)
         with tempfile.TemporaryDirectory(prefix="deepatlas-ants-") as tmp:
-            result = ants.registration(fixed_a, moving_a, type_of_transform=type_of_transform,
-                                       outprefix=str(Path(tmp) / "syn_"), **kwargs)
+            result = ants.registration(
+                fixed_a, moving_a, type_of_transform=type_of_transform, outprefix=str(Path(tmp) / "syn_"), **kwargs
+            )
             transforms = result["fwdtransforms"]
             warped = result["warpedmovout"].numpy()
             labels = None
             if moving_labels is not None:
-                labels = ants.apply_transforms(fixed_a, read(moving_labels), transforms,
-                                               interpolator="genericLabel").numpy().round().astype(np.int32)
+                labels = (
+                    ants.apply_transforms(fixed_a, read(moving_labels), transforms, interpolator="genericLabel")
+                    .numpy()
+                    .round()
+                    .astype(np.int32)
+                )
             field_file = next(t for t in transforms if t.endswith((".nii.gz", ".nii")))
             jacobian = ants.create_jacobian_determinant_image(fixed_a, field_file, do_log=False).numpy()
             field = ants.image_read(field_file).numpy()  # fixed grid x 3, mm, LPS
         displacement = np.moveaxis(field, -1, 0) * _LPS_TO_RAS[:, None, None, None]
-        return Registration(warped.astype(np.float32), displacement, jacobian.astype(np.float64), labels,
-                            fixed.affine)
+        return Registration(warped.astype(np.float32), displacement, jacobian.astype(np.float64), labels, fixed.affine)
 
     return register

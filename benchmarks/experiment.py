@@ -47,23 +47,41 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PRESETS = {
-    "full": {"budget_minutes": 45.0, "labelled": [1, 5], "test_subjects": None, "seg_pretrain": 100,
-             "reg_pretrain": 300, "val_every": 100},
+    "full": {
+        "budget_minutes": 45.0,
+        "labelled": [1, 5],
+        "test_subjects": None,
+        "seg_pretrain": 100,
+        "reg_pretrain": 300,
+        "val_every": 100,
+    },
     # the whole pipeline, 5 test subjects, ~40 s per training: checks the machinery, not the method
-    "smoke": {"budget_minutes": 0.6, "labelled": [1], "test_subjects": 5, "seg_pretrain": 10,
-              "reg_pretrain": 20, "val_every": 20},
+    "smoke": {
+        "budget_minutes": 0.6,
+        "labelled": [1],
+        "test_subjects": 5,
+        "seg_pretrain": 10,
+        "reg_pretrain": 20,
+        "val_every": 20,
+    },
 }
-MANY = 10 ** 7  # a schedule longer than any budget: the clock ends it
+MANY = 10**7  # a schedule longer than any budget: the clock ends it
 # DeepAtlas schedules compared (on the validation split, which picks the shipped default):
 # "deepatlas" is the schedule shipped before this experiment (with the preset's pre-training);
 # "deepatlas-seg-heavy" gives the seg net the time: longer supervised pre-training, 10:10 cycles
 VARIANTS = {
-    "deepatlas": lambda preset: [f"schedule.seg_pretrain_steps={preset['seg_pretrain']}",
-                                 f"schedule.reg_pretrain_steps={preset['reg_pretrain']}",
-                                 "schedule.reg_steps_per_cycle=20", "schedule.seg_steps_per_cycle=5"],
-    "deepatlas-seg-heavy": lambda preset: [f"schedule.seg_pretrain_steps={4 * preset['seg_pretrain']}",
-                                           f"schedule.reg_pretrain_steps={preset['reg_pretrain'] // 2}",
-                                           "schedule.reg_steps_per_cycle=10", "schedule.seg_steps_per_cycle=10"],
+    "deepatlas": lambda preset: [
+        f"schedule.seg_pretrain_steps={preset['seg_pretrain']}",
+        f"schedule.reg_pretrain_steps={preset['reg_pretrain']}",
+        "schedule.reg_steps_per_cycle=20",
+        "schedule.seg_steps_per_cycle=5",
+    ],
+    "deepatlas-seg-heavy": lambda preset: [
+        f"schedule.seg_pretrain_steps={4 * preset['seg_pretrain']}",
+        f"schedule.reg_pretrain_steps={preset['reg_pretrain'] // 2}",
+        "schedule.reg_steps_per_cycle=10",
+        "schedule.seg_steps_per_cycle=10",
+    ],
 }
 LABELS = {"deepatlas": "DeepAtlas", "deepatlas-seg-heavy": "DeepAtlas seg-heavy"}
 REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm")
@@ -79,10 +97,12 @@ def method_overrides(method: str, preset: dict) -> list[str]:
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return commit + ("+uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -109,12 +129,19 @@ def train_method(name: str, overrides: list[str], load_data, out: Path, preset: 
         summary = json.loads(summary_file.read_text())
         if summary.get("finished"):
             return summary
-    config = load_config(None, overrides + [
-        f"schedule.time_budget_minutes={preset['budget_minutes']}", f"schedule.val_every={preset['val_every']}",
-        "schedule.checkpoint_every=50"])
+    config = load_config(
+        None,
+        overrides
+        + [
+            f"schedule.time_budget_minutes={preset['budget_minutes']}",
+            f"schedule.val_every={preset['val_every']}",
+            "schedule.checkpoint_every=50",
+        ],
+    )
     print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
-    return train(config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(), progress=False,
-                 data=load_data())
+    return train(
+        config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(), progress=False, data=load_data()
+    )
 
 
 def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -> dict:
@@ -124,9 +151,16 @@ def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -
     if (eval_dir / "summary.json").exists():
         return json.loads((eval_dir / "summary.json").read_text())
     print(f"[{time.strftime('%H:%M:%S')}] evaluating {row}", flush=True)
-    return evaluate_run(kwargs.pop("run", None), data_dir, "test", splits_file, output=eval_dir, progress=False,
-                        unknown_labels="background",
-                        **kwargs)
+    return evaluate_run(
+        kwargs.pop("run", None),
+        data_dir,
+        "test",
+        splits_file,
+        output=eval_dir,
+        progress=False,
+        unknown_labels="background",
+        **kwargs,
+    )
 
 
 def main() -> int:
@@ -137,8 +171,12 @@ def main() -> int:
     parser.add_argument("--budget-minutes", type=float, help="wall-clock training budget per method")
     parser.add_argument("--labelled", type=int, nargs="+", help="numbers of labelled subjects (default 1 5)")
     parser.add_argument("--no-ants", action="store_true", help="leave out the ANTs SyN reference")
-    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
-                        help="DeepAtlas schedules to train (default: all; smoke: deepatlas)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        help="DeepAtlas schedules to train (default: all; smoke: deepatlas)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed drawing the labelled subjects and training")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -154,6 +192,7 @@ def main() -> int:
         return 1
 
     import ants_syn
+
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
     from deepatlas.data.labels import LabelScheme
@@ -169,8 +208,13 @@ def main() -> int:
     # one draw of the largest N; smaller N take its first subjects, so the labelled sets are nested
     drawn = choose_labelled(splits["train"], max(preset["labelled"]), seed=args.seed)
     labelled = {n: drawn[:n] for n in preset["labelled"]}
-    data_flags = [f"data.dataset={args.data}", f"data.label_map={args.data / 'brain31.json'}",
-                  f"data.splits={args.data / 'splits.json'}", "data.unknown_labels=background", f"seed={args.seed}"]
+    data_flags = [
+        f"data.dataset={args.data}",
+        f"data.label_map={args.data / 'brain31.json'}",
+        f"data.splits={args.data / 'splits.json'}",
+        "data.unknown_labels=background",
+        f"seed={args.seed}",
+    ]
     use_ants = not args.no_ants and ants_syn.available()
     if not args.no_ants and not use_ants:
         print("antspyx not installed: ANTs SyN left out (pip install -e .[benchmark])", file=sys.stderr)
@@ -182,7 +226,7 @@ def main() -> int:
         flags = data_flags + [f"data.labelled_ids={json.dumps(labelled[n])}"]
         cache: dict = {}
 
-        def load_data():  # ~160 volumes: loaded once per N, and only if something still trains
+        def load_data(cache=cache, flags=flags):  # ~160 volumes: once per N, only if something still trains
             if "data" not in cache:
                 cache["data"] = prepare_data(load_config(None, flags).data, progress=False)
             return cache["data"]
@@ -194,28 +238,65 @@ def main() -> int:
         cache.clear()
         first = i == 0  # registration metrics do not depend on N for reg-only and ANTs: measure once
         evals = [
-            ("seg-only", f"seg-only-n{n}", f"seg-only-n{n}",
-             dict(run=load_run(out / "runs" / f"seg-only-n{n}", "best"), pairs="none")),
-            ("reg-only + atlas", "reg-only", f"reg-only-atlas-n{n}",
-             dict(run=load_run(out / "runs" / "reg-only", "best"), atlases=labelled[n], pairs="next" if first else "none")),
+            (
+                "seg-only",
+                f"seg-only-n{n}",
+                f"seg-only-n{n}",
+                dict(run=load_run(out / "runs" / f"seg-only-n{n}", "best"), pairs="none"),
+            ),
+            (
+                "reg-only + atlas",
+                "reg-only",
+                f"reg-only-atlas-n{n}",
+                dict(
+                    run=load_run(out / "runs" / "reg-only", "best"),
+                    atlases=labelled[n],
+                    pairs="next" if first else "none",
+                ),
+            ),
         ]
         for v in variants:
             run = load_run(out / "runs" / f"{v}-n{n}", "best")
-            evals += [(f"{LABELS[v]} (seg net)", f"{v}-n{n}", f"{v}-n{n}", dict(run=run, pairs="next")),
-                      (f"{LABELS[v]} (reg net + atlas)", f"{v}-n{n}", f"{v}-atlas-n{n}",
-                       dict(run=run, atlases=labelled[n], pairs="none"))]
+            evals += [
+                (f"{LABELS[v]} (seg net)", f"{v}-n{n}", f"{v}-n{n}", dict(run=run, pairs="next")),
+                (
+                    f"{LABELS[v]} (reg net + atlas)",
+                    f"{v}-n{n}",
+                    f"{v}-atlas-n{n}",
+                    dict(run=run, atlases=labelled[n], pairs="none"),
+                ),
+            ]
         if use_ants:
-            evals.append(("ANTs SyN + atlas", None, f"ants-atlas-n{n}", dict(
-                registrar=ants_syn.syn_registrar(), scheme=scheme, atlases=labelled[n],
-                pairs="next" if first else "none")))
+            evals.append(
+                (
+                    "ANTs SyN + atlas",
+                    None,
+                    f"ants-atlas-n{n}",
+                    dict(
+                        registrar=ants_syn.syn_registrar(),
+                        scheme=scheme,
+                        atlases=labelled[n],
+                        pairs="next" if first else "none",
+                    ),
+                )
+            )
         for method, training, key, kwargs in evals:
             summary = evaluate(key, out, args.data, splits_file, **kwargs)
             subject_dice = per_subject_dice(out / "eval" / key)
-            rows.append({"method": method, "n": n, "eval": key, "training": training,
-                         "seg_dice": summary["seg_dice"], "seg_dice_sd": float(np.std(list(subject_dice.values()))),
-                         "seg_dice_per_subject": subject_dice, "seg_hd95_mm": summary["seg_hd95_mm"],
-                         "seg_seconds_per_image": summary["seg_seconds_per_image"],
-                         **{k: summary.get(k) for k in REG_KEYS}})
+            rows.append(
+                {
+                    "method": method,
+                    "n": n,
+                    "eval": key,
+                    "training": training,
+                    "seg_dice": summary["seg_dice"],
+                    "seg_dice_sd": float(np.std(list(subject_dice.values()))),
+                    "seg_dice_per_subject": subject_dice,
+                    "seg_hd95_mm": summary["seg_hd95_mm"],
+                    "seg_seconds_per_image": summary["seg_seconds_per_image"],
+                    **{k: summary.get(k) for k in REG_KEYS},
+                }
+            )
     # registration metrics measured once per method apply to every N
     for row in rows:
         if row["reg_dice"] is None:
@@ -226,16 +307,30 @@ def main() -> int:
     from experiment_report import example_figure, write_report
 
     n0 = preset["labelled"][0]
-    example_figure(out, args.data, test_ids[0], labelled[n0], n0, scheme,
-                   ants_syn.syn_registrar() if use_ants else None, {v: LABELS[v] for v in variants})
+    example_figure(
+        out,
+        args.data,
+        test_ids[0],
+        labelled[n0],
+        n0,
+        scheme,
+        ants_syn.syn_registrar() if use_ants else None,
+        {v: LABELS[v] for v in variants},
+    )
 
     results = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv), "commit": git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "preset": "smoke" if args.smoke else "full", "protocol": preset,
-        "seed": args.seed, "labelled": labelled, "test_subjects": test_ids,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
-        "trainings": trainings, "rows": rows, "wall_minutes_this_call": round((time.time() - started) / 60, 1),
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "preset": "smoke" if args.smoke else "full",
+        "protocol": preset,
+        "seed": args.seed,
+        "labelled": labelled,
+        "test_subjects": test_ids,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "trainings": trainings,
+        "rows": rows,
+        "wall_minutes_this_call": round((time.time() - started) / 60, 1),
     }
     write_report(results, out)
     print((out / "results.md").read_text())

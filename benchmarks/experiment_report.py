@@ -18,9 +18,14 @@ def _training_record(summary: dict, run_dir: Path) -> dict:
     """A run's ``summary.json`` (as ``train`` returned it) with its model selection."""
     best = run_dir / "best_validation.json"
     best = json.loads(best.read_text()) if best.exists() else {}
-    return {**summary, "steps": summary["steps_done"], "minutes": summary.get("training_seconds", 0) / 60,
-            "best_step": best.get("step"), "best_val_seg_dice": best.get("seg_dice"),
-            "best_val_reg_dice": best.get("reg_dice")}
+    return {
+        **summary,
+        "steps": summary["steps_done"],
+        "minutes": summary.get("training_seconds", 0) / 60,
+        "best_step": best.get("step"),
+        "best_val_seg_dice": best.get("seg_dice"),
+        "best_val_reg_dice": best.get("reg_dice"),
+    }
 
 
 def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
@@ -89,8 +94,9 @@ def curves_figure(out: Path, runs: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: int, scheme, registrar,
-                   variants: dict[str, str]) -> None:
+def example_figure(
+    out: Path, data: Path, subject: str, atlases: list[str], n: int, scheme, registrar, variants: dict[str, str]
+) -> None:
     """One test subject's middle slices: the reference labels and each method's segmentation."""
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.inference import load_run
@@ -98,17 +104,21 @@ def example_figure(out: Path, data: Path, subject: str, atlases: list[str], n: i
     from deepatlas.visualization.figures import slices_figure
 
     image = load_image(data / "images" / f"{subject}.nii.gz")
-    atlas_volumes = [(load_image(data / "images" / f"{a}.nii.gz"), load_label_codes(data / "labels" / f"{a}.nii.gz"))
-                     for a in atlases]
+    atlas_volumes = [
+        (load_image(data / "images" / f"{a}.nii.gz"), load_label_codes(data / "labels" / f"{a}.nii.gz"))
+        for a in atlases
+    ]
     codes = {"reference (DLMUSE)": load_label_codes(data / "labels" / f"{subject}.nii.gz").array}
     codes[f"seg-only N={n}"] = segment_volume(load_run(out / "runs" / f"seg-only-n{n}", "best"), image)
-    codes["reg-only + atlas"] = atlas_segment_volume(load_run(out / "runs" / "reg-only", "best"), atlas_volumes,
-                                                     image, fusion="majority")
+    codes["reg-only + atlas"] = atlas_segment_volume(
+        load_run(out / "runs" / "reg-only", "best"), atlas_volumes, image, fusion="majority"
+    )
     for variant, label in variants.items():
         codes[f"{label} N={n}"] = segment_volume(load_run(out / "runs" / f"{variant}-n{n}", "best"), image)
     if registrar is not None:
-        codes["ANTs SyN + atlas"] = atlas_segment_volume(None, atlas_volumes, image, fusion="majority",
-                                                         registrar=registrar)
+        codes["ANTs SyN + atlas"] = atlas_segment_volume(
+            None, atlas_volumes, image, fusion="majority", registrar=registrar
+        )
     labels = {k: scheme.encode(v, unknown="background") for k, v in codes.items()}
     slices_figure({k: image.array for k in labels}, out / "example.png", labels, scheme.num_classes)
 
@@ -121,40 +131,68 @@ def write_report(results: dict, out: Path) -> None:
     rows, trainings = results["rows"], results["trainings"]
     p = results["protocol"]
     lines = [
-        f"# DeepAtlas experiment on ixi-2mm ({results['preset']})", "",
-        f"- command: `{results['command']}`", f"- commit: `{results['commit']}`, {results['date']}",
+        f"# DeepAtlas experiment on ixi-2mm ({results['preset']})",
+        "",
+        f"- command: `{results['command']}`",
+        f"- commit: `{results['commit']}`, {results['date']}",
         f"- machine: {results['machine']['cpu_count']} CPU cores, {results['machine']['platform']}",
         f"- training budget per method: {p['budget_minutes']:g} min wall clock (validation included), "
-        f"best validation checkpoint", f"- labelled subjects (seed {results['seed']}): "
+        f"best validation checkpoint",
+        f"- labelled subjects (seed {results['seed']}): "
         + "; ".join(f"N={n}: {', '.join(ids)}" for n, ids in results["labelled"].items()),
-        f"- test subjects: {len(results['test_subjects'])}; registration pairs: each test subject to the next", "",
+        f"- test subjects: {len(results['test_subjects'])}; registration pairs: each test subject to the next",
+        "",
         "| method | N | seg Dice (sd over subjects) | seg HD95 mm | reg Dice (before) | folds % | SDlogJ "
         "| s / pair | s / image |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         reg = f"{_fmt(r['reg_dice'])} ({_fmt(r['reg_dice_before'])})" if r["reg_dice"] is not None else "-"
-        lines.append(f"| {r['method']} | {r['n']} | {_fmt(r['seg_dice'])} ({_fmt(r['seg_dice_sd'])}) | "
-                     f"{_fmt(r['seg_hd95_mm'], '.2f')} | {reg} | {_fmt(r['folds'], '.3f', 100)} | "
-                     f"{_fmt(r['sdlogj'])} | {_fmt(r['reg_seconds_per_pair'], '.2f')} | "
-                     f"{_fmt(r['seg_seconds_per_image'], '.2f')} |")
-    lines += ["", "Seconds per pair and per image: median, in process, 2 CPU cores; atlas rows include one "
-              "registration per atlas.", "", "## Paired: DeepAtlas seg nets vs seg-only, per test subject", "",
-              "| DeepAtlas | N | mean Dice difference | subjects improved |", "| --- | --- | --- | --- |"]
+        lines.append(
+            f"| {r['method']} | {r['n']} | {_fmt(r['seg_dice'])} ({_fmt(r['seg_dice_sd'])}) | "
+            f"{_fmt(r['seg_hd95_mm'], '.2f')} | {reg} | {_fmt(r['folds'], '.3f', 100)} | "
+            f"{_fmt(r['sdlogj'])} | {_fmt(r['reg_seconds_per_pair'], '.2f')} | "
+            f"{_fmt(r['seg_seconds_per_image'], '.2f')} |"
+        )
+    lines += [
+        "",
+        "Seconds per pair and per image: median, in process, 2 CPU cores; atlas rows include one "
+        "registration per atlas.",
+        "",
+        "## Paired: DeepAtlas seg nets vs seg-only, per test subject",
+        "",
+        "| DeepAtlas | N | mean Dice difference | subjects improved |",
+        "| --- | --- | --- | --- |",
+    ]
     for a in (r for r in rows if r["method"].startswith("DeepAtlas") and r["method"].endswith("(seg net)")):
         b = next((r for r in rows if r["n"] == a["n"] and r["method"] == "seg-only"), None)
         if b:
             diff = [a["seg_dice_per_subject"][s] - b["seg_dice_per_subject"][s] for s in a["seg_dice_per_subject"]]
-            lines.append(f"| {a['method']} | {a['n']} | {np.mean(diff):+.3f} | {sum(d > 0 for d in diff)} / "
-                         f"{len(diff)} |")
-    lines += ["", "## Trainings (model selection on the validation split)", "",
-              "| run | steps | training min | stopped by | best validation step | its validation seg Dice "
-              "| its validation reg Dice |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            lines.append(
+                f"| {a['method']} | {a['n']} | {np.mean(diff):+.3f} | {sum(d > 0 for d in diff)} / {len(diff)} |"
+            )
+    lines += [
+        "",
+        "## Trainings (model selection on the validation split)",
+        "",
+        "| run | steps | training min | stopped by | best validation step | its validation seg Dice "
+        "| its validation reg Dice |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, t in trainings.items():
-        lines.append(f"| {name} | {t['steps']} | {t['minutes']:.1f} | {t['stopped_by']} | {t['best_step']} | "
-                     f"{_fmt(t['best_val_seg_dice'])} | {_fmt(t['best_val_reg_dice'])} |")
-    lines += ["", "![Dice against N](dice_vs_n.png)", "", "![validation during training](validation_curves.png)", "",
-              "![one test subject](example.png)", ""]
+        lines.append(
+            f"| {name} | {t['steps']} | {t['minutes']:.1f} | {t['stopped_by']} | {t['best_step']} | "
+            f"{_fmt(t['best_val_seg_dice'])} | {_fmt(t['best_val_reg_dice'])} |"
+        )
+    lines += [
+        "",
+        "![Dice against N](dice_vs_n.png)",
+        "",
+        "![validation during training](validation_curves.png)",
+        "",
+        "![one test subject](example.png)",
+        "",
+    ]
     atomic_write_text(out / "results.md", "\n".join(lines))
     dice_vs_n_figure(rows, out / "dice_vs_n.png")
     curves_figure(out, list(trainings), out / "validation_curves.png")

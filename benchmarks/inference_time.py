@@ -33,8 +33,9 @@ def make_run(data: Path, folder: Path) -> Path:
 
     subjects = find_subjects(data)[:4]
     manifest = folder / "four.json"
-    manifest.write_text(json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)}
-                                                 for s in subjects]}))
+    manifest.write_text(
+        json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)} for s in subjects]})
+    )
     config = Config()
     config.data.dataset, config.data.label_map = str(manifest), str(data / "brain31.json")
     config.data.unknown_labels = "background"
@@ -62,7 +63,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="deepatlas-bench-"))
     run_dir = args.run or make_run(args.data, tmp)
     run = load_run(run_dir)
-    test = find_subjects(args.data)[-(args.repeats + 2):]
+    test = find_subjects(args.data)[-(args.repeats + 2) :]
     volumes = [(load_image(s.image), load_label_codes(s.label)) for s in test]
     register_volumes(run, volumes[0][0], volumes[1][0], volumes[0][1])  # warm-up
     reg, seg = [], []
@@ -78,23 +79,49 @@ def main() -> int:
     for i in range(min(3, args.repeats)):
         m, f, lab = test[i].image, test[i + 1].image, test[i].label
         start = time.perf_counter()
-        subprocess.run(exe + ["register", str(run_dir), "--moving", str(m), "--fixed", str(f), "--moving-labels",
-                              str(lab), "-o", str(tmp / f"r{i}")], check=True, capture_output=True)
+        subprocess.run(
+            exe
+            + [
+                "register",
+                str(run_dir),
+                "--moving",
+                str(m),
+                "--fixed",
+                str(f),
+                "--moving-labels",
+                str(lab),
+                "-o",
+                str(tmp / f"r{i}"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         cli_reg.append(time.perf_counter() - start)
         start = time.perf_counter()
-        subprocess.run(exe + ["segment", str(run_dir), str(m), "-o", str(tmp / f"s{i}")], check=True,
-                       capture_output=True)
+        subprocess.run(
+            exe + ["segment", str(run_dir), str(m), "-o", str(tmp / f"s{i}")], check=True, capture_output=True
+        )
         cli_seg.append(time.perf_counter() - start)
-    report = {"threads": torch.get_num_threads(), "shape": [80, 96, 80], "repeats": args.repeats,
-              "register_s_per_pair": statistics.median(reg), "segment_s_per_image": statistics.median(seg),
-              "register_cli_s": statistics.median(cli_reg), "segment_cli_s": statistics.median(cli_seg),
-              "all": {"register": reg, "segment": seg, "register_cli": cli_reg, "segment_cli": cli_seg}}
+    report = {
+        "threads": torch.get_num_threads(),
+        "shape": [80, 96, 80],
+        "repeats": args.repeats,
+        "register_s_per_pair": statistics.median(reg),
+        "segment_s_per_image": statistics.median(seg),
+        "register_cli_s": statistics.median(cli_reg),
+        "segment_cli_s": statistics.median(cli_seg),
+        "all": {"register": reg, "segment": seg, "register_cli": cli_reg, "segment_cli": cli_seg},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inference_time.json").write_text(json.dumps(report, indent=1))
-    table = ("| | in process (median s) | command line, process start included (median s) |\n| --- | --- | --- |\n"
-             f"| register (per pair, with labels) | {report['register_s_per_pair']:.2f} | {report['register_cli_s']:.2f} |\n"
-             f"| segment (per image) | {report['segment_s_per_image']:.2f} | {report['segment_cli_s']:.2f} |\n")
-    (args.out / "inference_time.md").write_text(f"# Inference time, ixi-2mm 80x96x80, {report['threads']} threads\n\n{table}")
+    table = (
+        "| | in process (median s) | command line, process start included (median s) |\n| --- | --- | --- |\n"
+        f"| register (per pair, with labels) | {report['register_s_per_pair']:.2f} | {report['register_cli_s']:.2f} |\n"
+        f"| segment (per image) | {report['segment_s_per_image']:.2f} | {report['segment_cli_s']:.2f} |\n"
+    )
+    (args.out / "inference_time.md").write_text(
+        f"# Inference time, ixi-2mm 80x96x80, {report['threads']} threads\n\n{table}"
+    )
     print(table)
     return 0
 

@@ -39,13 +39,24 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # name -> refinement overrides (None: the net alone); "zero:" rows start from the identity
 BUDGETS = {
     "net alone": None,
-    "net + refine, 2x level only": ["levels=[2]", "iterations=[40]"],
-    "net + refine (default)": [],
-    "net + refine, longer": ["iterations=[60,40]"],
+    "net + refine, 2x level only (20 steps)": ["levels=[2]", "iterations=[20]"],
+    "net + refine (default: 2x 20 + full 5 steps)": [],
+    "net + refine, 2x 20 + full 20 steps": ["iterations=[20,20]"],
+    "net + refine, 2x 20 + full 20 steps, diffusion 1": ["iterations=[20,20]", "regularizer_weight=1"],
 }
 BASELINE = "refine from zero, 4x+2x (plain 2-level baseline)"
-BASELINE_SETTINGS = ["levels=[4,2]", "iterations=[60,60]", "control_spacing=1", "lncc_window=5",
-                     "regularizer_weight=1.0", "lr=0.5", "smoothing=2", "anatomy_weight=0"]
+DIFFEO = "refine from zero, diffeomorphic (velocity field), 4x 60 + 2x 20 + full 5 steps"
+DIFFEO_SETTINGS = ["levels=[4,2,1]", "iterations=[60,20,5]"]
+BASELINE_SETTINGS = [
+    "levels=[4,2]",
+    "iterations=[60,60]",
+    "control_spacing=1",
+    "lncc_window=5",
+    "regularizer_weight=1.0",
+    "lr=0.5",
+    "smoothing=2",
+    "anatomy_weight=0",
+]
 
 
 def cpu_model() -> str:
@@ -60,10 +71,12 @@ def cpu_model() -> str:
 
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return commit + ("+uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -76,11 +89,13 @@ def score(result, fixed_classes: np.ndarray, scheme) -> dict:
     from deepatlas.evaluation.metrics import dice_per_class, finite_mean, sd_log_jacobian
 
     warped = scheme.encode(result.warped_labels, unknown="background")
-    dice = finite_mean(dice_per_class(torch.from_numpy(warped), torch.from_numpy(fixed_classes),
-                                      scheme.num_classes))
+    dice = finite_mean(dice_per_class(torch.from_numpy(warped), torch.from_numpy(fixed_classes), scheme.num_classes))
     brain = fixed_classes > 0
-    return {"dice": dice, "folds_pct": float((result.jacobian[brain] <= 0).mean() * 100),
-            "sdlogj": sd_log_jacobian(result.jacobian, brain)}
+    return {
+        "dice": dice,
+        "folds_pct": float((result.jacobian[brain] <= 0).mean() * 100),
+        "sdlogj": sd_log_jacobian(result.jacobian, brain),
+    }
 
 
 def run_method(registrar, pairs, volumes, classes, scheme) -> dict:
@@ -90,16 +105,21 @@ def run_method(registrar, pairs, volumes, classes, scheme) -> dict:
         start = time.perf_counter()
         result = registrar(moving, fixed, moving_labels)
         seconds = time.perf_counter() - start
-        rows.append({"moving": moving_id, "fixed": fixed_id, "seconds": seconds,
-                     **score(result, classes[fixed_id], scheme)})
+        rows.append(
+            {"moving": moving_id, "fixed": fixed_id, "seconds": seconds, **score(result, classes[fixed_id], scheme)}
+        )
     return summarize(rows)
 
 
 def summarize(rows: list[dict]) -> dict:
-    return {"dice": float(np.mean([r["dice"] for r in rows])), "dice_sd": float(np.std([r["dice"] for r in rows])),
-            "folds_pct": float(np.mean([r["folds_pct"] for r in rows])),
-            "sdlogj": float(np.mean([r["sdlogj"] for r in rows])),
-            "seconds_per_pair": float(statistics.median(r["seconds"] for r in rows)), "pairs": rows}
+    return {
+        "dice": float(np.mean([r["dice"] for r in rows])),
+        "dice_sd": float(np.std([r["dice"] for r in rows])),
+        "folds_pct": float(np.mean([r["folds_pct"] for r in rows])),
+        "sdlogj": float(np.mean([r["sdlogj"] for r in rows])),
+        "seconds_per_pair": float(statistics.median(r["seconds"] for r in rows)),
+        "pairs": rows,
+    }
 
 
 def run_cli(model: Path, pairs, volumes, classes, scheme, extra: list[str]) -> dict:
@@ -107,12 +127,28 @@ def run_cli(model: Path, pairs, volumes, classes, scheme, extra: list[str]) -> d
     from deepatlas.data.io import load_image, load_label_codes
 
     with tempfile.TemporaryDirectory(prefix="deepatlas-bench-") as tmp:
-        spec = [{"moving": str(volumes[m][0].path), "fixed": str(volumes[f][0].path),
-                 "moving_labels": str(volumes[m][1].path)} for m, f in pairs]
+        spec = [
+            {
+                "moving": str(volumes[m][0].path),
+                "fixed": str(volumes[f][0].path),
+                "moving_labels": str(volumes[m][1].path),
+            }
+            for m, f in pairs
+        ]
         pairs_file = Path(tmp) / "pairs.json"
         pairs_file.write_text(json.dumps(spec))
-        command = [sys.executable, "-m", "deepatlas.cli.main", "register", str(model), "--pairs", str(pairs_file),
-                   "-o", str(Path(tmp) / "out"), *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "deepatlas.cli.main",
+            "register",
+            str(model),
+            "--pairs",
+            str(pairs_file),
+            "-o",
+            str(Path(tmp) / "out"),
+            *extra,
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -123,8 +159,15 @@ def run_cli(model: Path, pairs, volumes, classes, scheme, extra: list[str]) -> d
 
             class Result:  # what score() reads
                 warped_labels, jacobian = labels, jac
-            rows.append({"moving": moving_id, "fixed": fixed_id, "seconds": wall / len(pairs),
-                         **score(Result, classes[fixed_id], scheme)})
+
+            rows.append(
+                {
+                    "moving": moving_id,
+                    "fixed": fixed_id,
+                    "seconds": wall / len(pairs),
+                    **score(Result, classes[fixed_id], scheme),
+                }
+            )
     out = summarize(rows)
     out["wall_seconds"] = wall
     return out
@@ -139,6 +182,20 @@ def zero_start_registrar(run, overrides: list[str]):
 
     refine = run.config.refine.with_overrides(overrides)
     pipeline = build_pipeline(run.config, None, run.seg_net, refine)
+    return partial(register_volumes, run, pipeline=pipeline)
+
+
+def diffeomorphic_registrar(run, overrides: list[str]):
+    """Refinement of a stationary velocity field from zero (scaling and squaring), no net."""
+    import copy
+    from functools import partial
+
+    from deepatlas.inference.apply import register_volumes
+    from deepatlas.registration import build_pipeline
+
+    config = copy.deepcopy(run.config)
+    config.reg_net.diffeomorphic = True
+    pipeline = build_pipeline(config, None, None, run.config.refine.with_overrides(overrides))
     return partial(register_volumes, run, pipeline=pipeline)
 
 
@@ -171,7 +228,7 @@ def figure(results: dict, path: Path) -> None:
         ax.plot(row["seconds_per_pair"], row["dice"], marker, ms=7, label=f"{name} ({row['folds_pct']:.2f}% folds)")
     ax.set_xscale("log")
     ax.set_xlim(0.04, None)
-    ax.set_xlabel("seconds per pair (log scale, %s)" % results["machine"]["cpu"])
+    ax.set_xlabel(f"seconds per pair (log scale, {results['machine']['cpu']})")
     ax.set_ylabel("registration Dice (31 structures)")
     ax.set_title(f"ixi-2mm {results['split']} pairs ({results['num_pairs']}), 2 CPU cores")
     ax.grid(alpha=0.3, which="both")
@@ -185,18 +242,28 @@ def write_tables(results: dict, out: Path) -> None:
     from deepatlas.checkpoint import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    lines = [f"# Registration, ixi-2mm {results['split']} pairs ({results['num_pairs']} consecutive pairs)", "",
-             f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads. "
-             f"Commit {results['commit']}. Command: `{results['command']}`", "",
-             "| method | Dice | sd | folds % (brain) | SDlogJ | s / pair |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Registration, ixi-2mm {results['split']} pairs ({results['num_pairs']} consecutive pairs)",
+        "",
+        f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads. "
+        f"Commit {results['commit']}. Command: `{results['command']}`",
+        "",
+        "| method | Dice | sd | folds % (brain) | SDlogJ | s / pair |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, row in results["methods"].items():
         seconds = "-" if row.get("seconds_per_pair") is None else f"{row['seconds_per_pair']:.2f}"
-        lines.append(f"| {name} | {row['dice']:.3f} | {row['dice_sd']:.3f} | {row['folds_pct']:.3f} | "
-                     f"{row['sdlogj']:.3f} | {seconds} |")
+        lines.append(
+            f"| {name} | {row['dice']:.3f} | {row['dice_sd']:.3f} | {row['folds_pct']:.3f} | "
+            f"{row['sdlogj']:.3f} | {seconds} |"
+        )
     baseline = results["methods"].get(BASELINE, {}).get("seconds_per_pair")
     if baseline:
-        lines += ["", f"Time budget of issue 9: 1.2 x the plain 2-level baseline = {1.2 * baseline:.2f} s per pair "
-                      f"on this machine."]
+        lines += [
+            "",
+            f"Time budget of issue 9: 1.2 x the plain 2-level baseline = {1.2 * baseline:.2f} s per pair "
+            f"on this machine.",
+        ]
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
@@ -206,8 +273,13 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--split", default="test")
     parser.add_argument("--pairs", type=int, default=24, help="how many consecutive pairs (default 24)")
-    parser.add_argument("--ants", nargs="*", default=["quick"], choices=["quick", "syn"],
-                        help="ANTs references when antspyx is installed (default quick; syn: SyNOnly, ~4 s/pair)")
+    parser.add_argument(
+        "--ants",
+        nargs="*",
+        default=["quick"],
+        choices=["quick", "syn"],
+        help="ANTs references when antspyx is installed (default quick; syn: SyNOnly, ~4 s/pair)",
+    )
     parser.add_argument("--no-cli", action="store_true", help="leave out the command-line row")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
     args = parser.parse_args()
@@ -230,13 +302,25 @@ def main() -> int:
     classes = {i: scheme.encode(v[1].array, unknown="background") for i, v in volumes.items()}
     started = time.time()
     methods: dict[str, dict] = {}
-    identity = [{"moving": m, "fixed": f, "seconds": float("nan"), "folds_pct": 0.0, "sdlogj": 0.0,
-                 "dice": score(type("R", (), {"warped_labels": volumes[m][1].array,
-                                              "jacobian": np.ones(volumes[f][1].array.shape)}),
-                               classes[f], scheme)["dice"]} for m, f in pairs]
+    identity = [
+        {
+            "moving": m,
+            "fixed": f,
+            "seconds": float("nan"),
+            "folds_pct": 0.0,
+            "sdlogj": 0.0,
+            "dice": score(
+                type("R", (), {"warped_labels": volumes[m][1].array, "jacobian": np.ones(volumes[f][1].array.shape)}),
+                classes[f],
+                scheme,
+            )["dice"],
+        }
+        for m, f in pairs
+    ]
     methods["identity"] = {**summarize(identity), "seconds_per_pair": None}
     registrars = {BASELINE: zero_start_registrar(run, BASELINE_SETTINGS)}
     registrars.update({name: run_registrar(run, overrides) for name, overrides in BUDGETS.items()})
+    registrars[DIFFEO] = diffeomorphic_registrar(run, DIFFEO_SETTINGS)
     import ants_syn
 
     if args.ants and ants_syn.available():
@@ -245,17 +329,26 @@ def main() -> int:
     for name, registrar in registrars.items():
         print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
         methods[name] = run_method(registrar, pairs, volumes, classes, scheme)
-        print(f"    Dice {methods[name]['dice']:.3f}  folds {methods[name]['folds_pct']:.3f}%  "
-              f"{methods[name]['seconds_per_pair']:.2f} s/pair", flush=True)
+        print(
+            f"    Dice {methods[name]['dice']:.3f}  folds {methods[name]['folds_pct']:.3f}%  "
+            f"{methods[name]['seconds_per_pair']:.2f} s/pair",
+            flush=True,
+        )
     if not args.no_cli:
         print(f"[{time.strftime('%H:%M:%S')}] command line", flush=True)
-        methods["deepatlas register (command line, default)"] = run_cli(args.model, pairs, volumes, classes,
-                                                                         scheme, [])
-    results = {"command": " ".join([Path(sys.executable).name] + sys.argv), "commit": git_commit(),
-               "date": time.strftime("%Y-%m-%d %H:%M"), "split": args.split, "num_pairs": len(pairs),
-               "model": str(args.model), "refine_defaults": run.config.refine.__dict__,
-               "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform()},
-               "wall_minutes": round((time.time() - started) / 60, 1), "methods": methods}
+        methods["deepatlas register (command line, default)"] = run_cli(args.model, pairs, volumes, classes, scheme, [])
+    results = {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "split": args.split,
+        "num_pairs": len(pairs),
+        "model": str(args.model),
+        "refine_defaults": run.config.refine.__dict__,
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform()},
+        "wall_minutes": round((time.time() - started) / 60, 1),
+        "methods": methods,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     write_tables(results, args.out)
     figure(results, args.out / "dice_vs_time.png")

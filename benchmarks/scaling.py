@@ -43,8 +43,9 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     warnings.filterwarnings("ignore")
     subjects = find_subjects(data)[:8]
     manifest = Path(f"/tmp/deepatlas-scaling-{os.getpid()}.json")
-    manifest.write_text(json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)}
-                                                 for s in subjects]}))
+    manifest.write_text(
+        json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)} for s in subjects]})
+    )
     config = Config()
     config.data.dataset, config.data.label_map = str(manifest), str(data / "brain31.json")
     config.data.unknown_labels, config.data.num_labelled = "background", 3
@@ -54,11 +55,19 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     labels = F.interpolate(base.labels.float(), size=shape, mode="nearest").to(base.labels.dtype)
     train = ImageSet(base.ids, images.contiguous(), labels.contiguous(), base.has_label, base.affines, base.scheme)
     trainer = Trainer(config, train, progress=False)
-    result: dict = {"shape": list(shape), "batch": batch, "voxels": int(torch.tensor(shape).prod()),
-                    "threads": torch.get_num_threads(), "amp": str(trainer.amp)}
-    timed = {"reg_step_s": trainer.reg_step, "seg_step_s": trainer.seg_step,
-             "register_s": lambda: register(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp),
-             "segment_s": lambda: segment(trainer.seg_net, images[:1], amp=trainer.amp)}
+    result: dict = {
+        "shape": list(shape),
+        "batch": batch,
+        "voxels": int(torch.tensor(shape).prod()),
+        "threads": torch.get_num_threads(),
+        "amp": str(trainer.amp),
+    }
+    timed = {
+        "reg_step_s": trainer.reg_step,
+        "seg_step_s": trainer.seg_step,
+        "register_s": lambda: register(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp),
+        "segment_s": lambda: segment(trainer.seg_net, images[:1], amp=trainer.amp),
+    }
     for name, fn in timed.items():
         fn()  # warm-up
         times = []
@@ -67,7 +76,7 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
             fn()
             times.append(time.perf_counter() - start)
         result[name] = statistics.median(times)
-    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     manifest.unlink()
     return result
 
@@ -90,33 +99,55 @@ def main() -> int:
     results = []
     for shape, batch in plan:
         print(f"timing {shape} batch {batch} ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--single", json.dumps([shape, batch]), "--data",
-                               str(args.data), "--repeats", str(args.repeats)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--single",
+                json.dumps([shape, batch]),
+                "--data",
+                str(args.data),
+                "--repeats",
+                str(args.repeats),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             results.append({"shape": list(shape), "batch": batch, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     ref = next(r for r in results if r["shape"] == list(SHAPES[1]) and r["batch"] == 2)
-    report = {"machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()}, "repeats": args.repeats,
-              "reference": "80x96x80, batch 2", "results": results}
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "repeats": args.repeats,
+        "reference": "80x96x80, batch 2",
+        "results": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scaling.json").write_text(json.dumps(report, indent=1))
-    lines = ["| volume | batch (pairs) | voxels vs ref | reg step s | seg step s | reg time vs ref | seg time vs ref "
-             "| register s | segment s | peak RSS GiB |", "| --- |" * 1 + " --- |" * 9]
+    lines = [
+        "| volume | batch (pairs) | voxels vs ref | reg step s | seg step s | reg time vs ref | seg time vs ref "
+        "| register s | segment s | peak RSS GiB |",
+        "| --- |" * 1 + " --- |" * 9,
+    ]
     for r in results:
         name = "x".join(map(str, r["shape"]))
         if "error" in r:
             lines.append(f"| {name} | {r['batch']} | failed: {r['error']} |" + " |" * 7)
             continue
         work = r["voxels"] * r["batch"] / (ref["voxels"] * ref["batch"])
-        lines.append(f"| {name} | {r['batch']} | {work:g}x | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
-                     f"{r['reg_step_s'] / ref['reg_step_s']:.2f}x | {r['seg_step_s'] / ref['seg_step_s']:.2f}x | "
-                     f"{r['register_s']:.3f} | {r['segment_s']:.3f} | {r['peak_rss_gib']:.1f} |")
+        lines.append(
+            f"| {name} | {r['batch']} | {work:g}x | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
+            f"{r['reg_step_s'] / ref['reg_step_s']:.2f}x | {r['seg_step_s'] / ref['seg_step_s']:.2f}x | "
+            f"{r['register_s']:.3f} | {r['segment_s']:.3f} | {r['peak_rss_gib']:.1f} |"
+        )
     table = "\n".join(lines)
     (args.out / "scaling.md").write_text(
         f"# Scaling: step time and memory against volume and batch (median of {args.repeats}, "
         f"{os.cpu_count()} CPU cores)\n\n'voxels vs ref' is the work (voxels x pairs) relative to 80x96x80 "
-        f"with 2 pairs; linear growth means the time ratios equal it.\n\n{table}\n")
+        f"with 2 pairs; linear growth means the time ratios equal it.\n\n{table}\n"
+    )
     print(table)
     return 0
 

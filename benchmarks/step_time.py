@@ -65,13 +65,13 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
     warnings.filterwarnings("ignore")
     subjects = find_subjects(data)[:8]
     manifest = Path(f"/tmp/deepatlas-bench-{name}.json")
-    manifest.write_text(json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)}
-                                                 for s in subjects]}))
+    manifest.write_text(
+        json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)} for s in subjects]})
+    )
     config = make_config(name, data, manifest)
     train = prepare_data(config.data, progress=False).train
     trainer = Trainer(config, train, progress=False)
-    result: dict = {"config": name, "threads": torch.get_num_threads(), "amp": str(trainer.amp),
-                    "reg": {}, "seg": {}}
+    result: dict = {"config": name, "threads": torch.get_num_threads(), "amp": str(trainer.amp), "reg": {}, "seg": {}}
     for phase, groups, step in (("reg", REG_GROUPS, trainer.reg_step), ("seg", SEG_GROUPS, trainer.seg_step)):
         for group in groups:
             step(group=group)  # warm-up
@@ -84,7 +84,7 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
     # the pair groups are drawn with equal weight by default, so the mean over groups is the expected step
     for phase in ("reg", "seg"):
         result[f"{phase}_step_s"] = statistics.mean(v["median_s"] for v in result[phase].values())
-    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
 
 
@@ -105,31 +105,53 @@ def main() -> int:
     results = []
     for name in args.configs:
         print(f"timing {name} ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--single", name, "--data", str(args.data),
-                               "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--single", name, "--data", str(args.data), "--repeats", str(args.repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = next((r for r in results if r["config"] == "tutorial"), results[0])
-    report = {"machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
-              "shape": [80, 96, 80], "pairs_per_step": 2, "repeats": args.repeats, "results": results}
+    report = {
+        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "shape": [80, 96, 80],
+        "pairs_per_step": 2,
+        "repeats": args.repeats,
+        "results": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_time.json").write_text(json.dumps(report, indent=1))
-    lines = ["| configuration | reg step (s) | seg step (s) | reg speed-up | seg speed-up | peak RSS (GiB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| configuration | reg step (s) | seg step (s) | reg speed-up | seg speed-up | peak RSS (GiB) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
-        lines.append(f"| {r['config']} | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
-                     f"{base['reg_step_s'] / r['reg_step_s']:.1f}x | {base['seg_step_s'] / r['seg_step_s']:.1f}x | "
-                     f"{r['peak_rss_gib']:.1f} |")
-    lines += ["", "Per pair group (median s):", "",
-              "| configuration | " + " | ".join(f"reg {g}" for g in REG_GROUPS) + " | "
-              + " | ".join(f"seg {g}" for g in SEG_GROUPS) + " |",
-              "| --- |" + " --- |" * (len(REG_GROUPS) + len(SEG_GROUPS))]
+        lines.append(
+            f"| {r['config']} | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
+            f"{base['reg_step_s'] / r['reg_step_s']:.1f}x | {base['seg_step_s'] / r['seg_step_s']:.1f}x | "
+            f"{r['peak_rss_gib']:.1f} |"
+        )
+    lines += [
+        "",
+        "Per pair group (median s):",
+        "",
+        "| configuration | "
+        + " | ".join(f"reg {g}" for g in REG_GROUPS)
+        + " | "
+        + " | ".join(f"seg {g}" for g in SEG_GROUPS)
+        + " |",
+        "| --- |" + " --- |" * (len(REG_GROUPS) + len(SEG_GROUPS)),
+    ]
     for r in results:
-        cells = [f"{r['reg'][g]['median_s']:.2f}" for g in REG_GROUPS] + [f"{r['seg'][g]['median_s']:.2f}"
-                                                                         for g in SEG_GROUPS]
+        cells = [f"{r['reg'][g]['median_s']:.2f}" for g in REG_GROUPS] + [
+            f"{r['seg'][g]['median_s']:.2f}" for g in SEG_GROUPS
+        ]
         lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (args.out / "step_time.md").write_text(
-        f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n{table}\n")
+        f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n{table}\n"
+    )
     print(table)
     return 0
 

@@ -35,10 +35,20 @@ SWEEPS = {
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
-        "seg-only": ["data.num_labelled=3", "schedule.seg_pretrain_steps=300", "schedule.reg_pretrain_steps=0",
-                     "schedule.cycles=0"],
-        "deepatlas": ["data.num_labelled=3", "schedule.seg_pretrain_steps=100", "schedule.reg_pretrain_steps=300",
-                      "schedule.cycles=40", "schedule.reg_steps_per_cycle=20", "schedule.seg_steps_per_cycle=5"],
+        "seg-only": [
+            "data.num_labelled=3",
+            "schedule.seg_pretrain_steps=300",
+            "schedule.reg_pretrain_steps=0",
+            "schedule.cycles=0",
+        ],
+        "deepatlas": [
+            "data.num_labelled=3",
+            "schedule.seg_pretrain_steps=100",
+            "schedule.reg_pretrain_steps=300",
+            "schedule.cycles=40",
+            "schedule.reg_steps_per_cycle=20",
+            "schedule.seg_steps_per_cycle=5",
+        ],
     },
 }
 
@@ -58,8 +68,11 @@ def main() -> int:
     from deepatlas.inference import load_run
     from deepatlas.training.run import train
 
-    data_flags = [f"data.dataset={args.data}", f"data.label_map={args.data / 'brain31.json'}",
-                  f"data.splits={args.data / 'splits.json'}"]
+    data_flags = [
+        f"data.dataset={args.data}",
+        f"data.label_map={args.data / 'brain31.json'}",
+        f"data.splits={args.data / 'splits.json'}",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / f"{args.sweep}.jsonl"
     cache: dict = {}
@@ -76,18 +89,29 @@ def main() -> int:
         seconds = time.time() - start
         run = load_run(run_dir, "last")
         metrics = evaluate_image_set(cache[key].validation, run.seg_net, run.reg_net)
-        record = {"variant": name, "overrides": overrides, "train_seconds": round(seconds, 1),
-                  **{k: v for k, v in metrics.items() if not isinstance(v, list)}}
+        record = {
+            "variant": name,
+            "overrides": overrides,
+            "train_seconds": round(seconds, 1),
+            **{k: v for k, v in metrics.items() if not isinstance(v, list)},
+        }
         with log.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    lines = ["| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in records:
-        lines.append(f"| {r['variant']} | {r.get('seg_dice', float('nan')):.3f} | {r.get('reg_dice', float('nan')):.3f} | "
-                     f"{r.get('reg_dice_before', float('nan')):.3f} | {100 * r.get('folds', float('nan')):.3f} | "
-                     f"{r['train_seconds']} |")
-    (args.out / f"{args.sweep}.md").write_text(f"# Sweep {args.sweep} (ixi-2mm validation split)\n\n" + "\n".join(lines) + "\n")
+        lines.append(
+            f"| {r['variant']} | {r.get('seg_dice', float('nan')):.3f} | {r.get('reg_dice', float('nan')):.3f} | "
+            f"{r.get('reg_dice_before', float('nan')):.3f} | {100 * r.get('folds', float('nan')):.3f} | "
+            f"{r['train_seconds']} |"
+        )
+    (args.out / f"{args.sweep}.md").write_text(
+        f"# Sweep {args.sweep} (ixi-2mm validation split)\n\n" + "\n".join(lines) + "\n"
+    )
     return 0
 
 

@@ -23,8 +23,19 @@ import yaml
 from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from deepatlas.config import Config, RefineConfig
 
-KEEP = ("step", "best_score", "elapsed_s", "reg_net", "seg_net", "config", "label_scheme", "spatial_dims",
-        "num_classes", "grid_shape", "grid_affine")
+KEEP = (
+    "step",
+    "best_score",
+    "elapsed_s",
+    "reg_net",
+    "seg_net",
+    "config",
+    "label_scheme",
+    "spatial_dims",
+    "num_classes",
+    "grid_shape",
+    "grid_affine",
+)
 
 
 def package(run: Path, out: Path, checkpoint: str = "best", refine: list[str] | None = None) -> Path:
@@ -43,8 +54,12 @@ def package(run: Path, out: Path, checkpoint: str = "best", refine: list[str] | 
     if metrics.exists():
         lines = [line for line in metrics.read_text().splitlines() if '"validation"' in line]
         atomic_write_text(out / "validation.jsonl", "\n".join(lines) + "\n")
-    atomic_write_text(out / "checkpoint.json", json.dumps({"source": str(source), "step": int(state["step"]),
-                                                           "best_score": float(state["best_score"])}, indent=1))
+    atomic_write_text(
+        out / "checkpoint.json",
+        json.dumps(
+            {"source": str(source), "step": int(state["step"]), "best_score": float(state["best_score"])}, indent=1
+        ),
+    )
     return out
 
 
@@ -57,7 +72,8 @@ def main() -> int:
     args = parser.parse_args()
     out = package(args.run, args.out, args.checkpoint, args.refine)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
-    print(f"{out}: {size:.1f} MB; refine settings: {yaml.safe_dump(RefineConfig().with_overrides(args.refine).__dict__, default_flow_style=True).strip()}")
+    settings = yaml.safe_dump(RefineConfig().with_overrides(args.refine).__dict__, default_flow_style=True)
+    print(f"{out}: {size:.1f} MB; refine settings: {settings.strip()}")
     return 0
 
 

@@ -15,14 +15,20 @@ IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi-2mm"
 
 @pytest.fixture(scope="session")
 def phantoms_3d(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("ph3d"), num_subjects=8, shape=(24, 28, 24), seed=1,
-                        splits={"train": 6, "validation": 2})
+    return make_dataset(
+        tmp_path_factory.mktemp("ph3d"),
+        num_subjects=8,
+        shape=(24, 28, 24),
+        seed=1,
+        splits={"train": 6, "validation": 2},
+    )
 
 
 @pytest.fixture(scope="session")
 def phantoms_2d(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("ph2d"), num_subjects=8, shape=(40, 48), seed=2,
-                        splits={"train": 6, "validation": 2})
+    return make_dataset(
+        tmp_path_factory.mktemp("ph2d"), num_subjects=8, shape=(40, 48), seed=2, splits={"train": 6, "validation": 2}
+    )
 
 
 def tiny_config(dataset: Path, **schedule) -> Config:

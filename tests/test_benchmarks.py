@@ -10,15 +10,30 @@ import pytest
 from tests.conftest import IXI
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(),
-                                reason=f"real data not found at {IXI} (shared/data/ixi-2mm)")
+pytestmark = pytest.mark.skipif(
+    not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI} (shared/data/ixi-2mm)"
+)
 
 
 def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     out = tmp_path / "experiment"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--smoke", "--no-ants",
-                           "--budget-minutes", "0.15", "--data", str(IXI), "--out", str(out)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "experiment.py"),
+            "--smoke",
+            "--no-ants",
+            "--budget-minutes",
+            "0.15",
+            "--data",
+            str(IXI),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     methods = [r["method"] for r in results["rows"]]
@@ -38,7 +53,56 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     for figure in ("dice_vs_n.png", "validation_curves.png", "example.png"):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
     # a second call finds everything done and only rewrites the report
-    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--smoke", "--no-ants",
-                            "--budget-minutes", "0.15", "--data", str(IXI), "--out", str(out)],
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "experiment.py"),
+            "--smoke",
+            "--no-ants",
+            "--budget-minutes",
+            "0.15",
+            "--data",
+            str(IXI),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0 and "training" not in again.stdout.split("# DeepAtlas")[0]
+
+
+@pytest.mark.skipif(
+    not (ROOT / "models" / "brain-2mm" / "checkpoints" / "best.pt").exists(),
+    reason="the shipped model is not in this checkout",
+)
+def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
+    out = tmp_path / "registration"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "registration.py"),
+            "--pairs",
+            "1",
+            "--ants",
+            "--data",
+            str(IXI),
+            "--split",
+            "validation",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    methods = results["methods"]
+    assert results["num_pairs"] == 1 and results["machine"]["cpu"]
+    assert "deepatlas register (command line, default)" in methods and "identity" in methods
+    for name, row in methods.items():
+        assert 0 < row["dice"] <= 1, name
+    assert methods["net + refine (default: 2x 20 + full 5 steps)"]["dice"] > methods["identity"]["dice"]
+    assert (out / "dice_vs_time.png").stat().st_size > 10_000 and (out / "results.md").exists()

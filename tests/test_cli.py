@@ -13,8 +13,20 @@ def test_train_with_config_file_flags_and_overrides(tmp_path, phantoms_3d):
     config.data.num_labelled = None
     config.save(tmp_path / "config.yaml")
     out = tmp_path / "run"
-    code = main(["train", str(tmp_path / "config.yaml"), "schedule.cycles=1", "-o", str(out),
-                 "--num-labelled", "3", "--no-progress", "--max-steps", "4"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "config.yaml"),
+            "schedule.cycles=1",
+            "-o",
+            str(out),
+            "--num-labelled",
+            "3",
+            "--no-progress",
+            "--max-steps",
+            "4",
+        ]
+    )
     assert code == 0
     assert "cycles: 1" in (out / "config.yaml").read_text()
     assert len(json.loads((out / "data.json").read_text())["labelled"]) == 3
@@ -24,10 +36,25 @@ def test_train_with_config_file_flags_and_overrides(tmp_path, phantoms_3d):
 
 def test_overrides_without_a_config_file(tmp_path, phantoms_2d):
     out = tmp_path / "run"
-    code = main(["train", "-o", str(out), "--dataset", str(phantoms_2d), "--label-map",
-                 str(phantoms_2d / "labels.json"), "schedule.cycles=0", "schedule.seg_pretrain_steps=1",
-                 "schedule.reg_pretrain_steps=1", "seg_net.channels=[4,8]", "seg_net.strides=[2]",
-                 "reg_net.channels=[4,8]", "reg_net.strides=[2]", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "-o",
+            str(out),
+            "--dataset",
+            str(phantoms_2d),
+            "--label-map",
+            str(phantoms_2d / "labels.json"),
+            "schedule.cycles=0",
+            "schedule.seg_pretrain_steps=1",
+            "schedule.reg_pretrain_steps=1",
+            "seg_net.channels=[4,8]",
+            "seg_net.strides=[2]",
+            "reg_net.channels=[4,8]",
+            "reg_net.strides=[2]",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 2
 
@@ -41,8 +68,12 @@ def test_bad_input_gives_a_one_line_error_not_a_traceback(tmp_path, capsys):
 
 
 def test_demo_quick_writes_results_and_figure(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "deepatlas.cli.main", "demo", "--quick", "-o", str(tmp_path / "d"),
-                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepatlas.cli.main", "demo", "--quick", "-o", str(tmp_path / "d"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "segmentation Dice" in proc.stdout
     results = json.loads((tmp_path / "d" / "results.json").read_text())
@@ -53,8 +84,19 @@ def test_demo_quick_writes_results_and_figure(tmp_path):
 
 def test_overrides_after_the_flags_are_accepted_as_the_readme_writes_them(tmp_path, capsys):
     """`deepatlas train CONFIG -o RUN --num-labelled 5 schedule.cycles=100` parses (then stops at the data)."""
-    code = main(["train", "-o", str(tmp_path / "run"), "--dataset", str(tmp_path / "nothing"), "--num-labelled",
-                 "5", "schedule.cycles=100", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "-o",
+            str(tmp_path / "run"),
+            "--dataset",
+            str(tmp_path / "nothing"),
+            "--num-labelled",
+            "5",
+            "schedule.cycles=100",
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "nothing: dataset not found" in capsys.readouterr().err
 
 

@@ -7,8 +7,16 @@ from deepatlas.config import Config, load_config
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("schedule:\n  cycles: 7\nloss:\n  regularizer: diffusion\n")
-    config = load_config(path, ["schedule.cycles=9", "loss.regularizer_weight=2", "seg_net.channels=[4,8]",
-                                "seg_net.strides=[2]", "schedule.reg_lr=3e-3"])
+    config = load_config(
+        path,
+        [
+            "schedule.cycles=9",
+            "loss.regularizer_weight=2",
+            "seg_net.channels=[4,8]",
+            "seg_net.strides=[2]",
+            "schedule.reg_lr=3e-3",
+        ],
+    )
     assert config.schedule.reg_lr == 0.003
     assert config.schedule.cycles == 9
     assert config.loss.regularizer == "diffusion"
@@ -23,15 +31,18 @@ def test_saved_config_round_trips(tmp_path):
     assert again == config
 
 
-@pytest.mark.parametrize("override, match", [
-    ("schedule.cylces=3", "unknown config key.*schedule.cylces"),
-    ("schedule.cycles=many", "schedule.cycles: expected int"),
-    ("amp=[1]", "amp: expected str"),
-    ("amp=sometimes", "amp: 'sometimes' is not one of"),
-    ("loss.similarity=mi", "loss.similarity"),
-    ("seg_net.strides=[2]", "seg_net: strides needs"),
-    ("novalue", "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("schedule.cylces=3", "unknown config key.*schedule.cylces"),
+        ("schedule.cycles=many", "schedule.cycles: expected int"),
+        ("amp=[1]", "amp: expected str"),
+        ("amp=sometimes", "amp: 'sometimes' is not one of"),
+        ("loss.similarity=mi", "loss.similarity"),
+        ("seg_net.strides=[2]", "seg_net: strides needs"),
+        ("novalue", "section.key=value"),
+    ],
+)
 def test_bad_config_is_explained(override, match):
     with pytest.raises(ValueError, match=match):
         load_config(None, [override])

@@ -9,15 +9,17 @@ from deepatlas.data import find_subjects, prepare_data
 from deepatlas.training.run import train
 from tests.conftest import IXI
 
-pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(),
-                                reason=f"real data not found at {IXI} (shared/data/ixi-2mm)")
+pytestmark = pytest.mark.skipif(
+    not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI} (shared/data/ixi-2mm)"
+)
 
 
 def test_train_a_few_steps_on_real_brains(tmp_path):
     subjects = find_subjects(IXI)[:6]
     manifest = tmp_path / "ixi6.json"
-    manifest.write_text(json.dumps({"subjects": [
-        {"id": s.id, "image": str(s.image), "label": str(s.label)} for s in subjects]}))
+    manifest.write_text(
+        json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)} for s in subjects]})
+    )
     config = Config()
     config.data.dataset = str(manifest)
     config.data.label_map = str(IXI / "brain31.json")

@@ -71,6 +71,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:
         raise ValueError(f"{path}: not a readable deepatlas checkpoint ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format') if isinstance(state, dict) else None!r} "
-                         f"is not {CHECKPOINT_FORMAT}; it was written by an incompatible deepatlas version")
+        raise ValueError(
+            f"{path}: checkpoint format {state.get('format') if isinstance(state, dict) else None!r} "
+            f"is not {CHECKPOINT_FORMAT}; it was written by an incompatible deepatlas version"
+        )
     return state

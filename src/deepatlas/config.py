@@ -126,8 +126,10 @@ class RefineConfig:
     def validate(self) -> None:
         """Refuse settings that cannot run, with the key to change."""
         if not self.levels or len(self.levels) != len(self.iterations):
-            raise ValueError(f"config refine.levels and refine.iterations need the same, non-zero number of "
-                             f"entries, got {self.levels} and {self.iterations}")
+            raise ValueError(
+                f"config refine.levels and refine.iterations need the same, non-zero number of "
+                f"entries, got {self.levels} and {self.iterations}"
+            )
         for key, values in (("levels", self.levels), ("iterations", self.iterations)):
             if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
                 raise ValueError(f"config refine.{key}: every entry must be an integer >= 1, got {values}")
@@ -136,14 +138,15 @@ class RefineConfig:
             if not value >= 0 or (key == "lr" and value == 0):
                 raise ValueError(f"config refine.{key} must be {'> 0' if key == 'lr' else '>= 0'}, got {value}")
         if self.control_spacing < 1 or self.smoothing < 0 or self.anatomy_downsample < 1:
-            raise ValueError("config refine.control_spacing and refine.anatomy_downsample must be >= 1, "
-                             "refine.smoothing >= 0")
+            raise ValueError(
+                "config refine.control_spacing and refine.anatomy_downsample must be >= 1, refine.smoothing >= 0"
+            )
         if self.lncc_window < 1 or self.lncc_window % 2 == 0:
             raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
         if self.similarity not in REFINE_SIMILARITIES:
             raise ValueError(f"config refine.similarity: {self.similarity!r} is not one of {list(REFINE_SIMILARITIES)}")
 
-    def with_overrides(self, overrides: list[str]) -> "RefineConfig":
+    def with_overrides(self, overrides: list[str]) -> RefineConfig:
         """A copy with ``key=value`` overrides (values as YAML: ``iterations=[60,30]``), checked."""
         refine = _build(RefineConfig, apply_overrides(dataclasses.asdict(self), overrides), "refine.")
         refine.validate()
@@ -170,7 +173,8 @@ class ScheduleConfig:
     reg_lr: float = 1e-3
     seg_lr: float = 1e-3
     reg_pair_weights: dict[str, float] = field(
-        default_factory=lambda: {"neither": 1.0, "moving": 1.0, "fixed": 1.0, "both": 1.0})
+        default_factory=lambda: {"neither": 1.0, "moving": 1.0, "fixed": 1.0, "both": 1.0}
+    )
     seg_pair_weights: dict[str, float] = field(default_factory=lambda: {"moving": 1.0, "fixed": 1.0})
     val_every: int = 250
     checkpoint_every: int = 100
@@ -204,7 +208,7 @@ class Config:
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, spec: dict[str, Any]) -> "Config":
+    def from_dict(cls, spec: dict[str, Any]) -> Config:
         config = _build(cls, spec or {}, "")
         config.validate()
         return config
@@ -226,12 +230,15 @@ class Config:
         for name in ("seg_net", "reg_net"):
             net = getattr(self, name)
             if len(net.strides) != len(net.channels) - 1:
-                raise ValueError(f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
-                                 f"entries, got {len(net.strides)}")
+                raise ValueError(
+                    f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
+                    f"entries, got {len(net.strides)}"
+                )
         self.refine.validate()
         if not self.loss.inverse_consistency_weight >= 0:
-            raise ValueError(f"config loss.inverse_consistency_weight must be >= 0, "
-                             f"got {self.loss.inverse_consistency_weight}")
+            raise ValueError(
+                f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"
+            )
         budget = self.schedule.time_budget_minutes
         if budget is not None:
             try:  # the field's default is None, so the generic coercion cannot know it is a float
@@ -239,11 +246,14 @@ class Config:
             except (TypeError, ValueError):
                 budget = float("nan")
             if not budget > 0:
-                raise ValueError(f"config schedule.time_budget_minutes must be a number > 0 (or null), "
-                                 f"got {self.schedule.time_budget_minutes!r}")
+                raise ValueError(
+                    f"config schedule.time_budget_minutes must be a number > 0 (or null), "
+                    f"got {self.schedule.time_budget_minutes!r}"
+                )
         if self.schedule.batch_size < 1 or self.loss.anatomy_downsample < 1 or self.loss.lncc_window % 2 == 0:
-            raise ValueError("config: schedule.batch_size and loss.anatomy_downsample must be >= 1, "
-                             "loss.lncc_window odd")
+            raise ValueError(
+                "config: schedule.batch_size and loss.anatomy_downsample must be >= 1, loss.lncc_window odd"
+            )
 
 
 def _build(kind, spec: dict[str, Any], where: str):
@@ -252,8 +262,7 @@ def _build(kind, spec: dict[str, Any], where: str):
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = sorted(set(spec) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; "
-                         f"valid keys here: {sorted(fields)}")
+        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys here: {sorted(fields)}")
     kwargs = {}
     for name, value in spec.items():
         default = getattr(kind(), name)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from deepatlas.checkpoint import atomic_write_text
 from deepatlas.config import Config
 from deepatlas.data import find_subjects, load_image_set, load_splits, prepare_data
 from deepatlas.data.prepare import select_split
@@ -19,7 +20,6 @@ from deepatlas.data.synthetic import make_dataset
 from deepatlas.evaluation.evaluate import consecutive_pairs, evaluate_image_set
 from deepatlas.inference import load_run, register, segment
 from deepatlas.networks.warp import warp_image, warp_labels
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.training.run import train
 from deepatlas.visualization import save_panels
 
@@ -32,7 +32,13 @@ def demo_config(dataset: Path, quick: bool = False) -> Config:
     config.data.num_labelled = 3
     s = config.schedule
     if quick:  # for tests: seconds, not minutes
-        s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles, s.reg_steps_per_cycle, s.seg_steps_per_cycle = 4, 4, 2, 3, 2
+        s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles, s.reg_steps_per_cycle, s.seg_steps_per_cycle = (
+            4,
+            4,
+            2,
+            3,
+            2,
+        )
         s.val_every, s.checkpoint_every = 10, 10
     else:
         s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles = 150, 150, 24
@@ -45,7 +51,9 @@ def seg_only_config(config: Config) -> Config:
     """The baseline: the same seg net, trained on the labelled images alone, for as many updates."""
     baseline = Config.from_dict(config.to_dict())
     s = baseline.schedule
-    s.seg_pretrain_steps = config.schedule.seg_pretrain_steps + config.schedule.cycles * config.schedule.seg_steps_per_cycle
+    s.seg_pretrain_steps = (
+        config.schedule.seg_pretrain_steps + config.schedule.cycles * config.schedule.seg_steps_per_cycle
+    )
     s.reg_pretrain_steps, s.cycles = 0, 0
     return baseline
 
@@ -58,9 +66,17 @@ def run_demo(output: str | Path = "deepatlas-demo", quick: bool = False, progres
     dataset = output / "data"
     if not (dataset / "splits.json").exists():
         print(f"building {n} phantom subjects in {dataset}")
-        make_dataset(dataset, num_subjects=n, shape=shape, seed=0,
-                     splits={"train": n - 6 - 3 if not quick else 6, "validation": 3 if not quick else 2,
-                             "test": 6 if not quick else 2})
+        make_dataset(
+            dataset,
+            num_subjects=n,
+            shape=shape,
+            seed=0,
+            splits={
+                "train": n - 6 - 3 if not quick else 6,
+                "validation": 3 if not quick else 2,
+                "test": 6 if not quick else 2,
+            },
+        )
     config = demo_config(dataset, quick)
     data = prepare_data(config.data, progress=progress)
     results: dict = {"labelled": data.labelled_ids, "unlabelled": len(data.train) - len(data.labelled_ids)}
@@ -71,21 +87,26 @@ def run_demo(output: str | Path = "deepatlas-demo", quick: bool = False, progres
         train(cfg, run_dir, resume=resume, progress=progress, data=data)
 
     splits = load_splits(config.data.splits)
-    test = load_image_set(select_split(find_subjects(dataset), splits, "test", config.data.splits), data.scheme,
-                          progress=False)
+    test = load_image_set(
+        select_split(find_subjects(dataset), splits, "test", config.data.splits), data.scheme, progress=False
+    )
     deepatlas, seg_only = load_run(output / "deepatlas"), load_run(output / "seg-only")
     ours = evaluate_image_set(test, deepatlas.seg_net, deepatlas.reg_net)
     base = evaluate_image_set(test, seg_only.seg_net)
-    results.update({
-        "test_subjects": test.ids,
-        "deepatlas_seg_dice": ours["seg_dice"],
-        "seg_only_seg_dice": base["seg_dice"],
-        "deepatlas_reg_dice": ours["reg_dice"],
-        "reg_dice_before_registration": ours["reg_dice_before"],
-        "deepatlas_folds": ours["folds"],
-        "per_class": {name: {"deepatlas": a, "seg_only": b} for name, a, b in
-                      zip(data.scheme.names[1:], ours["seg_dice_per_class"], base["seg_dice_per_class"])},
-    })
+    results.update(
+        {
+            "test_subjects": test.ids,
+            "deepatlas_seg_dice": ours["seg_dice"],
+            "seg_only_seg_dice": base["seg_dice"],
+            "deepatlas_reg_dice": ours["reg_dice"],
+            "reg_dice_before_registration": ours["reg_dice_before"],
+            "deepatlas_folds": ours["folds"],
+            "per_class": {
+                name: {"deepatlas": a, "seg_only": b}
+                for name, a, b in zip(data.scheme.names[1:], ours["seg_dice_per_class"], base["seg_dice_per_class"])
+            },
+        }
+    )
     figure = _figure(test, deepatlas, seg_only, output / "demo.png")
     results["figure"] = str(figure)
     atomic_write_text(output / "results.json", json.dumps(results, indent=1))
@@ -102,23 +123,33 @@ def _figure(test, deepatlas, seg_only, path: Path) -> Path:
     warped = warp_image(test.images[[moving]], ddf)[0, 0].numpy()
     warped_labels = warp_labels(test.labels[[moving]].to(torch.int16), ddf)[0, 0].numpy()
     image = test.images[0, 0].numpy()
-    return save_panels([
-        ("test image + manual labels", image, test.labels[0, 0].numpy()),
-        ("DeepAtlas seg net", image, ours),
-        ("seg net on labelled only", image, base),
-        ("moving", test.images[moving, 0].numpy(), test.labels[moving, 0].numpy()),
-        ("fixed", test.images[fixed, 0].numpy(), test.labels[fixed, 0].numpy()),
-        ("moving warped to fixed", warped, warped_labels),
-    ], path, num_classes=k)
+    return save_panels(
+        [
+            ("test image + manual labels", image, test.labels[0, 0].numpy()),
+            ("DeepAtlas seg net", image, ours),
+            ("seg net on labelled only", image, base),
+            ("moving", test.images[moving, 0].numpy(), test.labels[moving, 0].numpy()),
+            ("fixed", test.images[fixed, 0].numpy(), test.labels[fixed, 0].numpy()),
+            ("moving warped to fixed", warped, warped_labels),
+        ],
+        path,
+        num_classes=k,
+    )
 
 
 def _print(results: dict, output: Path) -> None:
-    print("\nDeepAtlas demo, held-out phantoms "
-          f"({len(results['test_subjects'])} images; {len(results['labelled'])} labelled, "
-          f"{results['unlabelled']} unlabelled for training)")
-    print(f"  segmentation Dice  DeepAtlas {results['deepatlas_seg_dice']:.3f}   "
-          f"seg net on labelled only {results['seg_only_seg_dice']:.3f}")
-    print(f"  registration Dice  {results['deepatlas_reg_dice']:.3f} "
-          f"(before registration {results['reg_dice_before_registration']:.3f}), "
-          f"folds {100 * results['deepatlas_folds']:.3f}% of voxels")
+    print(
+        "\nDeepAtlas demo, held-out phantoms "
+        f"({len(results['test_subjects'])} images; {len(results['labelled'])} labelled, "
+        f"{results['unlabelled']} unlabelled for training)"
+    )
+    print(
+        f"  segmentation Dice  DeepAtlas {results['deepatlas_seg_dice']:.3f}   "
+        f"seg net on labelled only {results['seg_only_seg_dice']:.3f}"
+    )
+    print(
+        f"  registration Dice  {results['deepatlas_reg_dice']:.3f} "
+        f"(before registration {results['reg_dice_before_registration']:.3f}), "
+        f"folds {100 * results['deepatlas_folds']:.3f}% of voxels"
+    )
     print(f"outputs: {output}/ (runs deepatlas/ and seg-only/, results.json, figure demo.png)")

@@ -5,10 +5,13 @@ import pytest
 
 from deepatlas.data import DataError, LabelScheme
 
-SPEC = {"background": 0, "classes": [
-    {"index": 1, "name": "Cortex", "source_codes": [101, 103]},
-    {"index": 2, "name": "Ventricle", "source_codes": [51]},
-]}
+SPEC = {
+    "background": 0,
+    "classes": [
+        {"index": 1, "name": "Cortex", "source_codes": [101, 103]},
+        {"index": 2, "name": "Ventricle", "source_codes": [51]},
+    ],
+}
 
 
 def test_label_file_maps_codes_to_classes(tmp_path):
@@ -44,11 +47,14 @@ def test_roundtrip_through_dict():
     assert again.names == scheme.names and again.codes == scheme.codes
 
 
-@pytest.mark.parametrize("bad", [
-    {"classes": [{"index": 2, "name": "a", "source_codes": [1]}]},
-    {"classes": [{"index": 1, "name": "a", "source_codes": [1]}, {"index": 2, "name": "b", "source_codes": [1]}]},
-    {"nothing": []},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"classes": [{"index": 2, "name": "a", "source_codes": [1]}]},
+        {"classes": [{"index": 1, "name": "a", "source_codes": [1]}, {"index": 2, "name": "b", "source_codes": [1]}]},
+        {"nothing": []},
+    ],
+)
 def test_invalid_label_files_are_refused(tmp_path, bad):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))

@@ -28,15 +28,18 @@ def _good(shape=(6, 7, 8)):
 SCHEME = LabelScheme.from_codes([0, 1, 2])
 
 
-@pytest.mark.parametrize("case, match", [
-    ("unreadable", r"bad\.nii\.gz: cannot read"),
-    ("nan", r"bad\.nii\.gz: image contains NaN"),
-    ("constant", r"bad\.nii\.gz: image is constant"),
-    ("shape", r"bad\.nii\.gz: image shape \(6, 7, 9\) differs"),
-    ("label_shape", r"labels/bad\.nii\.gz: label map shape"),
-    ("unknown_code", r"labels/bad\.nii\.gz: label codes not in the label-map file: 7"),
-    ("fractional_label", r"labels/bad\.nii\.gz: label map has non-integer values"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("unreadable", r"bad\.nii\.gz: cannot read"),
+        ("nan", r"bad\.nii\.gz: image contains NaN"),
+        ("constant", r"bad\.nii\.gz: image is constant"),
+        ("shape", r"bad\.nii\.gz: image shape \(6, 7, 9\) differs"),
+        ("label_shape", r"labels/bad\.nii\.gz: label map shape"),
+        ("unknown_code", r"labels/bad\.nii\.gz: label codes not in the label-map file: 7"),
+        ("fractional_label", r"labels/bad\.nii\.gz: label map has non-integer values"),
+    ],
+)
 def test_bad_input_names_the_file(tmp_path, case, match):
     images, labels = {"good": _good(), "good2": _good()}, {"good": np.zeros((6, 7, 8), np.int16)}
     bad = _good()
@@ -69,8 +72,11 @@ def test_2d_images_and_trailing_singleton_axes(tmp_path):
 
 
 def test_hidden_labels_are_not_loaded(tmp_path):
-    subjects = _make(tmp_path, {"a": _good(), "b": _good()},
-                     {"a": np.ones((6, 7, 8), np.int16), "b": np.full((6, 7, 8), 2, np.int16)})
+    subjects = _make(
+        tmp_path,
+        {"a": _good(), "b": _good()},
+        {"a": np.ones((6, 7, 8), np.int16), "b": np.full((6, 7, 8), 2, np.int16)},
+    )
     images = load_image_set(subjects, SCHEME, keep_labels=["b"], progress=False)
     assert images.has_label.tolist() == [False, True]
     assert int(images.labels[0].max()) == 0 and int(images.labels[1].max()) == 2

@@ -6,8 +6,10 @@ from deepatlas.data import PairSampler
 HAS_LABEL = [True, True, False, False, False, True]
 
 
-@pytest.mark.parametrize("group, moving_labelled, fixed_labelled", [
-    ("neither", False, False), ("moving", True, False), ("fixed", False, True), ("both", True, True)])
+@pytest.mark.parametrize(
+    "group, moving_labelled, fixed_labelled",
+    [("neither", False, False), ("moving", True, False), ("fixed", False, True), ("both", True, True)],
+)
 def test_pairs_come_from_the_requested_group(group, moving_labelled, fixed_labelled):
     sampler = PairSampler(HAS_LABEL, {group: 1.0}, torch.Generator().manual_seed(0))
     for _ in range(30):

@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from deepatlas.data import DataError, find_subjects, load_image_set, LabelScheme
+from deepatlas.data import DataError, LabelScheme, find_subjects, load_image_set
 
 
 def _nifti(path, array, affine=None):
@@ -34,8 +34,9 @@ def test_manifest_with_relative_paths(tmp_path):
     _nifti(tmp_path / "d" / "seg1.nii", np.zeros((4, 4, 4), np.int16))
     _nifti(tmp_path / "d" / "img2.nii", np.random.rand(4, 4, 4).astype(np.float32))
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"subjects": [
-        {"id": "s1", "image": "d/img1.nii", "label": "d/seg1.nii"}, {"image": "d/img2.nii"}]}))
+    manifest.write_text(
+        json.dumps({"subjects": [{"id": "s1", "image": "d/img1.nii", "label": "d/seg1.nii"}, {"image": "d/img2.nii"}]})
+    )
     subjects = find_subjects(manifest)
     assert [(s.id, s.label is not None) for s in subjects] == [("img2", False), ("s1", True)]
     assert subjects[1].image.exists()
@@ -49,12 +50,13 @@ def test_oasis_layout_in_analyze_format(tmp_path):
         proc = tmp_path / sid / "PROCESSED" / "MPRAGE" / "T88_111"
         proc.mkdir(parents=True)
         # OASIS stores 176x208x176x1; a trailing singleton axis must not make it 4D
-        nib.save(nib.AnalyzeImage(rng.random((10, 12, 10, 1)).astype(np.float32), np.eye(4)),
-                 str(proc / f"{stem}.img"))
+        nib.save(nib.AnalyzeImage(rng.random((10, 12, 10, 1)).astype(np.float32), np.eye(4)), str(proc / f"{stem}.img"))
         seg = tmp_path / sid / "FSL_SEG"
         seg.mkdir()
-        nib.save(nib.AnalyzeImage(rng.integers(0, 4, (10, 12, 10, 1)).astype(np.uint8), np.eye(4)),
-                 str(seg / f"{stem}_fseg.img"))
+        nib.save(
+            nib.AnalyzeImage(rng.integers(0, 4, (10, 12, 10, 1)).astype(np.uint8), np.eye(4)),
+            str(seg / f"{stem}_fseg.img"),
+        )
     subjects = find_subjects(tmp_path)
     assert [s.id for s in subjects] == ["OAS1_0001_MR1", "OAS1_0002_MR1"]
     assert all(s.label is not None and s.label.name.endswith("_fseg.img") for s in subjects)

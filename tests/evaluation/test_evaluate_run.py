@@ -24,8 +24,9 @@ def test_evaluate_command_writes_csv_and_summary(request, tmp_path, which, capsy
     run = request.getfixturevalue(which)
     dataset = request.getfixturevalue("phantoms_2d" if which == "trained_2d" else "phantoms_3d")
     out = tmp_path / "eval"
-    assert main(["evaluate", str(run), "--data", str(dataset), "--split", "train", "-o", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["evaluate", str(run), "--data", str(dataset), "--split", "train", "-o", str(out), "--no-progress"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "WhiteMatter" in printed and "registration: Dice" in printed
     summary = json.loads((out / "summary.json").read_text())
@@ -50,8 +51,21 @@ def test_label_codes_the_model_never_saw_are_named(trained_2d, phantoms_2d, tmp_
     codes = np.asarray(img.dataobj).copy()
     codes[0, 0] = 77
     nib.save(nib.Nifti1Image(codes, img.affine), str(label))
-    code = main(["evaluate", str(trained_2d), "--data", str(data), "--split", "train", "--no-progress",
-                 "--unknown-labels", "error", "-o", str(tmp_path / "e")])
+    code = main(
+        [
+            "evaluate",
+            str(trained_2d),
+            "--data",
+            str(data),
+            "--split",
+            "train",
+            "--no-progress",
+            "--unknown-labels",
+            "error",
+            "-o",
+            str(tmp_path / "e"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert label.name in err and "77" in err
@@ -61,14 +75,48 @@ def test_atlas_segmentation_evaluation(trained_2d, phantoms_2d, tmp_path, capsys
     splits = json.loads((phantoms_2d / "splits.json").read_text())
     atlases = splits["train"][:2]
     out = tmp_path / "eval"
-    assert main(["evaluate", str(trained_2d), "--data", str(phantoms_2d), "--split", "validation",
-                 "--atlases", *atlases, "--pairs", "none", "-o", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained_2d),
+                "--data",
+                str(phantoms_2d),
+                "--split",
+                "validation",
+                "--atlases",
+                *atlases,
+                "--pairs",
+                "none",
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["segmentation"] == "atlas (2, majority)" and summary["atlases"] == atlases
     assert summary["pair_count"] == 0 and "reg_dice" not in summary
     assert 0.0 < summary["seg_dice"] <= 1.0
-    assert main(["evaluate", str(trained_2d), "--data", str(phantoms_2d), "--split", "validation",
-                 "--atlases", splits["validation"][0], "--pairs", "none", "--no-progress"]) != 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(trained_2d),
+                "--data",
+                str(phantoms_2d),
+                "--split",
+                "validation",
+                "--atlases",
+                splits["validation"][0],
+                "--pairs",
+                "none",
+                "--no-progress",
+            ]
+        )
+        != 0
+    )
     assert "would segment itself" in capsys.readouterr().err
 
 
@@ -79,25 +127,42 @@ def test_a_registrar_replaces_the_network(phantoms_2d):
 
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
-    from deepatlas.evaluation.metrics import dice_per_class, finite_mean
     from deepatlas.evaluation.evaluate_run import evaluate_run
+    from deepatlas.evaluation.metrics import dice_per_class, finite_mean
     from deepatlas.inference.apply import Registration
 
     def identity(moving, fixed, moving_labels):
         shape = fixed.array.shape
-        return Registration(moving.array, np.zeros((len(shape),) + shape), np.ones(shape),
-                            moving_labels.array, fixed.affine)
+        return Registration(
+            moving.array, np.zeros((len(shape),) + shape), np.ones(shape), moving_labels.array, fixed.affine
+        )
 
     splits = json.loads((phantoms_2d / "splits.json").read_text())
     atlas, targets = splits["train"][0], splits["validation"]
     scheme = LabelScheme.from_file(phantoms_2d / "labels.json")
-    summary = evaluate_run(None, phantoms_2d, "validation", pairs="next", atlases=[atlas], registrar=identity,
-                           scheme=scheme, progress=False)
+    summary = evaluate_run(
+        None,
+        phantoms_2d,
+        "validation",
+        pairs="next",
+        atlases=[atlas],
+        registrar=identity,
+        scheme=scheme,
+        progress=False,
+    )
     atlas_classes = torch.from_numpy(scheme.encode(load_label_codes(phantoms_2d / "labels" / f"{atlas}.nii.gz").array))
-    expected = finite_mean(torch.stack([
-        dice_per_class(atlas_classes, torch.from_numpy(scheme.encode(
-            load_label_codes(phantoms_2d / "labels" / f"{t}.nii.gz").array)), scheme.num_classes)
-        for t in targets]))
+    expected = finite_mean(
+        torch.stack(
+            [
+                dice_per_class(
+                    atlas_classes,
+                    torch.from_numpy(scheme.encode(load_label_codes(phantoms_2d / "labels" / f"{t}.nii.gz").array)),
+                    scheme.num_classes,
+                )
+                for t in targets
+            ]
+        )
+    )
     assert abs(summary["seg_dice"] - expected) < 1e-6
     assert summary["reg_dice"] == pytest.approx(summary["reg_dice_before"]) and summary["folds"] == 0.0
     assert load_image(phantoms_2d / "images" / f"{atlas}.nii.gz").array.ndim == 2

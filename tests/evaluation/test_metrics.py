@@ -59,8 +59,9 @@ def test_hd95_hand_case_and_monai_agreement():
     t[6:17, 5:16, 4:14] = True
     p &= rng.random(p.shape) > 0.1
     ours = hausdorff95(p, t, (1.0, 1.5, 2.0))
-    monai = compute_hausdorff_distance(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None],
-                                       percentile=95, spacing=(1.0, 1.5, 2.0))
+    monai = compute_hausdorff_distance(
+        torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None], percentile=95, spacing=(1.0, 1.5, 2.0)
+    )
     assert ours == pytest.approx(float(monai), rel=1e-5)
     assert math.isnan(hausdorff95(np.zeros((4, 4), bool), np.zeros((4, 4), bool), (1, 1)))
     assert hausdorff95(a, np.zeros_like(a), (1, 1)) == float("inf")

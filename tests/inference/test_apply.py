@@ -1,14 +1,12 @@
 """register / segment / atlas-segment end to end on runs trained by the test session."""
 
-import json
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
 from deepatlas.cli.main import main
-from deepatlas.data.io import Volume, load_image, load_label_codes
+from deepatlas.data.io import load_image, load_label_codes
 from deepatlas.inference import load_run
 from deepatlas.inference.apply import register_volumes
 
@@ -24,22 +22,38 @@ def test_register_command_writes_all_outputs_in_the_fixed_geometry(request, tmp_
     dataset = request.getfixturevalue("phantoms_2d" if which == "trained_2d" else "phantoms_3d")
     moving, fixed, labels = _first_two(dataset)
     out = tmp_path / "out"
-    assert main(["register", str(run), "--moving", str(moving), "--fixed", str(fixed),
-                 "--moving-labels", str(labels), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "register",
+                str(run),
+                "--moving",
+                str(moving),
+                "--fixed",
+                str(fixed),
+                "--moving-labels",
+                str(labels),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stem = f"{moving.name.split('.')[0]}_to_{fixed.name.split('.')[0]}"
     fixed_img = nib.load(str(fixed))
     for suffix in ("warped", "displacement", "jacdet", "labels"):
         img = nib.load(str(out / f"{stem}_{suffix}.nii.gz"))
         assert np.allclose(img.affine, fixed_img.affine)
-        assert img.shape[:fixed_img.ndim] == fixed_img.shape
+        assert img.shape[: fixed_img.ndim] == fixed_img.shape
     disp = nib.load(str(out / f"{stem}_displacement.nii.gz"))
     assert disp.shape[-1] == fixed_img.ndim and disp.header.get_intent()[0] == "vector"
     warped_codes = np.unique(np.asarray(nib.load(str(out / f"{stem}_labels.nii.gz")).dataobj))
     assert set(warped_codes.tolist()) <= set(np.unique(np.asarray(nib.load(str(labels)).dataobj)).tolist())
     # outputs are not overwritten silently
     assert main(["register", str(run), "--moving", str(moving), "--fixed", str(fixed), "-o", str(out)]) == 2
-    assert main(["register", str(run), "--moving", str(moving), "--fixed", str(fixed), "-o", str(out),
-                 "--overwrite"]) == 0
+    assert (
+        main(["register", str(run), "--moving", str(moving), "--fixed", str(fixed), "-o", str(out), "--overwrite"]) == 0
+    )
 
 
 def test_zero_displacement_returns_the_moving_image_and_labels(trained_3d, phantoms_3d):
@@ -85,8 +99,7 @@ def test_segment_a_folder_and_atlas_segment(request, which, tmp_path):
         atlas_args += ["--atlas", str(img), str(dataset / "labels" / img.name)]
     for fusion in ("majority", "weighted"):
         out = tmp_path / fusion
-        assert main(["atlas-segment", str(run), *atlas_args, str(images[5]), "-o", str(out),
-                     "--fusion", fusion]) == 0
+        assert main(["atlas-segment", str(run), *atlas_args, str(images[5]), "-o", str(out), "--fusion", fusion]) == 0
         result = nib.load(str(out / f"{images[5].name.split('.')[0]}_atlas_seg.nii.gz"))
         assert set(np.unique(np.asarray(result.dataobj)).tolist()) <= {0, 2, 3, 51, 52, 59, 60}
 

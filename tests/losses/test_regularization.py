@@ -14,7 +14,7 @@ def test_bending_energy_of_a_quadratic_field():
     a = 0.3
     x, _, _ = _coords((8, 9, 10))
     ddf = torch.zeros(1, 3, 8, 9, 10, dtype=torch.float64)
-    ddf[0, 0] = a * x ** 2
+    ddf[0, 0] = a * x**2
     assert float(make_regularizer("bending")(ddf)) == pytest.approx((2 * a) ** 2 / 3, rel=1e-6)
 
 
@@ -30,7 +30,7 @@ def test_diffusion_of_a_linear_field():
     _, y, _ = _coords((8, 9, 10))
     ddf = torch.zeros(1, 3, 8, 9, 10, dtype=torch.float64)
     ddf[0, 1] = b * y
-    assert float(make_regularizer("diffusion")(ddf)) == pytest.approx(b ** 2 / 3, rel=1e-6)
+    assert float(make_regularizer("diffusion")(ddf)) == pytest.approx(b**2 / 3, rel=1e-6)
 
 
 def test_unknown_regularizer():

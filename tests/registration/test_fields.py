@@ -60,8 +60,9 @@ def test_smooth_keeps_constants_inside_and_damps_noise():
 def test_integrate_velocity_of_a_constant_is_that_translation():
     velocity = torch.zeros(1, 3, 8, 8, 8)
     velocity[:, 1] = 0.8
-    assert torch.allclose(integrate_velocity(velocity, 6)[:, :, 2:-2, 2:-2, 2:-2],
-                          velocity[:, :, 2:-2, 2:-2, 2:-2], atol=1e-5)
+    assert torch.allclose(
+        integrate_velocity(velocity, 6)[:, :, 2:-2, 2:-2, 2:-2], velocity[:, :, 2:-2, 2:-2, 2:-2], atol=1e-5
+    )
 
 
 def test_compose_with_identity_and_energy_of_translation():

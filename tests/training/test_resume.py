@@ -23,8 +23,9 @@ def test_resume_gives_the_same_state(tmp_path, phantoms_3d):
             assert torch.allclose(a[net][key], b[net][key], atol=1e-6), (net, key)
     assert torch.equal(a["generator"], b["generator"])
     # the metrics file holds one history: no duplicated steps after the resume
-    steps = [line for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
-             if '"validation"' not in line]
+    steps = [
+        line for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines() if '"validation"' not in line
+    ]
     assert len(steps) == 14
 
 

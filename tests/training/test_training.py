@@ -32,8 +32,16 @@ def test_joint_run_writes_the_run_folder(tmp_path, phantoms_3d):
     config = tiny_config(phantoms_3d)
     summary = train(config, tmp_path / "run", progress=False)
     run = tmp_path / "run"
-    for name in ("config.yaml", "labels.json", "data.json", "metrics.jsonl", "summary.json",
-                 "checkpoints/last.pt", "checkpoints/best.pt", "best_validation.json"):
+    for name in (
+        "config.yaml",
+        "labels.json",
+        "data.json",
+        "metrics.jsonl",
+        "summary.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "best_validation.json",
+    ):
         assert (run / name).exists(), name
     assert any((run / "tensorboard").iterdir())
     kinds = {r["kind"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}

@@ -16,10 +16,25 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def render(page):
     """The DOM after load, as headless Chromium sees it."""
     proc = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={page.parent / '.chromium'}", "--virtual-time-budget=5000", "--dump-dom",
-         page.as_uri()], capture_output=True, text=True, timeout=120)
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={page.parent / '.chromium'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
 
@@ -44,6 +59,8 @@ def test_report_renders_in_chromium_with_all_images(request, which, tmp_path):
 def test_panels_png(tmp_path):
     import numpy as np
 
-    path = save_panels([("a", np.random.rand(8, 9, 10), np.random.randint(0, 3, (8, 9, 10))),
-                        ("b", np.random.rand(8, 9), None)], tmp_path / "p.png")
+    path = save_panels(
+        [("a", np.random.rand(8, 9, 10), np.random.randint(0, 3, (8, 9, 10))), ("b", np.random.rand(8, 9), None)],
+        tmp_path / "p.png",
+    )
     assert path.read_bytes()[:4] == b"\x89PNG"

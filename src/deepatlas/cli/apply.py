@@ -48,8 +48,10 @@ def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
     if args.pairs:
         spec = json.loads(Path(args.pairs).read_text())
         base = Path(args.pairs).parent
-        return [(base / p["moving"], base / p["fixed"], base / p["moving_labels"] if p.get("moving_labels") else None)
-                for p in spec]
+        return [
+            (base / p["moving"], base / p["fixed"], base / p["moving_labels"] if p.get("moving_labels") else None)
+            for p in spec
+        ]
     if not (args.moving and args.fixed):
         raise DataError("give --moving and --fixed (files or folders), or --pairs FILE")
     moving, fixed = _expand([args.moving]), _expand([args.fixed])
@@ -76,8 +78,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     check_free([p for plan in plans for p in plan.values()], args.overwrite)
     run = _load_run(args)
     for (moving, fixed, labels), paths in tqdm(list(zip(pairs, plans)), desc="register", disable=len(pairs) < 2):
-        result = register_volumes(run, load_image(moving), load_image(fixed),
-                                  load_label_codes(labels) if labels else None)
+        result = register_volumes(
+            run, load_image(moving), load_image(fixed), load_label_codes(labels) if labels else None
+        )
         write_registration(result, paths)
     print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p))")
     return 0
@@ -114,8 +117,9 @@ def cmd_atlas_segment(args: argparse.Namespace) -> int:
 
     targets = _expand(args.targets)
     atlases = [(load_image(img), load_label_codes(lab)) for img, lab in args.atlas]
-    out = _write_label_maps(args, targets, "atlas_seg",
-                            lambda run, image: atlas_segment_volume(run, atlases, image, fusion=args.fusion))
+    out = _write_label_maps(
+        args, targets, "atlas_seg", lambda run, image: atlas_segment_volume(run, atlases, image, fusion=args.fusion)
+    )
     print(f"{len(targets)} label map(s) from {len(atlases)} atlas(es), {args.fusion} fusion, written to {out}/")
     return 0
 
@@ -126,8 +130,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = _load_run(args)
     split = None if args.split == "all" else args.split
     out = Path(args.output) if args.output else Path(args.run) / f"evaluation-{args.split}"
-    summary = evaluate_run(run, args.data, split, args.splits, args.pairs, args.unknown_labels, out,
-                           progress=not args.no_progress, atlases=args.atlases, fusion=args.fusion)
+    summary = evaluate_run(
+        run,
+        args.data,
+        split,
+        args.splits,
+        args.pairs,
+        args.unknown_labels,
+        out,
+        progress=not args.no_progress,
+        atlases=args.atlases,
+        fusion=args.fusion,
+    )
     print(format_summary(summary))
     print(f"per-case CSV and summary.json in {out}/")
     return 0
@@ -137,8 +151,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from deepatlas.visualization.report import build_report
 
     run = _load_run(args)
-    path = build_report(run, Path(args.run), Path(args.output), dataset=args.data, split=args.split,
-                        overwrite=args.overwrite)
+    path = build_report(
+        run, Path(args.run), Path(args.output), dataset=args.data, split=args.split, overwrite=args.overwrite
+    )
     print(f"report: {path}")
     return 0
 
@@ -151,11 +166,18 @@ def add_commands(sub) -> None:
         p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
 
     def registration(p):
-        p.add_argument("--net-only", action="store_true",
-                       help="the registration net's prediction alone, without per-pair refinement")
-        p.add_argument("--refine", action="append", metavar="KEY=VALUE",
-                       help="refinement setting, e.g. --refine iterations=[60,30] --refine anatomy_weight=0.5 "
-                            "(keys: the refine section of the config; defaults in deepatlas/config.py)")
+        p.add_argument(
+            "--net-only",
+            action="store_true",
+            help="the registration net's prediction alone, without per-pair refinement",
+        )
+        p.add_argument(
+            "--refine",
+            action="append",
+            metavar="KEY=VALUE",
+            help="refinement setting, e.g. --refine iterations=[60,30] --refine anatomy_weight=0.5 "
+            "(keys: the refine section of the config; defaults in deepatlas/config.py)",
+        )
 
     r = sub.add_parser("register", help="register moving image(s) to fixed image(s) with a trained run")
     common(r)
@@ -177,8 +199,12 @@ def add_commands(sub) -> None:
     common(a)
     a.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "LABELS"))
     a.add_argument("targets", nargs="+", help="images or folders to segment")
-    a.add_argument("--fusion", choices=["weighted", "majority"], default="weighted",
-                   help="weighted: votes weighted by local NCC of warped atlas and target (default)")
+    a.add_argument(
+        "--fusion",
+        choices=["weighted", "majority"],
+        default="weighted",
+        help="weighted: votes weighted by local NCC of warped atlas and target (default)",
+    )
     registration(a)
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_atlas_segment)
@@ -188,12 +214,19 @@ def add_commands(sub) -> None:
     e.add_argument("--data", required=True, help="dataset (folder, manifest or OASIS root)")
     e.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
     e.add_argument("--splits", help="splits file (default: DATA/splits.json)")
-    e.add_argument("--pairs", default="next",
-                   help="next (default), all, none, or a JSON file of [moving, fixed] ids")
-    e.add_argument("--atlases", nargs="+", metavar="ID",
-                   help="segment by atlas registration with these labelled subjects of DATA instead of the seg net")
-    e.add_argument("--fusion", choices=["weighted", "majority"], default="majority",
-                   help="label fusion with --atlases (default majority)")
+    e.add_argument("--pairs", default="next", help="next (default), all, none, or a JSON file of [moving, fixed] ids")
+    e.add_argument(
+        "--atlases",
+        nargs="+",
+        metavar="ID",
+        help="segment by atlas registration with these labelled subjects of DATA instead of the seg net",
+    )
+    e.add_argument(
+        "--fusion",
+        choices=["weighted", "majority"],
+        default="majority",
+        help="label fusion with --atlases (default majority)",
+    )
     e.add_argument("--unknown-labels", choices=["error", "background"], help="default: as in training")
     e.add_argument("--no-progress", action="store_true")
     registration(e)

@@ -16,9 +16,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         overrides.insert(0, args.config)  # only overrides were given, no config file
         args.config = None
-    for flag, key in (("dataset", "data.dataset"), ("label_map", "data.label_map"), ("splits", "data.splits"),
-                      ("num_labelled", "data.num_labelled"), ("device", "device"), ("unknown_labels",
-                                                                                      "data.unknown_labels")):
+    for flag, key in (
+        ("dataset", "data.dataset"),
+        ("label_map", "data.label_map"),
+        ("splits", "data.splits"),
+        ("num_labelled", "data.num_labelled"),
+        ("device", "device"),
+        ("unknown_labels", "data.unknown_labels"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -48,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepatlas", description="Joint registration and segmentation (DeepAtlas).")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train DeepAtlas; every run leaves a folder with config, checkpoints and logs",
-                       description="Train a registration net and a segmentation net jointly. Settings come from "
-                                   "the config file, then the flags, then KEY=VALUE overrides "
-                                   "(e.g. schedule.cycles=10 loss.regularizer_weight=2).")
+    t = sub.add_parser(
+        "train",
+        help="train DeepAtlas; every run leaves a folder with config, checkpoints and logs",
+        description="Train a registration net and a segmentation net jointly. Settings come from "
+        "the config file, then the flags, then KEY=VALUE overrides "
+        "(e.g. schedule.cycles=10 loss.regularizer_weight=2).",
+    )
     t.add_argument("config", nargs="?", help="YAML or JSON config file (optional: defaults otherwise)")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
     t.add_argument("-o", "--output", required=True, help="run folder")

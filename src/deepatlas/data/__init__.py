@@ -8,5 +8,17 @@ from deepatlas.data.prepare import TrainingData, prepare_data
 from deepatlas.data.splits import choose_labelled, load_splits
 from deepatlas.data.subjects import Subject, find_subjects
 
-__all__ = ["GROUPS", "DataError", "ImageSet", "LabelScheme", "PairSampler", "Subject", "TrainingData",
-           "choose_labelled", "find_subjects", "load_image_set", "load_splits", "prepare_data"]
+__all__ = [
+    "GROUPS",
+    "DataError",
+    "ImageSet",
+    "LabelScheme",
+    "PairSampler",
+    "Subject",
+    "TrainingData",
+    "choose_labelled",
+    "find_subjects",
+    "load_image_set",
+    "load_splits",
+    "prepare_data",
+]

@@ -62,9 +62,16 @@ def scan_label_codes(subjects: Sequence[Subject]) -> set[int]:
     return codes
 
 
-def load_image_set(subjects: Sequence[Subject], scheme: LabelScheme, keep_labels: Sequence[str] | None = None,
-                   unknown_labels: str = "error", normalize: bool = True, shape: tuple[int, ...] | None = None,
-                   progress: bool = True, desc: str = "loading") -> ImageSet:
+def load_image_set(
+    subjects: Sequence[Subject],
+    scheme: LabelScheme,
+    keep_labels: Sequence[str] | None = None,
+    unknown_labels: str = "error",
+    normalize: bool = True,
+    shape: tuple[int, ...] | None = None,
+    progress: bool = True,
+    desc: str = "loading",
+) -> ImageSet:
     """Load and check ``subjects`` into an :class:`ImageSet`.
 
     Args:
@@ -87,20 +94,25 @@ def load_image_set(subjects: Sequence[Subject], scheme: LabelScheme, keep_labels
         if subject.label is not None and (keep is None or subject.id in keep):
             codes = load_label_codes(subject.label)
             if codes.array.shape != image.array.shape:
-                raise DataError(f"{subject.label}: label map shape {codes.array.shape} does not match its image "
-                                f"{subject.image.name} {image.array.shape}")
+                raise DataError(
+                    f"{subject.label}: label map shape {codes.array.shape} does not match its image "
+                    f"{subject.image.name} {image.array.shape}"
+                )
             label = scheme.encode(codes.array, source=str(subject.label), unknown=unknown_labels)
         return image, label
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(tqdm(pool.map(read, subjects), total=len(subjects), desc=desc, disable=not progress,
-                            leave=False))
+        results = list(
+            tqdm(pool.map(read, subjects), total=len(subjects), desc=desc, disable=not progress, leave=False)
+        )
     # the most common grid is the reference, so the message names the odd one out
     target = tuple(shape) if shape is not None else Counter(r[0].array.shape for r in results).most_common(1)[0][0]
     for subject, (image, _) in zip(subjects, results):
         if image.array.shape != target:
-            raise DataError(f"{subject.image}: image shape {image.array.shape} differs from the dataset's {target}; "
-                            f"training needs one grid: resample the images to a common grid first")
+            raise DataError(
+                f"{subject.image}: image shape {image.array.shape} differs from the dataset's {target}; "
+                f"training needs one grid: resample the images to a common grid first"
+            )
     images = np.stack([normalize_intensity(im.array) if normalize else im.array for im, _ in results])
     labels = np.zeros((len(subjects),) + target, dtype=np.uint8 if scheme.num_classes <= 256 else np.int16)
     for n, (_, label) in enumerate(results):

@@ -98,8 +98,9 @@ def normalize_intensity(array: np.ndarray, lower: float = 0.5, upper: float = 99
     return np.clip((array - lo) / max(hi - lo, 1e-8), 0.0, 1.0).astype(np.float32)
 
 
-def save_volume(array: np.ndarray, affine: np.ndarray, path: str | Path, intent: str | None = None,
-                description: str | None = None) -> Path:
+def save_volume(
+    array: np.ndarray, affine: np.ndarray, path: str | Path, intent: str | None = None, description: str | None = None
+) -> Path:
     """Write a NIfTI file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     image = nib.Nifti1Image(array, affine)

@@ -43,8 +43,10 @@ class LabelScheme:
         for index, class_codes in enumerate(self.codes):
             for code in class_codes:
                 if code in self._lookup:
-                    raise DataError(f"label code {code} is listed under two classes "
-                                    f"({self.names[self._lookup[code]]!r} and {self.names[index]!r})")
+                    raise DataError(
+                        f"label code {code} is listed under two classes "
+                        f"({self.names[self._lookup[code]]!r} and {self.names[index]!r})"
+                    )
                 self._lookup[int(code)] = index
 
     @property
@@ -53,7 +55,7 @@ class LabelScheme:
         return len(self.names)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "LabelScheme":
+    def from_file(cls, path: str | Path) -> LabelScheme:
         path = Path(path)
         try:
             spec = json.loads(path.read_text())
@@ -65,7 +67,7 @@ class LabelScheme:
             raise DataError(f"{path}: invalid label-map file: {err}") from None
 
     @classmethod
-    def from_dict(cls, spec: dict) -> "LabelScheme":
+    def from_dict(cls, spec: dict) -> LabelScheme:
         entries = sorted(spec["classes"], key=lambda c: int(c["index"]))
         indices = [int(c["index"]) for c in entries]
         if indices != list(range(1, len(entries) + 1)):
@@ -77,7 +79,7 @@ class LabelScheme:
         return cls(names, codes)
 
     @classmethod
-    def from_codes(cls, codes: Iterable[int]) -> "LabelScheme":
+    def from_codes(cls, codes: Iterable[int]) -> LabelScheme:
         """One class per code found; code 0 is background."""
         found = sorted({int(c) for c in codes} - {0})
         return cls(["background"] + [f"label-{c}" for c in found], [[0]] + [[c] for c in found])
@@ -86,8 +88,11 @@ class LabelScheme:
         return {
             "background": self.codes[0],
             "background_name": self.names[0],
-            "classes": [{"index": i, "name": n, "source_codes": c}
-                        for i, (n, c) in enumerate(zip(self.names, self.codes)) if i > 0],
+            "classes": [
+                {"index": i, "name": n, "source_codes": c}
+                for i, (n, c) in enumerate(zip(self.names, self.codes))
+                if i > 0
+            ],
         }
 
     def encode(self, codes: np.ndarray, source: str = "label map", unknown: str = "error") -> np.ndarray:
@@ -103,8 +108,10 @@ class LabelScheme:
         missing = values[mapped < 0]
         if missing.size and unknown == "error":
             shown = ", ".join(str(int(v)) for v in missing[:20]) + (" ..." if missing.size > 20 else "")
-            raise DataError(f"{source}: label codes not in the label-map file: {shown}. Add them to a class, "
-                            f"or map them to background (data.unknown_labels=background / --unknown-labels background).")
+            raise DataError(
+                f"{source}: label codes not in the label-map file: {shown}. Add them to a class, "
+                f"or map them to background (data.unknown_labels=background / --unknown-labels background)."
+            )
         mapped[mapped < 0] = 0
         dtype = np.uint8 if self.num_classes <= 256 else np.int16
         return mapped[inverse].reshape(codes.shape).astype(dtype)

@@ -30,8 +30,9 @@ class PairSampler:
         generator: the random source, saved and restored with checkpoints.
     """
 
-    def __init__(self, has_label: Sequence[bool], weights: Mapping[str, float],
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, has_label: Sequence[bool], weights: Mapping[str, float], generator: torch.Generator | None = None
+    ) -> None:
         unknown = set(weights) - set(GROUPS)
         if unknown:
             raise ValueError(f"unknown pair groups {sorted(unknown)}; groups are {list(GROUPS)}")
@@ -40,8 +41,10 @@ class PairSampler:
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.groups = [g for g in GROUPS if weights.get(g, 0) > 0 and self._possible(g)]
         if not self.groups:
-            raise ValueError(f"no pair group with a positive weight can be formed from {len(self.labelled)} "
-                             f"labelled and {len(self.unlabelled)} unlabelled images (weights {dict(weights)})")
+            raise ValueError(
+                f"no pair group with a positive weight can be formed from {len(self.labelled)} "
+                f"labelled and {len(self.unlabelled)} unlabelled images (weights {dict(weights)})"
+            )
         self.probs = torch.tensor([float(weights[g]) for g in self.groups], dtype=torch.float64)
         self.probs /= self.probs.sum()
 

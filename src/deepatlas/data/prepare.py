@@ -43,8 +43,9 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
             validation = [s for s in select_split(subjects, splits, cfg.val_split, cfg.splits) if s.label]
     else:
         train = subjects
-    labelled = choose_labelled([s.id for s in train if s.label is not None], cfg.num_labelled,
-                               cfg.labelled_ids, cfg.seed)
+    labelled = choose_labelled(
+        [s.id for s in train if s.label is not None], cfg.num_labelled, cfg.labelled_ids, cfg.seed
+    )
     if not labelled:
         raise DataError(f"{cfg.dataset}: no labelled training subject; DeepAtlas needs at least one label map")
     if cfg.label_map is not None:
@@ -52,10 +53,19 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
     else:
         keep = set(labelled)
         scheme = LabelScheme.from_codes(scan_label_codes([s for s in train if s.id in keep] + validation))
-    train_set = load_image_set(train, scheme, labelled, cfg.unknown_labels, cfg.normalize,
-                               progress=progress, desc="loading train")
+    train_set = load_image_set(
+        train, scheme, labelled, cfg.unknown_labels, cfg.normalize, progress=progress, desc="loading train"
+    )
     val_set = None
     if validation:
-        val_set = load_image_set(validation, scheme, None, cfg.unknown_labels, cfg.normalize,
-                                 shape=train_set.shape, progress=progress, desc="loading validation")
+        val_set = load_image_set(
+            validation,
+            scheme,
+            None,
+            cfg.unknown_labels,
+            cfg.normalize,
+            shape=train_set.shape,
+            progress=progress,
+            desc="loading validation",
+        )
     return TrainingData(train_set, val_set, scheme, labelled)

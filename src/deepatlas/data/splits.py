@@ -28,8 +28,12 @@ def load_splits(path: str | Path) -> dict[str, list[str]]:
     return {k: [str(i) for i in v] for k, v in spec.items()}
 
 
-def choose_labelled(with_labels: Sequence[str], num_labelled: int | None = None,
-                    labelled_ids: Sequence[str] | None = None, seed: int = 0) -> list[str]:
+def choose_labelled(
+    with_labels: Sequence[str],
+    num_labelled: int | None = None,
+    labelled_ids: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[str]:
     """Which of the subjects that have labels keep them for training (the rest are hidden).
 
     ``labelled_ids`` (explicit) wins over ``num_labelled`` (drawn with ``seed`` from

@@ -47,8 +47,10 @@ def find_subjects(source: str | Path) -> list[Subject]:
     elif any(source.glob("*/PROCESSED/MPRAGE/T88_111/*_t88_masked_gfc.img")):
         subjects = _from_oasis(source)
     else:
-        raise DataError(f"{source}: not a dataset: expected an images/ folder (with optional labels/), "
-                        f"a JSON manifest, or the OASIS-1 layout */PROCESSED/MPRAGE/T88_111/")
+        raise DataError(
+            f"{source}: not a dataset: expected an images/ folder (with optional labels/), "
+            f"a JSON manifest, or the OASIS-1 layout */PROCESSED/MPRAGE/T88_111/"
+        )
     ids = [s.id for s in subjects]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:

@@ -83,7 +83,7 @@ def make_phantom(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.n
     vent = rng.uniform(0.6, 1.6)  # ventricle enlargement, the largest inter-subject variation
     for code, side in ((51, -1), (52, 1)):
         center = (side * 0.12 * size, rng.uniform(-0.05, 0.05), 0.10)
-        radii = (0.075 * vent, 0.36 * size, 0.16 * vent ** 0.5)
+        radii = (0.075 * vent, 0.36 * size, 0.16 * vent**0.5)
         labels[(_ellipsoid((x, y, z), center, radii) < 1) & white] = code
     for code, side in ((59, -1), (60, 1)):
         center = (side * 0.15 * size, -0.14 * size, -0.10)
@@ -116,13 +116,21 @@ def label_map_spec() -> dict:
     return {
         "description": "deepatlas demo phantom structures",
         "background": 0,
-        "classes": [{"index": i + 1, "name": name, "source_codes": [code]}
-                    for i, (code, (name, _)) in enumerate(STRUCTURES.items())],
+        "classes": [
+            {"index": i + 1, "name": name, "source_codes": [code]}
+            for i, (code, (name, _)) in enumerate(STRUCTURES.items())
+        ],
     }
 
 
-def make_dataset(root: str | Path, num_subjects: int = 24, shape: tuple[int, ...] = (48, 56, 48),
-                 seed: int = 0, spacing: float = 2.0, splits: dict[str, int] | None = None) -> Path:
+def make_dataset(
+    root: str | Path,
+    num_subjects: int = 24,
+    shape: tuple[int, ...] = (48, 56, 48),
+    seed: int = 0,
+    spacing: float = 2.0,
+    splits: dict[str, int] | None = None,
+) -> Path:
     """Write a phantom dataset: ``images/``, ``labels/``, ``labels.json`` and ``splits.json``.
 
     ``splits`` gives the number of subjects per split, in order (default: 60%
@@ -142,7 +150,7 @@ def make_dataset(root: str | Path, num_subjects: int = 24, shape: tuple[int, ...
         splits = {"train": n_train, "validation": n_val, "test": num_subjects - n_train - n_val}
     out, start = {}, 0
     for name, count in splits.items():
-        out[name] = ids[start:start + count]
+        out[name] = ids[start : start + count]
         start += count
     (root / "splits.json").write_text(json.dumps(out, indent=1))
     (root / "labels.json").write_text(json.dumps(label_map_spec(), indent=1))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from deepatlas.data.dataset import ImageSet
-from deepatlas.evaluation.metrics import dice_per_class, fold_fraction, finite_mean
+from deepatlas.evaluation.metrics import dice_per_class, finite_mean, fold_fraction
 from deepatlas.inference.predict import register, segment
 from deepatlas.networks.warp import warp_labels
 
@@ -16,8 +16,13 @@ def consecutive_pairs(n: int) -> list[tuple[int, int]]:
     return [(i, (i + 1) % n) for i in range(n)] if n > 1 else []
 
 
-def evaluate_image_set(images: ImageSet, seg_net: nn.Module | None = None, reg_net: nn.Module | None = None,
-                       pairs: list[tuple[int, int]] | None = None, amp: torch.dtype | None = None) -> dict:
+def evaluate_image_set(
+    images: ImageSet,
+    seg_net: nn.Module | None = None,
+    reg_net: nn.Module | None = None,
+    pairs: list[tuple[int, int]] | None = None,
+    amp: torch.dtype | None = None,
+) -> dict:
     """Mean segmentation Dice (seg net vs labels), registration Dice (warped moving labels vs
     fixed labels) and fold fraction, over the labelled subjects of ``images``."""
     labelled = images.labelled_indices()

@@ -84,8 +84,9 @@ def hausdorff95(pred: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]
     return float(max(np.percentile(to_target, 95), np.percentile(to_pred, 95)))
 
 
-def hausdorff95_per_class(pred: np.ndarray, target: np.ndarray, num_classes: int,
-                          spacing: tuple[float, ...]) -> list[float]:
+def hausdorff95_per_class(
+    pred: np.ndarray, target: np.ndarray, num_classes: int, spacing: tuple[float, ...]
+) -> list[float]:
     """:func:`hausdorff95` of each foreground class ``1..K-1`` between class-index maps."""
     return [hausdorff95(pred == k, target == k, spacing) for k in range(1, num_classes)]
 

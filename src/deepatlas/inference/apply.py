@@ -8,9 +8,9 @@ FSLeyes. An input already on the training grid is not resampled at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
@@ -64,8 +64,13 @@ def _device(run: TrainedRun) -> torch.device:
     return next(run.reg_net.parameters()).device
 
 
-def register_volumes(run: TrainedRun, moving: Volume, fixed: Volume, moving_labels: Volume | None = None,
-                     pipeline: RegistrationPipeline | None = None) -> Registration:
+def register_volumes(
+    run: TrainedRun,
+    moving: Volume,
+    fixed: Volume,
+    moving_labels: Volume | None = None,
+    pipeline: RegistrationPipeline | None = None,
+) -> Registration:
     """Register ``moving`` to ``fixed`` as the run's pipeline says (net, then refinement), or as
     ``pipeline`` says."""
     fixed_t, grid_shape, grid_affine = _prepare(run, fixed)
@@ -73,7 +78,9 @@ def register_volumes(run: TrainedRun, moving: Volume, fixed: Volume, moving_labe
     # their world relationship (pre-alignment) intact
     moving_t = _on_grid(run, moving, grid_shape, grid_affine)
     device = _device(run)
-    ddf = (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device)).field[0].detach().cpu().double()
+    ddf = (
+        (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device)).field[0].detach().cpu().double()
+    )
     world = field_to_world(ddf, grid_affine)
     fixed_points = world_coordinates(fixed.array.shape, fixed.affine)
     if tuple(fixed.array.shape) == tuple(grid_shape) and np.allclose(fixed.affine, grid_affine):
@@ -85,8 +92,10 @@ def register_volumes(run: TrainedRun, moving: Volume, fixed: Volume, moving_labe
     labels = None
     if moving_labels is not None:
         if moving_labels.array.shape != moving.array.shape:
-            raise ValueError(f"{moving_labels.path}: label map shape {moving_labels.array.shape} does not match "
-                             f"the moving image {moving.array.shape}")
+            raise ValueError(
+                f"{moving_labels.path}: label map shape {moving_labels.array.shape} does not match "
+                f"the moving image {moving.array.shape}"
+            )
         codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
         labels = sample(codes, moving_labels.affine, target_points, mode="nearest")[0].numpy()
     jacobian = jacobian_determinant_world(displacement, fixed.affine)
@@ -109,9 +118,14 @@ Registrar = Callable[[Volume, Volume, Volume], Registration]
 run's net, or a classical one such as ANTs SyN in ``benchmarks/``)."""
 
 
-def atlas_segment_volume(run: TrainedRun | None, atlases: list[tuple[Volume, Volume]], target: Volume,
-                         fusion: str = "weighted", window: int = 7, registrar: Registrar | None = None
-                         ) -> np.ndarray:
+def atlas_segment_volume(
+    run: TrainedRun | None,
+    atlases: list[tuple[Volume, Volume]],
+    target: Volume,
+    fusion: str = "weighted",
+    window: int = 7,
+    registrar: Registrar | None = None,
+) -> np.ndarray:
     """Segment ``target`` by registering each labelled atlas to it and fusing the warped labels.
 
     ``fusion``: ``majority`` (each atlas one vote per voxel) or ``weighted`` (each vote

@@ -25,11 +25,17 @@ def world_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> torch.Tenso
     matrix, offset = _linear(affine, dims)
     index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"))
     return torch.einsum("ij,j...->i...", torch.from_numpy(matrix), index) + torch.from_numpy(offset).view(
-        (dims,) + (1,) * dims)
+        (dims,) + (1,) * dims
+    )
 
 
-def sample(source: torch.Tensor, source_affine: np.ndarray, points: torch.Tensor, mode: str = "bilinear",
-           padding: str = "zeros") -> torch.Tensor:
+def sample(
+    source: torch.Tensor,
+    source_affine: np.ndarray,
+    points: torch.Tensor,
+    mode: str = "bilinear",
+    padding: str = "zeros",
+) -> torch.Tensor:
     """Sample ``source`` (``C x *source_shape``) at world points ``points`` (``dims x *target_shape``).
 
     ``mode``: ``bilinear`` (trilinear in 3D) or ``nearest``; ``padding``: ``zeros``
@@ -50,16 +56,23 @@ def sample(source: torch.Tensor, source_affine: np.ndarray, points: torch.Tensor
     return out.round().to(dtype) if not dtype.is_floating_point else out.to(dtype)
 
 
-def resample(source: torch.Tensor, source_affine: np.ndarray, shape: tuple[int, ...], affine: np.ndarray,
-             mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
+def resample(
+    source: torch.Tensor,
+    source_affine: np.ndarray,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    mode: str = "bilinear",
+    padding: str = "zeros",
+) -> torch.Tensor:
     """``source`` (``C x *source_shape``) on the grid ``(shape, affine)``."""
     if tuple(source.shape[1:]) == tuple(shape) and np.allclose(source_affine, affine, atol=1e-4):
         return source
     return sample(source, source_affine, world_coordinates(shape, affine), mode, padding)
 
 
-def network_grid(shape: tuple[int, ...], affine: np.ndarray, train_shape: tuple[int, ...],
-                 train_affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+def network_grid(
+    shape: tuple[int, ...], affine: np.ndarray, train_shape: tuple[int, ...], train_affine: np.ndarray
+) -> tuple[tuple[int, ...], np.ndarray]:
     """The grid the networks see for an input on ``(shape, affine)``.
 
     The input's own grid when it has the training shape and voxel spacing (no
@@ -72,8 +85,9 @@ def network_grid(shape: tuple[int, ...], affine: np.ndarray, train_shape: tuple[
         raise ValueError(f"the model was trained on {len(train_shape)}D images, this one is {dims}D")
     matrix, _ = _linear(affine, dims)
     train_matrix, _ = _linear(train_affine, dims)
-    if tuple(shape) == tuple(train_shape) and np.allclose(np.linalg.norm(matrix, axis=0),
-                                                          np.linalg.norm(train_matrix, axis=0), rtol=1e-3):
+    if tuple(shape) == tuple(train_shape) and np.allclose(
+        np.linalg.norm(matrix, axis=0), np.linalg.norm(train_matrix, axis=0), rtol=1e-3
+    ):
         return tuple(shape), np.asarray(affine, dtype=np.float64)
     centre = matrix @ ((np.array(shape) - 1) / 2) + _linear(affine, dims)[1]
     out = np.eye(4)
@@ -100,12 +114,16 @@ def jacobian_determinant_world(displacement: torch.Tensor, affine: np.ndarray) -
     grads = torch.gradient(displacement.double(), dim=tuple(range(1, dims + 1)))  # grads[j][i] = du_i/dvox_j
     # J[i][k] = delta_ik + sum_j du_i/dvox_j * inverse[j, k]; the determinant written out per voxel:
     # torch.linalg.det on millions of small matrices took most of the time of a registration's outputs
-    jac = [[sum(grads[j][i] * float(inverse[j, k]) for j in range(dims)) + (1.0 if i == k else 0.0)
-            for k in range(dims)] for i in range(dims)]
+    jac = [
+        [sum(grads[j][i] * float(inverse[j, k]) for j in range(dims)) + (1.0 if i == k else 0.0) for k in range(dims)]
+        for i in range(dims)
+    ]
     if dims == 2:
         det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
     else:
-        det = (jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
-               - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
-               + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0]))
+        det = (
+            jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
+            - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
+            + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0])
+        )
     return det.float()

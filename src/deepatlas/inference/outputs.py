@@ -18,15 +18,20 @@ def check_free(paths: list[Path], overwrite: bool) -> None:
     """Refuse, before any work, to overwrite existing outputs unless asked to."""
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
-        raise OutputExistsError(f"{existing[0]} exists" + (f" (and {len(existing) - 1} more outputs)"
-                                                           if len(existing) > 1 else "")
-                                + "; pass --overwrite to replace, or choose another output folder")
+        raise OutputExistsError(
+            f"{existing[0]} exists"
+            + (f" (and {len(existing) - 1} more outputs)" if len(existing) > 1 else "")
+            + "; pass --overwrite to replace, or choose another output folder"
+        )
 
 
 def registration_paths(output: Path, moving_id: str, fixed_id: str, with_labels: bool) -> dict[str, Path]:
     stem = output / f"{moving_id}_to_{fixed_id}"
-    paths = {"warped": Path(f"{stem}_warped.nii.gz"), "displacement": Path(f"{stem}_displacement.nii.gz"),
-             "jacobian": Path(f"{stem}_jacdet.nii.gz")}
+    paths = {
+        "warped": Path(f"{stem}_warped.nii.gz"),
+        "displacement": Path(f"{stem}_displacement.nii.gz"),
+        "jacobian": Path(f"{stem}_jacdet.nii.gz"),
+    }
     if with_labels:
         paths["labels"] = Path(f"{stem}_labels.nii.gz")
     return paths
@@ -43,8 +48,13 @@ def write_registration(result: Registration, paths: dict[str, Path]) -> None:
     dims = result.displacement.shape[0]
     vector = np.moveaxis(result.displacement, 0, -1)
     vector = vector.reshape(vector.shape[:-1] + (1,) * (4 - dims) + (dims,))
-    save_volume(vector.astype(np.float32), result.affine, paths["displacement"], intent="vector",
-                description="deepatlas displacement mm RAS, moving = p + u(p)")
+    save_volume(
+        vector.astype(np.float32),
+        result.affine,
+        paths["displacement"],
+        intent="vector",
+        description="deepatlas displacement mm RAS, moving = p + u(p)",
+    )
     save_volume(result.jacobian.astype(np.float32), result.affine, paths["jacobian"])
     if "labels" in paths and result.warped_labels is not None:
         save_volume(result.warped_labels.astype(label_dtype(result.warped_labels)), result.affine, paths["labels"])

@@ -9,15 +9,16 @@ from deepatlas.device import autocast
 
 
 @torch.no_grad()
-def segment(seg_net: nn.Module, images: torch.Tensor, batch_size: int = 2,
-            amp: torch.dtype | None = None) -> torch.Tensor:
+def segment(
+    seg_net: nn.Module, images: torch.Tensor, batch_size: int = 2, amp: torch.dtype | None = None
+) -> torch.Tensor:
     """Class-index maps ``Nx1xHxW[xD]`` (uint8/int16 like the labels) for images ``Nx1xHxW[xD]``."""
     device = next(seg_net.parameters()).device
     was_training = seg_net.training
     seg_net.eval()
     out = []
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start:start + batch_size].to(device)
+        batch = images[start : start + batch_size].to(device)
         with autocast(device, amp):
             logits = seg_net(batch)
         out.append(logits.argmax(1, keepdim=True).cpu())
@@ -26,8 +27,9 @@ def segment(seg_net: nn.Module, images: torch.Tensor, batch_size: int = 2,
 
 
 @torch.no_grad()
-def register(reg_net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 2,
-             amp: torch.dtype | None = None) -> torch.Tensor:
+def register(
+    reg_net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 2, amp: torch.dtype | None = None
+) -> torch.Tensor:
     """Displacement fields ``N x dims x HxW[xD]`` (voxels, float32) taking each moving image onto its fixed one."""
     device = next(reg_net.parameters()).device
     was_training = reg_net.training
@@ -35,7 +37,7 @@ def register(reg_net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batc
     out = []
     for start in range(0, moving.shape[0], batch_size):
         with autocast(device, amp):
-            ddf = reg_net(moving[start:start + batch_size].to(device), fixed[start:start + batch_size].to(device))
+            ddf = reg_net(moving[start : start + batch_size].to(device), fixed[start : start + batch_size].to(device))
         out.append(ddf.float().cpu())
     reg_net.train(was_training)
     return torch.cat(out)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config, RefineConfig
 from deepatlas.data.labels import LabelScheme
 from deepatlas.networks import RegistrationNet, SegmentationNet
-from deepatlas.checkpoint import load_checkpoint
 from deepatlas.networks.factory import build_networks
 from deepatlas.registration import RegistrationPipeline, build_pipeline
 
@@ -50,8 +50,20 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     if checkpoint == "best" and not path.exists():
         path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(path, map_location=device)
-    missing = [k for k in ("config", "label_scheme", "reg_net", "seg_net", "spatial_dims", "num_classes",
-                           "grid_shape", "grid_affine") if k not in state]
+    missing = [
+        k
+        for k in (
+            "config",
+            "label_scheme",
+            "reg_net",
+            "seg_net",
+            "spatial_dims",
+            "num_classes",
+            "grid_shape",
+            "grid_affine",
+        )
+        if k not in state
+    ]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing}; it was written by an incompatible deepatlas version")
     config = Config.from_dict(state["config"])
@@ -61,5 +73,13 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     seg_net.load_state_dict(state["seg_net"])
     reg_net.to(device).eval()
     seg_net.to(device).eval()
-    return TrainedRun(reg_net, seg_net, config, scheme, int(state["step"]), path,
-                      tuple(int(n) for n in state["grid_shape"]), np.asarray(state["grid_affine"], dtype=np.float64))
+    return TrainedRun(
+        reg_net,
+        seg_net,
+        config,
+        scheme,
+        int(state["step"]),
+        path,
+        tuple(int(n) for n in state["grid_shape"]),
+        np.asarray(state["grid_affine"], dtype=np.float64),
+    )

@@ -5,5 +5,12 @@ from deepatlas.losses.regularization import make_regularizer
 from deepatlas.losses.segmentation import SupervisedSegLoss
 from deepatlas.losses.similarity import LocalNCCLoss, MSELoss, make_similarity
 
-__all__ = ["AnatomyLoss", "LocalNCCLoss", "MSELoss", "SupervisedSegLoss", "make_regularizer",
-           "make_similarity", "soft_dice_loss"]
+__all__ = [
+    "AnatomyLoss",
+    "LocalNCCLoss",
+    "MSELoss",
+    "SupervisedSegLoss",
+    "make_regularizer",
+    "make_similarity",
+    "soft_dice_loss",
+]

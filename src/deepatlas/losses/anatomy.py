@@ -8,8 +8,9 @@ from torch import nn
 from deepatlas.networks.warp import downsample_field, downsample_maps, label_fractions, warp_probabilities
 
 
-def soft_dice_loss(pred: torch.Tensor, target: torch.Tensor, include_background: bool = False,
-                   smooth: float = 1e-5) -> torch.Tensor:
+def soft_dice_loss(
+    pred: torch.Tensor, target: torch.Tensor, include_background: bool = False, smooth: float = 1e-5
+) -> torch.Tensor:
     """``1 - mean Dice`` over classes and batch between probability maps ``Bx(K+1)xHxW[xD]``.
 
     Per sample and class: ``(2 sum(p t) + smooth) / (sum p + sum t + smooth)``, so a

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor, dice_weight: float = 1.0, ce_weight: float = 1.0,
-                 smooth: float = 1e-5) -> torch.Tensor:
+def dice_ce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5
+) -> torch.Tensor:
     """Soft Dice (foreground classes) + cross-entropy, from logits and class indices.
 
     The same value as MONAI's ``DiceCELoss(include_background=False, to_onehot_y=True,

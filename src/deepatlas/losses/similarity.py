@@ -115,8 +115,9 @@ class LocalNCCToFixed(nn.Module):
 
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         pred = pred.float()
-        p_mean, pp, pt = torch.chunk(box_filter(torch.cat([pred, pred * pred, pred * self.fixed], 1), self.window),
-                                     3, dim=1)
+        p_mean, pp, pt = torch.chunk(
+            box_filter(torch.cat([pred, pred * pred, pred * self.fixed], 1), self.window), 3, dim=1
+        )
         cross = (pt - p_mean * self.t_mean) * self.n
         p_var = torch.clamp((pp - p_mean * p_mean) * self.n, min=self.eps)
         return -(cross * cross / (p_var * self.t_var)).mean()

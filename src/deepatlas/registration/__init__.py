@@ -3,5 +3,12 @@
 from deepatlas.registration.pipeline import NetStage, RefineStage, RegistrationPipeline, build_pipeline
 from deepatlas.registration.refine import Anatomy, Deformation, InstanceOptimizer
 
-__all__ = ["Anatomy", "Deformation", "InstanceOptimizer", "NetStage", "RefineStage", "RegistrationPipeline",
-           "build_pipeline"]
+__all__ = [
+    "Anatomy",
+    "Deformation",
+    "InstanceOptimizer",
+    "NetStage",
+    "RefineStage",
+    "RegistrationPipeline",
+    "build_pipeline",
+]

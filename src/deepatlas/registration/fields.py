@@ -57,7 +57,7 @@ def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     The result is a diffeomorphism when ``velocity / 2**steps`` is small enough, which is
     why folds stay rare in diffeomorphic mode whatever the optimiser does to the velocity.
     """
-    field = velocity / (2 ** steps)
+    field = velocity / (2**steps)
     for _ in range(steps):
         field = compose(field, field)
     return field

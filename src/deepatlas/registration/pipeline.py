@@ -21,8 +21,9 @@ from deepatlas.registration.refine import Anatomy, Deformation, InstanceOptimize
 
 
 class Stage(Protocol):
-    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor, start: Deformation | None,
-                 anatomy: Anatomy | None) -> Deformation: ...
+    def __call__(
+        self, moving: torch.Tensor, fixed: torch.Tensor, start: Deformation | None, anatomy: Anatomy | None
+    ) -> Deformation: ...
 
 
 class NetStage:
@@ -60,8 +61,9 @@ class RegistrationPipeline:
     once per pair and handed to every stage.
     """
 
-    def __init__(self, stages: Sequence[Stage], seg_net: SegmentationNet | None = None,
-                 anatomy_downsample: int = 2) -> None:
+    def __init__(
+        self, stages: Sequence[Stage], seg_net: SegmentationNet | None = None, anatomy_downsample: int = 2
+    ) -> None:
         if not stages:
             raise ValueError("a registration pipeline needs at least one stage")
         self.stages = list(stages)
@@ -81,11 +83,15 @@ class RegistrationPipeline:
         pool = AnatomyLoss(self.anatomy_downsample)
         logits = self.seg_net(torch.cat([moving, fixed]).to(device))
         probs = pool.from_logits(logits)
-        return Anatomy(probs[: len(moving)], probs[len(moving):], self.anatomy_downsample)
+        return Anatomy(probs[: len(moving)], probs[len(moving) :], self.anatomy_downsample)
 
 
-def build_pipeline(config: Config, reg_net: RegistrationNet | None, seg_net: SegmentationNet | None = None,
-                   refine: RefineConfig | None = None) -> RegistrationPipeline:
+def build_pipeline(
+    config: Config,
+    reg_net: RegistrationNet | None,
+    seg_net: SegmentationNet | None = None,
+    refine: RefineConfig | None = None,
+) -> RegistrationPipeline:
     """The pipeline a run's settings describe: the net (if any), then refinement if enabled.
 
     ``refine`` replaces ``config.refine`` (e.g. with command-line overrides). Without a net,
@@ -98,7 +104,8 @@ def build_pipeline(config: Config, reg_net: RegistrationNet | None, seg_net: Seg
         diffeomorphic = reg_net.integrate is not None if reg_net is not None else config.reg_net.diffeomorphic
         stages.append(RefineStage(InstanceOptimizer(refine, diffeomorphic, config.reg_net.integration_steps)))
     if not stages:
-        raise ValueError("nothing registers this pair: no registration net and refinement disabled "
-                         "(refine.enabled=false)")
+        raise ValueError(
+            "nothing registers this pair: no registration net and refinement disabled (refine.enabled=false)"
+        )
     use_seg = seg_net is not None and refine.enabled and refine.anatomy_weight > 0
     return RegistrationPipeline(stages, seg_net if use_seg else None, refine.anatomy_downsample)

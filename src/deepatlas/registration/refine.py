@@ -66,8 +66,13 @@ class InstanceOptimizer:
         self.diffeomorphic = diffeomorphic
         self.integration_steps = integration_steps
 
-    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor, start: Deformation | None = None,
-                 anatomy: Anatomy | None = None) -> Deformation:
+    def __call__(
+        self,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        start: Deformation | None = None,
+        anatomy: Anatomy | None = None,
+    ) -> Deformation:
         """``moving``, ``fixed``: ``B x 1 x *spatial`` in [0, 1]; ``start``: the net's deformation or None
         (identity). Returns the refined deformation at full resolution."""
         dims = fixed.ndim - 2
@@ -87,8 +92,15 @@ class InstanceOptimizer:
         """Displacement on ``shape`` of a velocity given on any grid (integrated where it lives)."""
         return resize_field(integrate_velocity(velocity, self.integration_steps), shape)
 
-    def _level(self, moving: torch.Tensor, fixed: torch.Tensor, state: torch.Tensor, factor: int,
-               iterations: int, anatomy: Anatomy | None) -> torch.Tensor:
+    def _level(
+        self,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        state: torch.Tensor,
+        factor: int,
+        iterations: int,
+        anatomy: Anatomy | None,
+    ) -> torch.Tensor:
         """One pyramid level: optimise a smoothed residual of ``state``; return the new state."""
         cfg = self.config
         full_shape = tuple(fixed.shape[2:])
@@ -101,10 +113,14 @@ class InstanceOptimizer:
         control_shape = coarse_shape(full_shape, spacing)
         base_shape = control_shape if self.diffeomorphic else level_shape
         base = resize_field(state, base_shape)
-        similarity = (MutualInformationToFixed(level_fixed) if cfg.similarity == "mi"
-                      else LocalNCCToFixed(level_fixed, cfg.lncc_window))
-        residual = torch.zeros((state.shape[0], state.shape[1]) + control_shape, device=state.device,
-                               requires_grad=True)
+        similarity = (
+            MutualInformationToFixed(level_fixed)
+            if cfg.similarity == "mi"
+            else LocalNCCToFixed(level_fixed, cfg.lncc_window)
+        )
+        residual = torch.zeros(
+            (state.shape[0], state.shape[1]) + control_shape, device=state.device, requires_grad=True
+        )
         optimizer = torch.optim.Adam([residual], lr=cfg.lr)
         for _ in range(iterations):
             field = self._level_field(base, residual, level_shape)

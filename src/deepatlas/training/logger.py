@@ -17,8 +17,11 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
         self.writer = None
         if tensorboard:

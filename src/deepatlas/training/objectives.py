@@ -31,8 +31,9 @@ class DeepAtlasObjectives(nn.Module):
         self.anatomy = AnatomyLoss(downsample=cfg.anatomy_downsample)
         self.supervised = SupervisedSegLoss()
 
-    def _segmentation(self, image: torch.Tensor, labels: torch.Tensor, labelled: bool,
-                      logits: torch.Tensor | None = None) -> torch.Tensor:
+    def _segmentation(
+        self, image: torch.Tensor, labels: torch.Tensor, labelled: bool, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """A segmentation on the anatomy loss grid: manual labels, or the seg net's softmax."""
         if labelled:
             return self.anatomy.from_labels(labels, self.num_classes)
@@ -40,9 +41,16 @@ class DeepAtlasObjectives(nn.Module):
             logits = self.seg_net(image)
         return self.anatomy.from_logits(logits)
 
-    def registration(self, moving: torch.Tensor, fixed: torch.Tensor, moving_labels: torch.Tensor,
-                     fixed_labels: torch.Tensor, moving_labelled: bool, fixed_labelled: bool,
-                     use_anatomy: bool = True) -> dict[str, torch.Tensor]:
+    def registration(
+        self,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        moving_labels: torch.Tensor,
+        fixed_labels: torch.Tensor,
+        moving_labelled: bool,
+        fixed_labelled: bool,
+        use_anatomy: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """Similarity + regulariser (+ anatomy) for the reg net; the seg net is frozen."""
         ddf = self.reg_net(moving, fixed)
         sim = self.similarity(warp_image(moving, ddf), fixed)
@@ -63,9 +71,15 @@ class DeepAtlasObjectives(nn.Module):
         out["loss"] = total
         return out
 
-    def segmentation(self, moving: torch.Tensor, fixed: torch.Tensor, moving_labels: torch.Tensor,
-                     fixed_labels: torch.Tensor, moving_labelled: bool, fixed_labelled: bool
-                     ) -> dict[str, torch.Tensor]:
+    def segmentation(
+        self,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        moving_labels: torch.Tensor,
+        fixed_labels: torch.Tensor,
+        moving_labelled: bool,
+        fixed_labelled: bool,
+    ) -> dict[str, torch.Tensor]:
         """Supervised loss on the labelled image(s) + anatomy loss through the frozen reg net.
 
         With exactly one image of the pair labelled this is DeepAtlas' weak supervision:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deepatlas.checkpoint import atomic_write_text, load_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
-from deepatlas.checkpoint import atomic_write_text, load_checkpoint
 from deepatlas.training.trainer import Trainer
 
 
@@ -30,8 +30,14 @@ def _write_json(path: Path, value) -> None:
     atomic_write_text(path, json.dumps(value, indent=1))
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          data: TrainingData | None = None, max_steps: int | None = None) -> dict:
+def train(
+    config: Config,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    data: TrainingData | None = None,
+    max_steps: int | None = None,
+) -> dict:
     """Train DeepAtlas as ``config`` says and leave everything in ``run_dir``.
 
     Args:
@@ -52,23 +58,29 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, progress: b
         saved = load_checkpoint(checkpoint)["config"]
         if saved != config.to_dict():
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
-            raise ValueError(f"{run_dir}: the config differs from the one the run started with (sections "
-                             f"{changed}); resume with the same config, or start a new run folder")
+            raise ValueError(
+                f"{run_dir}: the config differs from the one the run started with (sections "
+                f"{changed}); resume with the same config, or start a new run folder"
+            )
     elif checkpoint.exists():
-        raise FileExistsError(f"{run_dir}: already holds a run; pass --resume to continue it, or choose "
-                              f"another output folder")
+        raise FileExistsError(
+            f"{run_dir}: already holds a run; pass --resume to continue it, or choose another output folder"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     data = data or prepare_data(config.data, progress=progress)
     config.save(run_dir / "config.yaml")
     _write_json(run_dir / "labels.json", data.scheme.to_dict())
-    _write_json(run_dir / "data.json", {
-        "train": data.train.ids,
-        "labelled": data.labelled_ids,
-        "unlabelled": [i for i in data.train.ids if i not in set(data.labelled_ids)],
-        "validation": data.validation.ids if data.validation is not None else [],
-        "grid_shape": list(data.train.shape),
-        "affine": np.asarray(data.train.affines[0]).tolist(),
-    })
+    _write_json(
+        run_dir / "data.json",
+        {
+            "train": data.train.ids,
+            "labelled": data.labelled_ids,
+            "unlabelled": [i for i in data.train.ids if i not in set(data.labelled_ids)],
+            "validation": data.validation.ids if data.validation is not None else [],
+            "grid_shape": list(data.train.shape),
+            "affine": np.asarray(data.train.affines[0]).tolist(),
+        },
+    )
     trainer = Trainer(config, data.train, data.validation, run_dir, progress=progress)
     if resume:
         trainer.resume(checkpoint)

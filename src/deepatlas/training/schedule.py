@@ -22,9 +22,14 @@ class Schedule:
     seg_steps: int
 
     @classmethod
-    def from_config(cls, cfg: ScheduleConfig) -> "Schedule":
-        values = (cfg.seg_pretrain_steps, cfg.reg_pretrain_steps, cfg.cycles, cfg.reg_steps_per_cycle,
-                  cfg.seg_steps_per_cycle)
+    def from_config(cls, cfg: ScheduleConfig) -> Schedule:
+        values = (
+            cfg.seg_pretrain_steps,
+            cfg.reg_pretrain_steps,
+            cfg.cycles,
+            cfg.reg_steps_per_cycle,
+            cfg.seg_steps_per_cycle,
+        )
         if any(v < 0 for v in values):
             raise ValueError(f"schedule step counts must be >= 0, got {values}")
         return cls(*values)

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.dataset import ImageSet
 from deepatlas.data.pairs import PairSampler
+from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
-from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
 from deepatlas.training.schedule import Schedule
@@ -39,8 +39,14 @@ class Trainer:
         progress: show a tqdm bar.
     """
 
-    def __init__(self, config: Config, train: ImageSet, validation: ImageSet | None = None,
-                 run_dir: str | Path | None = None, progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        train: ImageSet,
+        validation: ImageSet | None = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
         self.config, self.train_set, self.validation = config, train, validation
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
@@ -62,8 +68,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.reg_pairs = PairSampler(train.has_label.tolist(), config.schedule.reg_pair_weights, self.generator)
         try:
-            self.seg_pairs: PairSampler | None = PairSampler(train.has_label.tolist(),
-                                                             config.schedule.seg_pair_weights, self.generator)
+            self.seg_pairs: PairSampler | None = PairSampler(
+                train.has_label.tolist(), config.schedule.seg_pair_weights, self.generator
+            )
         except ValueError:  # every image labelled: segmentation steps are supervised only
             self.seg_pairs = None
         self.labelled = train.labelled_indices()
@@ -205,8 +212,13 @@ class Trainer:
         cfg = self.config.schedule
         end = self.schedule.total if max_steps is None else min(self.schedule.total, self.step + max_steps)
         logger = MetricsLogger(self.run_dir, resume_step=self.step) if self.run_dir else None
-        bar = tqdm(total=self.schedule.total, initial=self.step, disable=not self.progress, desc="deepatlas",
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=self.schedule.total,
+            initial=self.step,
+            disable=not self.progress,
+            desc="deepatlas",
+            dynamic_ncols=True,
+        )
         last_val: dict = {}
         clock = time.perf_counter()
         self.stopped_by = None
@@ -231,13 +243,16 @@ class Trainer:
                 bar.set_postfix(phase=phase, loss=f"{losses['loss']:.4f}", s_per_step=f"{seconds:.2f}")
                 tick()
                 # where the budget ends the run, its last state is validated too
-                if self.validation is not None and cfg.val_every and (
-                        self.step % cfg.val_every == 0 or self.step == self.schedule.total
-                        or self.budget_left() <= 0):
+                if (
+                    self.validation is not None
+                    and cfg.val_every
+                    and (self.step % cfg.val_every == 0 or self.step == self.schedule.total or self.budget_left() <= 0)
+                ):
                     last_val = self._validate_and_select(logger)
                     tick()
-                if self.run_dir and (self.step % cfg.checkpoint_every == 0 or self.step == end
-                                     or self.budget_left() <= 0):
+                if self.run_dir and (
+                    self.step % cfg.checkpoint_every == 0 or self.step == end or self.budget_left() <= 0
+                ):
                     self.save(self.run_dir / "checkpoints" / "last.pt")
                 tick()
             if self.stopped_by is None:
@@ -259,6 +274,7 @@ class Trainer:
             self.best_score = score
             if self.run_dir:
                 self.save(self.run_dir / "checkpoints" / "best.pt")
-                atomic_write_text(self.run_dir / "best_validation.json",
-                                  json.dumps({"step": self.step, **metrics}, indent=1))
+                atomic_write_text(
+                    self.run_dir / "best_validation.json", json.dumps({"step": self.step, **metrics}, indent=1)
+                )
         return metrics

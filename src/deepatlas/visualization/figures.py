@@ -28,8 +28,12 @@ def planes(volume: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.take(volume, volume.shape[axis] // 2, axis=axis).T for name, axis in PLANES.items()}
 
 
-def slices_figure(images: dict[str, np.ndarray], path: Path, labels: dict[str, np.ndarray] | None = None,
-                  num_classes: int | None = None) -> Path:
+def slices_figure(
+    images: dict[str, np.ndarray],
+    path: Path,
+    labels: dict[str, np.ndarray] | None = None,
+    num_classes: int | None = None,
+) -> Path:
     """Rows: the named images; columns: planes. With ``labels`` (same names), class overlays."""
     plt = _plt()
     names = list(images)
@@ -43,8 +47,15 @@ def slices_figure(images: dict[str, np.ndarray], path: Path, labels: dict[str, n
             ax.imshow(shown[plane], cmap="gray", origin="lower")
             if overlay is not None:
                 lab = overlay[plane].astype(float)
-                ax.imshow(np.ma.masked_where(lab == 0, lab), cmap="tab20", alpha=0.5, origin="lower",
-                          vmin=0, vmax=(num_classes or lab.max() + 1) - 1, interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_where(lab == 0, lab),
+                    cmap="tab20",
+                    alpha=0.5,
+                    origin="lower",
+                    vmin=0,
+                    vmax=(num_classes or lab.max() + 1) - 1,
+                    interpolation="nearest",
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -63,16 +74,16 @@ def grid_figure(displacement_vox: np.ndarray, background: np.ndarray, path: Path
     shape = displacement_vox.shape[1:]
     coords = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
     mapped = coords + displacement_vox  # where each fixed voxel samples the moving image
-    views = {"slice": (None, 0, 1)} if dims == 2 else {n: (a, *[d for d in range(3) if d != a])
-                                                      for n, a in PLANES.items()}
+    views = (
+        {"slice": (None, 0, 1)} if dims == 2 else {n: (a, *[d for d in range(3) if d != a]) for n, a in PLANES.items()}
+    )
     fig, axes = plt.subplots(1, len(views), figsize=(3.2 * len(views), 3.2), squeeze=False)
     for ax, (plane, (axis, u, v)) in zip(axes[0], views.items()):
         if axis is None:
             pu, pv, bg = mapped[u], mapped[v], background
         else:
             mid = shape[axis] // 2
-            pu, pv, bg = (np.take(mapped[u], mid, axis), np.take(mapped[v], mid, axis),
-                          np.take(background, mid, axis))
+            pu, pv, bg = (np.take(mapped[u], mid, axis), np.take(mapped[v], mid, axis), np.take(background, mid, axis))
         ax.imshow(bg.T, cmap="gray", origin="lower", alpha=0.6)
         for i in range(0, pu.shape[0], spacing):
             ax.plot(pu[i, :], pv[i, :], color="tab:orange", lw=0.6)
@@ -116,7 +127,7 @@ def curves_figure(metrics_file: Path, path: Path) -> Path:
         if rows:
             steps, loss = np.array([r["step"] for r in rows]), np.array([r["loss"] for r in rows])
             k = max(1, len(loss) // 50)
-            smooth = np.array([np.median(loss[max(0, i - k):i + 1]) for i in range(len(loss))])
+            smooth = np.array([np.median(loss[max(0, i - k) : i + 1]) for i in range(len(loss))])
             left.plot(steps, smooth, label=phase, lw=1)
     left.set_xlabel("step")
     left.set_ylabel("loss (running median)")

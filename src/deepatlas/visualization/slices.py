@@ -18,8 +18,13 @@ def _mid_slice(volume: np.ndarray, axis: int = 2) -> np.ndarray:
     return volume.T
 
 
-def save_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], path: str | Path,
-                num_classes: int | None = None, axis: int = 2, dpi: int = 110) -> Path:
+def save_panels(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]],
+    path: str | Path,
+    num_classes: int | None = None,
+    axis: int = 2,
+    dpi: int = 110,
+) -> Path:
     """Save a row of panels, each ``(title, image, labels or None)``: the image in grey, the
     class-index labels over it in colour. 3D inputs show their middle slice along ``axis``
     (2 = axial for RAS volumes). Written atomically."""
@@ -34,8 +39,15 @@ def save_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray | None]], pat
         if labels is not None:
             lab = _mid_slice(labels, axis).astype(float)
             vmax = num_classes - 1 if num_classes else max(float(lab.max()), 1.0)
-            ax.imshow(np.ma.masked_where(lab == 0, lab), cmap="tab20", alpha=0.55, origin="lower",
-                      vmin=0, vmax=vmax, interpolation="nearest")
+            ax.imshow(
+                np.ma.masked_where(lab == 0, lab),
+                cmap="tab20",
+                alpha=0.55,
+                origin="lower",
+                vmin=0,
+                vmax=vmax,
+                interpolation="nearest",
+            )
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
