@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
+import nibabel.openers
 import numpy as np
 
 from deepatlas.checkpoint import atomic_path
@@ -99,9 +100,19 @@ def normalize_intensity(array: np.ndarray, lower: float = 0.5, upper: float = 99
 
 
 def save_volume(
-    array: np.ndarray, affine: np.ndarray, path: str | Path, intent: str | None = None, description: str | None = None
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | Path,
+    intent: str | None = None,
+    description: str | None = None,
+    compress: bool = True,
 ) -> Path:
-    """Write a NIfTI file atomically (temp file in the same folder, then rename)."""
+    """Write a NIfTI file atomically (temp file in the same folder, then rename).
+
+    ``compress=False`` still writes a valid ``.nii.gz`` (gzip's stored blocks): for float maps
+    such as a refined displacement field, which gzip shrinks by ~7 % at a third of a second per
+    pair, most of the time of writing a registration.
+    """
     path = Path(path)
     image = nib.Nifti1Image(array, affine)
     if intent is not None:
@@ -109,5 +120,9 @@ def save_volume(
     if description is not None:
         image.header["descrip"] = description[:79].encode()
     with atomic_path(path, ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix) as tmp:
-        nib.save(image, str(tmp))
+        if compress:
+            nib.save(image, str(tmp))
+        else:
+            with nib.openers.Opener(str(tmp), "wb", compresslevel=0) as handle:
+                image.to_stream(handle)
     return path
