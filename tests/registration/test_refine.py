@@ -125,3 +125,15 @@ def test_mutual_information_registers_a_remapped_contrast(pair):
     before = _dice(torch.zeros_like(field), labels, scheme)
     assert _dice(field, labels, scheme) > before + 0.04
     assert fold_fraction(field) < 0.001
+
+
+def test_pipeline_refines_the_velocity_of_a_diffeomorphic_net(pair):
+    (moving, fixed), labels, scheme = pair
+    config = Config()
+    config.reg_net.diffeomorphic = True
+    net = RegistrationNet(3, [4, 8, 8], [2, 2], diffeomorphic=True).eval()
+    config.refine = _settings(levels=[2, 1], iterations=[20, 5])
+    result = build_pipeline(config, net)(moving, fixed)
+    assert result.velocity is not None and result.field.shape == (1, 3, 40, 48, 40)
+    assert fold_fraction(result.field) < 1e-4
+    assert _dice(result.field, labels, scheme) > _dice(torch.zeros_like(result.field), labels, scheme) + 0.02

@@ -48,4 +48,11 @@ def test_joint_run_writes_the_run_folder(tmp_path, phantoms_3d):
     assert kinds == {"seg_pretrain", "reg_pretrain", "reg", "seg", "validation"}
     data = json.loads((run / "data.json").read_text())
     assert len(data["labelled"]) == 2 and len(data["unlabelled"]) == 4
-    assert summary["last_validation"]["seg_dice"] >= 0
+    validations = [
+        r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "validation"
+    ]
+    last = summary["last_validation"]
+    assert 0 < last["seg_dice"] <= 1 and 0 < last["reg_dice"] <= 1
+    # the summary reports the run's last validation, as logged
+    assert last["seg_dice"] == pytest.approx(validations[-1]["seg_dice"])
+    assert last["reg_dice"] == pytest.approx(validations[-1]["reg_dice"])

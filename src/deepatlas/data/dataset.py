@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ class ImageSet:
     has_label: torch.Tensor
     affines: list[np.ndarray]
     scheme: LabelScheme
-    paths: list[Subject] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,5 +125,4 @@ def load_image_set(
         has_label=has_label,
         affines=[im.affine for im, _ in results],
         scheme=scheme,
-        paths=list(subjects),
     )

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 from deepatlas.config import ScheduleConfig
 
-PHASES = ("seg_pretrain", "reg_pretrain", "reg", "seg")
-
 
 @dataclass(frozen=True)
 class Schedule:
