@@ -3,7 +3,7 @@
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.errors import DataError
 from deepatlas.data.labels import LabelScheme
-from deepatlas.data.pairs import GROUPS, PairSampler
+from deepatlas.data.pairs import GROUPS, PairBatch, PairSampler
 from deepatlas.data.prepare import TrainingData, prepare_data
 from deepatlas.data.splits import choose_labelled, load_splits
 from deepatlas.data.subjects import Subject, find_subjects
@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "ImageSet",
     "LabelScheme",
+    "PairBatch",
     "PairSampler",
     "Subject",
     "TrainingData",

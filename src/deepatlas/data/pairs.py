@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -13,6 +14,35 @@ GROUPS: dict[str, tuple[bool, bool]] = {
     "fixed": (False, True),
     "both": (True, True),
 }
+
+
+@dataclass
+class PairBatch:
+    """A batch of (moving, fixed) pairs of one label group, on one grid and device.
+
+    Attributes:
+        group: the label group (:data:`GROUPS`): which side of every pair has labels.
+        moving, fixed: images ``B x 1 x *spatial``.
+        moving_labels, fixed_labels: class indices ``B x 1 x *spatial`` (long), or ``None`` on
+            a side without labels: an unlabelled image's labels are never read.
+        moving_index, fixed_index: positions of the images in the training set.
+    """
+
+    group: str
+    moving: torch.Tensor
+    fixed: torch.Tensor
+    moving_labels: torch.Tensor | None
+    fixed_labels: torch.Tensor | None
+    moving_index: list[int]
+    fixed_index: list[int]
+
+    @property
+    def moving_labelled(self) -> bool:
+        return self.moving_labels is not None
+
+    @property
+    def fixed_labelled(self) -> bool:
+        return self.fixed_labels is not None
 
 
 class PairSampler:

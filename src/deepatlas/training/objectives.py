@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from deepatlas.config import LossConfig
+from deepatlas.data.pairs import PairBatch
 from deepatlas.losses import AnatomyLoss, SupervisedSegLoss, make_regularizer, make_similarity
 from deepatlas.losses.inverse_consistency import inverse_consistency_loss
 from deepatlas.networks.warp import warp_image
@@ -32,26 +33,18 @@ class DeepAtlasObjectives(nn.Module):
         self.supervised = SupervisedSegLoss()
 
     def _segmentation(
-        self, image: torch.Tensor, labels: torch.Tensor, labelled: bool, logits: torch.Tensor | None = None
+        self, image: torch.Tensor, labels: torch.Tensor | None, logits: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """A segmentation on the anatomy loss grid: manual labels, or the seg net's softmax."""
-        if labelled:
+        """A segmentation on the anatomy loss grid: manual labels, or (``labels`` None) the seg net's softmax."""
+        if labels is not None:
             return self.anatomy.from_labels(labels, self.num_classes)
         if logits is None:
             logits = self.seg_net(image)
         return self.anatomy.from_logits(logits)
 
-    def registration(
-        self,
-        moving: torch.Tensor,
-        fixed: torch.Tensor,
-        moving_labels: torch.Tensor,
-        fixed_labels: torch.Tensor,
-        moving_labelled: bool,
-        fixed_labelled: bool,
-        use_anatomy: bool = True,
-    ) -> dict[str, torch.Tensor]:
-        """Similarity + regulariser (+ anatomy) for the reg net; the seg net is frozen."""
+    def registration(self, batch: PairBatch, use_anatomy: bool = True) -> dict[str, torch.Tensor]:
+        """Similarity + regulariser (+ inverse consistency, + anatomy) for the reg net; the seg net is frozen."""
+        moving, fixed = batch.moving, batch.fixed
         ddf = self.reg_net(moving, fixed)
         sim = self.similarity(warp_image(moving, ddf), fixed)
         reg = self.regularizer(ddf)
@@ -63,44 +56,38 @@ class DeepAtlasObjectives(nn.Module):
             out["inverse_consistency"] = icon
         if use_anatomy and self.cfg.anatomy_weight_reg > 0:
             with torch.no_grad():
-                moving_seg = self._segmentation(moving, moving_labels, moving_labelled)
-                fixed_seg = self._segmentation(fixed, fixed_labels, fixed_labelled)
+                moving_seg = self._segmentation(moving, batch.moving_labels)
+                fixed_seg = self._segmentation(fixed, batch.fixed_labels)
             anat = self.anatomy(moving_seg, fixed_seg, ddf)
             total = total + self.cfg.anatomy_weight_reg * anat
             out["anatomy"] = anat
         out["loss"] = total
         return out
 
-    def segmentation(
-        self,
-        moving: torch.Tensor,
-        fixed: torch.Tensor,
-        moving_labels: torch.Tensor,
-        fixed_labels: torch.Tensor,
-        moving_labelled: bool,
-        fixed_labelled: bool,
-    ) -> dict[str, torch.Tensor]:
+    def segmentation(self, batch: PairBatch) -> dict[str, torch.Tensor]:
         """Supervised loss on the labelled image(s) + anatomy loss through the frozen reg net.
 
         With exactly one image of the pair labelled this is DeepAtlas' weak supervision:
         the labelled image's labels, warped onto the unlabelled one (or the unlabelled
         one's prediction warped onto them), train the seg net where there are no labels.
         """
-        if not (moving_labelled or fixed_labelled):
+        if not (batch.moving_labelled or batch.fixed_labelled):
             raise ValueError("a segmentation step needs at least one labelled image per pair")
+        moving, fixed = batch.moving, batch.fixed
         with torch.no_grad():
             ddf = self.reg_net(moving, fixed)
         # two passes rather than one on the concatenation: slicing a batch apart costs
         # a zero-filled full-size gradient buffer per slice in the backward pass
         moving_logits, fixed_logits = self.seg_net(moving), self.seg_net(fixed)
-        sup_logits = [lg for lg, flag in ((moving_logits, moving_labelled), (fixed_logits, fixed_labelled)) if flag]
-        sup_labels = [lb for lb, flag in ((moving_labels, moving_labelled), (fixed_labels, fixed_labelled)) if flag]
-        sup = self.supervised(torch.cat(sup_logits), torch.cat(sup_labels))
+        sides = ((moving_logits, batch.moving_labels), (fixed_logits, batch.fixed_labels))
+        sup = self.supervised(
+            torch.cat([lg for lg, lb in sides if lb is not None]), torch.cat([lb for _, lb in sides if lb is not None])
+        )
         total = self.cfg.supervised_weight * sup
         out = {"supervised": sup}
-        if not (moving_labelled and fixed_labelled) and self.cfg.anatomy_weight_seg > 0:
-            moving_seg = self._segmentation(moving, moving_labels, moving_labelled, moving_logits)
-            fixed_seg = self._segmentation(fixed, fixed_labels, fixed_labelled, fixed_logits)
+        if not (batch.moving_labelled and batch.fixed_labelled) and self.cfg.anatomy_weight_seg > 0:
+            moving_seg = self._segmentation(moving, batch.moving_labels, moving_logits)
+            fixed_seg = self._segmentation(fixed, batch.fixed_labels, fixed_logits)
             anat = self.anatomy(moving_seg, fixed_seg, ddf)
             total = total + self.cfg.anatomy_weight_seg * anat
             out["anatomy"] = anat

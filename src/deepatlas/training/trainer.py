@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.dataset import ImageSet
-from deepatlas.data.pairs import PairSampler
+from deepatlas.data.pairs import GROUPS, PairBatch, PairSampler
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
@@ -87,11 +87,13 @@ class Trainer:
         labels = self.train_set.labels[indices].to(self.device, non_blocking=True).long()
         return images, labels
 
-    def _pairs(self, sampler: PairSampler, group: str | None = None):
+    def _pairs(self, sampler: PairSampler, group: str | None = None) -> PairBatch:
         group, moving, fixed = sampler.sample(self.config.schedule.batch_size, group)
-        labelled_m, labelled_f = (group in ("moving", "both"), group in ("fixed", "both"))
+        labelled_m, labelled_f = GROUPS[group]
         (m_img, m_lab), (f_img, f_lab) = self._to_device(moving), self._to_device(fixed)
-        return group, (m_img, f_img, m_lab, f_lab, labelled_m, labelled_f)
+        return PairBatch(
+            group, m_img, f_img, m_lab if labelled_m else None, f_lab if labelled_f else None, moving, fixed
+        )
 
     def _optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -103,11 +105,11 @@ class Trainer:
         """One registration step with the seg net frozen (anatomy loss off: unsupervised pre-training)."""
         set_trainable(self.seg_net, False)
         set_trainable(self.reg_net, True)
-        group, batch = self._pairs(self.reg_pairs, group)
+        batch = self._pairs(self.reg_pairs, group)
         with autocast(self.device, self.amp):
-            losses = self.objectives.registration(*batch, use_anatomy=use_anatomy)
+            losses = self.objectives.registration(batch, use_anatomy=use_anatomy)
         self._optimize(losses["loss"], self.reg_opt)
-        return {"group": group, **{k: float(v.detach()) for k, v in losses.items()}}
+        return {"group": batch.group, **{k: float(v.detach()) for k, v in losses.items()}}
 
     def seg_step(self, group: str | None = None) -> dict[str, float]:
         """One segmentation step with the reg net frozen."""
@@ -115,11 +117,11 @@ class Trainer:
             return self.seg_pretrain_step()
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
-        group, batch = self._pairs(self.seg_pairs, group)
+        batch = self._pairs(self.seg_pairs, group)
         with autocast(self.device, self.amp):
-            losses = self.objectives.segmentation(*batch)
+            losses = self.objectives.segmentation(batch)
         self._optimize(losses["loss"], self.seg_opt)
-        return {"group": group, **{k: float(v.detach()) for k, v in losses.items()}}
+        return {"group": batch.group, **{k: float(v.detach()) for k, v in losses.items()}}
 
     def seg_pretrain_step(self) -> dict[str, float]:
         """One supervised step of the seg net on labelled images alone."""
