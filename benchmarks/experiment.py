@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepatlas.run_folder import RunFolder
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -124,7 +126,7 @@ def train_method(name: str, overrides: list[str], load_data, out: Path, preset: 
     from deepatlas.training.run import train
 
     run_dir = out / "runs" / name
-    summary_file = run_dir / "summary.json"
+    summary_file = RunFolder(run_dir).summary
     if summary_file.exists():
         summary = json.loads(summary_file.read_text())
         if summary.get("finished"):
@@ -140,7 +142,7 @@ def train_method(name: str, overrides: list[str], load_data, out: Path, preset: 
     )
     print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
     return train(
-        config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists(), progress=False, data=load_data()
+        config, run_dir, resume=RunFolder(run_dir).checkpoint("last").exists(), progress=False, data=load_data()
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from deepatlas.checkpoint import atomic_write_text
+from deepatlas.run_folder import RunFolder
 
 
 def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
@@ -16,7 +17,7 @@ def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
 
 def _training_record(summary: dict, run_dir: Path) -> dict:
     """A run's ``summary.json`` (as ``train`` returned it) with its model selection."""
-    best = run_dir / "best_validation.json"
+    best = RunFolder(run_dir).best_validation
     best = json.loads(best.read_text()) if best.exists() else {}
     return {
         **summary,
@@ -31,7 +32,7 @@ def _training_record(summary: dict, run_dir: Path) -> dict:
 def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
     """(training minutes, validation record) pairs; minutes from the logged step times."""
     clock, out = 0.0, []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in RunFolder(run_dir).metrics.read_text().splitlines():
         record = json.loads(line)
         if record["kind"] == "validation":
             out.append((clock / 60, record))

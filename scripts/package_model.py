@@ -22,6 +22,7 @@ import yaml
 
 from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from deepatlas.config import Config, RefineConfig
+from deepatlas.run_folder import RunFolder
 
 KEEP = (
     "step",
@@ -39,28 +40,28 @@ KEEP = (
 
 
 def package(run: Path, out: Path, checkpoint: str = "best", refine: list[str] | None = None) -> Path:
-    source = run / "checkpoints" / f"{checkpoint}.pt"
+    run, out = RunFolder(run), RunFolder(out)
+    source = run.checkpoint(checkpoint)
     state = load_checkpoint(source)
     config = Config.from_dict(state["config"])
     config.refine = RefineConfig().with_overrides(refine or [])
     slim = {k: state[k] for k in KEEP if k in state}
     slim["config"] = config.to_dict()
-    save_checkpoint(slim, out / "checkpoints" / "best.pt")
-    config.save(out / "config.yaml")
-    for name in ("labels.json", "data.json", "summary.json"):
-        if (run / name).exists():
-            shutil.copyfile(run / name, out / name)
-    metrics = run / "metrics.jsonl"
-    if metrics.exists():
-        lines = [line for line in metrics.read_text().splitlines() if '"validation"' in line]
-        atomic_write_text(out / "validation.jsonl", "\n".join(lines) + "\n")
+    save_checkpoint(slim, out.checkpoint("best"))
+    config.save(out.config)
+    for name in ("labels", "data", "summary"):
+        if getattr(run, name).exists():
+            shutil.copyfile(getattr(run, name), getattr(out, name))
+    if run.metrics.exists():
+        lines = [line for line in run.metrics.read_text().splitlines() if '"validation"' in line]
+        atomic_write_text(out.root / "validation.jsonl", "\n".join(lines) + "\n")
     atomic_write_text(
-        out / "checkpoint.json",
+        out.root / "checkpoint.json",
         json.dumps(
             {"source": str(source), "step": int(state["step"]), "best_score": float(state["best_score"])}, indent=1
         ),
     )
-    return out
+    return out.root
 
 
 def main() -> int:

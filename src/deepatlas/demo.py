@@ -20,6 +20,7 @@ from deepatlas.data.synthetic import make_dataset
 from deepatlas.evaluation.evaluate import consecutive_pairs, evaluate_image_set
 from deepatlas.inference import load_run, register, segment
 from deepatlas.networks.warp import warp_image, warp_labels
+from deepatlas.run_folder import RunFolder
 from deepatlas.training.run import train
 from deepatlas.visualization import save_panels
 
@@ -82,7 +83,7 @@ def run_demo(output: str | Path = "deepatlas-demo", quick: bool = False, progres
     results: dict = {"labelled": data.labelled_ids, "unlabelled": len(data.train) - len(data.labelled_ids)}
     for name, cfg in (("deepatlas", config), ("seg-only", seg_only_config(config))):
         run_dir = output / name
-        resume = (run_dir / "checkpoints" / "last.pt").exists()
+        resume = RunFolder(run_dir).checkpoint("last").exists()
         print(f"training {name} -> {run_dir}" + (" (resuming)" if resume else ""))
         train(cfg, run_dir, resume=resume, progress=progress, data=data)
 

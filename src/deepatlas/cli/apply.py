@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from deepatlas.data import DataError
 from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
+from deepatlas.run_folder import RunFolder
 
 
 def _expand(paths: list[str]) -> list[Path]:
@@ -129,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = _load_run(args)
     split = None if args.split == "all" else args.split
-    out = Path(args.output) if args.output else Path(args.run) / f"evaluation-{args.split}"
+    out = Path(args.output) if args.output else RunFolder(args.run).evaluation(args.split)
     summary = evaluate_run(
         run,
         args.data,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from deepatlas.config import Config, load_config
+    from deepatlas.config import load_config
+    from deepatlas.run_folder import RunFolder
     from deepatlas.training.run import train
 
     overrides = list(args.overrides)
@@ -30,7 +31,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.labelled:
         overrides.append(f"data.labelled_ids=[{','.join(args.labelled)}]")
     if args.resume and args.config is None and not overrides:
-        config = Config.from_dict(__import__("yaml").safe_load((Path(args.output) / "config.yaml").read_text()))
+        config = load_config(RunFolder(args.output).config)
     else:
         config = load_config(args.config, overrides)
     summary = train(config, args.output, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)

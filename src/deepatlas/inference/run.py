@@ -14,6 +14,7 @@ from deepatlas.data.labels import LabelScheme
 from deepatlas.networks import RegistrationNet, SegmentationNet
 from deepatlas.networks.factory import build_networks
 from deepatlas.registration import RegistrationPipeline, build_pipeline
+from deepatlas.run_folder import RunFolder
 
 
 @dataclass
@@ -46,9 +47,10 @@ class TrainedRun:
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
     """Load ``checkpoints/<checkpoint>.pt`` of a run (``best``, falling back to ``last``), in eval mode."""
     run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    folder = RunFolder(run_dir)
+    path = folder.checkpoint(checkpoint)
     if checkpoint == "best" and not path.exists():
-        path = run_dir / "checkpoints" / "last.pt"
+        path = folder.checkpoint("last")
     state = load_checkpoint(path, map_location=device)
     missing = [
         k

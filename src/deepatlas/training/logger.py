@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from deepatlas.run_folder import RunFolder
+
 
 class MetricsLogger:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
@@ -15,7 +17,7 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = RunFolder(run_dir).metrics
         if resume_step is not None and self.path.exists():
             kept = [
                 line
@@ -28,7 +30,7 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
+                self.writer = SummaryWriter(str(RunFolder(run_dir).tensorboard), purge_step=resume_step)
             except ImportError:  # tensorboard is optional at run time; the JSONL file is not
                 self.writer = None
 

@@ -1,33 +1,20 @@
 """A training run as a folder: config, data choice, checkpoints, logs and results.
 
-Layout of ``run_dir``::
-
-    config.yaml            the full resolved configuration
-    labels.json            the label scheme (class index -> codes, names)
-    data.json              training / labelled / validation subject ids, grid
-    checkpoints/last.pt    everything needed to resume (written atomically)
-    checkpoints/best.pt    best validation score so far
-    metrics.jsonl          one record per step and per validation
-    tensorboard/           the same, for TensorBoard
-    summary.json           final validation metrics and timing
+The folder's layout is owned by :mod:`deepatlas.run_folder`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import atomic_write_text, load_checkpoint
+from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
+from deepatlas.run_folder import RunFolder
 from deepatlas.training.trainer import Trainer
-
-
-def _write_json(path: Path, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=1))
 
 
 def train(
@@ -51,11 +38,13 @@ def train(
         The summary written to ``summary.json``.
     """
     run_dir = Path(run_dir)
-    checkpoint = run_dir / "checkpoints" / "last.pt"
+    folder = RunFolder(run_dir)
+    checkpoint = folder.checkpoint("last")
     if resume:
         if not checkpoint.exists():
             raise FileNotFoundError(f"{checkpoint}: nothing to resume from (start without --resume)")
-        saved = load_checkpoint(checkpoint)["config"]
+        # through Config: keys added by a later deepatlas version take their defaults on both sides
+        saved = Config.from_dict(load_checkpoint(checkpoint)["config"]).to_dict()
         if saved != config.to_dict():
             changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
             raise ValueError(
@@ -68,10 +57,10 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     data = data or prepare_data(config.data, progress=progress)
-    config.save(run_dir / "config.yaml")
-    _write_json(run_dir / "labels.json", data.scheme.to_dict())
-    _write_json(
-        run_dir / "data.json",
+    config.save(folder.config)
+    folder.write_json(folder.labels, data.scheme.to_dict())
+    folder.write_json(
+        folder.data,
         {
             "train": data.train.ids,
             "labelled": data.labelled_ids,
@@ -99,5 +88,5 @@ def train(
         "best_validation_score": trainer.best_score if trainer.best_score > float("-inf") else None,
         "last_validation": validation,
     }
-    _write_json(run_dir / "summary.json", summary)
+    folder.write_json(folder.summary, summary)
     return summary

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from deepatlas.checkpoint import load_checkpoint, save_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.dataset import ImageSet
 from deepatlas.data.pairs import GROUPS, PairBatch, PairSampler
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
+from deepatlas.run_folder import RunFolder
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
 from deepatlas.training.schedule import Schedule
@@ -255,7 +255,7 @@ class Trainer:
                 if self.run_dir and (
                     self.step % cfg.checkpoint_every == 0 or self.step == end or self.budget_left() <= 0
                 ):
-                    self.save(self.run_dir / "checkpoints" / "last.pt")
+                    self.save(RunFolder(self.run_dir).checkpoint("last"))
                 tick()
             if self.stopped_by is None:
                 self.stopped_by = "schedule" if self.step >= self.schedule.total else "max_steps"
@@ -275,8 +275,7 @@ class Trainer:
         if score > self.best_score:
             self.best_score = score
             if self.run_dir:
-                self.save(self.run_dir / "checkpoints" / "best.pt")
-                atomic_write_text(
-                    self.run_dir / "best_validation.json", json.dumps({"step": self.step, **metrics}, indent=1)
-                )
+                self.save(RunFolder(self.run_dir).checkpoint("best"))
+                folder = RunFolder(self.run_dir)
+                folder.write_json(folder.best_validation, {"step": self.step, **metrics})
         return metrics

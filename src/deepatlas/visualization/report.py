@@ -21,6 +21,7 @@ from deepatlas.evaluation.evaluate_run import evaluate_run
 from deepatlas.inference.apply import register_volumes, segment_volume
 from deepatlas.inference.outputs import check_free
 from deepatlas.inference.run import TrainedRun
+from deepatlas.run_folder import RunFolder
 from deepatlas.visualization import figures
 
 
@@ -103,14 +104,16 @@ def build_report(
         ),
         "Jacobian determinant (folds, J <= 0, in red)": figures.jacobian_figure(result.jacobian, figs / "jacobian.png"),
     }
-    metrics = run_dir / "metrics.jsonl"
+    folder = RunFolder(run_dir)
+    metrics = folder.metrics
     if metrics.exists():
         made["Training curves"] = figures.curves_figure(metrics, figs / "curves.png")
 
-    evaluations = sorted(run_dir.glob("evaluation-*/summary.json"))
-    if evaluations:
-        summary = json.loads(evaluations[-1].read_text())
-        source = evaluations[-1].parent.name
+    # the evaluation of the split asked for, never another split's
+    evaluation = folder.evaluation(split) / "summary.json"
+    if evaluation.exists():
+        summary = json.loads(evaluation.read_text())
+        source = evaluation.parent.name
     else:
         summary = evaluate_run(
             run,
@@ -118,7 +121,7 @@ def build_report(
             split if splits_file else None,
             splits_file,
             "next",
-            output=run_dir / f"evaluation-{split}",
+            output=folder.evaluation(split),
             progress=False,
         )
         source = f"evaluation-{split} (made for this report)"
