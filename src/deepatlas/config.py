@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from deepatlas import options
+
 
 @dataclass
 class DataConfig:
@@ -84,9 +86,6 @@ class LossConfig:
     anatomy_downsample: int = 2
 
 
-REFINE_SIMILARITIES = ("lncc", "mi")
-
-
 @dataclass
 class RefineConfig:
     """Per-pair instance optimisation after the registration net (:mod:`deepatlas.registration.refine`).
@@ -143,8 +142,7 @@ class RefineConfig:
             )
         if self.lncc_window < 1 or self.lncc_window % 2 == 0:
             raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
-        if self.similarity not in REFINE_SIMILARITIES:
-            raise ValueError(f"config refine.similarity: {self.similarity!r} is not one of {list(REFINE_SIMILARITIES)}")
+        options.look_up_option(self.similarity, options.REFINE_SIMILARITY, "config refine.similarity")
 
     def with_overrides(self, overrides: list[str]) -> RefineConfig:
         """A copy with ``key=value`` overrides (values as YAML: ``iterations=[60,30]``), checked."""
@@ -216,17 +214,16 @@ class Config:
     def validate(self) -> None:
         """Refuse values that would only fail later, deep inside training."""
         choices = {
-            "loss.similarity": (self.loss.similarity, ("lncc", "mse")),
-            "loss.regularizer": (self.loss.regularizer, ("bending", "diffusion")),
-            "loss.inverse_consistency": (self.loss.inverse_consistency, ("icon", "gradicon")),
-            "data.unknown_labels": (self.data.unknown_labels, ("error", "background")),
-            "seg_net.norm": (self.seg_net.norm, ("instance", "batch")),
-            "reg_net.norm": (self.reg_net.norm, ("instance", "batch")),
-            "amp": (self.amp, ("auto", "on", "off")),
+            "loss.similarity": (self.loss.similarity, options.SIMILARITY),
+            "loss.regularizer": (self.loss.regularizer, options.REGULARIZER),
+            "loss.inverse_consistency": (self.loss.inverse_consistency, options.INVERSE_CONSISTENCY),
+            "data.unknown_labels": (self.data.unknown_labels, options.UNKNOWN_LABELS),
+            "seg_net.norm": (self.seg_net.norm, options.NORM),
+            "reg_net.norm": (self.reg_net.norm, options.NORM),
+            "amp": (self.amp, options.AMP),
         }
         for key, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValueError(f"config {key}: {value!r} is not one of {list(allowed)}")
+            options.look_up_option(value, allowed, f"config {key}")
         for name in ("seg_net", "reg_net"):
             net = getattr(self, name)
             if len(net.strides) != len(net.channels) - 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from deepatlas import options
 from deepatlas.data import DataError
 from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
 from deepatlas.run_folder import RunFolder
@@ -163,7 +164,9 @@ def add_commands(sub) -> None:
     def common(p, output_required=True):
         p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
         p.add_argument("-o", "--output", required=output_required, help="output folder")
-        p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint (default best)")
+        p.add_argument(
+            "--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)"
+        )
         p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
 
     def registration(p):
@@ -202,7 +205,7 @@ def add_commands(sub) -> None:
     a.add_argument("targets", nargs="+", help="images or folders to segment")
     a.add_argument(
         "--fusion",
-        choices=["weighted", "majority"],
+        choices=options.FUSION,
         default="weighted",
         help="weighted: votes weighted by local NCC of warped atlas and target (default)",
     )
@@ -224,11 +227,11 @@ def add_commands(sub) -> None:
     )
     e.add_argument(
         "--fusion",
-        choices=["weighted", "majority"],
+        choices=options.FUSION,
         default="majority",
         help="label fusion with --atlases (default majority)",
     )
-    e.add_argument("--unknown-labels", choices=["error", "background"], help="default: as in training")
+    e.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="default: as in training")
     e.add_argument("--no-progress", action="store_true")
     registration(e)
     e.set_defaults(func=cmd_evaluate)

@@ -7,6 +7,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from deepatlas import options
+
 
 def _train(args: argparse.Namespace) -> int:
     from deepatlas.config import load_config
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--splits", help="splits file (splits.json format)")
     t.add_argument("--num-labelled", type=int, help="keep the labels of N training subjects (seeded choice)")
     t.add_argument("--labelled", nargs="+", metavar="ID", help="keep the labels of exactly these subjects")
-    t.add_argument("--unknown-labels", choices=["error", "background"], help="label codes not in the label map")
+    t.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="label codes not in the label map")
     t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from deepatlas.data.errors import DataError
+from deepatlas.options import UNKNOWN_LABELS, look_up_option
 
 
 @dataclass
@@ -101,8 +102,7 @@ class LabelScheme:
         Raises:
             DataError: naming ``source`` and the codes, when a code is unknown and ``unknown == "error"``.
         """
-        if unknown not in ("error", "background"):
-            raise ValueError(f"unknown must be 'error' or 'background', got {unknown!r}")
+        look_up_option(unknown, UNKNOWN_LABELS, "unknown labels")
         values, inverse = np.unique(codes, return_inverse=True)
         mapped = np.array([self._lookup.get(int(v), -1) for v in values], dtype=np.int64)
         missing = values[mapped < 0]

@@ -15,6 +15,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from deepatlas import options
 from deepatlas.data.io import Volume, normalize_intensity
 from deepatlas.inference.geometry import (
     field_to_world,
@@ -26,6 +27,7 @@ from deepatlas.inference.geometry import (
 )
 from deepatlas.inference.run import TrainedRun
 from deepatlas.losses.similarity import local_ncc_map
+from deepatlas.options import look_up_option
 from deepatlas.registration import RegistrationPipeline
 
 
@@ -137,8 +139,7 @@ def atlas_segment_volume(
         if run is None:
             raise ValueError("atlas segmentation needs a trained run or a registrar")
         registrar = partial(register_volumes, run)
-    if fusion not in ("majority", "weighted"):
-        raise ValueError(f"fusion must be 'majority' or 'weighted', got {fusion!r}")
+    look_up_option(fusion, options.FUSION, "fusion")
     if not atlases:
         raise ValueError("atlas segmentation needs at least one atlas")
     codes = sorted({int(c) for _, labels in atlases for c in np.unique(labels.array)})

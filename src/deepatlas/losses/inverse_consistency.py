@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 
 from deepatlas.networks.warp import warp_image
-
-KINDS = ("icon", "gradicon")
+from deepatlas.options import INVERSE_CONSISTENCY, look_up_option
 
 
 def consistency_residual(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
@@ -27,12 +26,11 @@ def consistency_residual(forward: torch.Tensor, backward: torch.Tensor) -> torch
 
 def inverse_consistency_loss(forward: torch.Tensor, backward: torch.Tensor, kind: str = "icon") -> torch.Tensor:
     """The ``icon`` or ``gradicon`` penalty of a pair of fields (see the module docstring)."""
+    kind = look_up_option(kind, INVERSE_CONSISTENCY, "inverse-consistency loss")
     residual = consistency_residual(forward, backward)
     if kind == "icon":
         return residual.pow(2).mean()
-    if kind == "gradicon":
-        return sum(torch.diff(residual, dim=axis).pow(2).mean() for axis in range(2, residual.ndim))
-    raise ValueError(f"unknown inverse-consistency loss {kind!r}: choose one of {list(KINDS)}")
+    return sum(torch.diff(residual, dim=axis).pow(2).mean() for axis in range(2, residual.ndim))
 
 
 def inverse_consistency_error(forward: torch.Tensor, backward: torch.Tensor) -> float:

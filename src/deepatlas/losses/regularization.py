@@ -15,10 +15,9 @@ from __future__ import annotations
 from monai.losses import BendingEnergyLoss, DiffusionLoss
 from torch import nn
 
+from deepatlas.options import REGULARIZER, look_up_option
+
 
 def make_regularizer(name: str) -> nn.Module:
-    if name == "bending":
-        return BendingEnergyLoss()
-    if name == "diffusion":
-        return DiffusionLoss()
-    raise ValueError(f"unknown regularizer {name!r}: choose 'bending' or 'diffusion'")
+    name = look_up_option(name, REGULARIZER, "regularizer")
+    return BendingEnergyLoss() if name == "bending" else DiffusionLoss()

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepatlas.options import SIMILARITY, look_up_option
+
 
 class LocalNCCLoss(nn.Module):
     """Negative local (windowed) squared normalized cross-correlation.
@@ -172,8 +174,5 @@ class MSELoss(nn.Module):
 
 
 def make_similarity(name: str, window: int = 7) -> nn.Module:
-    if name == "lncc":
-        return LocalNCCLoss(window=window)
-    if name == "mse":
-        return MSELoss()
-    raise ValueError(f"unknown similarity {name!r}: choose 'lncc' or 'mse'")
+    name = look_up_option(name, SIMILARITY, "similarity")
+    return LocalNCCLoss(window=window) if name == "lncc" else MSELoss()

@@ -1,0 +1,29 @@
+"""One registry per family of named options, shared by config checks, CLI choices, factories
+and error messages (in the spirit of MONAI's ``look_up_option``): a value is spelled in one
+place, and an unknown one is refused everywhere with the same sentence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SIMILARITY = ("lncc", "mse")
+"""Training similarity of the registration net."""
+REFINE_SIMILARITY = ("lncc", "mi")
+"""Similarity of per-pair refinement (``mi``: mutual information, for other contrasts)."""
+REGULARIZER = ("bending", "diffusion")
+INVERSE_CONSISTENCY = ("icon", "gradicon")
+NORM = ("instance", "batch")
+AMP = ("auto", "on", "off")
+UNKNOWN_LABELS = ("error", "background")
+FUSION = ("weighted", "majority")
+"""Atlas label fusion: votes weighted by local NCC, or one vote per atlas."""
+PAIRS = ("next", "all", "none")
+"""Declared evaluation pairs (or a JSON file of id pairs)."""
+CHECKPOINT = ("best", "last")
+
+
+def look_up_option(value: object, options: Sequence[str], setting: str) -> str:
+    """``value`` if it is one of ``options``; otherwise a ``ValueError`` naming ``setting`` and the choices."""
+    if value not in options:
+        raise ValueError(f"{setting}: {value!r} is not one of {list(options)}")
+    return str(value)
