@@ -69,19 +69,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return commit + ("+uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def score(result, fixed_classes: np.ndarray, scheme) -> dict:
     """Dice (mean over structures), folds and SDlogJ in the fixed brain of one registration."""
     import torch
@@ -218,7 +205,7 @@ def figure(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     for name, row in results["methods"].items():
         if row.get("seconds_per_pair") is None:
             ax.axhline(row["dice"], color="grey", ls=":", lw=1)
@@ -230,9 +217,9 @@ def figure(results: dict, path: Path) -> None:
     ax.set_xlim(0.04, None)
     ax.set_xlabel(f"seconds per pair (log scale, {results['machine']['cpu']})")
     ax.set_ylabel("registration Dice (31 structures)")
-    ax.set_title(f"ixi-2mm {results['split']} pairs ({results['num_pairs']}), 2 CPU cores")
+    ax.set_title(f"ixi-2mm {results['split']} pairs ({results['num_pairs']}), {results['machine']['threads']} threads")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -281,11 +268,13 @@ def main() -> int:
         help="ANTs references when antspyx is installed (default quick; syn: SyNOnly, ~4 s/pair)",
     )
     parser.add_argument("--no-cli", action="store_true", help="leave out the command-line row")
+    parser.add_argument("--resume", action="store_true", help="keep the methods an interrupted call measured")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
 
+    from deepatlas.checkpoint import atomic_write_text
     from deepatlas.data import find_subjects
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.splits import load_splits
@@ -322,13 +311,25 @@ def main() -> int:
     registrars.update({name: run_registrar(run, overrides) for name, overrides in BUDGETS.items()})
     registrars[DIFFEO] = diffeomorphic_registrar(run, DIFFEO_SETTINGS)
     import ants_syn
+    from experiment import git_commit
 
     if args.ants and ants_syn.available():
-        kinds = {"quick": ("ANTs SyNQuick", "SyNQuick"), "syn": ("ANTs SyN (SyNOnly, Mattes)", "SyNOnly")}
+        kinds = {
+            "quick": ("ANTs SyNQuick (antsRegistrationSyNQuick[so], deformable only)", "antsRegistrationSyNQuick[so]"),
+            "syn": ("ANTs SyN (SyNOnly, Mattes MI)", "SyNOnly"),
+        }
         registrars.update({kinds[k][0]: ants_syn.syn_registrar(kinds[k][1]) for k in args.ants})
+    # methods already measured by an interrupted call of the same command are kept (--resume)
+    partial_file = args.out / "partial.json"
+    done = json.loads(partial_file.read_text()) if args.resume and partial_file.exists() else {}
+    args.out.mkdir(parents=True, exist_ok=True)
     for name, registrar in registrars.items():
+        if name in done:
+            methods[name] = done[name]
+            continue
         print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-        methods[name] = run_method(registrar, pairs, volumes, classes, scheme)
+        methods[name] = done[name] = run_method(registrar, pairs, volumes, classes, scheme)
+        atomic_write_text(partial_file, json.dumps(done))
         print(
             f"    Dice {methods[name]['dice']:.3f}  folds {methods[name]['folds_pct']:.3f}%  "
             f"{methods[name]['seconds_per_pair']:.2f} s/pair",
