@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data.io import save_volume
 
 # label code -> (name, intensity); codes are deliberately not 0..K so code mapping is exercised
@@ -152,6 +153,6 @@ def make_dataset(
     for name, count in splits.items():
         out[name] = ids[start : start + count]
         start += count
-    (root / "splits.json").write_text(json.dumps(out, indent=1))
-    (root / "labels.json").write_text(json.dumps(label_map_spec(), indent=1))
+    atomic_write_text(root / "splits.json", json.dumps(out, indent=1))
+    atomic_write_text(root / "labels.json", json.dumps(label_map_spec(), indent=1))
     return root
