@@ -69,19 +69,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def score(result, fixed_classes: np.ndarray, scheme) -> dict:
+def score(warped_labels: np.ndarray, jacobian: np.ndarray, fixed_classes: np.ndarray, scheme) -> dict:
     """Dice (mean over structures), folds and SDlogJ in the fixed brain of one registration."""
     import torch
 
     from deepatlas.evaluation.metrics import dice_per_class, finite_mean, sd_log_jacobian
 
-    warped = scheme.encode(result.warped_labels, unknown="background")
+    warped = scheme.encode(warped_labels, unknown="background")
     dice = finite_mean(dice_per_class(torch.from_numpy(warped), torch.from_numpy(fixed_classes), scheme.num_classes))
     brain = fixed_classes > 0
     return {
         "dice": dice,
-        "folds_pct": float((result.jacobian[brain] <= 0).mean() * 100),
-        "sdlogj": sd_log_jacobian(result.jacobian, brain),
+        "folds_pct": float((jacobian[brain] <= 0).mean() * 100),
+        "sdlogj": sd_log_jacobian(jacobian, brain),
     }
 
 
@@ -92,9 +92,8 @@ def run_method(registrar, pairs, volumes, classes, scheme) -> dict:
         start = time.perf_counter()
         result = registrar(moving, fixed, moving_labels)
         seconds = time.perf_counter() - start
-        rows.append(
-            {"moving": moving_id, "fixed": fixed_id, "seconds": seconds, **score(result, classes[fixed_id], scheme)}
-        )
+        scores = score(result.warped_labels, result.jacobian, classes[fixed_id], scheme)
+        rows.append({"moving": moving_id, "fixed": fixed_id, "seconds": seconds, **scores})
     return summarize(rows)
 
 
@@ -143,60 +142,30 @@ def run_cli(model: Path, pairs, volumes, classes, scheme, extra: list[str]) -> d
         for moving_id, fixed_id in pairs:
             labels = load_label_codes(Path(tmp) / "out" / f"{moving_id}_to_{fixed_id}_labels.nii.gz").array
             jac = load_image(Path(tmp) / "out" / f"{moving_id}_to_{fixed_id}_jacdet.nii.gz").array
-
-            class Result:  # what score() reads
-                warped_labels, jacobian = labels, jac
-
-            rows.append(
-                {
-                    "moving": moving_id,
-                    "fixed": fixed_id,
-                    "seconds": wall / len(pairs),
-                    **score(Result, classes[fixed_id], scheme),
-                }
-            )
+            scores = score(labels, jac, classes[fixed_id], scheme)
+            rows.append({"moving": moving_id, "fixed": fixed_id, "seconds": wall / len(pairs), **scores})
     out = summarize(rows)
     out["wall_seconds"] = wall
     return out
 
 
-def zero_start_registrar(run, overrides: list[str]):
-    """Refinement from the identity with the run's geometry handling (no net)."""
-    from functools import partial
-
-    from deepatlas.inference.apply import register_volumes
-    from deepatlas.registration import build_pipeline
-
-    refine = run.config.refine.with_overrides(overrides)
-    pipeline = build_pipeline(run.config, None, run.seg_net, refine)
-    return partial(register_volumes, run, pipeline=pipeline)
-
-
-def diffeomorphic_registrar(run, overrides: list[str]):
-    """Refinement of a stationary velocity field from zero (scaling and squaring), no net."""
+def pipeline_registrar(run, overrides: list[str] | None, use_net: bool = True, diffeomorphic: bool = False):
+    """``register_volumes`` through a pipeline of the run's net (``use_net=False``: refinement from the
+    identity) and the run's refinement settings with ``overrides`` (``None``: the net alone);
+    ``diffeomorphic``: refine a stationary velocity field instead of a displacement."""
     import copy
     from functools import partial
 
     from deepatlas.inference.apply import register_volumes
     from deepatlas.registration import build_pipeline
 
-    config = copy.deepcopy(run.config)
-    config.reg_net.diffeomorphic = True
-    pipeline = build_pipeline(config, None, None, run.config.refine.with_overrides(overrides))
+    config = run.config
+    if diffeomorphic:
+        config = copy.deepcopy(config)
+        config.reg_net.diffeomorphic = True
+    refine = config.refine.with_overrides(["enabled=false"] if overrides is None else ["enabled=true", *overrides])
+    pipeline = build_pipeline(config, run.reg_net if use_net else None, run.seg_net, refine)
     return partial(register_volumes, run, pipeline=pipeline)
-
-
-def run_registrar(run, overrides: list[str] | None):
-    from functools import partial
-
-    from deepatlas.inference.apply import register_volumes
-    from deepatlas.registration import build_pipeline
-
-    if overrides is None:
-        refine = run.config.refine.with_overrides(["enabled=false"])
-    else:
-        refine = run.config.refine.with_overrides(["enabled=true", *overrides])
-    return partial(register_volumes, run, pipeline=build_pipeline(run.config, run.reg_net, run.seg_net, refine))
 
 
 def figure(results: dict, path: Path) -> None:
@@ -209,7 +178,7 @@ def figure(results: dict, path: Path) -> None:
     for name, row in results["methods"].items():
         if row.get("seconds_per_pair") is None:
             ax.axhline(row["dice"], color="grey", ls=":", lw=1)
-            ax.text(ax.get_xlim()[0] if False else 0.05, row["dice"] + 0.002, name, fontsize=8, color="grey")
+            ax.text(0.05, row["dice"] + 0.002, name, fontsize=8, color="grey")
             continue
         marker = "s" if name.startswith("ANTs") else ("D" if "command line" in name else "o")
         ax.plot(row["seconds_per_pair"], row["dice"], marker, ms=7, label=f"{name} ({row['folds_pct']:.2f}% folds)")
@@ -296,20 +265,14 @@ def main() -> int:
             "moving": m,
             "fixed": f,
             "seconds": float("nan"),
-            "folds_pct": 0.0,
-            "sdlogj": 0.0,
-            "dice": score(
-                type("R", (), {"warped_labels": volumes[m][1].array, "jacobian": np.ones(volumes[f][1].array.shape)}),
-                classes[f],
-                scheme,
-            )["dice"],
+            **score(volumes[m][1].array, np.ones(volumes[f][1].array.shape), classes[f], scheme),
         }
         for m, f in pairs
     ]
     methods["identity"] = {**summarize(identity), "seconds_per_pair": None}
-    registrars = {BASELINE: zero_start_registrar(run, BASELINE_SETTINGS)}
-    registrars.update({name: run_registrar(run, overrides) for name, overrides in BUDGETS.items()})
-    registrars[DIFFEO] = diffeomorphic_registrar(run, DIFFEO_SETTINGS)
+    registrars = {BASELINE: pipeline_registrar(run, BASELINE_SETTINGS, use_net=False)}
+    registrars.update({name: pipeline_registrar(run, overrides) for name, overrides in BUDGETS.items()})
+    registrars[DIFFEO] = pipeline_registrar(run, DIFFEO_SETTINGS, use_net=False, diffeomorphic=True)
     import ants_syn
     from experiment import git_commit
 

@@ -84,11 +84,9 @@ def register_volumes(
         (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device)).field[0].detach().cpu().double()
     )
     world = field_to_world(ddf, grid_affine)
+    # resample() returns the field untouched when the fixed image is on the network grid
+    displacement = resample(world, grid_affine, fixed.array.shape, fixed.affine, padding="border")
     fixed_points = world_coordinates(fixed.array.shape, fixed.affine)
-    if tuple(fixed.array.shape) == tuple(grid_shape) and np.allclose(fixed.affine, grid_affine):
-        displacement = world  # the fixed image is on the network grid: nothing to resample
-    else:
-        displacement = sample(world, grid_affine, fixed_points, padding="border")
     target_points = fixed_points + displacement
     warped = sample(torch.from_numpy(moving.array.astype(np.float32))[None], moving.affine, target_points)[0]
     labels = None

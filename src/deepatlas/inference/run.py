@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class TrainedRun:
     def set_refinement(self, refine: RefineConfig | None) -> None:
         """Register with these refinement settings from now on; ``None``: the net alone."""
         if refine is None:
-            refine = RefineConfig(**{**self.config.refine.__dict__, "enabled": False})
+            refine = dataclasses.replace(self.config.refine, enabled=False)
         self.pipeline = build_pipeline(self.config, self.reg_net, self.seg_net, refine)
 
 

@@ -27,8 +27,7 @@ class LocalNCCLoss(nn.Module):
 
     def __init__(self, window: int = 7, eps: float = 1e-5) -> None:
         super().__init__()
-        if window % 2 != 1 or window < 1:
-            raise ValueError(f"window must be a positive odd number, got {window}")
+        _check_window(window)
         self.window = window
         self.eps = eps
 
@@ -43,11 +42,24 @@ def local_ncc_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, eps
     stats = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
     p_mean, t_mean, pp, tt, pt = torch.chunk(box_filter(stats, window), 5, dim=1)
     n = float(window ** (pred.ndim - 2))
-    # n-scaled sums, matching MONAI's eps semantics on variance sums
+    return _squared_ncc(p_mean, pp, pt, t_mean, _variance(t_mean, tt, n, eps), n, eps)
+
+
+def _check_window(window: int) -> None:
+    if window % 2 != 1 or window < 1:
+        raise ValueError(f"window must be a positive odd number, got {window}")
+
+
+def _variance(mean: torch.Tensor, mean_sq: torch.Tensor, n: float, eps: float) -> torch.Tensor:
+    """Windowed variance from windowed means, as an n-scaled sum floored at ``eps`` (MONAI's eps
+    semantics on variance sums)."""
+    return torch.clamp((mean_sq - mean * mean) * n, min=eps)
+
+
+def _squared_ncc(p_mean, pp, pt, t_mean, t_var, n: float, eps: float) -> torch.Tensor:
+    """``cov(t, p)^2 / (var(t) var(p))`` per voxel from windowed means; ``t_var`` from :func:`_variance`."""
     cross = (pt - p_mean * t_mean) * n
-    p_var = torch.clamp((pp - p_mean * p_mean) * n, min=eps)
-    t_var = torch.clamp((tt - t_mean * t_mean) * n, min=eps)
-    return cross * cross / (p_var * t_var)
+    return cross * cross / (_variance(p_mean, pp, n, eps) * t_var)
 
 
 def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -106,23 +118,20 @@ class LocalNCCToFixed(nn.Module):
 
     def __init__(self, fixed: torch.Tensor, window: int = 5, eps: float = 1e-5) -> None:
         super().__init__()
-        if window % 2 != 1 or window < 1:
-            raise ValueError(f"window must be a positive odd number, got {window}")
+        _check_window(window)
         self.window, self.eps = window, eps
         self.fixed = fixed.float()
         self.n = float(window ** (fixed.ndim - 2))
         t_mean, tt = torch.chunk(box_filter(torch.cat([self.fixed, self.fixed * self.fixed], 1), window), 2, dim=1)
         self.t_mean = t_mean
-        self.t_var = torch.clamp((tt - t_mean * t_mean) * self.n, min=eps)
+        self.t_var = _variance(t_mean, tt, self.n, eps)
 
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         pred = pred.float()
         p_mean, pp, pt = torch.chunk(
             box_filter(torch.cat([pred, pred * pred, pred * self.fixed], 1), self.window), 3, dim=1
         )
-        cross = (pt - p_mean * self.t_mean) * self.n
-        p_var = torch.clamp((pp - p_mean * p_mean) * self.n, min=self.eps)
-        return -(cross * cross / (p_var * self.t_var)).mean()
+        return -_squared_ncc(p_mean, pp, pt, self.t_mean, self.t_var, self.n, self.eps).mean()
 
 
 class MutualInformationToFixed(nn.Module):
