@@ -76,3 +76,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"is not {CHECKPOINT_FORMAT}; it was written by an incompatible deepatlas version"
         )
     return state
+
+
+def check_finite_weights(state: dict[str, Any], keys: tuple[str, ...], path: str | Path) -> None:
+    """Refuse a state whose networks hold NaN or infinite weights (a run that diverged)."""
+    for key in keys:
+        bad = [name for name, t in state.get(key, {}).items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(
+                f"{path}: the {key} weights are not finite (NaN or inf in {bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the run diverged at or before "
+                f"this checkpoint: use an earlier checkpoint, or train again with a smaller learning rate"
+            )
+
+
+def remove_orphans(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in ``folder``.
+
+    :func:`atomic_path` names them ``.<final name>.<random><suffix>``; only this process
+    writes the folder, so any that exist now belong to a writer that is gone.
+    """
+    folder = Path(folder)
+    orphans = [p for p in folder.glob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    return orphans

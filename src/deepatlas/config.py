@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,16 +239,8 @@ class Config:
                 f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"
             )
         budget = self.schedule.time_budget_minutes
-        if budget is not None:
-            try:  # the field's default is None, so the generic coercion cannot know it is a float
-                self.schedule.time_budget_minutes = budget = float(budget)
-            except (TypeError, ValueError):
-                budget = float("nan")
-            if not budget > 0:
-                raise ValueError(
-                    f"config schedule.time_budget_minutes must be a number > 0 (or null), "
-                    f"got {self.schedule.time_budget_minutes!r}"
-                )
+        if budget is not None and not budget > 0:
+            raise ValueError(f"config schedule.time_budget_minutes must be > 0 (or null), got {budget!r}")
         if self.schedule.batch_size < 1 or self.loss.anatomy_downsample < 1 or self.loss.lncc_window % 2 == 0:
             raise ValueError(
                 "config: schedule.batch_size and loss.anatomy_downsample must be >= 1, loss.lncc_window odd"
@@ -260,36 +254,60 @@ def _build(kind, spec: dict[str, Any], where: str):
     unknown = sorted(set(spec) - set(fields))
     if unknown:
         raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys here: {sorted(fields)}")
+    hints = typing.get_type_hints(kind)
     kwargs = {}
     for name, value in spec.items():
-        default = getattr(kind(), name)
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}{name}.")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}{name}.")
         else:
-            kwargs[name] = _coerce(value, default, f"{where}{name}")
+            kwargs[name] = _coerce(value, hint, f"{where}{name}")
     return kind(**kwargs)
 
 
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    if value is None or default is None:
-        return value
-    if isinstance(default, bool):
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the field's annotation (``int``, ``float | None``, ``list[str]``,
+    ``dict[str, float]`` ...), with the conversions YAML makes necessary; a mismatch is refused
+    with the key, so a wrong value never reaches training, whatever the field's default."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"config {key}: expected a list, got {value!r}")
+        return [_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config {key}: expected a mapping, got {value!r}")
+        return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    return _coerce_scalar(value, hint, key)
+
+
+def _coerce_scalar(value: Any, hint: type, key: str) -> Any:
+    if hint is bool:
         if not isinstance(value, bool):
             raise ValueError(f"config {key}: expected true/false, got {value!r}")
         return value
-    if isinstance(default, str) and isinstance(value, bool):  # YAML reads a bare on/off as a bool
+    if hint is str and isinstance(value, bool):  # YAML reads a bare on/off as a bool
         return "on" if value else "off"
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(default, float) and isinstance(value, str):
+    if hint is float and isinstance(value, str):
         try:  # YAML 1.1 reads 3e-3 (no dot) as a string
             return float(value)
         except ValueError:
             pass
-    if isinstance(default, (list, dict)) and not isinstance(value, type(default)):
-        raise ValueError(f"config {key}: expected a {type(default).__name__}, got {value!r}")
-    if isinstance(default, (int, float, str)) and not isinstance(value, type(default)):
-        raise ValueError(f"config {key}: expected {type(default).__name__}, got {value!r}")
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        quoted = hint is str and isinstance(value, (int, float))
+        hint_text = " (quote it: YAML reads 001 as the number 1)" if quoted else ""
+        raise ValueError(f"config {key}: expected {_type_name(hint)}, got {value!r}{hint_text}")
     return value
 
 
@@ -320,4 +338,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return Config.from_dict(apply_overrides(spec, overrides or []))
     except ValueError as err:
-        raise ValueError(f"{path or 'config'}: {err}") from None
+        raise ValueError(f"{path}: {err}" if path is not None else str(err)) from None

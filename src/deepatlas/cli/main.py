@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +15,7 @@ from deepatlas import options
 def _train(args: argparse.Namespace) -> int:
     from deepatlas.config import load_config
     from deepatlas.run_folder import RunFolder
+    from deepatlas.training.distributed import shutdown
     from deepatlas.training.run import train
 
     overrides = list(args.overrides)
@@ -31,12 +34,24 @@ def _train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     if args.labelled:
-        overrides.append(f"data.labelled_ids=[{','.join(args.labelled)}]")
-    if args.resume and args.config is None and not overrides:
-        config = load_config(RunFolder(args.output).config)
+        # as JSON strings: YAML would read the id 010 as the octal number 8
+        overrides.append(f"data.labelled_ids={json.dumps(list(args.labelled))}")
+    if args.resume and args.config is None:
+        # the run's own config, with the overrides a resume may make (e.g. a smaller schedule.reg_lr)
+        saved = RunFolder(args.output).config
+        if not saved.exists():
+            raise FileNotFoundError(f"{saved}: not found; is {args.output} a run folder?")
+        config = load_config(saved, overrides)
     else:
         config = load_config(args.config, overrides)
-    summary = train(config, args.output, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    try:
+        summary = train(
+            config, args.output, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps
+        )
+    finally:
+        shutdown()  # the process group of a torchrun launch, if any
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun the main process speaks for all
     state = "finished" if summary["finished"] else f"stopped at step {summary['steps_done']}/{summary['steps_total']}"
     print(f"run {state}: {args.output}")
     if summary.get("last_validation"):
@@ -106,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"deepatlas: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # unwritable folder, full disk: name the file, not torch's internals
+        where = f"{err.filename}: " if err.filename else ""
+        print(
+            f"deepatlas: error: {where}{err.strerror or err} (check the path, its permissions and free space)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("deepatlas: interrupted; the last checkpoint is kept, continue with --resume", file=sys.stderr)

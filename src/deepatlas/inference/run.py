@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepatlas.checkpoint import load_checkpoint
+from deepatlas.checkpoint import check_finite_weights, load_checkpoint
 from deepatlas.config import Config, RefineConfig
 from deepatlas.data.labels import LabelScheme
 from deepatlas.networks import RegistrationNet, SegmentationNet
@@ -69,6 +69,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     ]
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing}; it was written by an incompatible deepatlas version")
+    check_finite_weights(state, ("reg_net", "seg_net"), path)
     config = Config.from_dict(state["config"])
     scheme = LabelScheme.from_dict(state["label_scheme"])
     reg_net, seg_net = build_networks(config, int(state["spatial_dims"]), int(state["num_classes"]))

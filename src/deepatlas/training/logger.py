@@ -6,7 +6,23 @@ import json
 import math
 from pathlib import Path
 
+from deepatlas.checkpoint import atomic_write_text
 from deepatlas.run_folder import RunFolder
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``. A cut last line (the run was killed while appending)
+    is dropped; a damaged line elsewhere is refused with its number."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record; fix or delete that line") from None
+    return records
 
 
 class MetricsLogger:
@@ -19,12 +35,8 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, resume_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = RunFolder(run_dir).metrics
         if resume_step is not None and self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.writer = None
         if tensorboard:
             try:

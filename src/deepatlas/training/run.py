@@ -5,16 +5,31 @@ The folder's layout is owned by :mod:`deepatlas.run_folder`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import load_checkpoint
+from deepatlas.checkpoint import load_checkpoint, remove_orphans
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
 from deepatlas.run_folder import RunFolder
+from deepatlas.training.distributed import world_from_env
+from deepatlas.training.faults import NonFiniteLoss
 from deepatlas.training.trainer import Trainer
+
+# settings a resumed run may change: they steer the rest of the run, not what was learnt
+RESUMABLE_CHANGES = (
+    "schedule.reg_lr",
+    "schedule.seg_lr",
+    "schedule.cycles",
+    "schedule.time_budget_minutes",
+    "schedule.val_every",
+    "schedule.checkpoint_every",
+    "device",
+    "threads",
+)
 
 
 def train(
@@ -27,36 +42,78 @@ def train(
 ) -> dict:
     """Train DeepAtlas as ``config`` says and leave everything in ``run_dir``.
 
+    Under ``torchrun`` every process calls this; they train together and the main one
+    writes the folder (:mod:`deepatlas.training.distributed`).
+
     Args:
-        resume: continue from ``run_dir/checkpoints/last.pt``. The saved config is
-            used; a config that differs from it is refused, because a resumed run
-            must be the run that was started.
+        resume: continue from ``run_dir/checkpoints/last.pt``, with the saved config; only
+            :data:`RESUMABLE_CHANGES` may differ from it (a lower learning rate after a
+            divergence, a longer budget), because a resumed run must be the run that was started.
         data: already-loaded data (skips loading ``config.data``).
         max_steps: stop after this many steps of this call (the run can be resumed).
 
     Returns:
         The summary written to ``summary.json``.
+
+    Raises:
+        NonFiniteLoss: a loss or gradient became NaN or infinite; the last checkpoint is kept.
     """
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
+    world = world_from_env(config.device)
+    _check_resume(config, folder, resume)
+    created = not run_dir.exists()
+    try:
+        data = data or prepare_data(config.data, progress=progress and world.is_main)
+        trainer = Trainer(config, data.train, data.validation, run_dir, progress=progress, world=world)
+        if world.is_main:
+            _write_run_description(folder, config, data)
+        if resume:
+            trainer.resume(folder.checkpoint("last"))
+        return _fit(trainer, folder, max_steps)
+    except Exception:
+        # a new run that failed before its first checkpoint leaves no folder behind
+        if created and world.is_main and not folder.checkpoint("last").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _check_resume(config: Config, folder: RunFolder, resume: bool) -> None:
     checkpoint = folder.checkpoint("last")
-    if resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"{checkpoint}: nothing to resume from (start without --resume)")
-        # through Config: keys added by a later deepatlas version take their defaults on both sides
-        saved = Config.from_dict(load_checkpoint(checkpoint)["config"]).to_dict()
-        if saved != config.to_dict():
-            changed = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
-            raise ValueError(
-                f"{run_dir}: the config differs from the one the run started with (sections "
-                f"{changed}); resume with the same config, or start a new run folder"
+    if not resume:
+        if checkpoint.exists():
+            raise FileExistsError(
+                f"{folder.root}: already holds a run; pass --resume to continue it, or choose another output folder"
             )
-    elif checkpoint.exists():
-        raise FileExistsError(
-            f"{run_dir}: already holds a run; pass --resume to continue it, or choose another output folder"
+        return
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: nothing to resume from (start without --resume)")
+    remove_orphans(checkpoint.parent)  # temp files of writes that a kill interrupted
+    remove_orphans(folder.root)
+    # through Config: keys added by a later deepatlas version take their defaults on both sides
+    saved = _flat(Config.from_dict(load_checkpoint(checkpoint)["config"]).to_dict())
+    wanted = _flat(config.to_dict())
+    changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    refused = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if refused:
+        raise ValueError(
+            f"{folder.root}: the config differs from the one the run started with ({refused}); resume with "
+            f"the same config (only {list(RESUMABLE_CHANGES)} may change), or start a new run folder"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = data or prepare_data(config.data, progress=progress)
+
+
+def _flat(spec: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in spec.items():
+        if isinstance(value, dict) and key not in ("reg_pair_weights", "seg_pair_weights"):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _write_run_description(folder: RunFolder, config: Config, data: TrainingData) -> None:
+    folder.root.mkdir(parents=True, exist_ok=True)
     config.save(folder.config)
     folder.write_json(folder.labels, data.scheme.to_dict())
     folder.write_json(
@@ -70,12 +127,35 @@ def train(
             "affine": np.asarray(data.train.affines[0]).tolist(),
         },
     )
-    trainer = Trainer(config, data.train, data.validation, run_dir, progress=progress)
-    if resume:
-        trainer.resume(checkpoint)
+
+
+def _fit(trainer: Trainer, folder: RunFolder, max_steps: int | None) -> dict:
+    """Run the trainer and write ``summary.json`` (also when a non-finite loss stops it)."""
     start, started_at = trainer.step, time.time()
-    validation = trainer.fit(max_steps=max_steps)
-    summary = {
+    summary: dict = {"world_size": trainer.world.size}
+    try:
+        validation = trainer.fit(max_steps=max_steps)
+    except NonFiniteLoss as err:
+        checkpoint = folder.checkpoint("last")
+        kept = f"step {load_checkpoint(checkpoint)['step']}" if checkpoint.exists() else None
+        summary.update(stopped_by="non-finite loss", error=str(err), last_good_checkpoint=kept)
+        if trainer.world.is_main and kept:
+            folder.write_json(folder.summary, {**_summary(trainer, start, started_at, {}), **summary})
+        err.advice = (
+            f"{checkpoint} ({kept}) is kept: continue with --resume, adding schedule.reg_lr=... / "
+            f"schedule.seg_lr=... (smaller) if it happens again"
+            if kept
+            else "no checkpoint had been written yet: start again with a smaller schedule.reg_lr / schedule.seg_lr"
+        )
+        raise
+    summary.update(_summary(trainer, start, started_at, validation))
+    if trainer.world.is_main:
+        folder.write_json(folder.summary, summary)
+    return summary
+
+
+def _summary(trainer: Trainer, start: int, started_at: float, validation: dict) -> dict:
+    return {
         "steps_done": trainer.step,
         "steps_total": trainer.schedule.total,
         "finished": trainer.stopped_by in ("schedule", "time budget"),
@@ -88,5 +168,3 @@ def train(
         "best_validation_score": trainer.best_score if trainer.best_score > float("-inf") else None,
         "last_validation": validation,
     }
-    folder.write_json(folder.summary, summary)
-    return summary

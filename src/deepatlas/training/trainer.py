@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from deepatlas.checkpoint import load_checkpoint, save_checkpoint
+from deepatlas.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.dataset import ImageSet
 from deepatlas.data.pairs import GROUPS, PairBatch, PairSampler
@@ -16,6 +16,8 @@ from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
 from deepatlas.run_folder import RunFolder
+from deepatlas.training.distributed import World, rank_device
+from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
 from deepatlas.training.schedule import Schedule
@@ -37,6 +39,8 @@ class Trainer:
         validation: labelled images for model selection (``best.pt``), or None.
         run_dir: where checkpoints, ``metrics.jsonl`` and TensorBoard logs go; None keeps nothing.
         progress: show a tqdm bar.
+        world: the training processes (:mod:`deepatlas.training.distributed`); only the main
+            one writes to ``run_dir`` and validates, every one trains on its slice of each batch.
     """
 
     def __init__(
@@ -46,14 +50,18 @@ class Trainer:
         validation: ImageSet | None = None,
         run_dir: str | Path | None = None,
         progress: bool = True,
+        world: World | None = None,
     ) -> None:
-        self.config, self.train_set, self.validation = config, train, validation
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
+        self.world = world or World()
+        self.config, self.train_set = config, train
+        self.validation = validation if self.world.is_main else None
+        self.run_dir = Path(run_dir) if run_dir is not None and self.world.is_main else None
+        self.progress = progress and self.world.is_main
+        self.batch_slice = self.world.local_slice(config.schedule.batch_size)
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.device = select_device(config.device)
+        self.device = select_device(rank_device(config.device, self.world))
         self.amp = amp_dtype(self.device, config.amp)
         self.num_classes = train.scheme.num_classes
         self.reg_net, self.seg_net = build_networks(config, train.spatial_dims, self.num_classes)
@@ -88,18 +96,39 @@ class Trainer:
         return images, labels
 
     def _pairs(self, sampler: PairSampler, group: str | None = None) -> PairBatch:
+        # every rank draws the whole batch (same generator state) and keeps its own slice
         group, moving, fixed = sampler.sample(self.config.schedule.batch_size, group)
+        moving, fixed = moving[self.batch_slice], fixed[self.batch_slice]
         labelled_m, labelled_f = GROUPS[group]
         (m_img, m_lab), (f_img, f_lab) = self._to_device(moving), self._to_device(fixed)
         return PairBatch(
             group, m_img, f_img, m_lab if labelled_m else None, f_lab if labelled_f else None, moving, fixed
         )
 
-    def _optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def _optimize(self, losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, pairs: str) -> dict:
+        """Backpropagate, average the gradients over the processes, and step unless anything is
+        non-finite (then :class:`NonFiniteLoss`, before the weights change). Returns the loss terms."""
+        values = {k: float(v.detach()) for k, v in losses.items()}
         optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(losses["loss"]).backward()
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        buffer = self.world.sum_(gradient_buffer(params, losses["loss"]))
+        # fp16 loss scaling makes infinite gradients on purpose (the scaler skips those steps)
+        checked = buffer[-1:] if self.scaler.is_enabled() else buffer
+        if not bool(torch.isfinite(checked).all()):
+            phase = self.schedule.phase_at(self.step)
+            raise NonFiniteLoss(self.step + 1, phase, first_nonfinite(values) or "gradient", pairs)
+        if self.world.size > 1:
+            unflatten_into_grads(params, buffer[:-1] / self.world.size)
         self.scaler.step(optimizer)
         self.scaler.update()
+        return values
+
+    def _describe(self, moving: list[int], fixed: list[int] | None = None) -> str:
+        ids = self.train_set.ids
+        if fixed is None:
+            return "images " + ", ".join(ids[i] for i in moving)
+        return "pairs " + ", ".join(f"{ids[m]} -> {ids[f]}" for m, f in zip(moving, fixed))
 
     def reg_step(self, use_anatomy: bool = True, group: str | None = None) -> dict[str, float]:
         """One registration step with the seg net frozen (anatomy loss off: unsupervised pre-training)."""
@@ -108,8 +137,8 @@ class Trainer:
         batch = self._pairs(self.reg_pairs, group)
         with autocast(self.device, self.amp):
             losses = self.objectives.registration(batch, use_anatomy=use_anatomy)
-        self._optimize(losses["loss"], self.reg_opt)
-        return {"group": batch.group, **{k: float(v.detach()) for k, v in losses.items()}}
+        pairs = self._describe(batch.moving_index, batch.fixed_index)
+        return {"group": batch.group, **self._optimize(losses, self.reg_opt, pairs)}
 
     def seg_step(self, group: str | None = None) -> dict[str, float]:
         """One segmentation step with the reg net frozen."""
@@ -120,19 +149,19 @@ class Trainer:
         batch = self._pairs(self.seg_pairs, group)
         with autocast(self.device, self.amp):
             losses = self.objectives.segmentation(batch)
-        self._optimize(losses["loss"], self.seg_opt)
-        return {"group": batch.group, **{k: float(v.detach()) for k, v in losses.items()}}
+        pairs = self._describe(batch.moving_index, batch.fixed_index)
+        return {"group": batch.group, **self._optimize(losses, self.seg_opt, pairs)}
 
     def seg_pretrain_step(self) -> dict[str, float]:
         """One supervised step of the seg net on labelled images alone."""
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
         pick = torch.randint(len(self.labelled), (self.config.schedule.batch_size,), generator=self.generator)
-        images, labels = self._to_device([self.labelled[int(i)] for i in pick])
+        chosen = [self.labelled[int(i)] for i in pick][self.batch_slice]
+        images, labels = self._to_device(chosen)
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
-        self._optimize(losses["loss"], self.seg_opt)
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return self._optimize(losses, self.seg_opt, self._describe(chosen))
 
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""
@@ -189,12 +218,20 @@ class Trainer:
         self.step = int(state["step"])
         self.best_score = float(state["best_score"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
+        # the config's learning rates win over the saved ones: resume may lower them
+        for optimizer, lr in ((self.reg_opt, self.config.schedule.reg_lr), (self.seg_opt, self.config.schedule.seg_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def save(self, path: str | Path) -> Path:
-        return save_checkpoint(self.state_dict(), path)
+        state = self.state_dict()
+        check_finite_weights(state, ("reg_net", "seg_net"), path)  # never replace a good checkpoint by a bad one
+        return save_checkpoint(state, path)
 
     def resume(self, path: str | Path) -> None:
-        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+        state = load_checkpoint(path, map_location=self.device)
+        check_finite_weights(state, ("reg_net", "seg_net"), path)
+        self.load_state_dict(state)
 
     # ------------------------------------------------------------------ loop
     def budget_left(self) -> float:
@@ -211,7 +248,6 @@ class Trainer:
         run, so the last state can be selected too. ``self.stopped_by`` says what ended
         it (``schedule``, ``time budget`` or ``max_steps``). Returns the last validation metrics.
         """
-        cfg = self.config.schedule
         end = self.schedule.total if max_steps is None else min(self.schedule.total, self.step + max_steps)
         logger = MetricsLogger(self.run_dir, resume_step=self.step) if self.run_dir else None
         bar = tqdm(
@@ -232,10 +268,8 @@ class Trainer:
             clock = now
 
         try:
-            while self.step < end:
-                if self.budget_left() <= 0:
-                    self.stopped_by = "time budget"
-                    break
+            over = self.world.any(self.budget_left() <= 0)
+            while self.step < end and not over:
                 start = time.perf_counter()
                 phase, losses = self.train_step()
                 seconds = time.perf_counter() - start
@@ -244,27 +278,27 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(phase=phase, loss=f"{losses['loss']:.4f}", s_per_step=f"{seconds:.2f}")
                 tick()
-                # where the budget ends the run, its last state is validated too
-                if (
-                    self.validation is not None
-                    and cfg.val_every
-                    and (self.step % cfg.val_every == 0 or self.step == self.schedule.total or self.budget_left() <= 0)
-                ):
-                    last_val = self._validate_and_select(logger)
-                    tick()
-                if self.run_dir and (
-                    self.step % cfg.checkpoint_every == 0 or self.step == end or self.budget_left() <= 0
-                ):
-                    self.save(RunFolder(self.run_dir).checkpoint("last"))
+                over = self.world.any(self.budget_left() <= 0)  # every process stops at the same step
+                last_val = self._after_step(logger, end, over) or last_val
                 tick()
-            if self.stopped_by is None:
-                self.stopped_by = "schedule" if self.step >= self.schedule.total else "max_steps"
+            done = self.step >= self.schedule.total
+            self.stopped_by = "schedule" if done else "time budget" if over else "max_steps"
         finally:
             tick()
             bar.close()
             if logger:
                 logger.close()
         return last_val
+
+    def _after_step(self, logger: MetricsLogger | None, end: int, over_budget: bool) -> dict | None:
+        """Validate and checkpoint when due; where the budget ends the run, its last state too."""
+        cfg, metrics = self.config.schedule, None
+        final = self.step == self.schedule.total or over_budget
+        if self.validation is not None and cfg.val_every and (self.step % cfg.val_every == 0 or final):
+            metrics = self._validate_and_select(logger)
+        if self.run_dir and (self.step % cfg.checkpoint_every == 0 or final or self.step == end):
+            self.save(RunFolder(self.run_dir).checkpoint("last"))
+        return metrics
 
     def _validate_and_select(self, logger: MetricsLogger | None) -> dict:
         metrics = self.validate()
