@@ -69,7 +69,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path}: not a readable deepatlas checkpoint ({type(err).__name__}: {err})") from None
+        # torch's own message runs over several lines; one says it all
+        text = str(err)
+        blocked = "GLOBAL" in text or "Unsupported global" in text
+        why = "it holds Python objects, which could run code: refused" if blocked else "not a torch file, or damaged"
+        raise ValueError(f"{path}: not a readable deepatlas checkpoint ({why})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(
             f"{path}: checkpoint format {state.get('format') if isinstance(state, dict) else None!r} "

@@ -76,3 +76,18 @@ def test_sd_log_jacobian():
     jac = np.array([np.e, 1 / np.e])  # log J = +1, -1 -> std 1
     assert sd_log_jacobian(jac) == pytest.approx(1.0)
     assert sd_log_jacobian(np.array([np.e, 1 / np.e, 5.0]), mask=np.array([True, True, False])) == pytest.approx(1.0)
+
+
+def test_folds_of_a_non_finite_field_are_nan_not_zero():
+    import math
+
+    import torch
+
+    from deepatlas.evaluation.metrics import fold_fraction, folded_fraction
+
+    field = torch.zeros(1, 3, 6, 6, 6)
+    assert fold_fraction(field) == 0.0
+    field[0, 0, 2, 2, 2] = float("nan")
+    assert math.isnan(fold_fraction(field))
+    assert math.isnan(folded_fraction(torch.tensor([1.0, float("inf")])))
+    assert folded_fraction(torch.tensor([1.0, -0.5])) == 0.5

@@ -48,12 +48,7 @@ def _load_run(args):
 
 def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
     if args.pairs:
-        spec = json.loads(Path(args.pairs).read_text())
-        base = Path(args.pairs).parent
-        return [
-            (base / p["moving"], base / p["fixed"], base / p["moving_labels"] if p.get("moving_labels") else None)
-            for p in spec
-        ]
+        return _pairs_file(Path(args.pairs))
     if not (args.moving and args.fixed):
         raise DataError("give --moving and --fixed (files or folders), or --pairs FILE")
     moving, fixed = _expand([args.moving]), _expand([args.fixed])
@@ -67,6 +62,20 @@ def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
         if len(labels) != len(moving):
             raise DataError(f"{args.moving_labels}: expected {len(moving)} label maps, found {len(labels)}")
     return list(zip(moving, fixed, labels))
+
+
+def _pairs_file(path: Path) -> list[tuple[Path, Path, Path | None]]:
+    """The pairs of a ``--pairs`` JSON file (paths relative to the file)."""
+    try:
+        spec = json.loads(path.read_text())
+        pairs = [(p["moving"], p["fixed"], p.get("moving_labels")) for p in spec]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise DataError(
+            f'{path}: not a pairs file ({type(err).__name__}: {err}); expected a JSON list of '
+            f'{{"moving": ..., "fixed": ..., "moving_labels": ... (optional)}}'
+        ) from None
+    base = path.parent
+    return [(base / m, base / f, base / lab if lab else None) for m, f, lab in pairs]
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -19,9 +19,6 @@ def _train(args: argparse.Namespace) -> int:
     from deepatlas.training.run import train
 
     overrides = list(args.overrides)
-    if args.config is not None and "=" in args.config and not Path(args.config).exists():
-        overrides.insert(0, args.config)  # only overrides were given, no config file
-        args.config = None
     for flag, key in (
         ("dataset", "data.dataset"),
         ("label_map", "data.label_map"),
@@ -58,6 +55,22 @@ def _train(args: argparse.Namespace) -> int:
         v = summary["last_validation"]
         print("validation: " + ", ".join(f"{k} {v[k]:.4f}" for k in ("seg_dice", "reg_dice", "folds") if k in v))
     return 0
+
+
+def _sort_train_positionals(args: argparse.Namespace, extra: list[str], parser: argparse.ArgumentParser) -> None:
+    """The config file and KEY=VALUE overrides may come in any order, before or after the flags."""
+    # `--labelled A B key=value` hands the override to --labelled: ids have no "="
+    spilled = [item for item in args.labelled or [] if "=" in item]
+    args.labelled = [item for item in args.labelled or [] if "=" not in item] or None
+    items = ([args.config] if args.config else []) + list(args.overrides) + list(extra) + spilled
+    flags = [item for item in items if item.startswith("-")]
+    if flags:
+        parser.error(f"unrecognized arguments: {' '.join(flags)}")
+    configs = [item for item in items if "=" not in item or Path(item).exists()]
+    if len(configs) > 1:
+        parser.error(f"one config file at most, got {configs}; overrides look like section.key=value")
+    args.config = configs[0] if configs else None
+    args.overrides = [item for item in items if item not in configs]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -108,9 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # train overrides may also come after the flags (as the README writes them)
-    if extra and args.command == "train" and all("=" in item and not item.startswith("-") for item in extra):
-        args.overrides = list(args.overrides) + extra
+    if args.command == "train":
+        _sort_train_positionals(args, extra, parser)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample.*")

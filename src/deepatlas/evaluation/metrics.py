@@ -41,7 +41,16 @@ def jacobian_determinant(ddf: torch.Tensor) -> torch.Tensor:
 
 def fold_fraction(ddf: torch.Tensor) -> float:
     """Fraction of voxels whose Jacobian determinant is <= 0 (the deformation folds there)."""
-    return float((jacobian_determinant(ddf) <= 0).float().mean())
+    return folded_fraction(jacobian_determinant(ddf))
+
+
+def folded_fraction(jacobian: torch.Tensor | np.ndarray) -> float:
+    """Fraction of voxels with Jacobian determinant <= 0; NaN if any determinant is not finite
+    (a diverged field has no meaningful fold count, and NaN <= 0 would count it as 'no folds')."""
+    jacobian = torch.as_tensor(jacobian)
+    if not bool(torch.isfinite(jacobian).all()):
+        return float("nan")
+    return float((jacobian <= 0).float().mean())
 
 
 def sd_log_jacobian(jacobian: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None) -> float:

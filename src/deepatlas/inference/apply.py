@@ -57,7 +57,18 @@ def _on_grid(run: TrainedRun, volume: Volume, shape: tuple[int, ...], affine: np
     return resample(torch.from_numpy(array)[None], volume.affine, shape, affine)
 
 
+def _check_dims(run: TrainedRun, *volumes: Volume) -> None:
+    """Refuse an image whose number of dimensions is not the model's, naming the file."""
+    for volume in volumes:
+        if volume.array.ndim != len(run.grid_shape):
+            raise ValueError(
+                f"{volume.path}: a {volume.array.ndim}D image, but the model {run.path} was trained on "
+                f"{len(run.grid_shape)}D images"
+            )
+
+
 def _prepare(run: TrainedRun, volume: Volume) -> tuple[torch.Tensor, tuple[int, ...], np.ndarray]:
+    _check_dims(run, volume)
     shape, affine = network_grid(volume.array.shape, volume.affine, run.grid_shape, run.grid_affine)
     return _on_grid(run, volume, shape, affine), shape, affine
 
@@ -75,6 +86,7 @@ def register_volumes(
 ) -> Registration:
     """Register ``moving`` to ``fixed`` as the run's pipeline says (net, then refinement), or as
     ``pipeline`` says."""
+    _check_dims(run, moving, fixed)
     fixed_t, grid_shape, grid_affine = _prepare(run, fixed)
     # the moving image goes onto the *fixed* image's network grid: one grid per pair keeps
     # their world relationship (pre-alignment) intact

@@ -52,6 +52,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     path = folder.checkpoint(checkpoint)
     if checkpoint == "best" and not path.exists():
         path = folder.checkpoint("last")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{run_dir}: not a trained run (no {path.relative_to(run_dir)}); give the folder "
+            f"`deepatlas train -o` wrote, or a shipped model such as models/brain-2mm"
+        )
     state = load_checkpoint(path, map_location=device)
     missing = [
         k

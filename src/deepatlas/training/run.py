@@ -14,6 +14,7 @@ import numpy as np
 from deepatlas.checkpoint import load_checkpoint, remove_orphans
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
+from deepatlas.device import select_device
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.distributed import world_from_env
 from deepatlas.training.faults import NonFiniteLoss
@@ -60,6 +61,7 @@ def train(
     """
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
+    select_device(config.device)  # a device that cannot work is refused before the data is read
     world = world_from_env(config.device)
     _check_resume(config, folder, resume)
     created = not run_dir.exists()
