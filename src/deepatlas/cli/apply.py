@@ -71,7 +71,7 @@ def _pairs_file(path: Path) -> list[tuple[Path, Path, Path | None]]:
         pairs = [(p["moving"], p["fixed"], p.get("moving_labels")) for p in spec]
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise DataError(
-            f'{path}: not a pairs file ({type(err).__name__}: {err}); expected a JSON list of '
+            f"{path}: not a pairs file ({type(err).__name__}: {err}); expected a JSON list of "
             f'{{"moving": ..., "fixed": ..., "moving_labels": ... (optional)}}'
         ) from None
     base = path.parent
