@@ -107,3 +107,25 @@ def test_register_refine_flags_are_checked(trained_3d, phantoms_3d, tmp_path, ca
     assert "refine.iterations" in capsys.readouterr().err
     assert main(base + ["-o", str(tmp_path / "b"), "--refine", "levels=[1]", "--refine", "iterations=[3]"]) == 0
     assert main(base + ["-o", str(tmp_path / "c"), "--net-only"]) == 0
+
+
+def test_workers_write_what_one_process_writes(trained_3d, phantoms_3d, tmp_path):
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    images = [str(p) for p in sorted((phantoms_3d / "images").iterdir())[:3]]
+    moving = tmp_path / "moving"
+    moving.mkdir()
+    for image in (images[0], images[2]):
+        shutil.copy(image, moving)
+    for workers in ("1", "2"):
+        out = str(tmp_path / f"w{workers}")
+        assert main(["segment", str(trained_3d), *images, "-o", out, "--workers", workers]) == 0
+        register = ["register", str(trained_3d), "--moving", str(moving), "--fixed", images[1], "-o", out]
+        assert main(register + ["--workers", workers]) == 0
+    one, two = sorted((tmp_path / "w1").iterdir()), sorted((tmp_path / "w2").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 3 + 2 * 3
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj), atol=1e-4)

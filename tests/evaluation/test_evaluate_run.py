@@ -168,3 +168,28 @@ def test_a_registrar_replaces_the_network(phantoms_2d):
     assert load_image(phantoms_2d / "images" / f"{atlas}.nii.gz").array.ndim == 2
     with pytest.raises(ValueError, match="registrar"):
         evaluate_run(None, phantoms_2d, "validation", progress=False)
+
+
+def test_score_means_per_structure_and_pairs():
+    from deepatlas.evaluation.evaluate_run import Tables, score
+
+    seg = [
+        {"subject": s, "structure": n, "dice": d, "hd95_mm": h}
+        for s, n, d, h in [("a", "x", 0.5, 1.0), ("a", "y", 1.0, float("inf")), ("b", "x", 0.7, 3.0)]
+    ]
+    summary = score(Tables(seg, [1.0, 3.0, 2.0], [], []), ["x", "y"])
+    assert summary["pair_count"] == 0 and "reg_dice" not in summary
+    assert summary["seg_dice_per_structure"] == {"x": pytest.approx(0.6), "y": 1.0}
+    assert summary["seg_seconds_per_image"] == 2.0 and summary["missing_structures"] == 1
+    reg = [{"moving": "a", "fixed": "b", "structure": "x", "dice": 0.9, "dice_before": 0.4, "hd95_mm": 2.0}]
+    pairs = [{"moving": "a", "fixed": "b", "folds": 0.01, "sdlogj": 0.2, "seconds": 4.0}]
+    summary = score(Tables(seg, [1.0], reg, pairs), ["x", "y"])
+    assert summary["pair_count"] == 1 and summary["reg_dice"] == 0.9 and summary["reg_dice_before"] == 0.4
+    assert summary["folds"] == 0.01 and summary["reg_seconds_per_pair"] == 4.0
+
+
+def test_evaluate_run_refuses_unknown_options(phantoms_2d):
+    from deepatlas.evaluation.evaluate_run import evaluate_run
+
+    with pytest.raises(TypeError, match="atlas_ids"):
+        evaluate_run(None, phantoms_2d, "validation", atlas_ids=["phantom000"])

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from deepatlas.losses import AnatomyLoss, soft_dice_loss
-from deepatlas.networks.warp import downsample_maps, label_fractions
+from deepatlas.losses.downsample import downsample_maps, label_fractions
 
 
 def onehot(labels, k):

@@ -72,7 +72,7 @@ def test_anatomy_term_pulls_segmentations_together(pair):
 
     (At this test's 4 mm the maps must stay at the images' resolution: pooled once more, the
     soft Dice rewards fields that avoid interpolating the maps more than it rewards overlap.)"""
-    from deepatlas.networks.warp import label_fractions
+    from deepatlas.losses.downsample import label_fractions
     from deepatlas.registration import Anatomy
 
     (moving, fixed), labels, scheme = pair

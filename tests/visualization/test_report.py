@@ -64,3 +64,27 @@ def test_panels_png(tmp_path):
         tmp_path / "p.png",
     )
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_render_html_lays_out_the_content_it_is_given(tmp_path):
+    import numpy as np
+
+    from deepatlas.visualization.report import ReportContent, render_html
+
+    png = save_panels([("a", np.random.rand(8, 9), None)], tmp_path / "a.png")
+    summary = {
+        "subjects": 3,
+        "pair_count": 0,
+        "pairs": "none",
+        "seg_dice": 0.5,
+        "seg_hd95_mm": 2.0,
+        "seg_dice_per_structure": {"Cortex": 0.5},
+        "seg_hd95_per_structure": {"Cortex": 2.0},
+    }
+    content = ReportContent(
+        tmp_path / "run", "best.pt", 7, tmp_path / "data", "test", ("m<1>", "f", 0.25), {"A & B": png}, summary, "here"
+    )
+    page = render_html(content)
+    assert "m&lt;1&gt;" in page and "<h2>A &amp; B</h2>" in page and "25.000% folded voxels" in page
+    assert page.count("data:image/png;base64,") == 1 and "split test" in page and "at step 7" in page
+    assert "<td>Cortex</td><td>0.500</td><td>2.00</td><td>nan</td>" in page

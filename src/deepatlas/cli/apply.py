@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from deepatlas import options
+from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
 from deepatlas.run_folder import RunFolder
@@ -79,58 +79,75 @@ def _pairs_file(path: Path) -> list[tuple[Path, Path, Path | None]]:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from deepatlas.data.io import load_image, load_label_codes
-    from deepatlas.inference.apply import register_volumes
-    from deepatlas.inference.outputs import check_free, registration_paths, write_registration
+    from deepatlas.inference.outputs import check_free, registration_paths
 
     pairs = _pairs(args)
     out = Path(args.output)
     plans = [registration_paths(out, subject_id(m), subject_id(f), lab is not None) for m, f, lab in pairs]
     check_free([p for plan in plans for p in plan.values()], args.overwrite)
-    run = _load_run(args)
-    for (moving, fixed, labels), paths in tqdm(list(zip(pairs, plans)), desc="register", disable=len(pairs) < 2):
-        result = register_volumes(
-            run, load_image(moving), load_image(fixed), load_label_codes(labels) if labels else None
-        )
-        write_registration(result, paths)
+    jobs = [(moving, fixed, labels, paths) for (moving, fixed, labels), paths in zip(pairs, plans)]
+    run_jobs(args, jobs, _register_job, _load_run, "register")
     print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p))")
     return 0
 
 
-def _write_label_maps(args, images: list[Path], suffix: str, label_map) -> Path:
-    """Run ``label_map(run, image) -> codes`` on each image and save it beside the others in ``args.output``."""
-    from deepatlas.data.io import load_image, save_volume
-    from deepatlas.inference.outputs import check_free, label_dtype
+def _register_job(run, job: tuple[Path, Path, Path | None, dict[str, Path]]) -> None:
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.inference.apply import register_volumes
+    from deepatlas.inference.outputs import write_registration
+
+    moving, fixed, labels, paths = job
+    result = register_volumes(run, load_image(moving), load_image(fixed), load_label_codes(labels) if labels else None)
+    write_registration(result, paths)
+
+
+def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | None = None) -> Path:
+    """Segment each image (seg net, or ``atlases`` registered to it) into ``args.output``."""
+    from deepatlas.inference.outputs import check_free
 
     out = Path(args.output)
     targets = [out / f"{subject_id(p)}_{suffix}.nii.gz" for p in images]
     check_free(targets, args.overwrite)
-    run = _load_run(args)
-    for path, target in tqdm(list(zip(images, targets)), desc=suffix, disable=len(images) < 2):
-        image = load_image(path)
-        codes = label_map(run, image)
-        save_volume(codes.astype(label_dtype(codes)), image.affine, target)
+    fusion = getattr(args, "fusion", None)
+    jobs = [(path, target, atlases, fusion) for path, target in zip(images, targets)]
+    run_jobs(args, jobs, _label_job, _load_run, suffix)
     return out
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    from deepatlas.inference.apply import segment_volume
+def _label_job(run, job: tuple[Path, Path, list | None, str | None]) -> None:
+    from deepatlas.data.io import load_image, save_volume
+    from deepatlas.inference.apply import atlas_segment_volume, segment_volume
+    from deepatlas.inference.outputs import label_dtype
 
+    path, target, atlases, fusion = job
+    image = load_image(path)
+    if atlases is None:
+        codes = segment_volume(run, image)
+    else:
+        codes = atlas_segment_volume(run, _atlas_volumes(tuple(atlases)), image, fusion=fusion)
+    save_volume(codes.astype(label_dtype(codes)), image.affine, target)
+
+
+@functools.lru_cache(maxsize=1)
+def _atlas_volumes(atlases: tuple[tuple[Path, Path], ...]) -> list:
+    """The atlases' images and label maps, read once per process."""
+    from deepatlas.data.io import load_image, load_label_codes
+
+    return [(load_image(img), load_label_codes(lab)) for img, lab in atlases]
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
     images = _expand(args.images)
-    out = _write_label_maps(args, images, "seg", segment_volume)
+    out = _write_label_maps(args, images, "seg")
     print(f"{len(images)} label map(s) written to {out}/ (original label codes, input geometry)")
     return 0
 
 
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
-    from deepatlas.data.io import load_image, load_label_codes
-    from deepatlas.inference.apply import atlas_segment_volume
-
     targets = _expand(args.targets)
-    atlases = [(load_image(img), load_label_codes(lab)) for img, lab in args.atlas]
-    out = _write_label_maps(
-        args, targets, "atlas_seg", lambda run, image: atlas_segment_volume(run, atlases, image, fusion=args.fusion)
-    )
+    atlases = [(Path(img), Path(lab)) for img, lab in args.atlas]
+    _atlas_volumes(tuple(atlases))  # a bad atlas fails here, before any work
+    out = _write_label_maps(args, targets, "atlas_seg", atlases)
     print(f"{len(targets)} label map(s) from {len(atlases)} atlas(es), {args.fusion} fusion, written to {out}/")
     return 0
 
@@ -178,6 +195,14 @@ def add_commands(sub) -> None:
         )
         p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
 
+    def workers(p):
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="processes working through many files (each loads the run; threads are shared out)",
+        )
+
     def registration(p):
         p.add_argument(
             "--net-only",
@@ -200,12 +225,14 @@ def add_commands(sub) -> None:
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
     registration(r)
     r.add_argument("--overwrite", action="store_true")
+    workers(r)
     r.set_defaults(func=cmd_register)
 
     s = sub.add_parser("segment", help="segment images with a trained run's seg net")
     common(s)
     s.add_argument("images", nargs="+", help="images or folders")
     s.add_argument("--overwrite", action="store_true")
+    workers(s)
     s.set_defaults(func=cmd_segment)
 
     a = sub.add_parser("atlas-segment", help="segment images by registering labelled atlases to them")
@@ -220,6 +247,7 @@ def add_commands(sub) -> None:
     )
     registration(a)
     a.add_argument("--overwrite", action="store_true")
+    workers(a)
     a.set_defaults(func=cmd_atlas_segment)
 
     e = sub.add_parser("evaluate", help="Dice, HD95, folds, SDlogJ of a run on a labelled split")

@@ -50,6 +50,8 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], magnitude: f
 
 
 def _warp(volume: np.ndarray, field: torch.Tensor, mode: str) -> np.ndarray:
+    # the one upward import of the data layer, on purpose and lazy: phantoms are deformed with
+    # the networks' own warp, so their ground-truth fields follow the convention the nets learn
     from deepatlas.networks.warp import warp_image, warp_labels
 
     tensor = torch.from_numpy(volume)[None, None]

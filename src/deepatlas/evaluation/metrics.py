@@ -50,7 +50,7 @@ def folded_fraction(jacobian: torch.Tensor | np.ndarray) -> float:
     jacobian = torch.as_tensor(jacobian)
     if not bool(torch.isfinite(jacobian).all()):
         return float("nan")
-    return float((jacobian <= 0).float().mean())
+    return float((jacobian <= 0).double().mean())
 
 
 def sd_log_jacobian(jacobian: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None) -> float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepatlas.networks.warp import downsample_field, downsample_maps, label_fractions, warp_probabilities
+from deepatlas.losses.downsample import downsample_field, downsample_maps, label_fractions
+from deepatlas.networks.warp import warp_probabilities
 
 
 def soft_dice_loss(

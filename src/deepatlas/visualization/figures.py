@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +119,9 @@ def jacobian_figure(jacobian: np.ndarray, path: Path) -> Path:
 def curves_figure(metrics_file: Path, path: Path) -> Path:
     """Training losses per phase (running median) and validation Dice against the step."""
     plt = _plt()
-    records = [json.loads(line) for line in Path(metrics_file).read_text().splitlines() if line.strip()]
+    from deepatlas.training.logger import read_metrics
+
+    records = read_metrics(Path(metrics_file))  # a run killed mid-append has a cut last line
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     for phase in ("seg_pretrain", "reg_pretrain", "reg", "seg"):
         rows = [r for r in records if r["kind"] == phase and r.get("loss") is not None]
