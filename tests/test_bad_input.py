@@ -154,6 +154,8 @@ CASES = {
     "unknown option value": (_train("loss.similarity=ssim"), "loss.similarity"),
     "bad refinement setting": (_register("{good}", "{good}", "{run}", "--refine", "lr=-1"), "refine.lr"),
     "unknown device": (_train("--device", "gpu7"), "gpu7"),
+    "output folder under a file": (["segment", "{run}", "{good}", "-o", "{config}/out"], "config.yaml/out"),
+    "run folder under a file": (["train", "{config}", "-o", "{config}/run", "--no-progress"], "config.yaml/run"),
     "missing config file": (["train", "{root}/nope.yaml", "-o", "{root}/new_run"], "nope.yaml"),
     "empty dataset folder": (_train("data.dataset={empty_folder}"), "empty_folder"),
     "duplicate subject ids": (_train_on("{duplicate_ids}"), "phantom000"),

@@ -66,6 +66,8 @@ def train(
     _check_resume(config, folder, resume)
     created = not run_dir.exists()
     try:
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after loading
         data = data or prepare_data(config.data, progress=progress and world.is_main)
         trainer = Trainer(config, data.train, data.validation, run_dir, progress=progress, world=world)
         if world.is_main:
