@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -61,6 +62,34 @@ def scan_label_codes(subjects: Sequence[Subject]) -> set[int]:
     return codes
 
 
+def _read_subject(subject: Subject, scheme: LabelScheme, keep: set[str] | None, unknown_labels: str):
+    """The subject's image, and its label map as class indices if it is to be kept (else None)."""
+    image = load_image(subject.image)
+    label = None
+    if subject.label is not None and (keep is None or subject.id in keep):
+        codes = load_label_codes(subject.label)
+        if codes.array.shape != image.array.shape:
+            raise DataError(
+                f"{subject.label}: label map shape {codes.array.shape} does not match its image "
+                f"{subject.image.name} {image.array.shape}"
+            )
+        label = scheme.encode(codes.array, source=str(subject.label), unknown=unknown_labels)
+    return image, label
+
+
+def _one_grid(subjects: Sequence[Subject], images: list, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The grid every image must be on: ``shape``, or the most common one, so the message names
+    the odd one out."""
+    target = tuple(shape) if shape is not None else Counter(im.array.shape for im in images).most_common(1)[0][0]
+    for subject, image in zip(subjects, images):
+        if image.array.shape != target:
+            raise DataError(
+                f"{subject.image}: image shape {image.array.shape} differs from the dataset's {target}; "
+                f"training needs one grid: resample the images to a common grid first"
+            )
+    return target
+
+
 def load_image_set(
     subjects: Sequence[Subject],
     scheme: LabelScheme,
@@ -86,32 +115,12 @@ def load_image_set(
     if not subjects:
         raise DataError("no subjects to load")
     keep = None if keep_labels is None else set(keep_labels)
-
-    def read(subject: Subject):
-        image = load_image(subject.image)
-        label = None
-        if subject.label is not None and (keep is None or subject.id in keep):
-            codes = load_label_codes(subject.label)
-            if codes.array.shape != image.array.shape:
-                raise DataError(
-                    f"{subject.label}: label map shape {codes.array.shape} does not match its image "
-                    f"{subject.image.name} {image.array.shape}"
-                )
-            label = scheme.encode(codes.array, source=str(subject.label), unknown=unknown_labels)
-        return image, label
-
+    read = partial(_read_subject, scheme=scheme, keep=keep, unknown_labels=unknown_labels)
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(
             tqdm(pool.map(read, subjects), total=len(subjects), desc=desc, disable=not progress, leave=False)
         )
-    # the most common grid is the reference, so the message names the odd one out
-    target = tuple(shape) if shape is not None else Counter(r[0].array.shape for r in results).most_common(1)[0][0]
-    for subject, (image, _) in zip(subjects, results):
-        if image.array.shape != target:
-            raise DataError(
-                f"{subject.image}: image shape {image.array.shape} differs from the dataset's {target}; "
-                f"training needs one grid: resample the images to a common grid first"
-            )
+    target = _one_grid(subjects, [image for image, _ in results], shape)
     images = np.stack([normalize_intensity(im.array) if normalize else im.array for im, _ in results])
     labels = np.zeros((len(subjects),) + target, dtype=np.uint8 if scheme.num_classes <= 256 else np.int16)
     for n, (_, label) in enumerate(results):

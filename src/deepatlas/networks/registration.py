@@ -35,6 +35,7 @@ class RegistrationNet(nn.Module):
         integration_steps: scaling-and-squaring steps when ``diffeomorphic``.
     """
 
+    # nine parameters on purpose: MONAI UNet's own keywords, each with a default, passed through
     def __init__(
         self,
         spatial_dims: int,
