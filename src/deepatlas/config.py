@@ -51,6 +51,9 @@ class SegNetConfig:
     num_res_units: int = 0
     dropout: float = 0.0
     norm: str = "instance"  # batch statistics of 1-2 volumes are noise; instance norm is batch-size free
+    top_layer: str = "transposed"
+    """``transposed`` (MONAI's full-resolution last layer) or ``upsample`` (1x1x1 conv at half
+    resolution + linear upsampling: the full-resolution layer is ~half the seg net's step)."""
 
 
 @dataclass
@@ -60,6 +63,8 @@ class RegNetConfig:
     num_res_units: int = 0
     dropout: float = 0.0
     norm: str = "instance"
+    top_layer: str = "transposed"
+    """As ``seg_net.top_layer``: ``upsample`` predicts the field at half resolution."""
     diffeomorphic: bool = False
     integration_steps: int = 7
 
@@ -222,6 +227,8 @@ class Config:
             "data.unknown_labels": (self.data.unknown_labels, options.UNKNOWN_LABELS),
             "seg_net.norm": (self.seg_net.norm, options.NORM),
             "reg_net.norm": (self.reg_net.norm, options.NORM),
+            "seg_net.top_layer": (self.seg_net.top_layer, options.TOP_LAYER),
+            "reg_net.top_layer": (self.reg_net.top_layer, options.TOP_LAYER),
             "amp": (self.amp, options.AMP),
         }
         for key, (value, allowed) in choices.items():

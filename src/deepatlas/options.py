@@ -13,6 +13,9 @@ REFINE_SIMILARITY = ("lncc", "mi")
 REGULARIZER = ("bending", "diffusion")
 INVERSE_CONSISTENCY = ("icon", "gradicon")
 NORM = ("instance", "batch")
+TOP_LAYER = ("transposed", "upsample")
+"""A U-Net's last layer: MONAI's full-resolution transposed convolution, or a 1x1x1 convolution
+at the first level's resolution and linear upsampling (:mod:`deepatlas.networks.top_layer`)."""
 AMP = ("auto", "on", "off")
 UNKNOWN_LABELS = ("error", "background")
 FUSION = ("weighted", "majority")

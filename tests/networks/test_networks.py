@@ -42,3 +42,20 @@ def test_mismatched_pair_is_refused():
     reg = RegistrationNet(2, channels=(4, 8), strides=(2,))
     with pytest.raises(ValueError, match="same shape"):
         reg(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 10))
+
+
+def test_upsample_top_layer_gives_full_resolution_outputs_without_a_full_resolution_kernel():
+    import torch
+
+    from deepatlas.networks.top_layer import UpsampleTop
+
+    seg = SegmentationNet(3, 5, channels=(4, 8, 8), strides=(2, 2), top_layer="upsample")
+    reg = RegistrationNet(3, channels=(4, 8, 8), strides=(2, 2), top_layer="upsample")
+    image = torch.rand(2, 1, 20, 24, 20)
+    logits = seg(image)
+    assert logits.shape == (2, 5, 20, 24, 20)
+    assert reg(image, image).shape == (2, 3, 20, 24, 20)
+    assert isinstance(seg.unet.model[-1], UpsampleTop) and isinstance(reg.unet.model[-1], UpsampleTop)
+    assert not any(isinstance(m, torch.nn.ConvTranspose3d) and m.stride == (2, 2, 2) for m in seg.unet.model[-1:])
+    logits.sum().backward()
+    assert seg.unet.model[-1].conv.weight.grad.abs().sum() > 0

@@ -16,8 +16,11 @@ def build_networks(config: Config, spatial_dims: int, num_classes: int) -> tuple
         r.num_res_units,
         r.dropout,
         r.norm,
+        top_layer=r.top_layer,
         diffeomorphic=r.diffeomorphic,
         integration_steps=r.integration_steps,
     )
-    seg_net = SegmentationNet(spatial_dims, num_classes, s.channels, s.strides, s.num_res_units, s.dropout, s.norm)
+    seg_net = SegmentationNet(
+        spatial_dims, num_classes, s.channels, s.strides, s.num_res_units, s.dropout, s.norm, s.top_layer
+    )
     return reg_net, seg_net

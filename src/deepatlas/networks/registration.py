@@ -12,6 +12,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from deepatlas.networks.padding import channels_last, crop_padding, pad_to_multiple
+from deepatlas.networks.top_layer import set_top_layer
 
 
 class RegistrationNet(nn.Module):
@@ -28,6 +29,8 @@ class RegistrationNet(nn.Module):
     Args:
         spatial_dims: 2 or 3.
         channels, strides, num_res_units, dropout, norm: the U-Net, as in MONAI's ``UNet``.
+        top_layer: ``transposed`` (MONAI's full-resolution layer) or ``upsample`` (cheaper: the
+            field is predicted at the first level's resolution and upsampled linearly).
         head_channels: features handed from the U-Net to the zero-initialised head.
         diffeomorphic: treat the output as a stationary velocity field and integrate
             it by scaling and squaring (``integration_steps``), which makes folds rare
@@ -35,7 +38,7 @@ class RegistrationNet(nn.Module):
         integration_steps: scaling-and-squaring steps when ``diffeomorphic``.
     """
 
-    # nine parameters on purpose: MONAI UNet's own keywords, each with a default, passed through
+    # ten parameters on purpose: MONAI UNet's own keywords, each with a default, passed through
     def __init__(
         self,
         spatial_dims: int,
@@ -44,6 +47,7 @@ class RegistrationNet(nn.Module):
         num_res_units: int = 0,
         dropout: float = 0.0,
         norm: str = "instance",
+        top_layer: str = "transposed",
         head_channels: int = 8,
         diffeomorphic: bool = False,
         integration_steps: int = 7,
@@ -63,6 +67,7 @@ class RegistrationNet(nn.Module):
             dropout=dropout,
             norm=norm,
         )
+        set_top_layer(self.unet, top_layer, spatial_dims, channels[0], strides[0])
         self.head = Conv[Conv.CONV, spatial_dims](head_channels, spatial_dims, kernel_size=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

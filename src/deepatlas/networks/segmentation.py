@@ -10,6 +10,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from deepatlas.networks.padding import channels_last, crop_padding, pad_to_multiple
+from deepatlas.networks.top_layer import set_top_layer
 
 
 class SegmentationNet(nn.Module):
@@ -28,6 +29,8 @@ class SegmentationNet(nn.Module):
         num_res_units: residual units per block (0 = plain conv blocks).
         dropout: dropout probability.
         norm: ``"instance"`` or ``"batch"``.
+        top_layer: ``transposed`` (MONAI's full-resolution layer) or ``upsample`` (cheaper,
+            :mod:`deepatlas.networks.top_layer`).
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class SegmentationNet(nn.Module):
         num_res_units: int = 0,
         dropout: float = 0.0,
         norm: str = "instance",
+        top_layer: str = "transposed",
     ) -> None:
         super().__init__()
         if len(strides) != len(channels) - 1:
@@ -56,6 +60,7 @@ class SegmentationNet(nn.Module):
             dropout=dropout,
             norm=norm,
         )
+        set_top_layer(self.unet, top_layer, spatial_dims, channels[0], strides[0])
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         padded, pads = pad_to_multiple(channels_last(image), self.size_multiple)
