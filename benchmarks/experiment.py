@@ -165,7 +165,7 @@ def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -
     )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/experiment[-smoke])")
@@ -180,8 +180,11 @@ def main() -> int:
         help="DeepAtlas schedules to train (default: all; smoke: deepatlas)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed drawing the labelled subjects and training")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
+    return parser.parse_args()
+
+
+def protocol(args: argparse.Namespace) -> tuple[dict, list[str], Path]:
+    """The preset with the command line's changes, the DeepAtlas variants, the results folder."""
     preset = dict(PRESETS["smoke" if args.smoke else "full"])
     if args.budget_minutes:
         preset["budget_minutes"] = args.budget_minutes
@@ -189,137 +192,154 @@ def main() -> int:
         preset["labelled"] = sorted(args.labelled)
     variants = args.variants or (["deepatlas"] if args.smoke else list(VARIANTS))
     out = args.out or ROOT / "benchmarks" / "results" / ("experiment-smoke" if args.smoke else "experiment")
-    if not (args.data / "brain31.json").exists():
-        print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
-        return 1
+    return preset, variants, out
 
-    import ants_syn
 
+def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict) -> dict[str, dict]:
+    """Train (or find trained) every method of the N-labelled arm; data loaded once, only if needed."""
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
-    from deepatlas.data.labels import LabelScheme
-    from deepatlas.data.splits import choose_labelled, load_splits
+
+    flags = plan["data_flags"] + [f"data.labelled_ids={json.dumps(plan['labelled'][n])}"]
+    cache: dict = {}
+
+    def load_data():  # ~160 volumes: once per N, only if something still trains
+        if "data" not in cache:
+            cache["data"] = prepare_data(load_config(None, flags).data, progress=False)
+        return cache["data"]
+
+    names = [f"seg-only-n{n}"] + [f"{v}-n{n}" for v in plan["variants"]] + (["reg-only"] if first else [])
+    trainings = {}
+    for name in names:
+        method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
+        trainings[name] = train_method(name, flags + method_overrides(method, preset), load_data, out, preset)
+    return trainings
+
+
+def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
+    """``(method label, training, evaluation key, evaluate() options)`` of the N-labelled arm.
+
+    Registration metrics do not depend on N for reg-only and ANTs: measured with the first N only.
+    """
     from deepatlas.inference import load_run
 
-    started = time.time()
-    out.mkdir(parents=True, exist_ok=True)
-    splits = load_splits(args.data / "splits.json")
-    test_ids = splits["test"][: preset["test_subjects"]] if preset["test_subjects"] else splits["test"]
-    splits_file = out / "splits.json"  # the evaluated test subjects, written down
-    splits_file.write_text(json.dumps({**splits, "test": test_ids}, indent=1))
-    # one draw of the largest N; smaller N take its first subjects, so the labelled sets are nested
-    drawn = choose_labelled(splits["train"], max(preset["labelled"]), seed=args.seed)
-    labelled = {n: drawn[:n] for n in preset["labelled"]}
-    data_flags = [
-        f"data.dataset={args.data}",
-        f"data.label_map={args.data / 'brain31.json'}",
-        f"data.splits={args.data / 'splits.json'}",
-        "data.unknown_labels=background",
-        f"seed={args.seed}",
+    atlases = plan["labelled"][n]
+    first_pairs = "next" if first else "none"
+    reg_only = load_run(out / "runs" / "reg-only", "best")
+    evals = [
+        (
+            "seg-only",
+            f"seg-only-n{n}",
+            f"seg-only-n{n}",
+            dict(run=load_run(out / "runs" / f"seg-only-n{n}", "best"), pairs="none"),
+        ),
+        (
+            "reg-only + atlas",
+            "reg-only",
+            f"reg-only-atlas-n{n}",
+            dict(run=reg_only, atlases=atlases, pairs=first_pairs),
+        ),
     ]
-    use_ants = not args.no_ants and ants_syn.available()
-    if not args.no_ants and not use_ants:
-        print("antspyx not installed: ANTs SyN left out (pip install -e .[benchmark])", file=sys.stderr)
-
-    trainings: dict[str, dict] = {}
-    rows: list[dict] = []
-    scheme = LabelScheme.from_file(args.data / "brain31.json")
-    for i, n in enumerate(preset["labelled"]):
-        flags = data_flags + [f"data.labelled_ids={json.dumps(labelled[n])}"]
-        cache: dict = {}
-
-        def load_data(cache=cache, flags=flags):  # ~160 volumes: once per N, only if something still trains
-            if "data" not in cache:
-                cache["data"] = prepare_data(load_config(None, flags).data, progress=False)
-            return cache["data"]
-
-        names = [f"seg-only-n{n}"] + [f"{v}-n{n}" for v in variants] + (["reg-only"] if i == 0 else [])
-        for name in names:
-            method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
-            trainings[name] = train_method(name, flags + method_overrides(method, preset), load_data, out, preset)
-        cache.clear()
-        first = i == 0  # registration metrics do not depend on N for reg-only and ANTs: measure once
-        evals = [
+    for v in plan["variants"]:
+        run = load_run(out / "runs" / f"{v}-n{n}", "best")
+        evals.append((f"{LABELS[v]} (seg net)", f"{v}-n{n}", f"{v}-n{n}", dict(run=run, pairs="next")))
+        evals.append(
             (
-                "seg-only",
-                f"seg-only-n{n}",
-                f"seg-only-n{n}",
-                dict(run=load_run(out / "runs" / f"seg-only-n{n}", "best"), pairs="none"),
-            ),
-            (
-                "reg-only + atlas",
-                "reg-only",
-                f"reg-only-atlas-n{n}",
-                dict(
-                    run=load_run(out / "runs" / "reg-only", "best"),
-                    atlases=labelled[n],
-                    pairs="next" if first else "none",
-                ),
-            ),
-        ]
-        for v in variants:
-            run = load_run(out / "runs" / f"{v}-n{n}", "best")
-            evals += [
-                (f"{LABELS[v]} (seg net)", f"{v}-n{n}", f"{v}-n{n}", dict(run=run, pairs="next")),
-                (
-                    f"{LABELS[v]} (reg net + atlas)",
-                    f"{v}-n{n}",
-                    f"{v}-atlas-n{n}",
-                    dict(run=run, atlases=labelled[n], pairs="none"),
-                ),
-            ]
-        if use_ants:
-            evals.append(
-                (
-                    "ANTs SyN + atlas",
-                    None,
-                    f"ants-atlas-n{n}",
-                    dict(
-                        registrar=ants_syn.syn_registrar(),
-                        scheme=scheme,
-                        atlases=labelled[n],
-                        pairs="next" if first else "none",
-                    ),
-                )
+                f"{LABELS[v]} (reg net + atlas)",
+                f"{v}-n{n}",
+                f"{v}-atlas-n{n}",
+                dict(run=run, atlases=atlases, pairs="none"),
             )
-        for method, training, key, kwargs in evals:
-            summary = evaluate(key, out, args.data, splits_file, **kwargs)
-            subject_dice = per_subject_dice(out / "eval" / key)
-            rows.append(
-                {
-                    "method": method,
-                    "n": n,
-                    "eval": key,
-                    "training": training,
-                    "seg_dice": summary["seg_dice"],
-                    "seg_dice_sd": float(np.std(list(subject_dice.values()))),
-                    "seg_dice_per_subject": subject_dice,
-                    "seg_hd95_mm": summary["seg_hd95_mm"],
-                    "seg_seconds_per_image": summary["seg_seconds_per_image"],
-                    **{k: summary.get(k) for k in REG_KEYS},
-                }
-            )
-    # registration metrics measured once per method apply to every N
+        )
+    if plan["ants"] is not None:
+        ants = dict(registrar=plan["ants"], scheme=plan["scheme"], atlases=atlases, pairs=first_pairs)
+        evals.append(("ANTs SyN + atlas", None, f"ants-atlas-n{n}", ants))
+    return evals
+
+
+def score_row(method: str, n: int, training: str | None, key: str, summary: dict, out: Path) -> dict:
+    subject_dice = per_subject_dice(out / "eval" / key)
+    return {
+        "method": method,
+        "n": n,
+        "eval": key,
+        "training": training,
+        "seg_dice": summary["seg_dice"],
+        "seg_dice_sd": float(np.std(list(subject_dice.values()))),
+        "seg_dice_per_subject": subject_dice,
+        "seg_hd95_mm": summary["seg_hd95_mm"],
+        "seg_seconds_per_image": summary["seg_seconds_per_image"],
+        **{k: summary.get(k) for k in REG_KEYS},
+    }
+
+
+def share_registration_metrics(rows: list[dict]) -> None:
+    """Registration metrics measured once per method apply to every N."""
     for row in rows:
         if row["reg_dice"] is None:
             source = next((r for r in rows if r["method"] == row["method"] and r["reg_dice"] is not None), None)
             if source is not None:
                 row.update({k: source[k] for k in REG_KEYS})
 
+
+def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: Path) -> dict:
+    """What is trained and evaluated: test subjects, nested labelled draws, data flags, ANTs or not."""
+    import ants_syn
+
+    from deepatlas.data.labels import LabelScheme
+    from deepatlas.data.splits import choose_labelled, load_splits
+
+    splits = load_splits(args.data / "splits.json")
+    test_ids = splits["test"][: preset["test_subjects"]] if preset["test_subjects"] else splits["test"]
+    splits_file = out / "splits.json"  # the evaluated test subjects, written down
+    splits_file.write_text(json.dumps({**splits, "test": test_ids}, indent=1))
+    # one draw of the largest N; smaller N take its first subjects, so the labelled sets are nested
+    drawn = choose_labelled(splits["train"], max(preset["labelled"]), seed=args.seed)
+    use_ants = not args.no_ants and ants_syn.available()
+    if not args.no_ants and not use_ants:
+        print("antspyx not installed: ANTs SyN left out (pip install -e .[benchmark])", file=sys.stderr)
+    return {
+        "test_ids": test_ids,
+        "splits_file": splits_file,
+        "labelled": {n: drawn[:n] for n in preset["labelled"]},
+        "variants": variants,
+        "scheme": LabelScheme.from_file(args.data / "brain31.json"),
+        "ants": ants_syn.syn_registrar() if use_ants else None,
+        "data_flags": [
+            f"data.dataset={args.data}",
+            f"data.label_map={args.data / 'brain31.json'}",
+            f"data.splits={args.data / 'splits.json'}",
+            "data.unknown_labels=background",
+            f"seed={args.seed}",
+        ],
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    preset, variants, out = protocol(args)
+    if not (args.data / "brain31.json").exists():
+        print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
+        return 1
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    plan = make_plan(args, preset, variants, out)
+    trainings: dict[str, dict] = {}
+    rows: list[dict] = []
+    for i, n in enumerate(preset["labelled"]):
+        trainings.update(train_all(n, i == 0, plan, out, preset))
+        for method, training, key, kwargs in evaluations(n, i == 0, plan, out):
+            summary = evaluate(key, out, args.data, plan["splits_file"], **kwargs)
+            rows.append(score_row(method, n, training, key, summary, out))
+    share_registration_metrics(rows)
+
     from experiment_report import example_figure, write_report
+    from registration import cpu_model
 
     n0 = preset["labelled"][0]
-    example_figure(
-        out,
-        args.data,
-        test_ids[0],
-        labelled[n0],
-        n0,
-        scheme,
-        ants_syn.syn_registrar() if use_ants else None,
-        {v: LABELS[v] for v in variants},
-    )
-
+    labels = {v: LABELS[v] for v in variants}
+    example_figure(out, args.data, plan["test_ids"][0], plan["labelled"][n0], n0, plan["scheme"], plan["ants"], labels)
     results = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "commit": git_commit(),
@@ -327,9 +347,14 @@ def main() -> int:
         "preset": "smoke" if args.smoke else "full",
         "protocol": preset,
         "seed": args.seed,
-        "labelled": labelled,
-        "test_subjects": test_ids,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "labelled": plan["labelled"],
+        "test_subjects": plan["test_ids"],
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "trainings": trainings,
         "rows": rows,
         "wall_minutes_this_call": round((time.time() - started) / 60, 1),
