@@ -125,6 +125,7 @@ def example_figure(
 
 
 def write_report(results: dict, out: Path) -> None:
+    # ~75 lines on purpose: the results page's sections, in the order the page shows them
     out = Path(out)
     for name in results["trainings"]:
         results["trainings"][name] = _training_record(results["trainings"][name], out / "runs" / name)

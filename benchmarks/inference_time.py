@@ -46,6 +46,7 @@ def make_run(data: Path, folder: Path) -> Path:
 
 
 def main() -> int:
+    # ~80 lines on purpose: the measurement protocol, read top to bottom (parse, load, time each verb, write)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--run", type=Path)

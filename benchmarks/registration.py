@@ -223,7 +223,7 @@ def write_tables(results: dict, out: Path) -> None:
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
@@ -239,28 +239,25 @@ def main() -> int:
     parser.add_argument("--no-cli", action="store_true", help="leave out the command-line row")
     parser.add_argument("--resume", action="store_true", help="keep the methods an interrupted call measured")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    import torch
+    return parser.parse_args()
 
-    from deepatlas.checkpoint import atomic_write_text
+
+def load_pairs(args: argparse.Namespace, scheme) -> tuple[list[tuple[str, str]], dict, dict]:
+    """The consecutive pairs of the split, each subject's (image, label codes) and class indices."""
     from deepatlas.data import find_subjects
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.splits import load_splits
-    from deepatlas.inference import load_run
 
-    torch.manual_seed(0)
-    run = load_run(args.model)
-    scheme = run.scheme
-    ids = load_splits(args.data / "splits.json")[args.split]
+    ids = load_splits(args.data / "splits.json")[args.split][: args.pairs + 1]
     by_id = {s.id: s for s in find_subjects(args.data)}
-    ids = ids[: args.pairs + 1]
-    pairs = list(zip(ids, ids[1:]))
     volumes = {i: (load_image(by_id[i].image), load_label_codes(by_id[i].label)) for i in ids}
     classes = {i: scheme.encode(v[1].array, unknown="background") for i, v in volumes.items()}
-    started = time.time()
-    methods: dict[str, dict] = {}
-    identity = [
+    return list(zip(ids, ids[1:])), volumes, classes
+
+
+def identity_method(pairs, volumes, classes, scheme) -> dict:
+    """No registration: the moving labels scored as they are."""
+    rows = [
         {
             "moving": m,
             "fixed": f,
@@ -269,38 +266,63 @@ def main() -> int:
         }
         for m, f in pairs
     ]
-    methods["identity"] = {**summarize(identity), "seconds_per_pair": None}
+    return {**summarize(rows), "seconds_per_pair": None}
+
+
+def make_registrars(run, ants: list[str]) -> dict:
+    """Every method timed in process: the baseline, the refinement budgets, diffeomorphic, ANTs."""
+    import ants_syn
+
     registrars = {BASELINE: pipeline_registrar(run, BASELINE_SETTINGS, use_net=False)}
     registrars.update({name: pipeline_registrar(run, overrides) for name, overrides in BUDGETS.items()})
     registrars[DIFFEO] = pipeline_registrar(run, DIFFEO_SETTINGS, use_net=False, diffeomorphic=True)
-    import ants_syn
-    from experiment import git_commit
-
-    if args.ants and ants_syn.available():
+    if ants and ants_syn.available():
         kinds = {
             "quick": ("ANTs SyNQuick (antsRegistrationSyNQuick[so], deformable only)", "antsRegistrationSyNQuick[so]"),
             "syn": ("ANTs SyN (SyNOnly, Mattes MI)", "SyNOnly"),
         }
-        registrars.update({kinds[k][0]: ants_syn.syn_registrar(kinds[k][1]) for k in args.ants})
-    # methods already measured by an interrupted call of the same command are kept (--resume)
-    partial_file = args.out / "partial.json"
-    done = json.loads(partial_file.read_text()) if args.resume and partial_file.exists() else {}
-    args.out.mkdir(parents=True, exist_ok=True)
+        registrars.update({kinds[k][0]: ants_syn.syn_registrar(kinds[k][1]) for k in ants})
+    return registrars
+
+
+def measure_all(registrars: dict, data: tuple, out: Path, resume: bool) -> dict:
+    """Run every registrar over the pairs; methods an interrupted call measured are kept (--resume)."""
+    from deepatlas.checkpoint import atomic_write_text
+
+    partial_file = out / "partial.json"
+    done = json.loads(partial_file.read_text()) if resume and partial_file.exists() else {}
+    out.mkdir(parents=True, exist_ok=True)
+    methods = {}
     for name, registrar in registrars.items():
         if name in done:
             methods[name] = done[name]
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-        methods[name] = done[name] = run_method(registrar, pairs, volumes, classes, scheme)
+        methods[name] = done[name] = run_method(registrar, *data)
         atomic_write_text(partial_file, json.dumps(done))
-        print(
-            f"    Dice {methods[name]['dice']:.3f}  folds {methods[name]['folds_pct']:.3f}%  "
-            f"{methods[name]['seconds_per_pair']:.2f} s/pair",
-            flush=True,
-        )
+        m = methods[name]
+        print(f"    Dice {m['dice']:.3f}  folds {m['folds_pct']:.3f}%  {m['seconds_per_pair']:.2f} s/pair", flush=True)
+    return methods
+
+
+def main() -> int:
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    import torch
+    from experiment import git_commit
+
+    from deepatlas.inference import load_run
+
+    torch.manual_seed(0)
+    run = load_run(args.model)
+    pairs, volumes, classes = load_pairs(args, run.scheme)
+    started = time.time()
+    methods = {"identity": identity_method(pairs, volumes, classes, run.scheme)}
+    data = (pairs, volumes, classes, run.scheme)
+    methods.update(measure_all(make_registrars(run, args.ants), data, args.out, args.resume))
     if not args.no_cli:
         print(f"[{time.strftime('%H:%M:%S')}] command line", flush=True)
-        methods["deepatlas register (command line, default)"] = run_cli(args.model, pairs, volumes, classes, scheme, [])
+        methods["deepatlas register (command line, default)"] = run_cli(args.model, *data, [])
     results = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "commit": git_commit(),
@@ -313,7 +335,6 @@ def main() -> int:
         "wall_minutes": round((time.time() - started) / 60, 1),
         "methods": methods,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     write_tables(results, args.out)
     figure(results, args.out / "dice_vs_time.png")
     print((args.out / "results.md").read_text())

@@ -82,6 +82,7 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
 
 
 def main() -> int:
+    # ~70 lines on purpose: the protocol read top to bottom (one fresh process per configuration)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--repeats", type=int, default=3)

@@ -89,6 +89,7 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
 
 
 def main() -> int:
+    # ~65 lines on purpose: the protocol read top to bottom (one fresh process per configuration)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--repeats", type=int, default=5)
