@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from deepatlas.cli.apply import add_commands
 
     add_commands(sub)
+    from deepatlas.cli.morphometry import add_command
+
+    add_command(sub)
     return parser
 
 

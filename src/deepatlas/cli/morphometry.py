@@ -1,0 +1,90 @@
+"""``morphometry``: structure volumes and log-Jacobian maps of many images, and group differences."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from deepatlas import options
+from deepatlas.cli.apply import _expand, _load_run
+from deepatlas.cli.workers import run_jobs
+from deepatlas.data import DataError
+
+TEMPLATE_HELP = (
+    "reference image defining atlas space (log-Jacobian maps are on its grid). Default: the voxel-wise "
+    "mean of the inputs (intensities normalised, on the first image's grid), written as template.nii.gz: "
+    "no subject or group is favoured, which a subject template would be. Inputs must be pre-aligned as the "
+    "model's training images were (e.g. affinely to MNI)"
+)
+
+
+def cmd_morphometry(args: argparse.Namespace) -> int:
+    from deepatlas.evaluation.morphometry import check_atlases, measure_subject, plan_morphometry, prepare, summarize
+    from deepatlas.visualization.morphometry import morphometry_figures
+
+    if args.source == "atlas" and not args.atlas:
+        raise DataError("--from atlas needs --atlas IMAGE LABELS (one or more)")
+    if args.atlas and args.source != "atlas":
+        raise DataError("--atlas is used with --from atlas only (the default, --from seg, uses the seg net)")
+    plan = plan_morphometry(_expand(args.images), args.output, args.template, args.groups, args.atlas, args.fusion)
+    run = _load_run(args)
+    if plan.atlases is not None:
+        check_atlases(run, plan.atlases)
+    prepare(plan, args.overwrite)
+    loader = (lambda _args: run) if args.workers <= 1 else _load_run
+    run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
+    result = summarize(plan, run.scheme)
+    morphometry_figures(result, plan.output)
+    print(
+        f"{len(plan.subjects)} subject(s) in {plan.output}/: volumes.csv (mm^3), <id>_{plan.suffix}.nii.gz, "
+        f"<id>_logjac.nii.gz (log det J on the template grid, > 0: subject larger than the template), morphometry.png"
+    )
+    if result.differences:
+        _print_differences(result, len(plan.subjects))
+    return 0
+
+
+def _print_differences(result, subjects: int) -> None:
+    first, second = result.groups
+    rows = [r for r in result.differences if not math.isnan(r["cohens_d"])]
+    grouped = sum(len(m) for m in result.groups.values())
+    print(f"group_differences.csv, logjac_difference.nii.gz/.png: {second} - {first}")
+    if rows:
+        top = max(rows, key=lambda r: abs(r["cohens_d"]))
+        d, p = top["cohens_d"], top["p_welch"]
+        print(f"largest effect: {top['structure']} (Cohen's d {d:.2f}, Welch p {p:.3g}, uncorrected)")
+    if grouped < subjects:
+        print(f"{subjects - grouped} subject(s) not in the groups file: in volumes.csv, not in the group analysis")
+
+
+def add_command(sub) -> None:
+    m = sub.add_parser(
+        "morphometry",
+        help="structure volumes (mm^3) and log-Jacobian maps of images, group differences",
+        description="Per image: structure volumes (seg net, or --from atlas) and the log of the Jacobian "
+        "determinant of its registration to a template (> 0: subject larger than the template). "
+        "With --groups: per-structure group differences (Cohen's d, Welch t-test) and the difference "
+        "of the groups' mean log-Jacobian maps.",
+    )
+    m.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
+    m.add_argument("images", nargs="+", help="images or folders")
+    m.add_argument("-o", "--output", required=True, help="output folder")
+    m.add_argument("--template", metavar="IMAGE", help=TEMPLATE_HELP)
+    m.add_argument(
+        "--groups",
+        metavar="CSV",
+        help="columns subject,group (subject = file name without extension); exactly two groups: "
+        "the difference is the second minus the first group in file order",
+    )
+    m.add_argument(
+        "--from", dest="source", choices=("seg", "atlas"), default="seg", help="label maps: seg net (default), atlases"
+    )
+    m.add_argument("--atlas", nargs=2, action="append", metavar=("IMAGE", "LABELS"), help="with --from atlas")
+    m.add_argument("--fusion", choices=options.FUSION, default="weighted", help="label fusion with --from atlas")
+    m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    m.add_argument("--net-only", action="store_true", help="register with the net alone (no per-pair refinement)")
+    m.add_argument("--refine", action="append", metavar="KEY=VALUE", help="refinement setting, as for register")
+    m.add_argument("--overwrite", action="store_true")
+    m.add_argument("--workers", type=int, default=1, help="processes working through the images")
+    m.set_defaults(func=cmd_morphometry)

@@ -1,0 +1,334 @@
+"""Morphometry: structure volumes and log-Jacobian maps of many subjects, and group differences.
+
+For each subject image:
+
+- **structure volumes** (mm^3): the voxels of each class of the run's label scheme in the
+  subject's label map (seg net, or atlases registered to it and fused), times the volume of
+  one voxel from the image's own affine (``|det|`` of its 3x3 part; mm^2 for 2D images);
+- **log-Jacobian map** on the template grid: the subject (moving) is registered to the
+  template (fixed); ``phi(p) = p + u(p)`` maps a template point to the matching subject point,
+  and the map holds ``log det D phi`` (natural log of the dimensionless Jacobian determinant
+  J). **Sign: log J > 0 where the subject is larger than the template** (a template voxel
+  matches more than one voxel's volume of the subject), < 0 where it is smaller. Folded
+  voxels (J <= 0) are set to ``log(JACOBIAN_FLOOR)`` so means stay finite.
+
+The template (atlas space) is an image given by the user, or by default the voxel-wise mean
+of the inputs (:func:`mean_template`): no subject or group is favoured, which a subject
+template would be (its own group reads log J = 0 there).
+
+With two groups, per structure: mean volume per group, difference (second - first group,
+in the order they first appear in the groups file), Cohen's d (pooled sd) and the Welch
+t-test p (uncorrected for the number of structures); and the difference of the groups'
+mean log-Jacobian maps.
+
+Every subject is measured by :func:`measure_subject` (one job, files in, files out, so
+``--workers`` can spread them), then :func:`summarize` reads the files back into tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from deepatlas import options
+from deepatlas.checkpoint import atomic_write_text
+from deepatlas.data.errors import DataError
+from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity, save_volume
+from deepatlas.data.labels import LabelScheme
+from deepatlas.data.subjects import subject_id
+from deepatlas.evaluation.evaluate_run import _csv
+from deepatlas.inference.apply import atlas_segment_volume, register_volumes, segment_volume
+from deepatlas.inference.geometry import resample
+from deepatlas.inference.outputs import check_free, label_dtype
+from deepatlas.inference.run import TrainedRun
+from deepatlas.options import look_up_option
+
+JACOBIAN_FLOOR = 1e-3
+"""Jacobian determinants below this (folds, J <= 0) count as this in the log-Jacobian maps."""
+
+TOTAL = "total"
+"""The structure name of the row of all non-background voxels in ``volumes.csv``."""
+
+
+@dataclass(frozen=True)
+class SubjectJob:
+    """What :func:`measure_subject` reads and writes for one subject (picklable, for workers)."""
+
+    image: Path
+    template: Path
+    labels_out: Path
+    logjac_out: Path
+    atlases: tuple[tuple[Path, Path], ...] | None = None
+    fusion: str = "weighted"
+
+
+@dataclass
+class MorphometryPlan:
+    """The subjects, their outputs, the template and the groups, all checked before any work.
+
+    ``groups``: group name -> subject ids, in the order the groups first appear in the groups
+    file (the difference is the second minus the first); ``None`` without a groups file.
+    """
+
+    output: Path
+    images: list[Path]
+    subjects: list[str]
+    template: Path
+    make_template: bool
+    atlases: tuple[tuple[Path, Path], ...] | None = None
+    fusion: str = "weighted"
+    groups: dict[str, list[str]] | None = None
+    suffix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.suffix = "seg" if self.atlases is None else "atlas_seg"
+
+    def jobs(self) -> list[SubjectJob]:
+        return [
+            SubjectJob(image, self.template, self.labels_path(s), self.logjac_path(s), self.atlases, self.fusion)
+            for image, s in zip(self.images, self.subjects)
+        ]
+
+    def labels_path(self, subject: str) -> Path:
+        return self.output / f"{subject}_{self.suffix}.nii.gz"
+
+    def logjac_path(self, subject: str) -> Path:
+        return self.output / f"{subject}_logjac.nii.gz"
+
+    def outputs(self) -> list[Path]:
+        """Every file the morphometry writes (figures included), to refuse overwriting them."""
+        names = ["volumes.csv", "morphometry.png"]
+        names += ["template.nii.gz"] if self.make_template else []
+        names += ["group_differences.csv", "logjac_difference.nii.gz", "logjac_difference.png"] if self.groups else []
+        subjects = [p for s in self.subjects for p in (self.labels_path(s), self.logjac_path(s))]
+        return [self.output / n for n in names] + subjects
+
+
+@dataclass
+class MorphometryResult:
+    """The tables and the group maps (on the template grid, log of dimensionless J)."""
+
+    volumes: list[dict]
+    groups: dict[str, list[str]]
+    mean_logjac: dict[str, np.ndarray]
+    template: Volume
+    differences: list[dict] | None = None
+    difference: np.ndarray | None = None
+
+
+def plan_morphometry(
+    images: list[Path],
+    output: str | Path,
+    template: str | Path | None = None,
+    groups_file: str | Path | None = None,
+    atlases: list[tuple[Path, Path]] | None = None,
+    fusion: str = "weighted",
+) -> MorphometryPlan:
+    """Check the subjects, the groups file and the atlases' settings; say what will be written."""
+    look_up_option(fusion, options.FUSION, "fusion")
+    images = [Path(p) for p in images]
+    if not images:
+        raise DataError("morphometry needs at least one image")
+    subjects = [subject_id(p) for p in images]
+    seen: dict[str, Path] = {}
+    for subject, path in zip(subjects, images):
+        if subject in seen:
+            raise DataError(f"{path}: subject id {subject!r} also names {seen[subject]}; rename one of them")
+        seen[subject] = path
+    output = Path(output)
+    if template is not None and not Path(template).exists():
+        raise DataError(f"{template}: template image not found")
+    groups = read_groups(Path(groups_file), subjects) if groups_file else None
+    return MorphometryPlan(
+        output,
+        images,
+        subjects,
+        Path(template) if template else output / "template.nii.gz",
+        template is None,
+        tuple((Path(i), Path(lab)) for i, lab in atlases) if atlases else None,
+        fusion,
+        groups,
+    )
+
+
+def read_groups(path: Path, subjects: list[str]) -> dict[str, list[str]]:
+    """``subject,group`` rows -> group -> subjects; exactly two groups of at least two subjects each."""
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read groups file: {err}") from None
+    if not rows or not {"subject", "group"} <= set(rows[0]):
+        raise DataError(f"{path}: a groups file needs the columns subject,group (one row per subject)")
+    groups: dict[str, list[str]] = {}
+    known, assigned = set(subjects), {}
+    for row in rows:
+        subject, group = (row["subject"] or "").strip(), (row["group"] or "").strip()
+        if subject not in known:
+            raise DataError(
+                f"{path}: subject {subject!r} is not among the images (ids are file names without extension)"
+            )
+        if assigned.setdefault(subject, group) != group:
+            raise DataError(f"{path}: subject {subject!r} is in two groups ({assigned[subject]!r} and {group!r})")
+        if subject not in groups.get(group, []):
+            groups.setdefault(group, []).append(subject)
+    if len(groups) != 2:
+        raise DataError(f"{path}: the group difference needs exactly two groups, found {len(groups)}: {list(groups)}")
+    small = [g for g, members in groups.items() if len(members) < 2]
+    if small:
+        raise DataError(f"{path}: group {small[0]!r} has fewer than 2 subjects; Cohen's d and the t-test need 2")
+    return groups
+
+
+def mean_template(paths: list[Path], path: Path) -> Volume:
+    """The voxel-wise mean of the images, intensities normalised to 0..1 (percentiles), on the
+    first image's grid (linear resampling in world coordinates: the images must be pre-aligned,
+    as the model's training images were)."""
+    first = load_image(paths[0])
+    total = torch.from_numpy(normalize_intensity(first.array)).double()
+    for other in paths[1:]:
+        volume = load_image(other)
+        if volume.array.ndim != first.array.ndim:
+            raise DataError(f"{other}: a {volume.array.ndim}D image among {first.array.ndim}D images")
+        array = torch.from_numpy(normalize_intensity(volume.array))[None]
+        total += resample(array, volume.affine, first.array.shape, first.affine)[0].double()
+    return Volume((total / len(paths)).float().numpy(), first.affine, path)
+
+
+def voxel_volume(affine: np.ndarray, dims: int = 3) -> float:
+    """Volume of one voxel in mm^3 (area in mm^2 for ``dims == 2``): ``|det|`` of the affine's linear part."""
+    return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:dims, :dims])))
+
+
+def structure_volumes(subject: str, labels: Volume, scheme: LabelScheme) -> list[dict]:
+    """Rows of ``volumes.csv`` for one label map (codes, on its own grid): per class of
+    ``scheme``, its voxel count and volume in mm^3, then the ``total`` of all non-background voxels."""
+    classes = scheme.encode(labels.array, source=str(labels.path))
+    counts = np.bincount(classes.ravel().astype(np.int64), minlength=scheme.num_classes)
+    unit = voxel_volume(labels.affine, labels.array.ndim)
+    rows = [
+        {"subject": subject, "structure": scheme.names[k], "code": scheme.codes[k][0], "voxels": int(counts[k])}
+        for k in range(1, scheme.num_classes)
+    ]
+    rows.append({"subject": subject, "structure": TOTAL, "code": "", "voxels": int(counts[1:].sum())})
+    for row in rows:
+        row["mm3"] = round(row["voxels"] * unit, 3)
+    return rows
+
+
+def log_jacobian(jacobian: np.ndarray) -> np.ndarray:
+    """Natural log of the Jacobian determinant (dimensionless), folds (J <= 0) set to ``log(JACOBIAN_FLOOR)``."""
+    return np.log(np.maximum(jacobian, JACOBIAN_FLOOR)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _atlas_volumes(atlases: tuple[tuple[Path, Path], ...]) -> list[tuple[Volume, Volume]]:
+    """The atlases' images and label maps, read once per process."""
+    return [(load_image(image), load_label_codes(labels)) for image, labels in atlases]
+
+
+def check_atlases(run: TrainedRun, atlases: tuple[tuple[Path, Path], ...]) -> None:
+    """Read every atlas; refuse, naming the file, label codes the run's label scheme does not know."""
+    for _, labels in _atlas_volumes(atlases):
+        run.scheme.encode(labels.array, source=str(labels.path))
+
+
+def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
+    """Segment one subject (label map on its own grid, original codes) and write its
+    log-Jacobian map on the template grid (subject registered to the template)."""
+    image = load_image(job.image)
+    if job.atlases is None:
+        codes = segment_volume(run, image)
+    else:
+        codes = atlas_segment_volume(run, _atlas_volumes(job.atlases), image, fusion=job.fusion)
+    save_volume(codes.astype(label_dtype(codes)), image.affine, job.labels_out)
+    template = load_image(job.template)
+    result = register_volumes(run, image, template)
+    save_volume(
+        log_jacobian(result.jacobian),
+        template.affine,
+        job.logjac_out,
+        description="deepatlas log det J, subject to template; >0: subject larger",
+    )
+
+
+def _read_map(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    """``(mean(b) - mean(a)) / pooled sd`` (sample variances, n - 1); NaN when both groups are constant."""
+    pooled = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    return float((b.mean() - a.mean()) / np.sqrt(pooled)) if pooled > 0 else float("nan")
+
+
+def group_differences(volumes: list[dict], groups: dict[str, list[str]]) -> list[dict]:
+    """Rows of ``group_differences.csv``: per structure, the mean volume (mm^3) of each group,
+    the difference (second - first), Cohen's d and the Welch t-test p (uncorrected)."""
+    from scipy import stats
+
+    (name_a, members_a), (name_b, members_b) = groups.items()
+    rows = []
+    for structure in dict.fromkeys(r["structure"] for r in volumes):
+        per = {r["subject"]: r for r in volumes if r["structure"] == structure}
+        a = np.array([per[s]["mm3"] for s in members_a], dtype=np.float64)
+        b = np.array([per[s]["mm3"] for s in members_b], dtype=np.float64)
+        with np.errstate(all="ignore"):
+            p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+        rows.append(
+            {
+                "structure": structure,
+                "code": per[members_a[0]]["code"],
+                "group_a": name_a,
+                "group_b": name_b,
+                "mean_a_mm3": round(float(a.mean()), 3),
+                "mean_b_mm3": round(float(b.mean()), 3),
+                "difference_mm3": round(float(b.mean() - a.mean()), 3),
+                "cohens_d": round(cohens_d(a, b), 4),
+                "p_welch": float(f"{p:.4g}"),
+            }
+        )
+    return rows
+
+
+def summarize(plan: MorphometryPlan, scheme: LabelScheme) -> MorphometryResult:
+    """Read the subjects' label maps and log-Jacobian maps back; write ``volumes.csv`` and, with
+    groups, ``group_differences.csv`` and ``logjac_difference.nii.gz`` (second - first group)."""
+    volumes = [r for s in plan.subjects for r in structure_volumes(s, load_label_codes(plan.labels_path(s)), scheme)]
+    atomic_write_text(plan.output / "volumes.csv", _csv(volumes))
+    groups = plan.groups or {"all": list(plan.subjects)}
+    means = {g: sum(_read_map(plan.logjac_path(s)) for s in members) / len(members) for g, members in groups.items()}
+    template = load_image(plan.template)
+    result = MorphometryResult(volumes, groups, means, template)
+    if plan.groups:
+        first, second = means.values()
+        result.difference = second - first
+        save_volume(result.difference.astype(np.float32), template.affine, plan.output / "logjac_difference.nii.gz")
+        result.differences = group_differences(volumes, plan.groups)
+        atomic_write_text(plan.output / "group_differences.csv", _csv(result.differences))
+    return result
+
+
+def prepare(plan: MorphometryPlan, overwrite: bool = False) -> None:
+    """Refuse existing outputs (unless ``overwrite``), then write the mean template if the plan makes one."""
+    check_free(plan.outputs(), overwrite)
+    if plan.make_template:
+        template = mean_template(plan.images, plan.template)
+        save_volume(template.array, template.affine, plan.template)
+
+
+def morphometry(run: TrainedRun, plan: MorphometryPlan, overwrite: bool = False) -> MorphometryResult:
+    """Measure every subject of ``plan`` in this process and summarise (the Python API; the
+    command line spreads :func:`measure_subject` over ``--workers``)."""
+    if plan.atlases is not None:
+        check_atlases(run, plan.atlases)
+    prepare(plan, overwrite)
+    for job in plan.jobs():
+        measure_subject(run, job)
+    return summarize(plan, run.scheme)
