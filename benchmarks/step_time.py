@@ -10,6 +10,9 @@ Times one registration step per pair group and one segmentation step per group
 
 Configurations:
 - ``deepatlas``: the shipped defaults (``deepatlas.config.Config()``).
+- ``deepatlas-upsample-top``: the defaults with ``top_layer: upsample`` in both nets (a 1x1x1
+  convolution at half resolution and linear upsampling instead of the full-resolution
+  transposed convolution).
 - ``tutorial``: the MONAI DeepAtlas tutorial's networks (seg UNet channels
   (8,16,16,32,32,64,64) strides (1,2,1,2,1,2), reg UNet (16,32,32,32,32) strides
   (1,2,2,2), dropout 0.2, batch norm), float32, anatomy loss at full resolution,
@@ -32,7 +35,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("deepatlas", "tutorial", "tutorial-nets+our-pipeline")
+CONFIGS = ("deepatlas", "deepatlas-upsample-top", "tutorial", "tutorial-nets+our-pipeline")
 REG_GROUPS = ("neither", "moving", "fixed", "both")
 SEG_GROUPS = ("moving", "fixed")
 
@@ -45,6 +48,8 @@ def make_config(name: str, data: Path, manifest: Path):
     config.data.label_map = str(data / "brain31.json")
     config.data.unknown_labels = "background"
     config.data.num_labelled = 3
+    if name == "deepatlas-upsample-top":
+        config.seg_net.top_layer = config.reg_net.top_layer = "upsample"
     if name.startswith("tutorial"):
         config.seg_net.channels, config.seg_net.strides = [8, 16, 16, 32, 32, 64, 64], [1, 2, 1, 2, 1, 2]
         config.reg_net.channels, config.reg_net.strides = [16, 32, 32, 32, 32], [1, 2, 2, 2]

@@ -20,11 +20,17 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 BASE = ["data.unknown_labels=background", "schedule.val_every=0", "schedule.checkpoint_every=100000"]
 
 # unsupervised registration (similarity + bending energy): how much smoothing, which learning rate
 REG = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=400", "schedule.cycles=0"]
+# equal steps, robust to a busy machine; seconds per step come from benchmarks/step_time.py run
+# alone: a variant that is no worse per step and faster per step is better at equal time
+SEG_STEPS = ["data.num_labelled=5", "schedule.seg_pretrain_steps=200", "schedule.reg_pretrain_steps=0"]
+SEG_STEPS += ["schedule.cycles=0"]
+REG_STEPS = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=300", "schedule.cycles=0"]
 SWEEPS = {
     "regularizer": {
         "bending=0.5": REG + ["loss.regularizer_weight=0.5"],
@@ -32,6 +38,16 @@ SWEEPS = {
         "bending=8": REG + ["loss.regularizer_weight=8"],
         "bending=2,lr=3e-3": REG + ["loss.regularizer_weight=2", "schedule.reg_lr=3e-3"],
         "bending=0.5,lr=3e-3": REG + ["loss.regularizer_weight=0.5", "schedule.reg_lr=3e-3"],
+    },
+    # the U-Net's last layer (issue "joint training that pays off": cheaper steps), each net
+    # trained alone for the same number of steps
+    "top-layer": {
+        f"{task},top={top}": spec + [f"seg_net.top_layer={top}", f"reg_net.top_layer={top}"]
+        for top in ("transposed", "upsample")
+        for task, spec in (
+            ("seg-only-n5", SEG_STEPS),
+            ("reg-only", REG_STEPS),
+        )
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
@@ -61,6 +77,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", help="run only these variants")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+
+    import torch
 
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
@@ -93,6 +111,7 @@ def main() -> int:
             "variant": name,
             "overrides": overrides,
             "train_seconds": round(seconds, 1),
+            "steps": json.loads((run_dir / "summary.json").read_text())["steps_done"],
             **{k: v for k, v in metrics.items() if not isinstance(v, list)},
         }
         with log.open("a") as handle:
@@ -100,17 +119,20 @@ def main() -> int:
         print(json.dumps(record), flush=True)
     records = [json.loads(line) for line in log.read_text().splitlines()]
     lines = [
-        "| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s | steps |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in records:
         lines.append(
             f"| {r['variant']} | {r.get('seg_dice', float('nan')):.3f} | {r.get('reg_dice', float('nan')):.3f} | "
             f"{r.get('reg_dice_before', float('nan')):.3f} | {100 * r.get('folds', float('nan')):.3f} | "
-            f"{r['train_seconds']} |"
+            f"{r['train_seconds']} | {r.get('steps', '')} |"
         )
+    from registration import cpu_model
+
     (args.out / f"{args.sweep}.md").write_text(
-        f"# Sweep {args.sweep} (ixi-2mm validation split)\n\n" + "\n".join(lines) + "\n"
+        f"# Sweep {args.sweep} (ixi-2mm validation split)\n\nMachine: {cpu_model()}, "
+        f"{torch.get_num_threads()} threads.\n\n" + "\n".join(lines) + "\n"
     )
     return 0
 
