@@ -120,7 +120,7 @@ def test_missing_checkpoint_and_incompatible_run_are_named(tmp_path, trained_2d,
     image = sorted((phantoms_2d / "images").iterdir())[0]
     code = main(["segment", str(tmp_path / "norun"), str(image), "-o", str(tmp_path / "o")])
     assert code == 2
-    assert "norun/checkpoints/last.pt: checkpoint not found" in capsys.readouterr().err
+    assert "norun: not a trained run (no checkpoints/last.pt)" in capsys.readouterr().err
     bad = tmp_path / "old" / "checkpoints"
     bad.mkdir(parents=True)
     state = torch.load(trained_2d / "checkpoints" / "last.pt", weights_only=True)
@@ -128,3 +128,83 @@ def test_missing_checkpoint_and_incompatible_run_are_named(tmp_path, trained_2d,
     torch.save(state, bad / "best.pt")
     with pytest.raises(ValueError, match="incompatible"):
         load_run(tmp_path / "old")
+
+
+def _reoriented(volume, shift_mm):
+    """The same anatomy stored with axes 0 and 1 swapped, axis 2 flipped, and moved ``shift_mm`` in
+    world coordinates: the moving point matching world point ``p`` of ``volume`` is ``p + shift_mm``."""
+    from deepatlas.data.io import Volume
+
+    array = np.flip(np.transpose(volume.array, (1, 0, 2)), axis=2).copy()
+    index = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, -1, volume.array.shape[2] - 1], [0, 0, 0, 1]], float)
+    shift = np.eye(4)
+    shift[:3, 3] = shift_mm
+    return Volume(array, shift @ volume.affine @ index, volume.path)
+
+
+def test_affine_stage_undoes_a_world_shift_of_a_reoriented_image(trained_3d, phantoms_3d):
+    """Net and refinement at zero: the affine stage alone must find the shift, in world mm, through
+    the axis swap and flip, and the inverse must bring every point back."""
+    from deepatlas.inference.apply import RegistrationOptions
+
+    run = load_run(trained_3d)
+    run.set_refinement(None)
+    torch.nn.init.zeros_(run.reg_net.head.weight)
+    torch.nn.init.zeros_(run.reg_net.head.bias)
+    image, _, labels = _first_two(phantoms_3d)
+    fixed, fixed_labels = load_image(image), load_label_codes(labels)
+    shift = np.array([6.0, -4.0, 3.0])
+    moving, moving_labels = _reoriented(fixed, shift), _reoriented(fixed_labels, shift)
+    options = RegistrationOptions(affine="on", inverse=True)
+    result = register_volumes(run, moving, fixed, moving_labels, options=options)
+    assert result.affine_stage.ran and result.affine_stage.why == "asked for"
+    brain = fixed_labels.array > 0
+    error = np.linalg.norm(result.displacement - shift[:, None, None, None], axis=0)[brain]
+    assert error.mean() < 0.5 and np.abs(result.jacobian[brain] - 1).max() < 0.05
+    assert (result.warped_labels == fixed_labels.array)[brain].mean() > 0.95
+    assert result.inverse.shape == (3, *moving.array.shape) and np.allclose(result.inverse_affine, moving.affine)
+    assert result.inverse_consistency["p95_mm"] < 0.05  # an affine is inverted exactly
+    # with the stage off, this pair is what it was before the stage existed: bit for bit
+    plain = register_volumes(run, moving, fixed, moving_labels)
+    again = register_volumes(run, moving, fixed, moving_labels, options=RegistrationOptions(affine="off"))
+    assert plain.affine_stage.ran is False and np.array_equal(plain.displacement, again.displacement)
+    assert np.abs(plain.displacement).max() == 0.0
+
+
+def test_register_inverse_and_affine_through_the_cli(trained_3d, phantoms_3d, tmp_path, capsys):
+    import json
+
+    moving, fixed, labels = _first_two(phantoms_3d)
+    common = ["register", str(trained_3d), "--moving", str(moving), "--fixed", str(fixed), "--inverse"]
+    assert main([*common, "--moving-labels", str(labels), "--affine", "-o", str(tmp_path / "a")]) == 0
+    stem = f"{moving.name.split('.')[0]}_to_{fixed.name.split('.')[0]}"
+    inverse = nib.load(str(tmp_path / "a" / f"{stem}_inverse_displacement.nii.gz"))
+    moving_img = nib.load(str(moving))
+    assert inverse.shape == moving_img.shape + (1, 3) and np.allclose(inverse.affine, moving_img.affine)
+    assert inverse.header.get_intent()[0] == "vector"
+    summary = json.loads((tmp_path / "a" / f"{stem}_registration.json").read_text())
+    assert summary["affine_stage"]["ran"] and len(summary["affine_stage"]["matrix"]) == 4
+    error = summary["inverse_consistency_mm"]
+    assert error["mean_mm"] < 0.3 and error["p95_mm"] < 1.0  # 2 mm voxels
+    out = capsys.readouterr().out
+    assert f"{stem}: inverse consistency {error['mean_mm']:.3f} mm mean" in out
+    assert main([*common, "--no-affine", "-o", str(tmp_path / "b")]) == 0
+    summary = json.loads((tmp_path / "b" / f"{stem}_registration.json").read_text())
+    assert summary["affine_stage"] == {"ran": False, "why": "off", "ncc": None, "matrix": None}
+    with pytest.raises(SystemExit):  # argparse: --affine and --no-affine exclude each other
+        main([*common, "--affine", "--no-affine", "-o", str(tmp_path / "c")])
+
+
+def test_atlas_segment_switches_the_affine_stage_on_for_a_misaligned_target(trained_3d, phantoms_3d, tmp_path, capsys):
+    from deepatlas.data.io import save_volume
+
+    image, _, labels = _first_two(phantoms_3d)
+    target = _reoriented(load_image(image), np.array([14.0, 0.0, 0.0]))  # 7 voxels: NCC < 0.93
+    path = tmp_path / "target.nii.gz"
+    save_volume(target.array, target.affine, path)
+    args = ["atlas-segment", str(trained_3d), "--atlas", str(image), str(labels), str(path), "-o", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert "affine stage switched on: alignment NCC" in capsys.readouterr().out
+    result = load_label_codes(tmp_path / "o" / "target_atlas_seg.nii.gz").array
+    expected = _reoriented(load_label_codes(labels), np.array([14.0, 0.0, 0.0])).array
+    assert (result == expected)[expected > 0].mean() > 0.8

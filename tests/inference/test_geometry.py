@@ -52,3 +52,20 @@ def test_world_field_and_its_jacobian():
     u = torch.zeros_like(world)
     u[0] = 0.1 * world[0]
     assert torch.allclose(jacobian_determinant_world(u, affine), torch.full((6, 6, 6), 1.1), atol=1e-5)
+
+
+def test_a_voxel_map_becomes_the_same_map_in_world_coordinates():
+    """A map of the voxels of a rotated 1.5 mm grid, expressed in mm, moves world points alike."""
+    from deepatlas.inference.geometry import apply_affine, extend_grid, voxel_map_to_world
+
+    grid = np.array([[0, -1.5, 0, 4], [1.5, 0, 0, -3], [0, 0, 1.5, 1], [0, 0, 0, 1]])
+    voxel_map = np.array([[1.1, 0.1, 0, 2.0], [0, 0.9, 0, -1.0], [0, 0, 1.0, 0.5]])  # voxel -> voxel
+    world_map = voxel_map_to_world(voxel_map, grid)
+    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in (4, 5, 3)], indexing="ij"))
+    mapped_index = torch.einsum("ij,j...->i...", torch.from_numpy(voxel_map[:, :3]), index)
+    mapped_index += torch.from_numpy(voxel_map[:, 3]).view(3, 1, 1, 1)
+    expected = apply_affine(mapped_index, grid)  # voxel indices -> world
+    assert torch.allclose(apply_affine(world_coordinates((4, 5, 3), grid), world_map), expected, atol=1e-9)
+    shape, wide = extend_grid((4, 5, 3), grid, (2, 1, 3))
+    assert shape == (8, 7, 9)
+    assert torch.allclose(world_coordinates(shape, wide)[:, 2:6, 1:6, 3:6], world_coordinates((4, 5, 3), grid))

@@ -81,24 +81,62 @@ def _pairs_file(path: Path) -> list[tuple[Path, Path, Path | None]]:
 def cmd_register(args: argparse.Namespace) -> int:
     from deepatlas.inference.outputs import check_free, registration_paths
 
+    options = _registration_options(args, inverse=args.inverse)
     pairs = _pairs(args)
     out = Path(args.output)
-    plans = [registration_paths(out, subject_id(m), subject_id(f), lab is not None) for m, f, lab in pairs]
+    summary = options.affine != "off"
+    plans = [
+        registration_paths(out, subject_id(m), subject_id(f), lab is not None, options.inverse, summary)
+        for m, f, lab in pairs
+    ]
     check_free([p for plan in plans for p in plan.values()], args.overwrite)
-    jobs = [(moving, fixed, labels, paths) for (moving, fixed, labels), paths in zip(pairs, plans)]
+    jobs = [(moving, fixed, labels, paths, options) for (moving, fixed, labels), paths in zip(pairs, plans)]
     run_jobs(args, jobs, _register_job, _load_run, "register")
-    print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p))")
+    inverse = ", inverse on the moving grid (fixed = q + v(q))" if options.inverse else ""
+    print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p){inverse})")
     return 0
 
 
-def _register_job(run, job: tuple[Path, Path, Path | None, dict[str, Path]]) -> None:
+def _registration_options(args: argparse.Namespace, inverse: bool = False):
+    """The affine-stage and inverse settings of ``register`` / ``atlas-segment``."""
+    from deepatlas.inference.apply import RegistrationOptions
+
+    return RegistrationOptions(affine=getattr(args, "affine", "auto"), inverse=inverse)
+
+
+def _register_job(run, job: tuple) -> None:
+    """``job``: moving, fixed, moving labels (or None), output paths, ``RegistrationOptions``."""
     from deepatlas.data.io import load_image, load_label_codes
-    from deepatlas.inference.apply import register_volumes
     from deepatlas.inference.outputs import write_registration
 
-    moving, fixed, labels, paths = job
-    result = register_volumes(run, load_image(moving), load_image(fixed), load_label_codes(labels) if labels else None)
+    moving, fixed, labels, paths, options = job
+    name = f"{subject_id(moving)}_to_{subject_id(fixed)}"
+    moving_labels = load_label_codes(labels) if labels else None
+    result = _register_and_say(run, options, name, load_image(moving), load_image(fixed), moving_labels)
     write_registration(result, paths)
+    if result.inverse_consistency is not None:
+        error = result.inverse_consistency
+        print(
+            f"{name}: inverse consistency {error['mean_mm']:.3f} mm mean, {error['p95_mm']:.3f} mm 95th "
+            f"percentile (fixed foreground)"
+        )
+
+
+def _register_and_say(run, options, name: str, moving, fixed, moving_labels=None):
+    """``register_volumes``, printing one line when ``auto`` switched the affine stage on."""
+    from deepatlas.inference.apply import register_volumes
+
+    result = register_volumes(run, moving, fixed, moving_labels, options=options)
+    stage = result.affine_stage
+    if options.affine == "auto" and stage is not None and stage.ran:
+        print(f"{name}: affine stage {stage.why}")
+    return result
+
+
+def _atlas_registrar(run, options, moving, fixed, moving_labels):
+    """The registrar of ``atlas-segment``: names the pair by its files."""
+    name = f"{subject_id(moving.path)}_to_{subject_id(fixed.path)}"
+    return _register_and_say(run, options, name, moving, fixed, moving_labels)
 
 
 def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | None = None) -> Path:
@@ -109,22 +147,25 @@ def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | Non
     targets = [out / f"{subject_id(p)}_{suffix}.nii.gz" for p in images]
     check_free(targets, args.overwrite)
     fusion = getattr(args, "fusion", None)
-    jobs = [(path, target, atlases, fusion) for path, target in zip(images, targets)]
+    options = _registration_options(args) if atlases is not None else None
+    jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
     run_jobs(args, jobs, _label_job, _load_run, suffix)
     return out
 
 
-def _label_job(run, job: tuple[Path, Path, list | None, str | None]) -> None:
+def _label_job(run, job: tuple) -> None:
+    """``job``: image, output path, atlases (None: the seg net), fusion, ``RegistrationOptions``."""
     from deepatlas.data.io import load_image, save_volume
     from deepatlas.inference.apply import atlas_segment_volume, segment_volume
     from deepatlas.inference.outputs import label_dtype
 
-    path, target, atlases, fusion = job
+    path, target, atlases, fusion, options = job
     image = load_image(path)
     if atlases is None:
         codes = segment_volume(run, image)
     else:
-        codes = atlas_segment_volume(run, _atlas_volumes(tuple(atlases)), image, fusion=fusion)
+        registrar = functools.partial(_atlas_registrar, run, options)
+        codes = atlas_segment_volume(run, _atlas_volumes(tuple(atlases)), image, fusion=fusion, registrar=registrar)
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
 
 
@@ -186,6 +227,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _affine_flags(p) -> None:
+    """``--affine`` / ``--no-affine`` of ``register`` and ``atlas-segment`` (default: auto)."""
+    stage = p.add_mutually_exclusive_group()
+    stage.add_argument(
+        "--affine",
+        dest="affine",
+        action="store_const",
+        const="on",
+        default="auto",
+        help="align each pair affinely (12 parameters) before the deformable stage; by default this "
+        "happens when the images, resampled by world coordinates and pooled 4x, correlate with NCC < 0.93",
+    )
+    stage.add_argument(
+        "--no-affine", dest="affine", action="store_const", const="off", help="never run the affine stage"
+    )
+
+
 def add_commands(sub) -> None:
     def common(p, output_required=True):
         p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
@@ -224,6 +282,13 @@ def add_commands(sub) -> None:
     r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
     registration(r)
+    _affine_flags(r)
+    r.add_argument(
+        "--inverse",
+        action="store_true",
+        help="also write the fixed-to-moving field (<moving>_to_<fixed>_inverse_displacement.nii.gz, on the "
+        "moving grid, mm RAS, fixed = q + v(q)) and report its inverse-consistency error",
+    )
     r.add_argument("--overwrite", action="store_true")
     workers(r)
     r.set_defaults(func=cmd_register)
@@ -246,6 +311,7 @@ def add_commands(sub) -> None:
         help="weighted: votes weighted by local NCC of warped atlas and target (default)",
     )
     registration(a)
+    _affine_flags(a)
     a.add_argument("--overwrite", action="store_true")
     workers(a)
     a.set_defaults(func=cmd_atlas_segment)

@@ -9,7 +9,7 @@ FSLeyes. An input already on the training grid is not resampled at all.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -18,17 +18,22 @@ import torch
 from deepatlas import options
 from deepatlas.data.io import Volume, normalize_intensity
 from deepatlas.inference.geometry import (
+    apply_affine,
+    extend_grid,
     field_to_world,
     jacobian_determinant_world,
     network_grid,
     resample,
     sample,
+    voxel_map_to_world,
     world_coordinates,
 )
 from deepatlas.inference.run import TrainedRun
 from deepatlas.losses.similarity import local_ncc_map
 from deepatlas.options import look_up_option
-from deepatlas.registration import RegistrationPipeline
+from deepatlas.registration import Deformation, RegistrationPipeline
+from deepatlas.registration.affine import AFFINE_MODES, AffineSettings, AffineStage, alignment_ncc, foreground
+from deepatlas.registration.inverse import invert_deformation
 
 
 @dataclass
@@ -38,10 +43,16 @@ class Registration:
     Attributes:
         warped: the moving image resampled at ``p + displacement(p)`` (its original intensities).
         displacement: ``dims x *fixed_shape`` in mm along the world (NIfTI RAS) axes; the moving
-            point matching fixed point ``p`` is ``p + displacement(p)``.
+            point matching fixed point ``p`` is ``p + displacement(p)`` (affine stage included).
         jacobian: determinant of the Jacobian of ``p -> p + displacement(p)`` (<= 0: folding).
         warped_labels: the moving label map (original codes), nearest neighbour, if given.
         affine: the fixed image's affine, for writing the outputs.
+        affine_stage: what the affine stage did (:class:`AffineStageReport`), None if not asked about.
+        inverse: ``dims x *moving_shape`` in mm on the moving image's grid: the fixed point matching
+            moving point ``q`` is ``q + inverse(q)``; with ``RegistrationOptions.inverse`` only.
+        inverse_affine: the moving image's affine, for writing ``inverse``.
+        inverse_consistency: ``{"mean_mm", "p95_mm"}`` of ``|p + u(p) + v(p + u(p)) - p|`` over the
+            fixed image's foreground, with ``inverse``.
     """
 
     warped: np.ndarray
@@ -49,12 +60,59 @@ class Registration:
     jacobian: np.ndarray
     warped_labels: np.ndarray | None
     affine: np.ndarray
+    affine_stage: AffineStageReport | None = None
+    inverse: np.ndarray | None = None
+    inverse_affine: np.ndarray | None = None
+    inverse_consistency: dict[str, float] | None = None
+
+
+@dataclass
+class AffineStageReport:
+    """Whether the affine stage ran for a pair, why, and the world map it found.
+
+    ``ncc``: :func:`~deepatlas.registration.affine.alignment_ncc` of the two images on the fixed
+    network grid after world-coordinate resampling (``auto`` mode only); ``matrix``: 4x4, fixed world point (mm) ->
+    moving world point, the map applied before the deformation, or None.
+    """
+
+    ran: bool
+    why: str
+    ncc: float | None = None
+    matrix: np.ndarray | None = None
+
+
+@dataclass
+class RegistrationOptions:
+    """What :func:`register_volumes` does around the run's pipeline.
+
+    ``affine``: ``off`` (the default of the Python API: registrations as before the stage existed),
+    ``on``, or ``auto`` (the default of ``register`` and ``atlas-segment``: the stage runs when the
+    pair's alignment NCC is below ``affine_settings.auto_threshold``); ``inverse``: also compute the
+    fixed-to-moving field and its inverse-consistency error (``inverse_iterations`` fixed-point
+    iterations when the run is not diffeomorphic).
+    """
+
+    affine: str = "off"
+    inverse: bool = False
+    affine_settings: AffineSettings = field(default_factory=AffineSettings)
+    inverse_iterations: int = 30
+
+    def validate(self) -> None:
+        look_up_option(self.affine, AFFINE_MODES, "affine stage")
+        self.affine_settings.validate()
+        if self.inverse_iterations < 1:
+            raise ValueError(f"inverse_iterations must be >= 1, got {self.inverse_iterations}")
+
+
+def _normalized(run: TrainedRun, volume: Volume) -> torch.Tensor:
+    """``1 x *shape``: the volume's intensities normalised as in training."""
+    array = normalize_intensity(volume.array) if run.config.data.normalize else volume.array.astype(np.float32)
+    return torch.from_numpy(array)[None]
 
 
 def _on_grid(run: TrainedRun, volume: Volume, shape: tuple[int, ...], affine: np.ndarray) -> torch.Tensor:
     """``volume``, normalised as in training, resampled onto the network grid ``(shape, affine)``."""
-    array = normalize_intensity(volume.array) if run.config.data.normalize else volume.array.astype(np.float32)
-    return resample(torch.from_numpy(array)[None], volume.affine, shape, affine)
+    return resample(_normalized(run, volume), volume.affine, shape, affine)
 
 
 def _check_dims(run: TrainedRun, *volumes: Volume) -> None:
@@ -83,35 +141,124 @@ def register_volumes(
     fixed: Volume,
     moving_labels: Volume | None = None,
     pipeline: RegistrationPipeline | None = None,
+    options: RegistrationOptions | None = None,
 ) -> Registration:
-    """Register ``moving`` to ``fixed`` as the run's pipeline says (net, then refinement), or as
-    ``pipeline`` says."""
+    """Register ``moving`` to ``fixed``: the affine stage if ``options`` say so, then the run's
+    pipeline (net, then refinement) or ``pipeline``.
+
+    With the affine stage, the moving image is resampled (from its own grid, in world
+    coordinates) through the affine ``A`` onto the fixed network grid before the pipeline runs,
+    and the result is the composition ``moving point = A(p + u(p))``; the warped image and labels
+    are sampled through it from the original moving volume (one interpolation). ``options.inverse``
+    adds the fixed-to-moving field and its inverse-consistency error (:class:`Registration`).
+    """
+    options = options or RegistrationOptions()
+    options.validate()
     _check_dims(run, moving, fixed)
     fixed_t, grid_shape, grid_affine = _prepare(run, fixed)
     # the moving image goes onto the *fixed* image's network grid: one grid per pair keeps
     # their world relationship (pre-alignment) intact
     moving_t = _on_grid(run, moving, grid_shape, grid_affine)
+    report = _affine_stage(run, moving, (moving_t, fixed_t), (grid_shape, grid_affine), options)
+    if report.matrix is not None:  # one interpolation from the moving image's own grid
+        points = apply_affine(world_coordinates(grid_shape, grid_affine), report.matrix)
+        moving_t = sample(_normalized(run, moving), moving.affine, points)
     device = _device(run)
-    ddf = (
-        (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device)).field[0].detach().cpu().double()
-    )
+    deformation = (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device))
+    ddf = deformation.field[0].detach().cpu().double()
     world = field_to_world(ddf, grid_affine)
     # resample() returns the field untouched when the fixed image is on the network grid
     displacement = resample(world, grid_affine, fixed.array.shape, fixed.affine, padding="border")
     fixed_points = world_coordinates(fixed.array.shape, fixed.affine)
     target_points = fixed_points + displacement
-    warped = sample(torch.from_numpy(moving.array.astype(np.float32))[None], moving.affine, target_points)[0]
-    labels = None
-    if moving_labels is not None:
-        if moving_labels.array.shape != moving.array.shape:
-            raise ValueError(
-                f"{moving_labels.path}: label map shape {moving_labels.array.shape} does not match "
-                f"the moving image {moving.array.shape}"
-            )
-        codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
-        labels = sample(codes, moving_labels.affine, target_points, mode="nearest")[0].numpy()
+    if report.matrix is not None:  # moving point = A(p + u(p))
+        target_points = apply_affine(target_points, report.matrix)
+        displacement = target_points - fixed_points
+    warped, labels = _warp_moving(moving, moving_labels, target_points)
     jacobian = jacobian_determinant_world(displacement, fixed.affine)
-    return Registration(warped.numpy(), displacement.float().numpy(), jacobian.numpy(), labels, fixed.affine)
+    result = Registration(warped, displacement.float().numpy(), jacobian.numpy(), labels, fixed.affine, report)
+    if options.inverse:
+        steps, iterations = run.config.reg_net.integration_steps, options.inverse_iterations
+        inverse = _inverse_field(deformation, steps, grid_affine, moving, report.matrix, iterations)
+        result.inverse, result.inverse_affine = inverse.float().numpy(), moving.affine
+        result.inverse_consistency = _inverse_consistency(inverse, moving, fixed, target_points)
+    return result
+
+
+def _warp_moving(
+    moving: Volume, moving_labels: Volume | None, target_points: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The moving image (linear) and label map (nearest) sampled at world points ``dims x *fixed_shape``."""
+    warped = sample(torch.from_numpy(moving.array.astype(np.float32))[None], moving.affine, target_points)[0]
+    if moving_labels is None:
+        return warped.numpy(), None
+    if moving_labels.array.shape != moving.array.shape:
+        raise ValueError(
+            f"{moving_labels.path}: label map shape {moving_labels.array.shape} does not match "
+            f"the moving image {moving.array.shape}"
+        )
+    codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
+    return warped.numpy(), sample(codes, moving_labels.affine, target_points, mode="nearest")[0].numpy()
+
+
+def _affine_stage(
+    run: TrainedRun,
+    moving: Volume,
+    images: tuple[torch.Tensor, torch.Tensor],
+    grid: tuple[tuple[int, ...], np.ndarray],
+    options: RegistrationOptions,
+) -> AffineStageReport:
+    """Decide on and run the affine stage. ``images``: moving and fixed (``1 x *grid``) on the fixed
+    network grid ``grid`` (shape, affine); the estimate uses the moving image on that grid widened
+    by the stage's margin, so what the affine brings in from outside the grid is there."""
+    if options.affine == "off":
+        return AffineStageReport(False, "off")
+    ncc, why = None, "asked for"
+    if options.affine == "auto":
+        ncc = float(alignment_ncc(images[0][None], images[1][None])[0])
+        threshold = options.affine_settings.auto_threshold
+        if ncc >= threshold:
+            return AffineStageReport(False, f"not needed: alignment NCC {ncc:.3f} >= {threshold}", ncc)
+        why = f"switched on: alignment NCC {ncc:.3f} < {threshold} (images pooled 4x after world resampling)"
+    stage = AffineStage(options.affine_settings)
+    margin = stage.margin_for(grid[0])
+    wide = resample(_normalized(run, moving), moving.affine, *extend_grid(grid[0], grid[1], margin))
+    device = _device(run)
+    matrix = stage(wide[None].to(device), images[1][None].to(device), margin)[0]
+    return AffineStageReport(True, why, ncc, voxel_map_to_world(matrix.cpu().double().numpy(), grid[1]))
+
+
+def _inverse_field(
+    deformation: Deformation,
+    steps: int,
+    grid_affine: np.ndarray,
+    moving: Volume,
+    matrix: np.ndarray | None,
+    iterations: int,
+) -> torch.Tensor:
+    """The fixed-to-moving field ``dims x *moving_shape`` (mm, world axes) on the moving grid.
+
+    ``deformation``: the pipeline's, on the network grid ``grid_affine`` (its velocity integrated
+    with ``steps``, else ``iterations`` fixed-point iterations); ``matrix``: the affine stage's world
+    map or None. The fixed point matching moving point ``q`` is ``y + w(y)`` with ``y = A^-1 q``.
+    """
+    inverse_ddf = invert_deformation(deformation, steps, iterations)[0].cpu().double()
+    inverse_world = field_to_world(inverse_ddf, grid_affine)  # mm, on the network grid
+    moving_points = world_coordinates(moving.array.shape, moving.affine)
+    before = moving_points if matrix is None else apply_affine(moving_points, np.linalg.inv(matrix))
+    return before + sample(inverse_world, grid_affine, before, padding="border") - moving_points
+
+
+def _inverse_consistency(
+    inverse: torch.Tensor, moving: Volume, fixed: Volume, target_points: torch.Tensor
+) -> dict[str, float]:
+    """Mean and 95th percentile (mm) of ``|p + u(p) + v(p + u(p)) - p|`` over the fixed image's
+    foreground; ``target_points``: ``p + u(p)`` for the fixed voxels, ``inverse``: ``v`` on the moving grid."""
+    back = sample(inverse, moving.affine, target_points, padding="border")
+    residual = (target_points + back - world_coordinates(fixed.array.shape, fixed.affine)).norm(dim=0)
+    mask = foreground(torch.from_numpy(normalize_intensity(fixed.array))[None, None])[0, 0]
+    values = (residual[mask] if bool(mask.any()) else residual.flatten()).numpy()
+    return {"mean_mm": float(values.mean()), "p95_mm": float(np.percentile(values, 95))}
 
 
 def segment_volume(run: TrainedRun, image: Volume) -> np.ndarray:

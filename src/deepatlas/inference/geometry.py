@@ -96,6 +96,49 @@ def network_grid(
     return tuple(train_shape), out
 
 
+def apply_affine(points: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """World points ``dims x *shape`` (mm) mapped through a 4x4 world affine (2D: its first two
+    rows and columns and its translation column)."""
+    dims = points.shape[0]
+    matrix, offset = _linear(affine, dims)
+    mapped = torch.einsum("ij,j...->i...", torch.from_numpy(matrix).to(points.dtype), points)
+    return mapped + torch.from_numpy(offset).to(points.dtype).view((dims,) + (1,) * dims)
+
+
+def _square(affine: np.ndarray, dims: int) -> np.ndarray:
+    """The ``(dims+1) x (dims+1)`` homogeneous matrix of a 4x4 (or already square) affine."""
+    matrix, offset = _linear(affine, dims)
+    out = np.eye(dims + 1)
+    out[:dims, :dims], out[:dims, dims] = matrix, offset
+    return out
+
+
+def voxel_map_to_world(matrix: np.ndarray, grid_affine: np.ndarray) -> np.ndarray:
+    """The 4x4 world (mm) map of an affine map in voxel units of a grid.
+
+    ``matrix``: ``dims x (dims+1)``, voxel ``x`` -> ``matrix [x; 1]`` on the grid ``grid_affine``;
+    returns ``G M G^-1`` as a 4x4 NIfTI-style matrix (2D maps: identity along the third axis).
+    """
+    dims = matrix.shape[0]
+    grid = _square(grid_affine, dims)
+    voxel = np.eye(dims + 1)
+    voxel[:dims] = np.asarray(matrix, dtype=np.float64)
+    world = grid @ voxel @ np.linalg.inv(grid)
+    out = np.eye(4)
+    out[:dims, :dims], out[:dims, 3] = world[:dims, :dims], world[:dims, dims]
+    return out
+
+
+def extend_grid(
+    shape: tuple[int, ...], affine: np.ndarray, margin: tuple[int, ...]
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """The grid ``(shape, affine)`` with ``margin[i]`` more voxels on both sides of axis ``i``."""
+    dims = len(shape)
+    out = np.array(affine, dtype=np.float64)
+    out[:dims, 3] -= out[:dims, :dims] @ np.asarray(margin, dtype=np.float64)
+    return tuple(n + 2 * m for n, m in zip(shape, margin)), out
+
+
 def field_to_world(ddf: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
     """A displacement ``dims x *shape`` in voxel units of the grid ``affine`` -> millimetres, world axes."""
     dims = ddf.shape[0]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data.io import save_volume
 from deepatlas.inference.apply import Registration
 
@@ -25,7 +27,12 @@ def check_free(paths: list[Path], overwrite: bool) -> None:
         )
 
 
-def registration_paths(output: Path, moving_id: str, fixed_id: str, with_labels: bool) -> dict[str, Path]:
+def registration_paths(
+    output: Path, moving_id: str, fixed_id: str, with_labels: bool, inverse: bool = False, summary: bool = False
+) -> dict[str, Path]:
+    """Where ``register`` writes one pair: ``<moving>_to_<fixed>_{warped,displacement,jacdet}.nii.gz``,
+    ``_labels`` with a moving label map, ``_inverse_displacement`` with ``inverse``, and with
+    ``summary`` (an affine stage that may run, or ``inverse``) the ``_registration.json`` summary."""
     stem = output / f"{moving_id}_to_{fixed_id}"
     paths = {
         "warped": Path(f"{stem}_warped.nii.gz"),
@@ -34,31 +41,67 @@ def registration_paths(output: Path, moving_id: str, fixed_id: str, with_labels:
     }
     if with_labels:
         paths["labels"] = Path(f"{stem}_labels.nii.gz")
+    if inverse:
+        paths["inverse"] = Path(f"{stem}_inverse_displacement.nii.gz")
+    if summary or inverse:
+        paths["summary"] = Path(f"{stem}_registration.json")
     return paths
 
 
 def write_registration(result: Registration, paths: dict[str, Path]) -> None:
-    """The warped image, the displacement field, the Jacobian determinant map and the warped labels.
+    """The warped image, the displacement field, the Jacobian determinant map, the warped labels,
+    the inverse displacement and the JSON summary, as far as ``paths`` and ``result`` hold them.
 
     The displacement is a NIfTI vector image (``X x Y x Z x 1 x 3``, intent ``vector``)
     in millimetres along the NIfTI world (RAS+) axes, on the fixed image's grid:
-    the moving point matching fixed voxel ``p`` is ``p + u(p)`` in world coordinates.
+    the moving point matching fixed voxel ``p`` is ``p + u(p)`` in world coordinates. The inverse
+    is the same on the moving image's grid: the fixed point matching moving voxel ``q`` is ``q + v(q)``.
     """
     save_volume(result.warped.astype(np.float32), result.affine, paths["warped"])
-    dims = result.displacement.shape[0]
-    vector = np.moveaxis(result.displacement, 0, -1)
-    vector = vector.reshape(vector.shape[:-1] + (1,) * (4 - dims) + (dims,))
-    save_volume(
-        vector.astype(np.float32),
-        result.affine,
-        paths["displacement"],
-        intent="vector",
-        description="deepatlas displacement mm RAS, moving = p + u(p)",
-        compress=False,  # noisy floats: gzip saves ~7 % for a third of a second per pair
-    )
+    _save_field(result.displacement, result.affine, paths["displacement"], "moving = p + u(p)")
     save_volume(result.jacobian.astype(np.float32), result.affine, paths["jacobian"], compress=False)
     if "labels" in paths and result.warped_labels is not None:
         save_volume(result.warped_labels.astype(label_dtype(result.warped_labels)), result.affine, paths["labels"])
+    if "inverse" in paths and result.inverse is not None:
+        _save_field(result.inverse, result.inverse_affine, paths["inverse"], "fixed = q + v(q)")
+    if "summary" in paths:
+        summary = registration_summary(result)
+        if summary:
+            atomic_write_text(paths["summary"], json.dumps(summary, indent=1))
+        else:  # nothing to report (no affine stage, no inverse): no file, and none left from an earlier run
+            paths["summary"].unlink(missing_ok=True)
+
+
+def _save_field(field: np.ndarray, affine: np.ndarray, path: Path, meaning: str) -> None:
+    """A ``dims x *shape`` field (mm) as a NIfTI vector image ``X x Y x Z x 1 x dims``."""
+    dims = field.shape[0]
+    vector = np.moveaxis(field, 0, -1)
+    vector = vector.reshape(vector.shape[:-1] + (1,) * (4 - dims) + (dims,))
+    save_volume(
+        vector.astype(np.float32),
+        affine,
+        path,
+        intent="vector",
+        description=f"deepatlas displacement mm RAS, {meaning}",
+        compress=False,  # noisy floats: gzip saves ~7 % for a third of a second per pair
+    )
+
+
+def registration_summary(result: Registration) -> dict:
+    """What the ``_registration.json`` beside a pair's outputs records: the affine stage (ran, why,
+    alignment NCC, the 4x4 world map fixed point -> moving point before the deformation) and,
+    with an inverse, the inverse-consistency error in mm over the fixed image's foreground.
+    Empty when the affine stage did not run and there is no inverse."""
+    stage = result.affine_stage
+    if (stage is None or not stage.ran) and result.inverse_consistency is None:
+        return {}
+    summary: dict = {"affine_stage": None}
+    if stage is not None:
+        matrix = None if stage.matrix is None else np.round(stage.matrix, 6).tolist()
+        summary["affine_stage"] = {"ran": stage.ran, "why": stage.why, "ncc": stage.ncc, "matrix": matrix}
+    if result.inverse_consistency is not None:
+        summary["inverse_consistency_mm"] = result.inverse_consistency
+    return summary
 
 
 def label_dtype(codes: np.ndarray) -> type:
