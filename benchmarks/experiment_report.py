@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import atomic_write_text
+from deepatlas.files import atomic_write_text
 from deepatlas.run_folder import RunFolder
 
 

@@ -195,7 +195,7 @@ def figure(results: dict, path: Path) -> None:
 
 
 def write_tables(results: dict, out: Path) -> None:
-    from deepatlas.checkpoint import atomic_write_text
+    from deepatlas.files import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     lines = [
@@ -287,7 +287,7 @@ def make_registrars(run, ants: list[str]) -> dict:
 
 def measure_all(registrars: dict, data: tuple, out: Path, resume: bool) -> dict:
     """Run every registrar over the pairs; methods an interrupted call measured are kept (--resume)."""
-    from deepatlas.checkpoint import atomic_write_text
+    from deepatlas.files import atomic_write_text
 
     partial_file = out / "partial.json"
     done = json.loads(partial_file.read_text()) if resume and partial_file.exists() else {}

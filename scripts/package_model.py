@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from deepatlas.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from deepatlas.checkpoint import load_checkpoint, save_checkpoint
 from deepatlas.config import Config, RefineConfig
+from deepatlas.files import atomic_write_text
 from deepatlas.run_folder import RunFolder
 
 KEEP = (

@@ -1,4 +1,4 @@
-"""Atomic writes and safe checkpoint loading.
+"""Checkpoints: written atomically (:mod:`deepatlas.files`), read safely.
 
 A checkpoint is data, not code: it holds tensors, numbers, strings and nested
 dicts/lists only, and is read with ``torch.load(..., weights_only=True)``.
@@ -6,60 +6,19 @@ dicts/lists only, and is read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from deepatlas.files import atomic_write
+
 CHECKPOINT_FORMAT = 1
-
-
-def default_file_mode() -> int:
-    """What ``open()`` would give a new file (mkstemp makes private 0600 files)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp"):
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
-
-    A reader never sees a half-written file, and a killed writer leaves the old
-    file (if any) intact. ``suffix`` lets writers that choose a format by file
-    name (nibabel, matplotlib) see the right extension.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic(path: Path, write) -> Path:
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return _atomic(Path(path), lambda h: h.write(text.encode()))
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` via a temp file and rename, so a kill never leaves half a checkpoint."""
-    return _atomic(Path(path), lambda h: torch.save({"format": CHECKPOINT_FORMAT, **state}, h))
+    return atomic_write(Path(path), lambda h: torch.save({"format": CHECKPOINT_FORMAT, **state}, h))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -92,16 +51,3 @@ def check_finite_weights(state: dict[str, Any], keys: tuple[str, ...], path: str
                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the run diverged at or before "
                 f"this checkpoint: use an earlier checkpoint, or train again with a smaller learning rate"
             )
-
-
-def remove_orphans(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in ``folder``.
-
-    :func:`atomic_path` names them ``.<final name>.<random><suffix>``; only this process
-    writes the folder, so any that exist now belong to a writer that is gone.
-    """
-    folder = Path(folder)
-    orphans = [p for p in folder.glob(".*.tmp*") if p.is_file()] if folder.is_dir() else []
-    for path in orphans:
-        path.unlink(missing_ok=True)
-    return orphans

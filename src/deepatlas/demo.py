@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.config import Config
 from deepatlas.data import find_subjects, load_image_set, load_splits, prepare_data
 from deepatlas.data.prepare import select_split
 from deepatlas.data.synthetic import make_dataset
 from deepatlas.evaluation.evaluate import consecutive_pairs, evaluate_image_set
+from deepatlas.files import atomic_write_text
 from deepatlas.inference import load_run, register, segment
 from deepatlas.networks.warp import warp_image, warp_labels
 from deepatlas.run_folder import RunFolder

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepatlas.checkpoint import atomic_write_text
+from deepatlas.files import atomic_write_text
 
 CHECKPOINTS = ("best", "last")
 

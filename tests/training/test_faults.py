@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepatlas.checkpoint import load_checkpoint, remove_orphans
+from deepatlas.checkpoint import load_checkpoint
 from deepatlas.cli.main import main
+from deepatlas.files import remove_orphans
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.run import train
 from tests.conftest import tiny_config

@@ -14,7 +14,7 @@ from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
 from deepatlas.run_folder import RunFolder
 
 
-def _expand(paths: list[str]) -> list[Path]:
+def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given; folders become their image files, sorted."""
     out: list[Path] = []
     for raw in paths:
@@ -31,7 +31,7 @@ def _expand(paths: list[str]) -> list[Path]:
     return out
 
 
-def _load_run(args):
+def load_run_from_args(args):
     from deepatlas.device import select_device
     from deepatlas.inference import load_run
 
@@ -51,14 +51,14 @@ def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
         return _pairs_file(Path(args.pairs))
     if not (args.moving and args.fixed):
         raise DataError("give --moving and --fixed (files or folders), or --pairs FILE")
-    moving, fixed = _expand([args.moving]), _expand([args.fixed])
+    moving, fixed = expand_paths([args.moving]), expand_paths([args.fixed])
     if len(fixed) == 1:
         fixed = fixed * len(moving)
     elif len(fixed) != len(moving) or [p.name for p in moving] != [p.name for p in fixed]:
         raise DataError(f"{args.fixed}: with two folders, --moving and --fixed must hold the same file names")
     labels: list[Path | None] = [None] * len(moving)
     if args.moving_labels:
-        labels = _expand([args.moving_labels])
+        labels = expand_paths([args.moving_labels])
         if len(labels) != len(moving):
             raise DataError(f"{args.moving_labels}: expected {len(moving)} label maps, found {len(labels)}")
     return list(zip(moving, fixed, labels))
@@ -91,7 +91,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     ]
     check_free([p for plan in plans for p in plan.values()], args.overwrite)
     jobs = [(moving, fixed, labels, paths, options) for (moving, fixed, labels), paths in zip(pairs, plans)]
-    run_jobs(args, jobs, _register_job, _load_run, "register")
+    run_jobs(args, jobs, _register_job, load_run_from_args, "register")
     inverse = ", inverse on the moving grid (fixed = q + v(q))" if options.inverse else ""
     print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p){inverse})")
     return 0
@@ -149,7 +149,7 @@ def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | Non
     fusion = getattr(args, "fusion", None)
     options = _registration_options(args) if atlases is not None else None
     jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
-    run_jobs(args, jobs, _label_job, _load_run, suffix)
+    run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
     return out
 
 
@@ -178,14 +178,14 @@ def _atlas_volumes(atlases: tuple[tuple[Path, Path], ...]) -> list:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    images = _expand(args.images)
+    images = expand_paths(args.images)
     out = _write_label_maps(args, images, "seg")
     print(f"{len(images)} label map(s) written to {out}/ (original label codes, input geometry)")
     return 0
 
 
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
-    targets = _expand(args.targets)
+    targets = expand_paths(args.targets)
     atlases = [(Path(img), Path(lab)) for img, lab in args.atlas]
     _atlas_volumes(tuple(atlases))  # a bad atlas fails here, before any work
     out = _write_label_maps(args, targets, "atlas_seg", atlases)
@@ -196,7 +196,7 @@ def cmd_atlas_segment(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from deepatlas.evaluation.evaluate_run import evaluate_run, format_summary
 
-    run = _load_run(args)
+    run = load_run_from_args(args)
     split = None if args.split == "all" else args.split
     out = Path(args.output) if args.output else RunFolder(args.run).evaluation(args.split)
     summary = evaluate_run(
@@ -219,7 +219,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from deepatlas.visualization.report import build_report
 
-    run = _load_run(args)
+    run = load_run_from_args(args)
     path = build_report(
         run, Path(args.run), Path(args.output), dataset=args.data, split=args.split, overwrite=args.overwrite
     )
@@ -244,44 +244,45 @@ def _affine_flags(p) -> None:
     )
 
 
-def add_commands(sub) -> None:
-    def common(p, output_required=True):
-        p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
-        p.add_argument("-o", "--output", required=output_required, help="output folder")
-        p.add_argument(
-            "--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)"
-        )
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+def _common(p, output_required=True):
+    p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
+    p.add_argument("-o", "--output", required=output_required, help="output folder")
+    p.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
 
-    def workers(p):
-        p.add_argument(
-            "--workers",
-            type=int,
-            default=1,
-            help="processes working through many files (each loads the run; threads are shared out)",
-        )
 
-    def registration(p):
-        p.add_argument(
-            "--net-only",
-            action="store_true",
-            help="the registration net's prediction alone, without per-pair refinement",
-        )
-        p.add_argument(
-            "--refine",
-            action="append",
-            metavar="KEY=VALUE",
-            help="refinement setting, e.g. --refine iterations=[60,30] --refine anatomy_weight=0.5 "
-            "(keys: the refine section of the config; defaults in deepatlas/config.py)",
-        )
+def _workers_flag(p):
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes working through many files (each loads the run; threads are shared out)",
+    )
 
+
+def _registration_flags(p):
+    p.add_argument(
+        "--net-only",
+        action="store_true",
+        help="the registration net's prediction alone, without per-pair refinement",
+    )
+    p.add_argument(
+        "--refine",
+        action="append",
+        metavar="KEY=VALUE",
+        help="refinement setting, e.g. --refine iterations=[60,30] --refine anatomy_weight=0.5 "
+        "(keys: the refine section of the config; defaults in deepatlas/config.py)",
+    )
+
+
+def _add_register(sub) -> None:
     r = sub.add_parser("register", help="register moving image(s) to fixed image(s) with a trained run")
-    common(r)
+    _common(r)
     r.add_argument("--moving", help="moving image, or a folder of them")
     r.add_argument("--fixed", help="fixed image, or a folder with the same file names")
     r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
-    registration(r)
+    _registration_flags(r)
     _affine_flags(r)
     r.add_argument(
         "--inverse",
@@ -290,18 +291,22 @@ def add_commands(sub) -> None:
         "moving grid, mm RAS, fixed = q + v(q)) and report its inverse-consistency error",
     )
     r.add_argument("--overwrite", action="store_true")
-    workers(r)
+    _workers_flag(r)
     r.set_defaults(func=cmd_register)
 
+
+def _add_segment(sub) -> None:
     s = sub.add_parser("segment", help="segment images with a trained run's seg net")
-    common(s)
+    _common(s)
     s.add_argument("images", nargs="+", help="images or folders")
     s.add_argument("--overwrite", action="store_true")
-    workers(s)
+    _workers_flag(s)
     s.set_defaults(func=cmd_segment)
 
+
+def _add_atlas_segment(sub) -> None:
     a = sub.add_parser("atlas-segment", help="segment images by registering labelled atlases to them")
-    common(a)
+    _common(a)
     a.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "LABELS"))
     a.add_argument("targets", nargs="+", help="images or folders to segment")
     a.add_argument(
@@ -310,14 +315,16 @@ def add_commands(sub) -> None:
         default="weighted",
         help="weighted: votes weighted by local NCC of warped atlas and target (default)",
     )
-    registration(a)
+    _registration_flags(a)
     _affine_flags(a)
     a.add_argument("--overwrite", action="store_true")
-    workers(a)
+    _workers_flag(a)
     a.set_defaults(func=cmd_atlas_segment)
 
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="Dice, HD95, folds, SDlogJ of a run on a labelled split")
-    common(e, output_required=False)
+    _common(e, output_required=False)
     e.add_argument("--data", required=True, help="dataset (folder, manifest or OASIS root)")
     e.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
     e.add_argument("--splits", help="splits file (default: DATA/splits.json)")
@@ -329,19 +336,24 @@ def add_commands(sub) -> None:
         help="segment by atlas registration with these labelled subjects of DATA instead of the seg net",
     )
     e.add_argument(
-        "--fusion",
-        choices=options.FUSION,
-        default="majority",
-        help="label fusion with --atlases (default majority)",
+        "--fusion", choices=options.FUSION, default="majority", help="label fusion with --atlases (default majority)"
     )
     e.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="default: as in training")
     e.add_argument("--no-progress", action="store_true")
-    registration(e)
+    _registration_flags(e)
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="an HTML report with figures of a run")
-    common(p)
+    _common(p)
     p.add_argument("--data", help="dataset for the example figures (default: the run's training dataset)")
     p.add_argument("--split", default=None, help="split for the example pair (default: the run's validation split)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_report)
+
+
+def add_commands(sub) -> None:
+    """The verbs that use a trained run: register, segment, atlas-segment, evaluate, report."""
+    for add in (_add_register, _add_segment, _add_atlas_segment, _add_evaluate, _add_report):
+        add(sub)

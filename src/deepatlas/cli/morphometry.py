@@ -6,7 +6,7 @@ import argparse
 import math
 
 from deepatlas import options
-from deepatlas.cli.apply import _expand, _load_run
+from deepatlas.cli.apply import expand_paths, load_run_from_args
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 
@@ -26,12 +26,12 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
         raise DataError("--from atlas needs --atlas IMAGE LABELS (one or more)")
     if args.atlas and args.source != "atlas":
         raise DataError("--atlas is used with --from atlas only (the default, --from seg, uses the seg net)")
-    plan = plan_morphometry(_expand(args.images), args.output, args.template, args.groups, args.atlas, args.fusion)
-    run = _load_run(args)
+    plan = plan_morphometry(expand_paths(args.images), args.output, args.template, args.groups, args.atlas, args.fusion)
+    run = load_run_from_args(args)
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
     prepare(plan, args.overwrite)
-    loader = (lambda _args: run) if args.workers <= 1 else _load_run
+    loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
     run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
     result = summarize(plan, run.scheme)
     morphometry_figures(result, plan.output)

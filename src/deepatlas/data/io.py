@@ -14,8 +14,8 @@ import nibabel as nib
 import nibabel.openers
 import numpy as np
 
-from deepatlas.checkpoint import atomic_path
 from deepatlas.data.errors import DataError
+from deepatlas.files import atomic_path
 
 
 @dataclass

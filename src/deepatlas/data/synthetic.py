@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data.io import save_volume
+from deepatlas.files import atomic_write_text
 
 # label code -> (name, intensity); codes are deliberately not 0..K so code mapping is exercised
 STRUCTURES = {

@@ -17,8 +17,6 @@ Writes ``segmentation.csv`` (subject, structure, Dice, HD95), ``registration.csv
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -29,7 +27,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data import DataError, find_subjects, load_splits
 from deepatlas.data.io import Volume, load_image, load_label_codes
 from deepatlas.data.labels import LabelScheme
@@ -42,6 +39,7 @@ from deepatlas.evaluation.metrics import (
     hausdorff95_per_class,
     sd_log_jacobian,
 )
+from deepatlas.files import atomic_write_csv, atomic_write_text
 from deepatlas.inference.apply import Registrar, atlas_segment_volume, register_volumes, segment_volume
 from deepatlas.inference.run import TrainedRun
 
@@ -64,15 +62,6 @@ def declared_pairs(ids: list[str], pairs: str) -> list[tuple[str, str]]:
     if unknown:
         raise DataError(f"{path}: pairs name subjects not in the evaluated split: {unknown[:10]}")
     return [(str(a), str(b)) for a, b in spec]
-
-
-def _csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
 
 
 @dataclass(frozen=True)
@@ -303,9 +292,9 @@ def score(tables: Tables, names: list[str]) -> dict:
 def write_tables(output: str | Path, tables: Tables, summary: dict) -> None:
     """Write the per-case CSV files and ``summary.json`` into ``output``."""
     output = Path(output)
-    atomic_write_text(output / "segmentation.csv", _csv(tables.segmentation))
-    atomic_write_text(output / "registration.csv", _csv(tables.registration))
-    atomic_write_text(output / "pairs.csv", _csv(tables.pairs))
+    atomic_write_csv(output / "segmentation.csv", tables.segmentation)
+    atomic_write_csv(output / "registration.csv", tables.registration)
+    atomic_write_csv(output / "pairs.csv", tables.pairs)
     atomic_write_text(output / "summary.json", json.dumps(summary, indent=1))
 
 

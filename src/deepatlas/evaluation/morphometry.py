@@ -37,12 +37,11 @@ import numpy as np
 import torch
 
 from deepatlas import options
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data.errors import DataError
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity, save_volume
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import subject_id
-from deepatlas.evaluation.evaluate_run import _csv
+from deepatlas.files import atomic_write_csv
 from deepatlas.inference.apply import atlas_segment_volume, register_volumes, segment_volume
 from deepatlas.inference.geometry import resample
 from deepatlas.inference.outputs import check_free, label_dtype
@@ -301,7 +300,7 @@ def summarize(plan: MorphometryPlan, scheme: LabelScheme) -> MorphometryResult:
     """Read the subjects' label maps and log-Jacobian maps back; write ``volumes.csv`` and, with
     groups, ``group_differences.csv`` and ``logjac_difference.nii.gz`` (second - first group)."""
     volumes = [r for s in plan.subjects for r in structure_volumes(s, load_label_codes(plan.labels_path(s)), scheme)]
-    atomic_write_text(plan.output / "volumes.csv", _csv(volumes))
+    atomic_write_csv(plan.output / "volumes.csv", volumes)
     groups = plan.groups or {"all": list(plan.subjects)}
     means = {g: sum(_read_map(plan.logjac_path(s)) for s in members) / len(members) for g, members in groups.items()}
     template = load_image(plan.template)
@@ -311,7 +310,7 @@ def summarize(plan: MorphometryPlan, scheme: LabelScheme) -> MorphometryResult:
         result.difference = second - first
         save_volume(result.difference.astype(np.float32), template.affine, plan.output / "logjac_difference.nii.gz")
         result.differences = group_differences(volumes, plan.groups)
-        atomic_write_text(plan.output / "group_differences.csv", _csv(result.differences))
+        atomic_write_csv(plan.output / "group_differences.csv", result.differences)
     return result
 
 

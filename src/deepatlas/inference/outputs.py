@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data.io import save_volume
+from deepatlas.files import atomic_write_text
 from deepatlas.inference.apply import Registration
 
 

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from deepatlas.checkpoint import atomic_write_text
+from deepatlas.files import atomic_write_text
 from deepatlas.run_folder import RunFolder
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import load_checkpoint, remove_orphans
+from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
 from deepatlas.device import select_device
+from deepatlas.files import remove_orphans
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.distributed import world_from_env
 from deepatlas.training.faults import NonFiniteLoss

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import atomic_write_text
 from deepatlas.data import DataError
 from deepatlas.data.io import Volume, load_image, load_label_codes
 from deepatlas.data.subjects import Subject
 from deepatlas.evaluation.evaluate_run import evaluate_run, labelled_subjects
 from deepatlas.evaluation.metrics import folded_fraction
+from deepatlas.files import atomic_write_text
 from deepatlas.inference.apply import Registration, register_volumes, segment_volume
 from deepatlas.inference.outputs import check_free
 from deepatlas.inference.run import TrainedRun

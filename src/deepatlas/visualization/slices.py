@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.checkpoint import atomic_path
+from deepatlas.files import atomic_path
 
 
 def _mid_slice(volume: np.ndarray, axis: int = 2) -> np.ndarray:
