@@ -35,6 +35,9 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from registration import cpu_model  # noqa: E402
+
 CONFIGS = ("deepatlas", "deepatlas-upsample-top", "tutorial", "tutorial-nets+our-pipeline")
 REG_GROUPS = ("neither", "moving", "fixed", "both")
 SEG_GROUPS = ("moving", "fixed")
@@ -120,7 +123,7 @@ def main() -> int:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = next((r for r in results if r["config"] == "tutorial"), results[0])
     report = {
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_model(), "cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
         "shape": [80, 96, 80],
         "pairs_per_step": 2,
         "repeats": args.repeats,
@@ -156,7 +159,8 @@ def main() -> int:
         lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     (args.out / "step_time.md").write_text(
-        f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n{table}\n"
+        f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n"
+        f"Machine: {report['machine']['cpu']} (bf16 autocast where the CPU has native bf16).\n\n{table}\n"
     )
     print(table)
     return 0
