@@ -23,6 +23,8 @@ FUSION = ("weighted", "majority")
 PAIRS = ("next", "all", "none")
 """Declared evaluation pairs (or a JSON file of id pairs)."""
 CHECKPOINT = ("best", "last")
+AFFINE = ("auto", "on", "off")
+"""When ``register`` / ``atlas-segment`` run the affine stage (``auto``: when a pair is poorly aligned)."""
 
 
 def look_up_option(value: object, options: Sequence[str], setting: str) -> str:

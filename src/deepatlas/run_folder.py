@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deepatlas import options
 from deepatlas.files import atomic_write_text
-
-CHECKPOINTS = ("best", "last")
 
 
 @dataclass(frozen=True)
@@ -65,8 +64,7 @@ class RunFolder:
 
     def checkpoint(self, name: str = "last") -> Path:
         """``checkpoints/<name>.pt`` (``best`` or ``last``)."""
-        if name not in CHECKPOINTS:
-            raise ValueError(f"checkpoint must be one of {list(CHECKPOINTS)}, got {name!r}")
+        options.look_up_option(name, options.CHECKPOINT, "checkpoint")
         return self.root / "checkpoints" / f"{name}.pt"
 
     def evaluation(self, split: str) -> Path:

@@ -156,7 +156,7 @@ def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | Non
 def _label_job(run, job: tuple) -> None:
     """``job``: image, output path, atlases (None: the seg net), fusion, ``RegistrationOptions``."""
     from deepatlas.data.io import load_image, save_volume
-    from deepatlas.inference.apply import atlas_segment_volume, segment_volume
+    from deepatlas.inference.apply import atlas_segment_volume, read_atlases, segment_volume
     from deepatlas.inference.outputs import label_dtype
 
     path, target, atlases, fusion, options = job
@@ -165,16 +165,8 @@ def _label_job(run, job: tuple) -> None:
         codes = segment_volume(run, image)
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
-        codes = atlas_segment_volume(run, _atlas_volumes(tuple(atlases)), image, fusion=fusion, registrar=registrar)
+        codes = atlas_segment_volume(run, read_atlases(tuple(atlases)), image, fusion=fusion, registrar=registrar)
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
-
-
-@functools.lru_cache(maxsize=1)
-def _atlas_volumes(atlases: tuple[tuple[Path, Path], ...]) -> list:
-    """The atlases' images and label maps, read once per process."""
-    from deepatlas.data.io import load_image, load_label_codes
-
-    return [(load_image(img), load_label_codes(lab)) for img, lab in atlases]
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -187,7 +179,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
     targets = expand_paths(args.targets)
     atlases = [(Path(img), Path(lab)) for img, lab in args.atlas]
-    _atlas_volumes(tuple(atlases))  # a bad atlas fails here, before any work
+    from deepatlas.inference.apply import read_atlases
+
+    read_atlases(tuple(atlases))  # a bad atlas fails here, before any work
     out = _write_label_maps(args, targets, "atlas_seg", atlases)
     print(f"{len(targets)} label map(s) from {len(atlases)} atlas(es), {args.fusion} fusion, written to {out}/")
     return 0

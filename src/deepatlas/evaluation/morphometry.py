@@ -28,7 +28,6 @@ Every subject is measured by :func:`measure_subject` (one job, files in, files o
 from __future__ import annotations
 
 import csv
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_in
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import subject_id
 from deepatlas.files import atomic_write_csv
-from deepatlas.inference.apply import atlas_segment_volume, register_volumes, segment_volume
+from deepatlas.inference.apply import atlas_segment_volume, read_atlases, register_volumes, segment_volume
 from deepatlas.inference.geometry import resample
 from deepatlas.inference.outputs import check_free, label_dtype
 from deepatlas.inference.run import TrainedRun
@@ -226,15 +225,9 @@ def log_jacobian(jacobian: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(jacobian, JACOBIAN_FLOOR)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _atlas_volumes(atlases: tuple[tuple[Path, Path], ...]) -> list[tuple[Volume, Volume]]:
-    """The atlases' images and label maps, read once per process."""
-    return [(load_image(image), load_label_codes(labels)) for image, labels in atlases]
-
-
 def check_atlases(run: TrainedRun, atlases: tuple[tuple[Path, Path], ...]) -> None:
     """Read every atlas; refuse, naming the file, label codes the run's label scheme does not know."""
-    for _, labels in _atlas_volumes(atlases):
+    for _, labels in read_atlases(atlases):
         run.scheme.encode(labels.array, source=str(labels.path))
 
 
@@ -245,7 +238,7 @@ def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
     if job.atlases is None:
         codes = segment_volume(run, image)
     else:
-        codes = atlas_segment_volume(run, _atlas_volumes(job.atlases), image, fusion=job.fusion)
+        codes = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
     save_volume(codes.astype(label_dtype(codes)), image.affine, job.labels_out)
     template = load_image(job.template)
     result = register_volumes(run, image, template)

@@ -8,15 +8,17 @@ FSLeyes. An input already on the training grid is not resampled at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from deepatlas import options
-from deepatlas.data.io import Volume, normalize_intensity
+from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity
 from deepatlas.inference.geometry import (
     apply_affine,
     extend_grid,
@@ -32,7 +34,7 @@ from deepatlas.inference.run import TrainedRun
 from deepatlas.losses.similarity import local_ncc_map
 from deepatlas.options import look_up_option
 from deepatlas.registration import Deformation, RegistrationPipeline
-from deepatlas.registration.affine import AFFINE_MODES, AffineSettings, AffineStage, alignment_ncc, foreground
+from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, foreground
 from deepatlas.registration.inverse import invert_deformation
 
 
@@ -98,7 +100,7 @@ class RegistrationOptions:
     inverse_iterations: int = 30
 
     def validate(self) -> None:
-        look_up_option(self.affine, AFFINE_MODES, "affine stage")
+        look_up_option(self.affine, options.AFFINE, "affine stage")
         self.affine_settings.validate()
         if self.inverse_iterations < 1:
             raise ValueError(f"inverse_iterations must be >= 1, got {self.inverse_iterations}")
@@ -133,6 +135,13 @@ def _prepare(run: TrainedRun, volume: Volume) -> tuple[torch.Tensor, tuple[int, 
 
 def _device(run: TrainedRun) -> torch.device:
     return next(run.reg_net.parameters()).device
+
+
+@functools.lru_cache(maxsize=1)
+def read_atlases(atlases: tuple[tuple[Path, Path], ...]) -> list[tuple[Volume, Volume]]:
+    """The atlases' ``(image, label codes)``, read once per process (a worker reads them for every
+    target it segments); ``atlases`` is a tuple of ``(image path, label path)``."""
+    return [(load_image(image), load_label_codes(labels)) for image, labels in atlases]
 
 
 def register_volumes(

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from deepatlas.registration.fields import pool_image
 
-AFFINE_MODES = ("auto", "on", "off")
 """``auto``: the affine stage runs when :func:`alignment_ncc` is below the threshold."""
 MIN_LEVEL_SIZE = 16
 """Fewest voxels along every axis of a pooled level (smaller grids are pooled less)."""
