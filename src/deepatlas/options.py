@@ -25,6 +25,13 @@ PAIRS = ("next", "all", "none")
 CHECKPOINT = ("best", "last")
 AFFINE = ("auto", "on", "off")
 """When ``register`` / ``atlas-segment`` run the affine stage (``auto``: when a pair is poorly aligned)."""
+AFFINE_AUTO_THRESHOLD = 0.93
+"""``auto``: the affine stage runs when the pair's alignment NCC (both images pooled 4x) is below this
+(pre-aligned ixi-2mm pairs 0.97-0.99; brains moved by 20 degrees / 20 % / 20 mm 0.60-0.86)."""
+PREPARE_MIN_SCORE = 0.93
+"""``prepare``: subjects whose alignment score (NCC with the template pooled 2x) is below this are
+rejected (aligned ixi-2mm brains 0.979-0.988, also when moved first; spheres, ellipsoids, smooth
+noise and contrast-inverted brains 0.79-0.89)."""
 
 
 def look_up_option(value: object, options: Sequence[str], setting: str) -> str:

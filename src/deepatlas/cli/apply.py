@@ -231,7 +231,8 @@ def _affine_flags(p) -> None:
         const="on",
         default="auto",
         help="align each pair affinely (12 parameters) before the deformable stage; by default this "
-        "happens when the images, resampled by world coordinates and pooled 4x, correlate with NCC < 0.93",
+        "happens when the images, resampled by world coordinates and pooled 4x, correlate with NCC < "
+        f"{options.AFFINE_AUTO_THRESHOLD}",
     )
     stage.add_argument(
         "--no-affine", dest="affine", action="store_const", const="off", help="never run the affine stage"

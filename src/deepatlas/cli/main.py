@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     from deepatlas.cli.morphometry import add_command
 
     add_command(sub)
+    from deepatlas.cli.prepare import add_command as add_prepare
+
+    add_prepare(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ pairs of different subjects 0.972 to 0.989; 36 pairs with the moving brain moved
 affines as above 0.60 to 0.86. The mildest of those (NCC 0.86) still left the net alone at Dice
 0.23 instead of 0.63; the Dice of the two foreground masks, the criterion tried first, put it at
 0.864, too close to pre-aligned pairs (0.957 and up) to separate them. 3D test phantoms: 0.957
-and up. Below :attr:`AffineSettings.auto_threshold` (0.93) the stage is switched on.
+and up. Below :attr:`AffineSettings.auto_threshold` (``options.AFFINE_AUTO_THRESHOLD``) the stage is switched on.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from deepatlas import options
 from deepatlas.registration.fields import pool_image
 
 """``auto``: the affine stage runs when :func:`alignment_ncc` is below the threshold."""
@@ -50,7 +51,7 @@ class AffineSettings:
     half extent (shift) and of the linear part (dimensionless); cosine-decayed to 0 within each level."""
     margin: float = 0.25
     """The moving image is given on the fixed grid extended by this fraction of each axis on both sides."""
-    auto_threshold: float = 0.93
+    auto_threshold: float = options.AFFINE_AUTO_THRESHOLD
     """``auto`` mode: run the stage when :func:`alignment_ncc` of the pair is below this."""
 
     def validate(self) -> None:
@@ -96,7 +97,7 @@ def _level_points(shape: tuple[int, ...], factor: int, device: torch.device) -> 
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(shape))
 
 
-def _global_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def global_ncc(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Normalised cross-correlation of ``B x N`` rows: ``B``."""
     a = a - a.mean(1, keepdim=True)
     b = b - b.mean(1, keepdim=True)
@@ -177,7 +178,7 @@ class AffineStage:
             grid = (2 * voxels / (moving_shape - 1).clamp_min(1) - 1).flip(-1)
             grid = grid.view(grid.shape[0], *level_fixed.shape[2:], len(full_shape))
             warped = F.grid_sample(level_moving, grid, padding_mode="zeros", align_corners=True)
-            loss = -_global_ncc(warped.flatten(1), target).sum()
+            loss = -global_ncc(warped.flatten(1), target).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,4 +198,4 @@ def alignment_ncc(moving: torch.Tensor, fixed: torch.Tensor, factor: int = 4) ->
     Cheap (one pooling, one correlation) and blind to the global intensity scale: how well the
     images' world coordinates align, which decides whether the affine stage is needed.
     """
-    return _global_ncc(pool_image(moving.float(), factor).flatten(1), pool_image(fixed.float(), factor).flatten(1))
+    return global_ncc(pool_image(moving.float(), factor).flatten(1), pool_image(fixed.float(), factor).flatten(1))
