@@ -59,6 +59,12 @@ class RunFolder:
         return self.root / "summary.json"
 
     @property
+    def template(self) -> Path:
+        """The image that defines the model's space (``--align``); optional: runs on the shipped
+        template's grid use that template (:func:`deepatlas.inference.run.run_template`)."""
+        return self.root / "template.nii.gz"
+
+    @property
     def best_validation(self) -> Path:
         return self.root / "best_validation.json"
 

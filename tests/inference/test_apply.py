@@ -208,3 +208,11 @@ def test_atlas_segment_switches_the_affine_stage_on_for_a_misaligned_target(trai
     result = load_label_codes(tmp_path / "o" / "target_atlas_seg.nii.gz").array
     expected = _reoriented(load_label_codes(labels), np.array([14.0, 0.0, 0.0])).array
     assert (result == expected)[expected > 0].mean() > 0.8
+
+
+def test_align_needs_a_template_only_when_asked(trained_3d, phantoms_3d, tmp_path, capsys):
+    """A run on its own phantom grid has no template: ``--align auto`` changes nothing, ``on`` says why not."""
+    image = sorted((phantoms_3d / "images").iterdir())[0]
+    assert main(["segment", str(trained_3d), str(image), "-o", str(tmp_path / "a")]) == 0
+    assert main(["segment", str(trained_3d), str(image), "-o", str(tmp_path / "b"), "--align", "on"]) == 2
+    assert "no template.nii.gz" in capsys.readouterr().err

@@ -84,7 +84,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     options = _registration_options(args, inverse=args.inverse)
     pairs = _pairs(args)
     out = Path(args.output)
-    summary = options.affine != "off"
+    summary = options.affine != "off" or options.align != "off"
     plans = [
         registration_paths(out, subject_id(m), subject_id(f), lab is not None, options.inverse, summary)
         for m, f, lab in pairs
@@ -101,7 +101,7 @@ def _registration_options(args: argparse.Namespace, inverse: bool = False):
     """The affine-stage and inverse settings of ``register`` / ``atlas-segment``."""
     from deepatlas.inference.apply import RegistrationOptions
 
-    return RegistrationOptions(affine=getattr(args, "affine", "auto"), inverse=inverse)
+    return RegistrationOptions(affine=getattr(args, "affine", "auto"), align=args.align, inverse=inverse)
 
 
 def _register_job(run, job: tuple) -> None:
@@ -130,6 +130,9 @@ def _register_and_say(run, options, name: str, moving, fixed, moving_labels=None
     stage = result.affine_stage
     if options.affine == "auto" and stage is not None and stage.ran:
         print(f"{name}: affine stage {stage.why}")
+    space = result.model_space
+    if options.align == "auto" and space is not None and space.aligned:
+        print(f"{name}: fixed image aligned to the model's template first ({space.why})")
     return result
 
 
@@ -147,7 +150,7 @@ def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | Non
     targets = [out / f"{subject_id(p)}_{suffix}.nii.gz" for p in images]
     check_free(targets, args.overwrite)
     fusion = getattr(args, "fusion", None)
-    options = _registration_options(args) if atlases is not None else None
+    options = _registration_options(args)
     jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
     run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
     return out
@@ -162,7 +165,7 @@ def _label_job(run, job: tuple) -> None:
     path, target, atlases, fusion, options = job
     image = load_image(path)
     if atlases is None:
-        codes = segment_volume(run, image)
+        codes = segment_volume(run, image, options.align)
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         codes = atlas_segment_volume(run, read_atlases(tuple(atlases)), image, fusion=fusion, registrar=registrar)
@@ -239,6 +242,21 @@ def _affine_flags(p) -> None:
     )
 
 
+def _align_flag(p, default: str) -> None:
+    """``--align`` of ``segment`` (default auto), ``register`` and ``atlas-segment`` (default off)."""
+    p.add_argument(
+        "--align",
+        choices=options.AFFINE,
+        default=default,
+        help="bring each image (register: the fixed one) into the model's space first: affine alignment to "
+        "the run's template (its template.nii.gz, or the shipped template for runs on its grid such as "
+        "models/brain-2mm); the networks then see it as they saw their training images, and results are "
+        f"mapped back onto the image's own grid. auto: when the image correlates with the template with NCC < "
+        f"{options.AFFINE_AUTO_THRESHOLD} (pooled 4x, by world coordinates): raw scans, not pre-aligned ones "
+        f"(default {default})",
+    )
+
+
 def _common(p, output_required=True):
     p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
     p.add_argument("-o", "--output", required=output_required, help="output folder")
@@ -279,6 +297,7 @@ def _add_register(sub) -> None:
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
     _registration_flags(r)
     _affine_flags(r)
+    _align_flag(r, "off")
     r.add_argument(
         "--inverse",
         action="store_true",
@@ -294,6 +313,7 @@ def _add_segment(sub) -> None:
     s = sub.add_parser("segment", help="segment images with a trained run's seg net")
     _common(s)
     s.add_argument("images", nargs="+", help="images or folders")
+    _align_flag(s, "auto")
     s.add_argument("--overwrite", action="store_true")
     _workers_flag(s)
     s.set_defaults(func=cmd_segment)
@@ -312,6 +332,7 @@ def _add_atlas_segment(sub) -> None:
     )
     _registration_flags(a)
     _affine_flags(a)
+    _align_flag(a, "off")
     a.add_argument("--overwrite", action="store_true")
     _workers_flag(a)
     a.set_defaults(func=cmd_atlas_segment)

@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter
 
 from deepatlas.data.io import Volume, normalize_intensity
 from deepatlas.inference.geometry import apply_affine, extend_grid, sample, voxel_map_to_world, world_coordinates
-from deepatlas.registration.affine import AffineSettings, AffineStage, centre_of_mass, global_ncc
+from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, centre_of_mass, global_ncc
 from deepatlas.registration.fields import pool_image
 
 SCORE_POOLING = 2
@@ -95,3 +95,57 @@ def resample_to_template(volume: Volume, alignment: TemplateAlignment, template:
         return sample(codes, volume.affine, points, mode="nearest")[0].numpy()
     scan = torch.from_numpy(normalize_intensity(antialias(volume, min(template.spacing))))[None]
     return sample(scan, volume.affine, points)[0].numpy()
+
+
+@dataclass(frozen=True)
+class ModelSpaceReport:
+    """Whether an input was brought into the model's space (``--align``), why, and how.
+
+    ``ncc``: the auto criterion (the input resampled by world coordinates onto the template grid,
+    global NCC with the template, both pooled 4x); ``alignment``: the affine found, or None."""
+
+    aligned: bool
+    why: str
+    ncc: float | None = None
+    alignment: TemplateAlignment | None = None
+
+    def as_dict(self) -> dict:
+        out = {"aligned": self.aligned, "why": self.why, "ncc": self.ncc}
+        if self.alignment is not None:
+            out |= {"score": self.alignment.score, "matrix": self.alignment.matrix.tolist()}
+        return out
+
+
+def to_model_space(
+    volume: Volume, template: Volume | None, mode: str, threshold: float
+) -> tuple[np.ndarray | None, ModelSpaceReport]:
+    """The network grid's affine that puts ``volume`` into the template's space, or None to keep the
+    default grid; ``mode``: ``on``, ``off`` or ``auto`` (align when the criterion is below ``threshold``).
+
+    The grid is the template's shape with affine ``A @ template.affine`` (``A``: the template-to-scan
+    world map), a grid in the scan's own world space: the networks see the scan as they saw the
+    training images, and results resample back onto the scan's grid through world coordinates.
+    """
+    if mode == "off" or (template is None and mode == "auto"):
+        return None, ModelSpaceReport(False, "off" if mode == "off" else "the run has no template")
+    if template is None:
+        raise ValueError(
+            "--align on: the run has no template.nii.gz and was not trained on the shipped template's grid"
+        )
+    ncc = None
+    if mode == "auto":
+        shape = tuple(template.array.shape)
+        on_grid = sample(
+            torch.from_numpy(normalize_intensity(volume.array))[None],
+            volume.affine,
+            world_coordinates(shape, template.affine),
+        )
+        fixed = torch.from_numpy(normalize_intensity(template.array))[None]
+        ncc = float(alignment_ncc(on_grid[None], fixed[None])[0])
+        if ncc >= threshold:
+            return None, ModelSpaceReport(
+                False, f"already in the model's space: template NCC {ncc:.3f} >= {threshold}", ncc
+            )
+    alignment = align_to_template(volume, template)
+    why = "asked for" if ncc is None else f"template NCC {ncc:.3f} < {threshold}"
+    return alignment.matrix @ template.affine, ModelSpaceReport(True, why, ncc, alignment)

@@ -19,6 +19,7 @@ import torch
 
 from deepatlas import options
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity
+from deepatlas.inference.alignment import ModelSpaceReport, to_model_space
 from deepatlas.inference.geometry import (
     apply_affine,
     extend_grid,
@@ -50,6 +51,7 @@ class Registration:
         warped_labels: the moving label map (original codes), nearest neighbour, if given.
         affine: the fixed image's affine, for writing the outputs.
         affine_stage: what the affine stage did (:class:`AffineStageReport`), None if not asked about.
+        model_space: whether the fixed image was first brought into the model's space (``align``).
         inverse: ``dims x *moving_shape`` in mm on the moving image's grid: the fixed point matching
             moving point ``q`` is ``q + inverse(q)``; with ``RegistrationOptions.inverse`` only.
         inverse_affine: the moving image's affine, for writing ``inverse``.
@@ -63,6 +65,7 @@ class Registration:
     warped_labels: np.ndarray | None
     affine: np.ndarray
     affine_stage: AffineStageReport | None = None
+    model_space: ModelSpaceReport | None = None
     inverse: np.ndarray | None = None
     inverse_affine: np.ndarray | None = None
     inverse_consistency: dict[str, float] | None = None
@@ -89,18 +92,22 @@ class RegistrationOptions:
 
     ``affine``: ``off`` (the default of the Python API: registrations as before the stage existed),
     ``on``, or ``auto`` (the default of ``register`` and ``atlas-segment``: the stage runs when the
-    pair's alignment NCC is below ``affine_settings.auto_threshold``); ``inverse``: also compute the
+    pair's alignment NCC is below ``affine_settings.auto_threshold``); ``align``: the same choices
+    for bringing the *fixed* image into the model's space first (affine to the run's template; the
+    networks then see both images as they saw the training images); ``inverse``: also compute the
     fixed-to-moving field and its inverse-consistency error (``inverse_iterations`` fixed-point
     iterations when the run is not diffeomorphic).
     """
 
     affine: str = "off"
+    align: str = "off"
     inverse: bool = False
     affine_settings: AffineSettings = field(default_factory=AffineSettings)
     inverse_iterations: int = 30
 
     def validate(self) -> None:
         look_up_option(self.affine, options.AFFINE, "affine stage")
+        look_up_option(self.align, options.AFFINE, "align")
         self.affine_settings.validate()
         if self.inverse_iterations < 1:
             raise ValueError(f"inverse_iterations must be >= 1, got {self.inverse_iterations}")
@@ -127,10 +134,17 @@ def _check_dims(run: TrainedRun, *volumes: Volume) -> None:
             )
 
 
-def _prepare(run: TrainedRun, volume: Volume) -> tuple[torch.Tensor, tuple[int, ...], np.ndarray]:
+def _prepare(
+    run: TrainedRun, volume: Volume, align: str = "off"
+) -> tuple[torch.Tensor, tuple[int, ...], np.ndarray, ModelSpaceReport]:
+    """``volume`` on the grid the networks see it on (``1 x *shape``), that grid, and whether it was
+    first brought into the model's space (``align``: :func:`~deepatlas.inference.alignment.to_model_space`)."""
     _check_dims(run, volume)
     shape, affine = network_grid(volume.array.shape, volume.affine, run.grid_shape, run.grid_affine)
-    return _on_grid(run, volume, shape, affine), shape, affine
+    space, report = to_model_space(volume, run.template, align, options.AFFINE_AUTO_THRESHOLD)
+    if space is not None:
+        shape, affine = tuple(run.template.array.shape), space
+    return _on_grid(run, volume, shape, affine), shape, affine, report
 
 
 def _device(run: TrainedRun) -> torch.device:
@@ -164,7 +178,7 @@ def register_volumes(
     options = options or RegistrationOptions()
     options.validate()
     _check_dims(run, moving, fixed)
-    fixed_t, grid_shape, grid_affine = _prepare(run, fixed)
+    fixed_t, grid_shape, grid_affine, space = _prepare(run, fixed, options.align)
     # the moving image goes onto the *fixed* image's network grid: one grid per pair keeps
     # their world relationship (pre-alignment) intact
     moving_t = _on_grid(run, moving, grid_shape, grid_affine)
@@ -185,7 +199,7 @@ def register_volumes(
         displacement = target_points - fixed_points
     warped, labels = _warp_moving(moving, moving_labels, target_points)
     jacobian = jacobian_determinant_world(displacement, fixed.affine)
-    result = Registration(warped, displacement.float().numpy(), jacobian.numpy(), labels, fixed.affine, report)
+    result = Registration(warped, displacement.float().numpy(), jacobian.numpy(), labels, fixed.affine, report, space)
     if options.inverse:
         steps, iterations = run.config.reg_net.integration_steps, options.inverse_iterations
         inverse = _inverse_field(deformation, steps, grid_affine, moving, report.matrix, iterations)
@@ -270,9 +284,11 @@ def _inverse_consistency(
     return {"mean_mm": float(values.mean()), "p95_mm": float(np.percentile(values, 95))}
 
 
-def segment_volume(run: TrainedRun, image: Volume) -> np.ndarray:
-    """Label map of ``image`` on its own grid, in the original label codes."""
-    on_grid, shape, affine = _prepare(run, image)
+def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.ndarray:
+    """Label map of ``image`` on its own grid, in the original label codes; ``align``: bring it
+    into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`)."""
+    look_up_option(align, options.AFFINE, "align")
+    on_grid, shape, affine, _ = _prepare(run, image, align)
     with torch.no_grad():
         probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].cpu(), 0)
     # probabilities, not labels, go back to the input grid: linear interpolation then argmax

@@ -89,13 +89,17 @@ def _save_field(field: np.ndarray, affine: np.ndarray, path: Path, meaning: str)
 
 def registration_summary(result: Registration) -> dict:
     """What the ``_registration.json`` beside a pair's outputs records: the affine stage (ran, why,
-    alignment NCC, the 4x4 world map fixed point -> moving point before the deformation) and,
+    alignment NCC, the 4x4 world map fixed point -> moving point before the deformation), the fixed
+    image's alignment to the model's template when ``--align`` did it, and,
     with an inverse, the inverse-consistency error in mm over the fixed image's foreground.
     Empty when the affine stage did not run and there is no inverse."""
-    stage = result.affine_stage
-    if (stage is None or not stage.ran) and result.inverse_consistency is None:
+    stage, space = result.affine_stage, result.model_space
+    aligned = space is not None and space.aligned
+    if (stage is None or not stage.ran) and result.inverse_consistency is None and not aligned:
         return {}
     summary: dict = {"affine_stage": None}
+    if aligned:  # the fixed image was brought into the model's space (--align): how
+        summary["model_space"] = space.as_dict()
     if stage is not None:
         matrix = None if stage.matrix is None else np.round(stage.matrix, 6).tolist()
         summary["affine_stage"] = {"ran": stage.ran, "why": stage.why, "ncc": stage.ncc, "matrix": matrix}

@@ -11,7 +11,9 @@ import torch
 
 from deepatlas.checkpoint import check_finite_weights, load_checkpoint
 from deepatlas.config import Config, RefineConfig
+from deepatlas.data.io import Volume
 from deepatlas.data.labels import LabelScheme
+from deepatlas.data.template import TEMPLATE_PATH, load_template
 from deepatlas.networks import RegistrationNet, SegmentationNet
 from deepatlas.networks.factory import build_networks
 from deepatlas.registration import RegistrationPipeline, build_pipeline
@@ -33,6 +35,8 @@ class TrainedRun:
     pipeline: RegistrationPipeline | None = None
     """How this run registers a pair (net, then refinement as ``config.refine`` says); see
     :meth:`set_refinement`."""
+    template: Volume | None = None
+    """The image defining the model's space, to which ``--align`` brings inputs (:func:`run_template`)."""
 
     def __post_init__(self) -> None:
         if self.pipeline is None:
@@ -91,4 +95,19 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
         path,
         tuple(int(n) for n in state["grid_shape"]),
         np.asarray(state["grid_affine"], dtype=np.float64),
+        template=run_template(folder, state),
     )
+
+
+def run_template(folder: RunFolder, state: dict) -> Volume | None:
+    """The run's ``template.nii.gz``; else the shipped template when the run was trained on its
+    grid (ixi-2mm, prepared datasets, ``models/brain-2mm``); else None (no ``--align``)."""
+    if folder.template.exists():
+        return load_template(folder.template)
+    if not TEMPLATE_PATH.exists():
+        return None
+    template = load_template()
+    same = tuple(state["grid_shape"]) == template.array.shape and np.allclose(
+        np.asarray(state["grid_affine"]), template.affine, atol=1e-3
+    )
+    return template if same else None
