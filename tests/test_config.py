@@ -46,3 +46,17 @@ def test_saved_config_round_trips(tmp_path):
 def test_bad_config_is_explained(override, match):
     with pytest.raises(ValueError, match=match):
         load_config(None, [override])
+
+
+def test_a_run_saved_before_a_default_changed_keeps_its_value(tmp_path):
+    """``reg_net.top_layer`` became ``upsample``; a saved config without the key was trained with
+    ``transposed`` and must rebuild that net, while a new config gets the new default."""
+    spec = Config().to_dict()
+    del spec["reg_net"]["top_layer"], spec["seg_net"]["top_layer"]
+    assert Config.from_dict(spec).reg_net.top_layer == "upsample"
+    assert Config.from_saved(spec).reg_net.top_layer == "transposed"
+    assert Config.from_saved(spec).seg_net.top_layer == "transposed"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert load_config(path, saved=True).reg_net.top_layer == "transposed"
+    assert load_config(path, ["reg_net.top_layer=upsample"], saved=True).reg_net.top_layer == "upsample"

@@ -8,6 +8,7 @@ next to it (benchmarks and numbers: ``docs/`` and ``benchmarks/``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import types
@@ -63,8 +64,13 @@ class RegNetConfig:
     num_res_units: int = 0
     dropout: float = 0.0
     norm: str = "instance"
-    top_layer: str = "transposed"
-    """As ``seg_net.top_layer``: ``upsample`` predicts the field at half resolution."""
+    # The field at half resolution, upsampled: validation Dice 0.683 / 0.682 against 0.658 / 0.661
+    # for the full-resolution transposed layer (2 seeds, 300 reg-only steps, equal time;
+    # benchmarks/results/tuning/top-layer.md). A displacement field is smooth: its last layer
+    # need not work at full resolution. Runs saved before this key existed keep "transposed"
+    # (SAVED_RUN_DEFAULTS).
+    top_layer: str = "upsample"
+    """As ``seg_net.top_layer``: ``upsample`` (default) predicts the field at half resolution."""
     diffeomorphic: bool = False
     integration_steps: int = 7
 
@@ -218,6 +224,18 @@ class Config:
         config.validate()
         return config
 
+    @classmethod
+    def from_saved(cls, spec: dict[str, Any]) -> Config:
+        """The config of a run saved by any deepatlas version: a key the run's version did not
+        have takes the value that version used (:data:`SAVED_RUN_DEFAULTS`), not today's default,
+        so its networks are rebuilt as they were trained."""
+        spec = copy.deepcopy(spec or {})
+        for key, value in SAVED_RUN_DEFAULTS.items():
+            section, name = key.split(".")
+            if isinstance(spec.get(section), dict) and name not in spec[section]:
+                spec[section][name] = value
+        return cls.from_dict(spec)
+
     def validate(self) -> None:
         """Refuse values that would only fail later, deep inside training."""
         choices = {
@@ -252,6 +270,10 @@ class Config:
             raise ValueError(
                 "config: schedule.batch_size and loss.anatomy_downsample must be >= 1, loss.lncc_window odd"
             )
+
+
+SAVED_RUN_DEFAULTS = {"seg_net.top_layer": "transposed", "reg_net.top_layer": "transposed"}
+"""Keys whose default changed, with the value runs saved before the key existed were trained with."""
 
 
 def _build(kind, spec: dict[str, Any], where: str):
@@ -333,8 +355,9 @@ def apply_overrides(spec: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return spec
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML/JSON config (or start from defaults) and apply overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, saved: bool = False) -> Config:
+    """Read a YAML/JSON config (or start from defaults) and apply overrides; ``saved``: the file is
+    a run folder's ``config.yaml`` (:meth:`Config.from_saved`)."""
     spec: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -343,6 +366,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except (OSError, yaml.YAMLError) as err:
             raise ValueError(f"{path}: cannot read config: {err}") from None
     try:
-        return Config.from_dict(apply_overrides(spec, overrides or []))
+        spec = apply_overrides(spec, overrides or [])
+        return Config.from_saved(spec) if saved else Config.from_dict(spec)
     except ValueError as err:
         raise ValueError(f"{path}: {err}" if path is not None else str(err)) from None

@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
         saved = RunFolder(args.output).config
         if not saved.exists():
             raise FileNotFoundError(f"{saved}: not found; is {args.output} a run folder?")
-        config = load_config(saved, overrides)
+        config = load_config(saved, overrides, saved=True)
     else:
         config = load_config(args.config, overrides)
     try:

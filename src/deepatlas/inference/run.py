@@ -79,7 +79,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     if missing:
         raise ValueError(f"{path}: checkpoint lacks {missing}; it was written by an incompatible deepatlas version")
     check_finite_weights(state, ("reg_net", "seg_net"), path)
-    config = Config.from_dict(state["config"])
+    config = Config.from_saved(state["config"])
     scheme = LabelScheme.from_dict(state["label_scheme"])
     reg_net, seg_net = build_networks(config, int(state["spatial_dims"]), int(state["num_classes"]))
     reg_net.load_state_dict(state["reg_net"])

@@ -96,7 +96,7 @@ def _check_resume(config: Config, folder: RunFolder, resume: bool) -> None:
     remove_orphans(checkpoint.parent)  # temp files of writes that a kill interrupted
     remove_orphans(folder.root)
     # through Config: keys added by a later deepatlas version take their defaults on both sides
-    saved = _flat(Config.from_dict(load_checkpoint(checkpoint)["config"]).to_dict())
+    saved = _flat(Config.from_saved(load_checkpoint(checkpoint)["config"]).to_dict())
     wanted = _flat(config.to_dict())
     changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     refused = [k for k in changed if k not in RESUMABLE_CHANGES]
