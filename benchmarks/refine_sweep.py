@@ -1,0 +1,104 @@
+"""Refinement settings on ixi-2mm's *validation* pairs (never test), from the shipped net's field.
+
+Usage:
+    python benchmarks/refine_sweep.py [--model models/brain-2mm] [--variants default,full10,...] [--out DIR]
+
+Pairs: each validation subject to the next (9 pairs). Each variant is a list of ``--refine``
+overrides scored as ``benchmarks/registration.py`` scores (Dice over brain31, folds and SDlogJ
+in the fixed brain, median seconds per pair in process after one warm-up pair). Rows are
+appended to ``<out>/refine_sweep.jsonl`` as they finish (a variant already there is skipped:
+the sweep resumes) and summarised in ``<out>/refine_sweep.md`` with the CPU model. Time it
+alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+VARIANTS = {
+    "default (2x 20 + full 5 steps)": [],
+    "2x 20 + full 10 steps": ["iterations=[20,10]"],
+    "2x 40 + full 5 steps": ["iterations=[40,5]"],
+    "4x 20 + 2x 20 + full 5 steps": ["levels=[4,2,1]", "iterations=[20,20,5]"],
+    "default, lr 0.5": ["lr=0.5"],
+    "default + anatomy term 0.1 (seg net)": ["anatomy_weight=0.1"],
+    "default + anatomy term 0.3": ["anatomy_weight=0.3"],
+    "default + anatomy term 1": ["anatomy_weight=1"],
+    "default + anatomy term 3": ["anatomy_weight=3"],
+}
+
+
+def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None:
+    import registration as bench
+
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.data.labels import LabelScheme
+    from deepatlas.data.splits import load_splits
+    from deepatlas.inference import load_run
+
+    scheme = LabelScheme.from_file(args.data / "brain31.json")
+    ids = load_splits(args.data / "splits.json")["validation"]
+    pairs = list(zip(ids[:-1], ids[1:]))
+    volumes = {
+        i: (load_image(args.data / "images" / f"{i}.nii.gz"), load_label_codes(args.data / "labels" / f"{i}.nii.gz"))
+        for i in ids
+    }
+    classes = {i: scheme.encode(volumes[i][1].array, unknown="background") for i in ids}
+    run = load_run(args.model)
+    for name in names:
+        registrar = bench.pipeline_registrar(run, VARIANTS[name])
+        bench.run_method(registrar, pairs[:1], volumes, classes, scheme)  # warm-up
+        result = bench.run_method(registrar, pairs, volumes, classes, scheme)
+        row = {"name": name, "overrides": VARIANTS[name], "cpu": bench.cpu_model()}
+        row |= {k: result[k] for k in ("dice", "dice_sd", "folds_pct", "sdlogj", "seconds_per_pair")}
+        with rows_file.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+def write_table(rows_file: Path, path: Path) -> None:
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()]
+    lines = [
+        "# Refinement settings, ixi-2mm validation pairs (9), from the shipped net",
+        "",
+        f"Machine: {', '.join(sorted({r['cpu'] for r in rows}))}, 2 threads. `python benchmarks/refine_sweep.py`.",
+        "",
+        "| variant | Dice | folds % | SDlogJ | s / pair |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['name']} | {r['dice']:.4f} | {r['folds_pct']:.4f} | {r['sdlogj']:.3f} | {r['seconds_per_pair']:.2f} |"
+        for r in rows
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
+    parser.add_argument("--variants", help="comma-separated names (default: all)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
+    args = parser.parse_args()
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows_file = args.out / "refine_sweep.jsonl"
+    done = set()
+    if rows_file.exists():
+        done = {json.loads(line)["name"] for line in rows_file.read_text().splitlines() if line.strip()}
+    measure(args, [n for n in names if n not in done], rows_file)
+    write_table(rows_file, args.out / "refine_sweep.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
