@@ -59,3 +59,15 @@ def test_upsample_top_layer_gives_full_resolution_outputs_without_a_full_resolut
     assert not any(isinstance(m, torch.nn.ConvTranspose3d) and m.stride == (2, 2, 2) for m in seg.unet.model[-1:])
     logits.sum().backward()
     assert seg.unet.model[-1].conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels,strides", [((4, 8), (2,)), ((4, 8, 16), (2, 2)), ((8, 16, 16, 16), (2, 2, 1))])
+def test_upsample_top_layer_fits_any_depth(channels, strides):
+    """Two-level U-Nets concatenate first + second level channels at the top, deeper ones 2 x first."""
+    import torch
+
+    for res_units in (0, 1):
+        reg = RegistrationNet(2, channels=channels, strides=strides, num_res_units=res_units, top_layer="upsample")
+        seg = SegmentationNet(2, 3, channels=channels, strides=strides, num_res_units=res_units, top_layer="upsample")
+        image = torch.rand(1, 1, 24, 20)
+        assert reg(image, image).shape == (1, 2, 24, 20) and seg(image).shape == (1, 3, 24, 20)

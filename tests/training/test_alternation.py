@@ -51,3 +51,19 @@ def test_weak_supervision_reaches_the_unlabelled_image(phantoms_3d):
     losses = trainer.seg_step(group="moving")
     assert losses["anatomy"] > 0
     assert not _same(before, _snapshot(trainer.seg_net))
+
+
+def test_supervised_batches_hold_distinct_images(phantoms_3d):
+    """A labelled batch never holds one image twice; with one labelled image it is that image once."""
+    config = tiny_config(phantoms_3d)
+    config.data.num_labelled = 3
+    config.schedule.batch_size = 2
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    draws = [trainer._labelled_batch() for _ in range(50)]
+    assert all(len(set(d)) == 2 and set(d) <= set(trainer.labelled) for d in draws)
+    assert len({tuple(sorted(d)) for d in draws}) == 3  # every pair of the three comes up
+    config.data.num_labelled = 1
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    assert trainer._labelled_batch() == trainer.labelled and len(trainer.labelled) == 1
+    losses = trainer.seg_pretrain_step()
+    assert losses["loss"] > 0

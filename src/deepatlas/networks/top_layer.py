@@ -42,6 +42,8 @@ def set_top_layer(unet: UNet, kind: str, spatial_dims: int, first_channels: int,
     if kind == "transposed":
         return
     # MONAI's UNet is Sequential(down, SkipConnection(...), up); the top "up" sees the skip
-    # concatenation: 2 x the first level's channels
-    out_channels = unet.out_channels
-    unet.model[-1] = UpsampleTop(spatial_dims, 2 * first_channels, out_channels, first_stride)
+    # concatenation: 2 x the first level's channels, or first + second with only two levels.
+    # Read it from the layer being replaced rather than re-deriving MONAI's rule.
+    convs = [m for m in unet.model[-1].modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    in_channels = convs[0].in_channels if convs else 2 * first_channels
+    unet.model[-1] = UpsampleTop(spatial_dims, in_channels, unet.out_channels, first_stride)

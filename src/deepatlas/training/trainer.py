@@ -156,12 +156,27 @@ class Trainer:
         """One supervised step of the seg net on labelled images alone."""
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
-        pick = torch.randint(len(self.labelled), (self.config.schedule.batch_size,), generator=self.generator)
-        chosen = [self.labelled[int(i)] for i in pick][self.batch_slice]
+        chosen = self._labelled_batch()
         images, labels = self._to_device(chosen)
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
         return self._optimize(losses, self.seg_opt, self._describe(chosen))
+
+    def _labelled_batch(self) -> list[int]:
+        """This rank's labelled images for a supervised step, distinct within the batch.
+
+        Drawn without replacement: a batch holding one image twice costs a second forward pass and
+        teaches nothing new. With fewer labelled images than ``batch_size`` (one-shot), one process
+        takes each once (a smaller, cheaper batch); several processes still need a full global
+        batch to slice, so there the draw repeats images."""
+        size, count = self.config.schedule.batch_size, len(self.labelled)
+        if count >= size:
+            pick = torch.randperm(count, generator=self.generator)[:size].tolist()
+        elif self.world.size == 1:
+            return list(self.labelled)
+        else:
+            pick = torch.randint(count, (size,), generator=self.generator).tolist()
+        return [self.labelled[i] for i in pick][self.batch_slice]
 
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""
