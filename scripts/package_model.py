@@ -1,13 +1,19 @@
 """Package a trained run as a slim, shippable run folder (what ``models/brain-2mm`` is).
 
 Usage:
-    python scripts/package_model.py RUN OUT [--checkpoint best] [--refine KEY=VALUE ...]
+    python scripts/package_model.py RUN OUT [--checkpoint best] [--refine KEY=VALUE ...] [--seg-from RUN2]
 
 Keeps what inference needs: both networks' weights, the configuration (with the refinement
 settings of this deepatlas version, or the given overrides), the label scheme, the grid, and
 the training record (data.json, summary, the validation lines of metrics.jsonl). Drops the
 optimiser states and RNG states that only resuming needs (2-3x the size). The result loads
 with ``weights_only=True`` like any run folder, and every command takes it as RUN.
+
+``--seg-from RUN2`` takes the segmentation net (weights and ``seg_net`` settings) from another
+run's checkpoint instead. Meant for runs in which every training image is labelled: there the
+two nets never teach each other (every pair is "both labelled": the reg net's anatomy loss
+uses the manual labels, and the seg net's anatomy loss is not used), so a reg net and a seg
+net from two such runs make the same model as one run would. The label schemes and grids must match.
 """
 
 from __future__ import annotations
@@ -40,13 +46,28 @@ KEEP = (
 )
 
 
-def package(run: Path, out: Path, checkpoint: str = "best", refine: list[str] | None = None) -> Path:
+def take_seg_net(slim: dict, config: Config, other: Path) -> dict:
+    """The ``seg_net`` weights and settings of run ``other``'s best checkpoint, into ``slim``/``config``."""
+    path = RunFolder(other).checkpoint("best")
+    state = load_checkpoint(path)
+    for key in ("label_scheme", "grid_shape", "num_classes", "spatial_dims"):
+        if json.dumps(state[key], default=str) != json.dumps(slim[key], default=str):
+            raise SystemExit(f"{path}: {key} differs from the packaged run's; cannot combine")
+    slim["seg_net"] = state["seg_net"]
+    config.seg_net = Config.from_saved(state["config"]).seg_net
+    return {"seg_net_from": str(path), "seg_net_step": int(state["step"])}
+
+
+def package(
+    run: Path, out: Path, checkpoint: str = "best", refine: list[str] | None = None, seg_from: Path | None = None
+) -> Path:
     run, out = RunFolder(run), RunFolder(out)
     source = run.checkpoint(checkpoint)
     state = load_checkpoint(source)
     config = Config.from_saved(state["config"])
     config.refine = RefineConfig().with_overrides(refine or [])
     slim = {k: state[k] for k in KEEP if k in state}
+    origin = take_seg_net(slim, config, seg_from) if seg_from is not None else {}
     slim["config"] = config.to_dict()
     save_checkpoint(slim, out.checkpoint("best"))
     config.save(out.config)
@@ -59,7 +80,8 @@ def package(run: Path, out: Path, checkpoint: str = "best", refine: list[str] | 
     atomic_write_text(
         out.root / "checkpoint.json",
         json.dumps(
-            {"source": str(source), "step": int(state["step"]), "best_score": float(state["best_score"])}, indent=1
+            {"source": str(source), "step": int(state["step"]), "best_score": float(state["best_score"])} | origin,
+            indent=1,
         ),
     )
     return out.root
@@ -71,8 +93,9 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
     parser.add_argument("--refine", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seg-from", type=Path, metavar="RUN2", help="take the seg net from this run (see above)")
     args = parser.parse_args()
-    out = package(args.run, args.out, args.checkpoint, args.refine)
+    out = package(args.run, args.out, args.checkpoint, args.refine, args.seg_from)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     settings = yaml.safe_dump(RefineConfig().with_overrides(args.refine).__dict__, default_flow_style=True)
     print(f"{out}: {size:.1f} MB; refine settings: {settings.strip()}")
