@@ -45,7 +45,7 @@ from deepatlas.data.splits import load_splits  # noqa: E402
 from deepatlas.data.template import load_template  # noqa: E402
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean  # noqa: E402
 from deepatlas.inference import load_run  # noqa: E402
-from deepatlas.inference.alignment import align_to_template, resample_to_template  # noqa: E402
+from deepatlas.inference.alignment import align_to_template, labels_to_template  # noqa: E402
 from deepatlas.inference.apply import RegistrationOptions, register_volumes, segment_volume  # noqa: E402
 from tests.moved_brains import random_affine, write_moved  # noqa: E402
 
@@ -58,7 +58,7 @@ def dice(scheme: LabelScheme, a: np.ndarray, b: np.ndarray) -> float:
 def prepare_row(scheme, template, image: Volume, labels: Volume, original: np.ndarray) -> dict:
     started = time.perf_counter()
     alignment = align_to_template(image, template)
-    prepared = resample_to_template(labels, alignment, template, labels=True)
+    prepared = labels_to_template(labels, alignment, template)
     seconds = time.perf_counter() - started
     return {"score": alignment.score, "dice": dice(scheme, prepared, original), "seconds": seconds}
 
@@ -120,7 +120,7 @@ def prepare_figure(data: Path, sid: str, template: Volume, folder: Path, path: P
     )
     shape = tuple(template.array.shape)
     unaligned = resample(torch.from_numpy(normalize_intensity(raw.array))[None], raw.affine, shape, template.affine)[0]
-    prepared = resample_to_template(raw, align_to_template(raw, template), template, labels=False)
+    prepared = align_to_template(raw, template).image
     plt, outline = _plt(), planes(normalize_intensity(template.array))
     fig, axes = plt.subplots(2, 3, figsize=(7.8, 5.6))
     for row, (title, image) in enumerate(

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepatlas.data.io import Volume, save_volume
+from deepatlas.data.io import Volume, load_label_codes, save_volume
+from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.inference.geometry import apply_affine, sample, world_coordinates
 
 
@@ -40,3 +41,10 @@ def write_moved(volume: Volume, transform: np.ndarray, path: Path, mode: str = "
     source = torch.from_numpy(volume.array.astype(np.float32 if mode == "bilinear" else np.int32))[None]
     moved = sample(source, volume.affine, points, mode=mode)[0].numpy()
     return save_volume(moved if mode == "bilinear" else moved.astype(np.int16), grid, path)
+
+
+def label_dice(labels_path: Path, reference: np.ndarray, scheme) -> float:
+    """Mean Dice over the structures of ``scheme`` (brain31) of a label map file against reference
+    codes, as benchmarks/registration.py scores."""
+    codes = [scheme.encode(c, unknown="background") for c in (load_label_codes(labels_path).array, reference)]
+    return finite_mean(dice_per_class(*(torch.from_numpy(c) for c in codes), scheme.num_classes))

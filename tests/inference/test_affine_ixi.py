@@ -10,25 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from deepatlas.cli.main import main
 from deepatlas.data.io import load_image, load_label_codes
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.splits import load_splits
-from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from tests.conftest import IXI
-from tests.moved_brains import random_affine, write_moved
+from tests.moved_brains import label_dice, random_affine, write_moved
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "brain-2mm"
 pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
-
-
-def _dice(labels_path: Path, fixed_labels: np.ndarray, scheme: LabelScheme) -> float:
-    """Mean Dice over the brain31 structures, as benchmarks/registration.py scores."""
-    warped = scheme.encode(load_label_codes(labels_path).array, unknown="background")
-    target = scheme.encode(fixed_labels, unknown="background")
-    return finite_mean(dice_per_class(torch.from_numpy(warped), torch.from_numpy(target), scheme.num_classes))
 
 
 def test_register_with_affine_recovers_a_moved_brain(tmp_path):
@@ -46,8 +37,8 @@ def test_register_with_affine_recovers_a_moved_brain(tmp_path):
     assert main([*common, *args, "-o", str(tmp_path / "b")]) == 0
     scheme = LabelScheme.from_file(IXI / "brain31.json")
     fixed_labels = load_label_codes(IXI / "labels" / f"{fixed_id}.nii.gz").array
-    before = _dice(tmp_path / "a" / f"{moving_id}_to_{fixed_id}_labels.nii.gz", fixed_labels, scheme)
-    after = _dice(tmp_path / "b" / f"moved_to_{fixed_id}_labels.nii.gz", fixed_labels, scheme)
+    before = label_dice(tmp_path / "a" / f"{moving_id}_to_{fixed_id}_labels.nii.gz", fixed_labels, scheme)
+    after = label_dice(tmp_path / "b" / f"moved_to_{fixed_id}_labels.nii.gz", fixed_labels, scheme)
     assert after > before - 0.02, f"Dice {after:.3f} after the affine stage, {before:.3f} unmoved"
     summary = json.loads((tmp_path / "b" / f"moved_to_{fixed_id}_registration.json").read_text())
     assert summary["affine_stage"]["ran"]
@@ -69,7 +60,7 @@ def test_segment_aligns_a_raw_scan_to_the_model_space(tmp_path):
     for name, source, flags in (("unmoved", image, []), ("auto", moved, []), ("off", moved, ["--align", "off"])):
         assert main(["segment", str(MODEL), str(source), "-o", str(tmp_path / name), *flags]) == 0
         reference = moved_labels.array if source == moved else load_label_codes(labels).array
-        dice[name] = _dice(tmp_path / name / f"{Path(source).name[:-7]}_seg.nii.gz", reference, scheme)
+        dice[name] = label_dice(tmp_path / name / f"{Path(source).name[:-7]}_seg.nii.gz", reference, scheme)
     assert dice["auto"] > dice["unmoved"] - 0.04 and dice["auto"] > dice["off"] + 0.15, dice
     # a pre-aligned image is not touched by auto: the same labels as --align off
     assert main(["segment", str(MODEL), str(image), "-o", str(tmp_path / "u_off"), "--align", "off"]) == 0

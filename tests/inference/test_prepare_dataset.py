@@ -12,17 +12,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from deepatlas.cli.main import main
 from deepatlas.data.errors import DataError
 from deepatlas.data.io import load_image, load_label_codes
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import find_subjects
-from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.inference.prepare_dataset import PrepareSettings, find_raw_subjects
 from tests.conftest import IXI
-from tests.moved_brains import random_affine, write_moved
+from tests.moved_brains import label_dice, random_affine, write_moved
 
 needs_ixi = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
 SUBJECTS = ("IXI012-HH-1211", "IXI057-HH-1342")  # validation split
@@ -55,12 +53,6 @@ def _raw_folder(root: Path) -> Path:
     return raw
 
 
-def _dice(prepared: Path, sid: str, scheme: LabelScheme) -> float:
-    """Mean brain31 Dice of a prepared label map against the subject's original (pre-aligned) one."""
-    codes = [scheme.encode(load_label_codes(p).array, unknown="background") for p in (prepared, IXI / "labels" / sid)]
-    return finite_mean(dice_per_class(*(torch.from_numpy(c) for c in codes), scheme.num_classes))
-
-
 @needs_ixi
 def test_prepare_puts_moved_brains_back_and_names_bad_files(tmp_path, capsys):
     raw, out = _raw_folder(tmp_path), tmp_path / "dataset"
@@ -68,7 +60,8 @@ def test_prepare_puts_moved_brains_back_and_names_bad_files(tmp_path, capsys):
     printed = capsys.readouterr().out
     scheme = LabelScheme.from_file(IXI / "brain31.json")
     for sid in SUBJECTS:
-        assert _dice(out / "labels" / f"{sid}.nii.gz", f"{sid}.nii.gz", scheme) >= 0.9
+        original = load_label_codes(IXI / "labels" / f"{sid}.nii.gz").array
+        assert label_dice(out / "labels" / f"{sid}.nii.gz", original, scheme) >= 0.9
         assert load_image(out / "images" / f"{sid}.nii.gz").array.shape == (80, 96, 80)
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(r["id"] for r in manifest["subjects"]) == sorted(SUBJECTS)

@@ -5,7 +5,8 @@ anywhere (scanner coordinates, not MNI). :func:`align_to_template` first shifts 
 centre of mass (in millimetres) onto the template's, then runs the 12-parameter
 :class:`~deepatlas.registration.affine.AffineStage` on the template grid (the scan resampled
 onto that grid widened by the stage's margin), and returns the composed world map.
-:func:`resample_to_template` then samples the scan (or its label map) once through that map.
+The scan is sampled once through that map (``TemplateAlignment.image``), and its label map by
+:func:`labels_to_template`.
 
 Downsampling (a 1 mm scan onto the 2 mm template grid) smooths first, so the prepared image
 is the scan seen at 2 mm, not every other voxel of it (aliasing).
@@ -13,7 +14,7 @@ is the scan seen at 2 mm, not every other voxel of it (aliasing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,11 +35,13 @@ class TemplateAlignment:
     """``matrix``: 4x4 world map (mm), template point ``p`` -> scan point ``matrix [p; 1]``.
     ``score``: global NCC of the aligned scan and the template, pooled :data:`SCORE_POOLING` x
     (1 = identical up to intensity scale); ``start_score``: the same after the centre-of-mass shift
-    alone, before the affine stage."""
+    alone, before the affine stage; ``image``: the scan sampled once on the template grid through
+    ``matrix`` (smoothed for the template's spacing, intensities 0..1), the image ``prepare`` writes."""
 
     matrix: np.ndarray
     score: float
     start_score: float
+    image: np.ndarray = field(repr=False, compare=False)
 
 
 def antialias(volume: Volume, spacing: float) -> np.ndarray:
@@ -82,19 +85,15 @@ def align_to_template(volume: Volume, template: Volume, settings: AffineSettings
     voxel_map = stage(wide[None], fixed[None], margin)[0].double().numpy()
     matrix = start @ voxel_map_to_world(voxel_map, template.affine)
     aligned = sample(scan, volume.affine, apply_affine(world_coordinates(shape, template.affine), matrix))
-    return TemplateAlignment(matrix, _score(aligned, fixed), _score(on_grid, fixed))
+    return TemplateAlignment(matrix, _score(aligned, fixed), _score(on_grid, fixed), aligned[0].numpy())
 
 
-def resample_to_template(volume: Volume, alignment: TemplateAlignment, template: Volume, labels: bool) -> np.ndarray:
-    """``volume`` sampled once on the template grid through ``alignment.matrix``: intensities
-    smoothed for the template's spacing, normalised (0..1) and linearly interpolated; label maps
-    (``labels=True``) by nearest neighbour, codes unchanged."""
+def labels_to_template(labels: Volume, alignment: TemplateAlignment, template: Volume) -> np.ndarray:
+    """A label map (on its scan's grid) sampled once on the template grid through
+    ``alignment.matrix``, by nearest neighbour, codes unchanged."""
     points = apply_affine(world_coordinates(tuple(template.array.shape), template.affine), alignment.matrix)
-    if labels:
-        codes = torch.from_numpy(volume.array.astype(np.int32))[None]
-        return sample(codes, volume.affine, points, mode="nearest")[0].numpy()
-    scan = torch.from_numpy(normalize_intensity(antialias(volume, min(template.spacing))))[None]
-    return sample(scan, volume.affine, points)[0].numpy()
+    codes = torch.from_numpy(labels.array.astype(np.int32))[None]
+    return sample(codes, labels.affine, points, mode="nearest")[0].numpy()
 
 
 @dataclass(frozen=True)

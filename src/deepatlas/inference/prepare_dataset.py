@@ -31,7 +31,7 @@ from deepatlas.data.io import Volume, load_image, load_label_codes, save_volume
 from deepatlas.data.subjects import IMAGE_SUFFIXES, Subject, find_subjects, subject_id
 from deepatlas.data.template import TEMPLATE_PATH
 from deepatlas.files import atomic_write_text
-from deepatlas.inference.alignment import align_to_template, resample_to_template
+from deepatlas.inference.alignment import align_to_template, labels_to_template
 
 LABEL_SUFFIXES = ("_seg", "_labels", "_label", "_parc", "_aseg")
 """In a flat folder, ``<id><suffix>.nii.gz`` is the label map of ``<id>.nii.gz``."""
@@ -172,9 +172,9 @@ def prepare_subject(template: Volume, job: PrepareJob) -> dict:
     state = "ok" if alignment.score >= job.settings.min_score else "poor"
     reason = "" if state == "ok" else f"alignment score {alignment.score:.3f} < {job.settings.min_score}"
     outputs = {"image": dataset.image(state, subject.id), "label": labels and dataset.label(state, subject.id)}
-    save_volume(resample_to_template(volume, alignment, template, labels=False), template.affine, outputs["image"])
+    save_volume(alignment.image, template.affine, outputs["image"])
     if labels is not None:
-        codes = resample_to_template(labels, alignment, template, labels=True)
+        codes = labels_to_template(labels, alignment, template)
         dtype = np.int16 if np.abs(codes).max() < 2**15 else np.int32
         save_volume(codes.astype(dtype), template.affine, outputs["label"])
     record |= {"status": state, "reason": reason, "score": round(alignment.score, 4)}
