@@ -49,6 +49,19 @@ SWEEPS = {
             ("reg-only", REG_STEPS),
         )
     },
+    # better teachers (issue "joint training that pays off"): one labelled image, equal 15-minute
+    # budgets on one machine; the refined teachers against the reg net's own warp, and seg-only
+    "teachers-n1": {
+        name: ["data.num_labelled=1", "schedule.time_budget_minutes=15", *spec]
+        for name, spec in (
+            ("deepatlas+teachers", ["schedule.cycles=100000", "teachers.enabled=true"]),
+            ("deepatlas", ["schedule.cycles=100000"]),
+            (
+                "seg-only",
+                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+            ),
+        )
+    },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
         "seg-only": [

@@ -196,6 +196,27 @@ class ScheduleConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """Refined weak supervision for the seg net (:mod:`deepatlas.training.teachers`).
+
+    In a segmentation step, an unlabelled image is taught by a labelled image's labels warped
+    onto it. By default the frozen reg net warps them, afresh at every step. With teachers on,
+    each unlabelled image gets its labels once from a registration refined per pair (the run's
+    ``refine`` settings, started from the current reg net), kept and recomputed when stale:
+    better labels for a one-off cost, and the seg step no longer runs the reg net.
+    """
+
+    enabled: bool = False
+    refresh_steps: int = 400
+    """Training steps after which an image's teacher is stale: the next step that draws it
+    recomputes it with the nets of then (the reg net improves, the teacher follows)."""
+
+    def validate(self) -> None:
+        if isinstance(self.refresh_steps, bool) or self.refresh_steps < 1:
+            raise ValueError(f"config teachers.refresh_steps must be an integer >= 1, got {self.refresh_steps}")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     seg_net: SegNetConfig = field(default_factory=SegNetConfig)
@@ -203,6 +224,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    teachers: TeacherConfig = field(default_factory=TeacherConfig)
     seed: int = 0
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1`` ..."""
@@ -259,6 +281,7 @@ class Config:
                     f"entries, got {len(net.strides)}"
                 )
         self.refine.validate()
+        self.teachers.validate()
         if not self.loss.inverse_consistency_weight >= 0:
             raise ValueError(
                 f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"

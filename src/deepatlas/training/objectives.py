@@ -11,7 +11,7 @@ from torch import nn
 
 from deepatlas.config import LossConfig
 from deepatlas.data.pairs import PairBatch
-from deepatlas.losses import AnatomyLoss, SupervisedSegLoss, make_regularizer, make_similarity
+from deepatlas.losses import AnatomyLoss, SupervisedSegLoss, make_regularizer, make_similarity, soft_dice_loss
 from deepatlas.losses.inverse_consistency import inverse_consistency_loss
 from deepatlas.networks.warp import warp_image
 
@@ -64,18 +64,23 @@ class DeepAtlasObjectives(nn.Module):
         out["loss"] = total
         return out
 
-    def segmentation(self, batch: PairBatch) -> dict[str, torch.Tensor]:
+    def segmentation(self, batch: PairBatch, teachers: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Supervised loss on the labelled image(s) + anatomy loss through the frozen reg net.
 
         With exactly one image of the pair labelled this is DeepAtlas' weak supervision:
         the labelled image's labels, warped onto the unlabelled one (or the unlabelled
         one's prediction warped onto them), train the seg net where there are no labels.
+        ``teachers`` (``B x 1 x *spatial`` class indices, :mod:`deepatlas.training.teachers`):
+        labels already warped onto the unlabelled images by refined registration; then the
+        anatomy loss compares the seg net's prediction of those images with them directly.
         """
         if not (batch.moving_labelled or batch.fixed_labelled):
             raise ValueError("a segmentation step needs at least one labelled image per pair")
         moving, fixed = batch.moving, batch.fixed
-        with torch.no_grad():
-            ddf = self.reg_net(moving, fixed)
+        ddf = None
+        if teachers is None:
+            with torch.no_grad():
+                ddf = self.reg_net(moving, fixed)
         # two passes rather than one on the concatenation: slicing a batch apart costs
         # a zero-filled full-size gradient buffer per slice in the backward pass
         moving_logits, fixed_logits = self.seg_net(moving), self.seg_net(fixed)
@@ -86,9 +91,14 @@ class DeepAtlasObjectives(nn.Module):
         total = self.cfg.supervised_weight * sup
         out = {"supervised": sup}
         if not (batch.moving_labelled and batch.fixed_labelled) and self.cfg.anatomy_weight_seg > 0:
-            moving_seg = self._segmentation(moving, batch.moving_labels, moving_logits)
-            fixed_seg = self._segmentation(fixed, batch.fixed_labels, fixed_logits)
-            anat = self.anatomy(moving_seg, fixed_seg, ddf)
+            if teachers is not None:
+                taught = fixed_logits if batch.moving_labelled else moving_logits
+                target = self.anatomy.from_labels(teachers, self.num_classes)
+                anat = soft_dice_loss(self.anatomy.from_logits(taught), target, self.anatomy.include_background)
+            else:
+                moving_seg = self._segmentation(moving, batch.moving_labels, moving_logits)
+                fixed_seg = self._segmentation(fixed, batch.fixed_labels, fixed_logits)
+                anat = self.anatomy(moving_seg, fixed_seg, ddf)
             total = total + self.cfg.anatomy_weight_seg * anat
             out["anatomy"] = anat
         out["loss"] = total

@@ -15,12 +15,14 @@ from deepatlas.data.pairs import GROUPS, PairBatch, PairSampler
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
+from deepatlas.registration.pipeline import build_pipeline
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
 from deepatlas.training.schedule import Schedule
+from deepatlas.training.teachers import TeacherCache
 
 
 def set_trainable(net: torch.nn.Module, trainable: bool) -> None:
@@ -84,10 +86,25 @@ class Trainer:
         self.labelled = train.labelled_indices()
         if not self.labelled:
             raise ValueError("the training set has no labelled image")
+        self.teachers = self._teacher_cache() if config.teachers.enabled and self.seg_pairs is not None else None
         self.step = 0
         self.best_score = float("-inf")
         self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
         self.stopped_by: str | None = None
+
+    def _teacher_cache(self) -> TeacherCache:
+        """Refined atlas labels for unlabelled images (``teachers.enabled``), registered by the
+        current reg net + the run's ``refine`` settings."""
+        cfg = self.config
+        return TeacherCache(
+            self.train_set.images,
+            self.train_set.labels,
+            self.labelled,
+            lambda: build_pipeline(cfg, self.reg_net),
+            cfg.teachers.refresh_steps,
+            seed=cfg.seed + 1000 * self.world.rank,
+            device=self.device,
+        )
 
     # ----------------------------------------------------------------- steps
     def _to_device(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,10 +164,16 @@ class Trainer:
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
         batch = self._pairs(self.seg_pairs, group)
+        teachers, extra = None, {}
+        if self.teachers is not None and not (batch.moving_labelled and batch.fixed_labelled):
+            before = self.teachers.seconds
+            unlabelled = batch.fixed_index if batch.moving_labelled else batch.moving_index
+            teachers = self.teachers.labels_for(unlabelled, self.step)
+            extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
         with autocast(self.device, self.amp):
-            losses = self.objectives.segmentation(batch)
+            losses = self.objectives.segmentation(batch, teachers)
         pairs = self._describe(batch.moving_index, batch.fixed_index)
-        return {"group": batch.group, **self._optimize(losses, self.seg_opt, pairs)}
+        return {"group": batch.group, **self._optimize(losses, self.seg_opt, pairs), **extra}
 
     def seg_pretrain_step(self) -> dict[str, float]:
         """One supervised step of the seg net on labelled images alone."""

@@ -1,0 +1,84 @@
+"""Teachers: refined atlas labels for the unlabelled training images.
+
+DeepAtlas teaches the seg net on an unlabelled image with a labelled image's labels warped
+onto it, and the weak supervision is only as good as that warp. The frozen reg net alone
+warps them at every segmentation step (registration Dice ~0.62 early in training); per-pair
+refinement from the net's field reaches several points more (docs/results.md), but costs
+about a second per pair, too much for every step. So a :class:`TeacherCache` computes one
+teacher per unlabelled image, when a step first draws it, with the registration pipeline of
+the moment (net, then refinement), keeps it as a label map, and recomputes it once it is
+``refresh_steps`` old, so the teachers improve as the reg net does. With several labelled
+images, each (re)computation warps a randomly drawn one of them.
+
+Teachers are not saved with checkpoints (a resumed run recomputes them as it draws images):
+they are a cache of what the nets already know, 80x96x80 bytes per image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from deepatlas.networks.warp import warp_labels
+from deepatlas.registration.pipeline import RegistrationPipeline
+
+
+class TeacherCache:
+    """Label maps for unlabelled training images, warped from labelled ones by refined registration.
+
+    Args:
+        images: all training images ``N x 1 x *spatial`` (CPU), normalised as in training.
+        labels: their label maps ``N x 1 x *spatial`` (read only at ``labelled`` positions).
+        labelled: positions of the labelled images (the atlases).
+        pipeline: returns the registration pipeline to use now (built from the current reg net).
+        refresh_steps: a teacher older than this many training steps is recomputed when drawn.
+        seed: seeds the choice of atlas per teacher.
+        device: where registration runs.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        labelled: list[int],
+        pipeline: Callable[[], RegistrationPipeline],
+        refresh_steps: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not labelled:
+            raise ValueError("teachers need at least one labelled image to warp")
+        self.images, self.labels, self.labelled = images, labels, list(labelled)
+        self.pipeline, self.refresh_steps, self.device = pipeline, refresh_steps, torch.device(device)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.teachers: dict[int, torch.Tensor] = {}  # image position -> 1 x *spatial uint8 label map
+        self.made_at: dict[int, int] = {}  # image position -> training step of its teacher
+        self.atlas: dict[int, int] = {}  # image position -> the labelled image it was warped from
+        self.seconds = 0.0  # total time spent making teachers
+        # class indices fit a byte for every label scheme but the largest atlases
+        self.dtype = torch.uint8 if int(labels.max()) < 256 else torch.int32
+
+    def stale(self, index: int, step: int) -> bool:
+        return index not in self.teachers or step - self.made_at[index] >= self.refresh_steps
+
+    def labels_for(self, indices: list[int], step: int) -> torch.Tensor:
+        """Teachers of the images at ``indices`` as ``B x 1 x *spatial`` long on the device,
+        (re)computing missing or stale ones first."""
+        for index in indices:
+            if self.stale(index, step):
+                self._make(index, step)
+        return torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
+
+    @torch.no_grad()
+    def _make(self, index: int, step: int) -> None:
+        start = time.perf_counter()
+        atlas = self.labelled[int(torch.randint(len(self.labelled), (1,), generator=self.generator))]
+        moving = self.images[atlas : atlas + 1].to(self.device).float()
+        fixed = self.images[index : index + 1].to(self.device).float()
+        deformation = self.pipeline()(moving, fixed)
+        warped = warp_labels(self.labels[atlas : atlas + 1].to(self.device), deformation.field)
+        self.teachers[index] = warped[0].to("cpu", self.dtype)
+        self.made_at[index], self.atlas[index] = step, atlas
+        self.seconds += time.perf_counter() - start
