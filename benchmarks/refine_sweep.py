@@ -31,11 +31,40 @@ VARIANTS = {
     "default + anatomy term 0.3": ["anatomy_weight=0.3"],
     "default + anatomy term 1": ["anatomy_weight=1"],
     "default + anatomy term 3": ["anatomy_weight=3"],
+    # with the cheaper full-resolution step (closed-form LNCC and diffusion gradients, fused Adam):
+    # what more full-resolution steps buy, and with which step size and smoothness
+    "2x 20 + full 15 steps": ["iterations=[20,15]"],
+    "2x 20 + full 20 steps": ["iterations=[20,20]"],
+    "2x 20 + full 30 steps": ["iterations=[20,30]"],
+    "2x 20 + full 15 steps, lr 0.5": ["iterations=[20,15]", "lr=0.5"],
+    "2x 20 + full 15 steps, diffusion 1": ["iterations=[20,15]", "regularizer_weight=1"],
+    "2x 20 + full 20 steps, diffusion 1": ["iterations=[20,20]", "regularizer_weight=1"],
+    "2x 10 + full 15 steps": ["iterations=[10,15]"],
+    "2x 40 + full 40 steps, lr 0.5, diffusion 1": ["iterations=[40,40]", "lr=0.5", "regularizer_weight=1"],
+    "2x 20 + full 10 steps, diffusion 1": ["iterations=[20,10]", "regularizer_weight=1"],
+    # Adam's epsilon floor (refine.adam_eps, relative to the first gradient's RMS) against folds
+    "default, Adam eps 0.1": ["adam_eps=0.1"],
+    "2x 20 + full 10 steps, diffusion 1, Adam eps 0.1": ["iterations=[20,10]", "regularizer_weight=1", "adam_eps=0.1"],
+    "2x 20 + full 10 steps, diffusion 1, Adam eps 0.3": ["iterations=[20,10]", "regularizer_weight=1", "adam_eps=0.3"],
+    "2x 20 + full 10 steps, diffusion 0.5, Adam eps 0.3": [
+        "iterations=[20,10]",
+        "regularizer_weight=0.5",
+        "adam_eps=0.3",
+    ],
+    # issue 9's full-resolution recipe (3 levels, 40 steps each, lr 0.5, diffusion 1) from the identity
+    "from zero: 4x 40 + 2x 40 + full 40 steps, lr 0.5, diffusion 1": [
+        "levels=[4,2,1]",
+        "iterations=[40,40,40]",
+        "lr=0.5",
+        "regularizer_weight=1",
+    ],
 }
+FROM_ZERO = "from zero"  # variants named so start from the identity, without the net
 
 
 def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None:
     import registration as bench
+    from experiment import git_commit
 
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
@@ -52,10 +81,10 @@ def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None
     classes = {i: scheme.encode(volumes[i][1].array, unknown="background") for i in ids}
     run = load_run(args.model)
     for name in names:
-        registrar = bench.pipeline_registrar(run, VARIANTS[name])
+        registrar = bench.pipeline_registrar(run, VARIANTS[name], use_net=not name.startswith(FROM_ZERO))
         bench.run_method(registrar, pairs[:1], volumes, classes, scheme)  # warm-up
         result = bench.run_method(registrar, pairs, volumes, classes, scheme)
-        row = {"name": name, "overrides": VARIANTS[name], "cpu": bench.cpu_model()}
+        row = {"name": name, "overrides": VARIANTS[name], "cpu": bench.cpu_model(), "commit": git_commit()}
         row |= {k: result[k] for k in ("dice", "dice_sd", "folds_pct", "sdlogj", "seconds_per_pair")}
         with rows_file.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -67,7 +96,8 @@ def write_table(rows_file: Path, path: Path) -> None:
     lines = [
         "# Refinement settings, ixi-2mm validation pairs (9), from the shipped net",
         "",
-        f"Machine: {', '.join(sorted({r['cpu'] for r in rows}))}, 2 threads. `python benchmarks/refine_sweep.py`.",
+        f"Machine: {', '.join(sorted({r['cpu'] for r in rows}))}, 2 threads. `python benchmarks/refine_sweep.py`. "
+        f"Commit {', '.join(sorted({r.get('commit', 'unknown')[:12] for r in rows}))}.",
         "",
         "| variant | Dice | folds % | SDlogJ | s / pair |",
         "| --- | --- | --- | --- | --- |",

@@ -122,6 +122,10 @@ class RefineConfig:
     per axis at full resolution (cheaper, smoother) but measured 1 Dice point less."""
     lr: float = 0.25
     """Adam step, in control-grid voxels."""
+    adam_eps: float = 0.0
+    """Adam's epsilon as a fraction of the root mean square of each level's first gradient (0:
+    PyTorch's 1e-8). Adam divides every unknown's step by its own gradient's size, so voxels with
+    tiny gradients (flat regions) take full-size steps: noise, and folds. A floor damps them."""
     similarity: str = "lncc"
     """``lncc`` (local normalised cross-correlation, window ``lncc_window``; same-contrast pairs) or
     ``mi`` (mutual information; pairs of different contrast or scanner)."""
@@ -145,7 +149,7 @@ class RefineConfig:
         for key, values in (("levels", self.levels), ("iterations", self.iterations)):
             if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
                 raise ValueError(f"config refine.{key}: every entry must be an integer >= 1, got {values}")
-        for key in ("lr", "regularizer_weight", "anatomy_weight"):
+        for key in ("lr", "regularizer_weight", "anatomy_weight", "adam_eps"):
             value = getattr(self, key)
             if not value >= 0 or (key == "lr" and value == 0):
                 raise ValueError(f"config refine.{key} must be {'> 0' if key == 'lr' else '>= 0'}, got {value}")

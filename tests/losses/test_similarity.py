@@ -4,6 +4,7 @@ import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 
 from deepatlas.losses import LocalNCCLoss, MSELoss, make_similarity
+from deepatlas.losses.similarity import LocalNCCToFixed, _LNCCToFixed, box_filter, local_ncc_map
 
 
 def brute_force_lncc(p: np.ndarray, t: np.ndarray, w: int, eps: float = 1e-5) -> float:
@@ -70,3 +71,36 @@ def test_make_similarity_names():
     assert isinstance(make_similarity("mse"), MSELoss)
     with pytest.raises(ValueError, match="similarity: .* is not one of"):
         make_similarity("mi")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 12, 10, 9), (2, 1, 9, 11)])
+def test_lncc_to_fixed_has_the_gradient_of_its_definition(shape):
+    """The closed-form backward of LocalNCCToFixed equals autograd through the plain formula,
+    flat (variance-floored) regions of both images included."""
+    torch.manual_seed(0)
+    fixed, pred = torch.rand(shape, dtype=torch.float64), torch.rand(shape, dtype=torch.float64)
+    fixed[..., :3], pred[..., -2:] = 0.0, 0.5
+    pred.requires_grad_(True)
+    ours = LocalNCCToFixed(fixed, window=5)
+    ours.fixed, ours.t_mean, ours.t_var = _double_statistics(fixed, 5, ours.n, ours.eps)
+    value = _LNCCToFixed.apply(pred, ours)
+    (grad,) = torch.autograd.grad(value, pred)
+    pred_ref = pred.detach().clone().requires_grad_(True)
+    reference = -local_ncc_map(pred_ref.double(), fixed, 5).mean()
+    (grad_ref,) = torch.autograd.grad(reference, pred_ref)
+    assert float(value) == pytest.approx(float(reference), rel=1e-5)
+    assert torch.allclose(grad, grad_ref, rtol=1e-4, atol=1e-9)
+
+
+def _double_statistics(fixed, window, n, eps):
+    """The fixed image's windowed mean and variance in float64 (the loss keeps float32 ones)."""
+    t_mean, tt = torch.chunk(box_filter(torch.cat([fixed, fixed * fixed], 1), window), 2, dim=1)
+    return fixed, t_mean, torch.clamp((tt - t_mean * t_mean) * n, min=eps)
+
+
+@pytest.mark.parametrize("window", [3, 5, 11])
+def test_box_filter_is_a_zero_padded_mean(window):
+    x = torch.rand(1, 2, 9, 8, 7, dtype=torch.float64)
+    kernel = torch.full((2, 1, window, window, window), 1.0 / window**3, dtype=torch.float64)
+    expected = torch.nn.functional.conv3d(x, kernel, padding=window // 2, groups=2)
+    assert torch.allclose(box_filter(x, window), expected)

@@ -78,3 +78,15 @@ def test_pool_image_averages():
     image = torch.arange(16.0).view(1, 1, 4, 4)
     assert torch.equal(pool_image(image, 2), torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
     assert pool_image(image, 1) is image
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 6, 5, 4), (2, 2, 7, 5), (1, 3, 1, 5, 4)])
+def test_diffusion_energy_gradient_matches_its_definition(shape):
+    """The written-out Laplacian backward equals autograd through the mean squared differences;
+    a flat axis adds nothing (rather than a NaN mean of no differences)."""
+    torch.manual_seed(0)
+    field = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    reference = sum(torch.diff(field, dim=a).pow(2).mean() for a in range(2, field.ndim) if field.shape[a] > 1)
+    value = diffusion_energy(field)
+    assert float(value) == pytest.approx(float(reference))
+    assert torch.allclose(torch.autograd.grad(value, field)[0], torch.autograd.grad(reference, field)[0])

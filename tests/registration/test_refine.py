@@ -105,6 +105,7 @@ def test_pipeline_starts_from_the_net_and_net_only_matches_the_net(pair):
         ("iterations=[0,20]", "refine.iterations"),
         ("regularizer_weight=-1", "refine.regularizer_weight"),
         ("anatomy_weight=-0.5", "refine.anatomy_weight"),
+        ("adam_eps=-0.1", "refine.adam_eps"),
         ("levels=[2]", "same, non-zero number"),
         ("lr=0", "refine.lr"),
         ("lncc_window=4", "refine.lncc_window"),

@@ -65,36 +65,31 @@ def _squared_ncc(p_mean, pp, pt, t_mean, t_var, n: float, eps: float) -> torch.T
 def box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
     """Mean over a ``window``-wide cube around each voxel (zeros outside) of ``BxCxHxW[xD]``.
 
-    Separable running sums (cumsum, then a difference ``window`` apart): O(1) per
-    voxel and axis whatever the window, 2x faster than ``avg_pool`` on CPU. The filter
-    is symmetric with zero padding, so it is its own adjoint: the backward pass is the
-    same filter applied to the gradient, which is cheaper than autograd's trace through
-    padding, cumsum and slicing (half the time of a per-pair optimisation step went there).
+    Separable: a sum along one axis at a time, then one scaling. The filter is symmetric with
+    zero padding, so it is its own adjoint: the backward pass is the same filter applied to
+    the gradient, cheaper than autograd's trace through padding and slicing (half the time of
+    a per-pair optimisation step went there).
     """
     return _BoxFilter.apply(x, window)
 
 
 def _box_filter(x: torch.Tensor, window: int) -> torch.Tensor:
-    half = window // 2
-    if window <= 5:  # a few shifted sums beat a running sum for small windows (measured: ~2x)
+    half, dims = window // 2, x.ndim - 2
+    if window <= 9:
+        # pad every axis once, then one reduction per axis over a strided view: each input is read
+        # ``window`` times but each output written once, ~2x faster on CPU than summing shifted
+        # copies (80x96x80, windows 3 and 5); memory traffic, not arithmetic, is what these cost
+        x = F.pad(x, [half] * (2 * dims))
         for dim in range(2, x.ndim):
-            pad = [0, 0] * (x.ndim - 2)
-            pad[2 * (x.ndim - 1 - dim)] = pad[2 * (x.ndim - 1 - dim) + 1] = half
-            padded = F.pad(x, pad)
+            x = x.unfold(dim, window, 1).sum(-1)
+    else:  # running sums: O(1) per voxel whatever the window
+        for dim in range(2, x.ndim):
+            pad = [0, 0] * dims
+            pad[2 * (x.ndim - 1 - dim)], pad[2 * (x.ndim - 1 - dim) + 1] = half + 1, half
+            sums = F.pad(x, pad).cumsum(dim)
             n = x.shape[dim]
-            total = padded.narrow(dim, 0, n).clone()
-            for shift in range(1, window):
-                total += padded.narrow(dim, shift, n)
-            x = total / window
-        return x
-    for dim in range(2, x.ndim):
-        pad = [0, 0] * (x.ndim - 2)
-        pad[2 * (x.ndim - 1 - dim)] = half + 1
-        pad[2 * (x.ndim - 1 - dim) + 1] = half
-        sums = F.pad(x, pad).cumsum(dim)
-        n = x.shape[dim]
-        x = (sums.narrow(dim, window, n) - sums.narrow(dim, 0, n)) / window
-    return x
+            x = sums.narrow(dim, window, n) - sums.narrow(dim, 0, n)
+    return x * (1.0 / window**dims)
 
 
 class _BoxFilter(torch.autograd.Function):
@@ -127,11 +122,41 @@ class LocalNCCToFixed(nn.Module):
         self.t_var = _variance(t_mean, tt, self.n, eps)
 
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
-        pred = pred.float()
-        p_mean, pp, pt = torch.chunk(
-            box_filter(torch.cat([pred, pred * pred, pred * self.fixed], 1), self.window), 3, dim=1
-        )
-        return -_squared_ncc(p_mean, pp, pt, self.t_mean, self.t_var, self.n, self.eps).mean()
+        return _LNCCToFixed.apply(pred.float(), self)
+
+
+class _LNCCToFixed(torch.autograd.Function):
+    """``-mean(cc)`` of :class:`LocalNCCToFixed` with its gradient in closed form.
+
+    With windowed means ``m = M[p]``, ``q = M[p^2]``, ``c = M[p t]`` (``M`` the box filter),
+    ``cross = n (c - m M[t])``, ``var_p = n (q - m^2)`` and ``cc = cross^2 / (var_p var_t)``:
+    ``dL/dc = -2 n cross / (V var_p var_t)``, ``dL/dq = n cc / (V var_p)`` (0 where the variance
+    is floored), ``dL/dm = -M[t] dL/dc - 2 m dL/dq``, and, ``M`` being its own adjoint,
+    ``dL/dp = M[dL/dm] + 2 p M[dL/dq] + t M[dL/dc]``. Autograd's trace of the same formula
+    keeps and re-reads a dozen full-size intermediates; this is ~2x faster on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, loss: LocalNCCToFixed) -> torch.Tensor:
+        fixed, n = loss.fixed, loss.n
+        p_mean, pp, pt = torch.chunk(box_filter(torch.cat([pred, pred * pred, pred * fixed], 1), loss.window), 3, 1)
+        cross = (pt - p_mean * loss.t_mean) * n
+        p_var_raw = (pp - p_mean * p_mean) * n
+        p_var = p_var_raw.clamp(min=loss.eps)
+        cc = cross * cross / (p_var * loss.t_var)
+        ctx.save_for_backward(pred, p_mean, cross, p_var, cc, p_var_raw > loss.eps)
+        ctx.loss = loss
+        return -cc.mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        pred, p_mean, cross, p_var, cc, free = ctx.saved_tensors
+        loss, scale = ctx.loss, grad / cc.numel()
+        d_cross = (-2.0 * loss.n) * scale * cross / (p_var * loss.t_var)  # dL/dc
+        d_sq = (loss.n * scale) * (cc / p_var) * free  # dL/dq
+        d_mean = -loss.t_mean * d_cross - 2.0 * p_mean * d_sq  # dL/dm
+        g_mean, g_sq, g_cross = torch.chunk(box_filter(torch.cat([d_mean, d_sq, d_cross], 1), loss.window), 3, 1)
+        return g_mean + 2.0 * pred * g_sq + loss.fixed * g_cross, None
 
 
 class MutualInformationToFixed(nn.Module):

@@ -121,14 +121,17 @@ class InstanceOptimizer:
         residual = torch.zeros(
             (state.shape[0], state.shape[1]) + control_shape, device=state.device, requires_grad=True
         )
-        optimizer = torch.optim.Adam([residual], lr=cfg.lr)
-        for _ in range(iterations):
+        # the fused kernel updates the moments and the step in one pass (several per step otherwise)
+        optimizer = torch.optim.Adam([residual], lr=cfg.lr, fused=residual.device.type in ("cpu", "cuda"))
+        for iteration in range(iterations):
             field = self._level_field(base, residual, level_shape)
             loss = similarity(warp(level_moving, field)) + cfg.regularizer_weight * diffusion_energy(field)
             if anatomy is not None and cfg.anatomy_weight > 0:
                 loss = loss + cfg.anatomy_weight * self._anatomy_loss(anatomy, field, full_shape)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if iteration == 0 and cfg.adam_eps > 0:  # the gradient's scale depends on grid and loss
+                optimizer.param_groups[0]["eps"] = cfg.adam_eps * float(residual.grad.pow(2).mean().sqrt())
             optimizer.step()
         with torch.no_grad():
             update = resize_field(smooth(residual, cfg.smoothing), tuple(state.shape[2:]))
