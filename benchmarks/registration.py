@@ -337,6 +337,7 @@ def main() -> int:
     }
     write_tables(results, args.out)
     figure(results, args.out / "dice_vs_time.png")
+    (args.out / "partial.json").unlink(missing_ok=True)  # complete: nothing left to resume
     print((args.out / "results.md").read_text())
     return 0
 

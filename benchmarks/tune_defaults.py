@@ -62,6 +62,11 @@ SWEEPS = {
             ),
         )
     },
+    # the same with five labelled images (teachers warp a randomly drawn one of them)
+    "teachers-n5": {
+        name: ["data.num_labelled=5", "schedule.time_budget_minutes=15", "schedule.cycles=100000", *spec]
+        for name, spec in (("deepatlas+teachers", ["teachers.enabled=true"]), ("deepatlas", []))
+    },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
         "seg-only": [
