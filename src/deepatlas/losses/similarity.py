@@ -141,10 +141,9 @@ class _LNCCToFixed(torch.autograd.Function):
         fixed, n = loss.fixed, loss.n
         p_mean, pp, pt = torch.chunk(box_filter(torch.cat([pred, pred * pred, pred * fixed], 1), loss.window), 3, 1)
         cross = (pt - p_mean * loss.t_mean) * n
-        p_var_raw = (pp - p_mean * p_mean) * n
-        p_var = p_var_raw.clamp(min=loss.eps)
+        p_var = _variance(p_mean, pp, n, loss.eps)
         cc = cross * cross / (p_var * loss.t_var)
-        ctx.save_for_backward(pred, p_mean, cross, p_var, cc, p_var_raw > loss.eps)
+        ctx.save_for_backward(pred, p_mean, cross, p_var, cc, p_var > loss.eps)  # floored: no gradient
         ctx.loss = loss
         return -cc.mean()
 
