@@ -72,3 +72,22 @@ def trained_2d(phantoms_2d, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run2d") / "run"
     train(tiny_config(phantoms_2d, seg_pretrain_steps=15, reg_pretrain_steps=10, cycles=1), run, progress=False)
     return run
+
+
+def real_brains_4mm(count: int):
+    """The first ``count`` ixi-2mm subjects pooled to 4 mm (``count x 1 x 40x48x40``) with their
+    brain31 classes (``count x 1 x ...`` long, nearest by striding) and the label scheme."""
+    import numpy as np
+    import torch
+
+    from deepatlas.data import find_subjects
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.data.labels import LabelScheme
+    from deepatlas.registration.fields import pool_image
+
+    scheme = LabelScheme.from_file(IXI / "brain31.json")
+    subjects = find_subjects(IXI)[:count]
+    images = torch.cat([pool_image(torch.from_numpy(load_image(s.image).array)[None, None], 2) for s in subjects])
+    labels = [scheme.encode(load_label_codes(s.label).array, unknown="background") for s in subjects]
+    labels = torch.stack([torch.from_numpy(lab[::2, ::2, ::2].astype(np.int64))[None] for lab in labels])
+    return images, labels, scheme

@@ -1,19 +1,15 @@
 """Instance optimisation on a real pair of ixi-2mm brains (pooled to 4 mm to stay fast)."""
 
-import numpy as np
 import pytest
 import torch
 
 from deepatlas.config import Config, RefineConfig
-from deepatlas.data import find_subjects
-from deepatlas.data.io import load_image, load_label_codes
-from deepatlas.data.labels import LabelScheme
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean, fold_fraction
 from deepatlas.losses.similarity import LocalNCCLoss
 from deepatlas.networks import RegistrationNet
 from deepatlas.registration import InstanceOptimizer, build_pipeline
-from deepatlas.registration.fields import pool_image, warp
-from tests.conftest import IXI
+from deepatlas.registration.fields import warp
+from tests.conftest import IXI, real_brains_4mm
 
 pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
 
@@ -21,14 +17,8 @@ pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"rea
 @pytest.fixture(scope="module")
 def pair():
     """Two real brains at 4 mm (40x48x40) with their brain31 classes (nearest, by striding)."""
-    scheme = LabelScheme.from_file(IXI / "brain31.json")
-    subjects = find_subjects(IXI)[:2]
-    images = [torch.from_numpy(load_image(s.image).array)[None, None] for s in subjects]
-    labels = [
-        torch.from_numpy(scheme.encode(load_label_codes(s.label).array, unknown="background").astype(np.int64))
-        for s in subjects
-    ]
-    return [pool_image(i, 2) for i in images], [lab[::2, ::2, ::2][None, None] for lab in labels], scheme
+    images, labels, scheme = real_brains_4mm(2)
+    return [images[:1], images[1:]], [labels[:1], labels[1:]], scheme
 
 
 def _dice(field, labels, scheme):

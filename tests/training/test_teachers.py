@@ -7,17 +7,13 @@ import pytest
 import torch
 
 from deepatlas.config import Config, RefineConfig
-from deepatlas.data import find_subjects
-from deepatlas.data.io import load_image, load_label_codes
-from deepatlas.data.labels import LabelScheme
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.networks import RegistrationNet
 from deepatlas.networks.warp import warp_labels
 from deepatlas.registration import build_pipeline
-from deepatlas.registration.fields import pool_image
 from deepatlas.training.run import train
 from deepatlas.training.teachers import TeacherCache
-from tests.conftest import IXI, tiny_config
+from tests.conftest import IXI, real_brains_4mm, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +21,7 @@ def brains():
     """Three real brains at 4 mm (40x48x40) with their brain31 classes."""
     if not (IXI / "splits.json").exists():
         pytest.skip(f"real data not found at {IXI}")
-    scheme = LabelScheme.from_file(IXI / "brain31.json")
-    subjects = find_subjects(IXI)[:3]
-    images = torch.cat([pool_image(torch.from_numpy(load_image(s.image).array)[None, None], 2) for s in subjects])
-    labels = [scheme.encode(load_label_codes(s.label).array, unknown="background") for s in subjects]
-    labels = torch.stack([torch.from_numpy(lab[::2, ::2, ::2].astype(np.int64))[None] for lab in labels])
-    return images, labels, scheme
+    return real_brains_4mm(3)
 
 
 def _dice(a, b, scheme):
