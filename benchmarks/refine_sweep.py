@@ -58,8 +58,44 @@ VARIANTS = {
         "lr=0.5",
         "regularizer_weight=1",
     ],
+    # MIND-SSC descriptors (squared difference) instead of local NCC: a structure descriptor, made
+    # once per image and level; its squared difference is ~20x smaller than LNCC, so is the weight
+    "MIND-SSC, diffusion 0.1": ["similarity=mind", "regularizer_weight=0.1"],
+    "MIND-SSC, diffusion 0.03": ["similarity=mind", "regularizer_weight=0.03"],
+    "MIND-SSC, diffusion 0.3": ["similarity=mind", "regularizer_weight=0.3"],
+    # another contrast (moving brain intensities inverted: dark white matter, bright CSF as in T2;
+    # or remapped non-monotonically: no local linear relation, which squared LNCC would absorb),
+    # registered from the identity (the net has only seen T1 pairs) with one schedule; only the
+    # similarity differs. The T1 rows are the same schedule on the unchanged contrast.
+    **{
+        f"from zero, {contrast}: {similarity}": ["levels=[4,2,1]", "iterations=[60,60,5]", *spec]
+        for contrast in ("inverted contrast", "remapped contrast", "T1")
+        for similarity, spec in (
+            ("LNCC", []),
+            ("MI", ["similarity=mi"]),
+            ("MIND-SSC, diffusion 0.1", ["similarity=mind", "regularizer_weight=0.1"]),
+        )
+        if not (contrast == "T1" and similarity == "MI")
+    },
 }
 FROM_ZERO = "from zero"  # variants named so start from the identity, without the net
+CONTRASTS = ("inverted contrast", "remapped contrast")  # variants named so change the moving contrast
+
+
+def change_contrast(registrar, kind: str):
+    """``registrar`` fed a moving image whose brain intensities (background stays 0) are inverted
+    (``inverted contrast``) or mapped through ``sin(3 pi x)`` (``remapped contrast``, x in [0, 1])."""
+    import dataclasses
+
+    import numpy as np
+
+    def changed(moving, fixed, labels):
+        x = moving.array / moving.array.max()
+        mapped = 1.05 - x if kind == "inverted contrast" else 0.5 + 0.45 * np.sin(3 * np.pi * x)
+        array = np.where(moving.array > 0, mapped, 0).astype(moving.array.dtype)
+        return registrar(dataclasses.replace(moving, array=array), fixed, labels)
+
+    return changed
 
 
 def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None:
@@ -82,6 +118,9 @@ def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None
     run = load_run(args.model)
     for name in names:
         registrar = bench.pipeline_registrar(run, VARIANTS[name], use_net=not name.startswith(FROM_ZERO))
+        for kind in CONTRASTS:
+            if kind in name:
+                registrar = change_contrast(registrar, kind)
         bench.run_method(registrar, pairs[:1], volumes, classes, scheme)  # warm-up
         result = bench.run_method(registrar, pairs, volumes, classes, scheme)
         row = {"name": name, "overrides": VARIANTS[name], "cpu": bench.cpu_model(), "commit": git_commit()}

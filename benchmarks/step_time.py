@@ -10,6 +10,9 @@ Times one registration step per pair group and one segmentation step per group
 
 Configurations:
 - ``deepatlas``: the shipped defaults (``deepatlas.config.Config()``).
+- ``deepatlas+teachers``: the defaults with ``teachers.enabled``: the seg step reads the
+  unlabelled image's cached teacher instead of running the reg net; every teacher is made
+  before the timing (their cost, one refined registration each, is reported apart).
 - ``deepatlas-upsample-top``: the defaults with ``top_layer: upsample`` in both nets (a 1x1x1
   convolution at half resolution and linear upsampling instead of the full-resolution
   transposed convolution).
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from registration import cpu_model  # noqa: E402
 
-CONFIGS = ("deepatlas", "deepatlas-upsample-top", "tutorial", "tutorial-nets+our-pipeline")
+CONFIGS = ("deepatlas", "deepatlas+teachers", "deepatlas-upsample-top", "tutorial", "tutorial-nets+our-pipeline")
 REG_GROUPS = ("neither", "moving", "fixed", "both")
 SEG_GROUPS = ("moving", "fixed")
 
@@ -51,6 +54,7 @@ def make_config(name: str, data: Path, manifest: Path):
     config.data.label_map = str(data / "brain31.json")
     config.data.unknown_labels = "background"
     config.data.num_labelled = 3
+    config.teachers.enabled = "on" if name == "deepatlas+teachers" else "off"
     if name == "deepatlas-upsample-top":
         config.seg_net.top_layer = config.reg_net.top_layer = "upsample"
     if name.startswith("tutorial"):
@@ -80,6 +84,10 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
     train = prepare_data(config.data, progress=False).train
     trainer = Trainer(config, train, progress=False)
     result: dict = {"config": name, "threads": torch.get_num_threads(), "amp": str(trainer.amp), "reg": {}, "seg": {}}
+    if trainer.teachers is not None:
+        unlabelled = [i for i in range(len(train.ids)) if i not in trainer.labelled]
+        trainer.teachers.labels_for(unlabelled, trainer.step)
+        result["teacher_s"] = trainer.teachers.seconds / len(unlabelled)
     for phase, groups, step in (("reg", REG_GROUPS, trainer.reg_step), ("seg", SEG_GROUPS, trainer.seg_step)):
         for group in groups:
             step(group=group)  # warm-up
@@ -157,6 +165,15 @@ def main() -> int:
             f"{r['seg'][g]['median_s']:.2f}" for g in SEG_GROUPS
         ]
         lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        *(
+            f"{r['config']}: {r['teacher_s']:.2f} s per teacher (net + refinement), made once per "
+            f"unlabelled image and remade every `teachers.refresh_steps` steps."
+            for r in results
+            if "teacher_s" in r
+        ),
+    ]
     table = "\n".join(lines)
     (args.out / "step_time.md").write_text(
         f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n"

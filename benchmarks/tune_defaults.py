@@ -55,7 +55,28 @@ SWEEPS = {
         name: ["data.num_labelled=1", "schedule.time_budget_minutes=15", *spec]
         for name, spec in (
             ("deepatlas+teachers", ["schedule.cycles=100000", "teachers.enabled=true"]),
-            ("deepatlas", ["schedule.cycles=100000"]),
+            ("deepatlas", ["schedule.cycles=100000", "teachers.enabled=off"]),
+            (
+                "seg-only",
+                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+            ),
+        )
+    },
+    # teachers-n1's DeepAtlas pair again with other seeds: another labelled subject, another
+    # initialisation and batch order (the one-seed gain could be that subject's luck)
+    "teachers-n1-seeds": {
+        f"{name},seed={seed}": [
+            "data.num_labelled=1",
+            "schedule.time_budget_minutes=15",
+            "schedule.cycles=100000",
+            f"seed={seed}",
+            f"data.seed={seed}",
+            *spec,
+        ]
+        for seed in (1, 2)
+        for name, spec in (
+            ("deepatlas+teachers", ["teachers.enabled=true"]),
+            ("deepatlas", ["teachers.enabled=off"]),
             (
                 "seg-only",
                 ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
@@ -65,7 +86,7 @@ SWEEPS = {
     # the same with five labelled images (teachers warp a randomly drawn one of them)
     "teachers-n5": {
         name: ["data.num_labelled=5", "schedule.time_budget_minutes=15", "schedule.cycles=100000", *spec]
-        for name, spec in (("deepatlas+teachers", ["teachers.enabled=true"]), ("deepatlas", []))
+        for name, spec in (("deepatlas+teachers", ["teachers.enabled=true"]), ("deepatlas", ["teachers.enabled=off"]))
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
@@ -117,7 +138,7 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         config = load_config(None, BASE + data_flags + overrides)
-        key = (config.data.num_labelled, tuple(config.data.labelled_ids or []))
+        key = (config.data.num_labelled, config.data.seed, tuple(config.data.labelled_ids or []))
         if key not in cache:
             cache[key] = prepare_data(config.data, progress=False)
         run_dir = args.out / "runs" / args.sweep / name.replace("=", "-").replace(",", "_")
@@ -131,6 +152,7 @@ def main() -> int:
             "overrides": overrides,
             "train_seconds": round(seconds, 1),
             "steps": json.loads((run_dir / "summary.json").read_text())["steps_done"],
+            "labelled": cache[key].labelled_ids[:5],
             **{k: v for k, v in metrics.items() if not isinstance(v, list)},
         }
         with log.open("a") as handle:

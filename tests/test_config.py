@@ -60,3 +60,7 @@ def test_a_run_saved_before_a_default_changed_keeps_its_value(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     assert load_config(path, saved=True).reg_net.top_layer == "transposed"
     assert load_config(path, ["reg_net.top_layer=upsample"], saved=True).reg_net.top_layer == "upsample"
+    # teachers became "auto": a run saved before the section existed trained without them
+    del spec["teachers"]
+    assert Config.from_dict(spec).teachers.enabled == "auto"
+    assert Config.from_saved(spec).teachers.enabled == "off"

@@ -4,7 +4,14 @@ import torch
 from monai.losses import LocalNormalizedCrossCorrelationLoss
 
 from deepatlas.losses import LocalNCCLoss, MSELoss, make_similarity
-from deepatlas.losses.similarity import LocalNCCToFixed, _LNCCToFixed, box_filter, local_ncc_map
+from deepatlas.losses.similarity import (
+    LocalNCCToFixed,
+    MINDToFixed,
+    _LNCCToFixed,
+    box_filter,
+    local_ncc_map,
+    mind_ssc,
+)
 
 
 def brute_force_lncc(p: np.ndarray, t: np.ndarray, w: int, eps: float = 1e-5) -> float:
@@ -104,3 +111,24 @@ def test_box_filter_is_a_zero_padded_mean(window):
     kernel = torch.full((2, 1, window, window, window), 1.0 / window**3, dtype=torch.float64)
     expected = torch.nn.functional.conv3d(x, kernel, padding=window // 2, groups=2)
     assert torch.allclose(box_filter(x, window), expected)
+
+
+@pytest.mark.parametrize("shape, channels", [((1, 1, 12, 14, 10), 12), ((2, 1, 16, 12), 4)])
+def test_mind_descriptors_follow_structure_not_intensity(shape, channels):
+    generator = torch.Generator().manual_seed(0)
+    image = box_filter(torch.rand(shape, generator=generator), 3)
+    described = mind_ssc(image)
+    assert described.shape == (shape[0], channels, *shape[2:])
+    assert float(described.min()) > 0 and float(described.max()) <= 1
+    # an affine intensity change, inversion included (another contrast's simplest model), keeps them
+    torch.testing.assert_close(mind_ssc(0.2 - 3 * image), described, rtol=1e-3, atol=1e-4)
+    # a shifted image does not
+    assert float((mind_ssc(image.roll(2, -1)) - described).abs().mean()) > 0.05
+
+
+def test_mind_to_fixed_is_zero_at_alignment_and_warps_prepared_descriptors():
+    generator = torch.Generator().manual_seed(1)
+    fixed = box_filter(torch.rand(1, 1, 12, 14, 10, generator=generator), 3)
+    loss = MINDToFixed(fixed)
+    assert float(loss(loss.prepare(1 - fixed))) < 1e-6
+    assert float(loss(loss.prepare(fixed.roll(2, -1)))) > 1e-3

@@ -118,6 +118,17 @@ def test_mutual_information_registers_a_remapped_contrast(pair):
     assert fold_fraction(field) < 0.001
 
 
+def test_mind_registers_an_inverted_contrast(pair):
+    """The moving brain with its intensities inverted inside the brain (dark white matter, as
+    in T2): MIND-SSC descriptors do not see the inversion, so refinement still aligns labels."""
+    (moving, fixed), labels, scheme = pair
+    inverted = torch.where(moving > 0.05, 1.05 - moving, torch.zeros_like(moving))
+    field = InstanceOptimizer(_settings(similarity="mind", regularizer_weight=0.1))(inverted, fixed).field
+    before = _dice(torch.zeros_like(field), labels, scheme)
+    assert _dice(field, labels, scheme) > before + 0.05
+    assert fold_fraction(field) < 0.001
+
+
 def test_pipeline_refines_the_velocity_of_a_diffeomorphic_net(pair):
     (moving, fixed), labels, scheme = pair
     config = Config()

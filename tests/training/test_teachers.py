@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config, RefineConfig
+from deepatlas.data import prepare_data
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.networks import RegistrationNet
 from deepatlas.networks.warp import warp_labels
 from deepatlas.registration import build_pipeline
+from deepatlas.training import Trainer
 from deepatlas.training.run import train
 from deepatlas.training.teachers import TeacherCache
 from tests.conftest import IXI, real_brains_4mm, tiny_config
@@ -73,7 +76,7 @@ def test_teachers_come_from_the_current_reg_net(brains):
 
 def test_a_joint_run_with_teachers_logs_them(tmp_path, phantoms_3d):
     config = tiny_config(phantoms_3d, seg_pretrain_steps=2, reg_pretrain_steps=2, cycles=2)
-    config.teachers.enabled = True
+    config.teachers.enabled = "on"
     config.refine.iterations = [3, 2]
     train(config, tmp_path / "run", progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -81,8 +84,48 @@ def test_a_joint_run_with_teachers_logs_them(tmp_path, phantoms_3d):
     assert seg and all("teacher_seconds" in r for r in seg)
     assert seg[0]["teacher_seconds"] > 0  # the first step draws images without a teacher
     assert max(r["teachers"] for r in seg) >= 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["teachers"]["images"] >= 1 and summary["teachers"]["seconds"] > 0
+
+
+def test_a_resumed_run_keeps_its_teachers_and_ends_as_an_uninterrupted_one(tmp_path, phantoms_3d):
+    config = tiny_config(phantoms_3d, checkpoint_every=1)
+    # steps 7-8 and 12-13 are seg steps, 9-11 reg steps: the teachers made before the stop are used
+    # after it, when the reg net has changed, so only restored ones give the uninterrupted result
+    config.teachers.enabled, config.teachers.refresh_steps = "on", 100
+    config.refine.iterations = [3, 2]
+    train(config, tmp_path / "straight", progress=False)
+    train(config, tmp_path / "stopped", progress=False, max_steps=9)
+    saved = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["teachers"]
+    assert len(saved["positions"]) >= 1 and saved["labels"].dtype == torch.uint8
+    train(config, tmp_path / "stopped", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    for key in a["seg_net"]:
+        assert torch.allclose(a["seg_net"][key], b["seg_net"][key], atol=1e-6), key
+    assert torch.equal(a["teachers"]["labels"], b["teachers"]["labels"])
+    assert torch.equal(a["teachers"]["made_at"], b["teachers"]["made_at"])
+    assert "teachers" not in load_checkpoint(tmp_path / "straight" / "checkpoints" / "best.pt")
+
+
+@pytest.mark.parametrize("labelled, wanted", [(2, True), (3, False)])
+def test_a_trainer_gets_teachers_by_default_with_few_labelled_images(phantoms_3d, labelled, wanted):
+    config = tiny_config(phantoms_3d)
+    config.teachers.enabled, config.data.num_labelled = "auto", labelled
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    assert (trainer.teachers is not None) == wanted
+
+
+def test_auto_turns_teachers_on_for_few_labelled_images():
+    auto = Config().teachers
+    assert auto.enabled == "auto" and auto.active(1) and auto.active(2) and not auto.active(5)
+    on = Config.from_dict({"teachers": {"enabled": True}}).teachers  # YAML's true reads as on
+    assert on.enabled == "on" and on.active(50)
+    assert not Config.from_dict({"teachers": {"enabled": False}}).teachers.active(1)
 
 
 def test_teacher_settings_are_checked():
     with pytest.raises(ValueError, match="teachers.refresh_steps"):
         Config.from_dict({"teachers": {"refresh_steps": 0}})
+    with pytest.raises(ValueError, match="teachers.enabled"):
+        Config.from_dict({"teachers": {"enabled": "sometimes"}})

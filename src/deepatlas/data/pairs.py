@@ -44,6 +44,29 @@ class PairBatch:
     def fixed_labelled(self) -> bool:
         return self.fixed_labels is not None
 
+    def distinct_labelled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The labelled images of the batch, each once, and their labels: ``L x 1 x *spatial``.
+
+        With one labelled subject every pair of a segmentation step holds the same labelled
+        image; training on its copies costs a seg-net pass each and gives the same loss and
+        gradient as training on it once."""
+        seen: set[int] = set()
+        images, labels = [], []
+        for side, side_labels, index in (
+            (self.moving, self.moving_labels, self.moving_index),
+            (self.fixed, self.fixed_labels, self.fixed_index),
+        ):
+            if side_labels is None:
+                continue
+            for k, position in enumerate(index):
+                if position not in seen:
+                    seen.add(position)
+                    images.append(side[k : k + 1])
+                    labels.append(side_labels[k : k + 1])
+        if not images:
+            raise ValueError("this batch has no labelled image")
+        return torch.cat(images), torch.cat(labels)
+
 
 class PairSampler:
     """Draws a label-availability group, then a batch of pairs from it; never pairs an image with itself.

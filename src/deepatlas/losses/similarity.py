@@ -121,6 +121,10 @@ class LocalNCCToFixed(nn.Module):
         self.t_mean = t_mean
         self.t_var = _variance(t_mean, tt, self.n, eps)
 
+    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
+        """What to warp at every step: the moving image itself."""
+        return moving.float()
+
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         return _LNCCToFixed.apply(pred.float(), self)
 
@@ -188,6 +192,10 @@ class MutualInformationToFixed(nn.Module):
         weights = torch.exp(-0.5 * distance * distance)
         return weights / weights.sum(-1, keepdim=True)
 
+    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
+        """What to warp at every step: the moving image itself."""
+        return moving.float()
+
     def forward(self, pred: torch.Tensor) -> torch.Tensor:
         flat = pred.float().reshape(pred.shape[0], -1)
         if self.index is not None:
@@ -197,6 +205,62 @@ class MutualInformationToFixed(nn.Module):
         eps = 1e-10
         mi = (joint * (torch.log(joint + eps) - torch.log(marginal_m * marginal_f + eps))).sum((1, 2))
         return -mi.mean()
+
+
+def mind_ssc(image: torch.Tensor, dilation: int = 1, eps: float = 1e-6) -> torch.Tensor:
+    """MIND-SSC descriptors (Heinrich et al., MICCAI 2013) of ``B x 1 x *spatial``: ``B x K x *spatial``.
+
+    Each voxel is described by how alike the patches (3 voxels wide) around pairs of its six
+    neighbours (``dilation`` voxels away) are: K = 12 pairs in 3-D (4 in 2-D), the neighbours
+    on different axes. Squared patch distances are made relative to their smallest and their
+    mean at that voxel, then ``exp(-d / mean)``: the descriptor follows edges and texture,
+    not intensity, so it matches scans of other contrast or scanner with a plain squared
+    difference, and it is computed once per image rather than at every optimisation step.
+    """
+    dims = image.ndim - 2
+    offsets = []
+    for axis in range(dims):
+        for sign in (1, -1):
+            offset = [0] * dims
+            offset[axis] = sign * dilation
+            offsets.append(offset)
+    pairs = [(a, b) for a in range(len(offsets)) for b in range(a + 1, len(offsets)) if a // 2 != b // 2]
+    padded = F.pad(image.float(), [dilation] * (2 * dims), mode="replicate")
+    shape = image.shape[2:]
+
+    def shifted(offset: list[int]) -> torch.Tensor:
+        view = padded
+        for axis, step in enumerate(offset):
+            view = view.narrow(axis + 2, dilation + step, shape[axis])
+        return view
+
+    distances = box_filter(torch.cat([(shifted(offsets[a]) - shifted(offsets[b])) ** 2 for a, b in pairs], 1), 3)
+    distances = distances - distances.min(1, keepdim=True).values
+    spread = distances.mean(1, keepdim=True)
+    # per image: flat regions (background) would divide by ~0, and one image's range is not another's
+    typical = spread.mean(dim=tuple(range(1, spread.ndim)), keepdim=True)
+    spread = torch.maximum(torch.minimum(spread, typical * 1e3 + eps), typical * 1e-3 + eps)
+    return torch.exp(-distances / spread)
+
+
+class MINDToFixed(nn.Module):
+    """Mean squared difference of MIND-SSC descriptors (:func:`mind_ssc`) against one fixed image.
+
+    The moving image's descriptors are computed once (:meth:`prepare`) and warped at every
+    step, as ConvexAdam does, instead of describing each warped image anew.
+    """
+
+    def __init__(self, fixed: torch.Tensor, dilation: int = 1) -> None:
+        super().__init__()
+        self.dilation = dilation
+        self.fixed = mind_ssc(fixed, dilation)
+
+    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
+        """What to warp: the moving image's descriptors, ``B x K x *spatial``."""
+        return mind_ssc(moving, self.dilation)
+
+    def forward(self, warped: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(warped.float(), self.fixed)
 
 
 class MSELoss(nn.Module):

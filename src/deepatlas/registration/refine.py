@@ -24,7 +24,7 @@ import torch
 
 from deepatlas.config import RefineConfig
 from deepatlas.losses.anatomy import soft_dice_loss
-from deepatlas.losses.similarity import LocalNCCToFixed, MutualInformationToFixed
+from deepatlas.losses.similarity import LocalNCCToFixed, MINDToFixed, MutualInformationToFixed
 from deepatlas.registration.fields import (
     coarse_shape,
     diffusion_energy,
@@ -113,11 +113,8 @@ class InstanceOptimizer:
         control_shape = coarse_shape(full_shape, spacing)
         base_shape = control_shape if self.diffeomorphic else level_shape
         base = resize_field(state, base_shape)
-        similarity = (
-            MutualInformationToFixed(level_fixed)
-            if cfg.similarity == "mi"
-            else LocalNCCToFixed(level_fixed, cfg.lncc_window)
-        )
+        similarity = self._similarity(level_fixed)
+        source = similarity.prepare(level_moving)
         residual = torch.zeros(
             (state.shape[0], state.shape[1]) + control_shape, device=state.device, requires_grad=True
         )
@@ -125,7 +122,7 @@ class InstanceOptimizer:
         optimizer = torch.optim.Adam([residual], lr=cfg.lr, fused=residual.device.type in ("cpu", "cuda"))
         for iteration in range(iterations):
             field = self._level_field(base, residual, level_shape)
-            loss = similarity(warp(level_moving, field)) + cfg.regularizer_weight * diffusion_energy(field)
+            loss = similarity(warp(source, field)) + cfg.regularizer_weight * diffusion_energy(field)
             if anatomy is not None and cfg.anatomy_weight > 0:
                 loss = loss + cfg.anatomy_weight * self._anatomy_loss(anatomy, field, full_shape)
             optimizer.zero_grad(set_to_none=True)
@@ -136,6 +133,14 @@ class InstanceOptimizer:
         with torch.no_grad():
             update = resize_field(smooth(residual, cfg.smoothing), tuple(state.shape[2:]))
             return state + update
+
+    def _similarity(self, fixed: torch.Tensor) -> torch.nn.Module:
+        """The similarity to ``fixed`` (one level's image) that ``refine.similarity`` names."""
+        if self.config.similarity == "mi":
+            return MutualInformationToFixed(fixed)
+        if self.config.similarity == "mind":
+            return MINDToFixed(fixed)
+        return LocalNCCToFixed(fixed, self.config.lncc_window)
 
     def _level_field(self, base: torch.Tensor, residual: torch.Tensor, level_shape: tuple[int, ...]) -> torch.Tensor:
         """The displacement at a level's resolution for the current residual."""

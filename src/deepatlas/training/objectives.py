@@ -76,32 +76,26 @@ class DeepAtlasObjectives(nn.Module):
         """
         if not (batch.moving_labelled or batch.fixed_labelled):
             raise ValueError("a segmentation step needs at least one labelled image per pair")
-        moving, fixed = batch.moving, batch.fixed
-        ddf = None
-        if teachers is None:
+        images, labels = batch.distinct_labelled()
+        sup = self.supervised(self.seg_net(images), labels)
+        out = {"supervised": sup, "loss": self.cfg.supervised_weight * sup}
+        if (batch.moving_labelled and batch.fixed_labelled) or self.cfg.anatomy_weight_seg <= 0:
+            return out
+        # the labelled side enters the anatomy loss as its labels: only the unlabelled side needs the net
+        logits = self.seg_net(batch.fixed if batch.moving_labelled else batch.moving)
+        if teachers is not None:
+            target = self.anatomy.from_labels(teachers, self.num_classes)
+            anat = soft_dice_loss(self.anatomy.from_logits(logits), target, self.anatomy.include_background)
+        else:
             with torch.no_grad():
-                ddf = self.reg_net(moving, fixed)
-        # two passes rather than one on the concatenation: slicing a batch apart costs
-        # a zero-filled full-size gradient buffer per slice in the backward pass
-        moving_logits, fixed_logits = self.seg_net(moving), self.seg_net(fixed)
-        sides = ((moving_logits, batch.moving_labels), (fixed_logits, batch.fixed_labels))
-        sup = self.supervised(
-            torch.cat([lg for lg, lb in sides if lb is not None]), torch.cat([lb for _, lb in sides if lb is not None])
-        )
-        total = self.cfg.supervised_weight * sup
-        out = {"supervised": sup}
-        if not (batch.moving_labelled and batch.fixed_labelled) and self.cfg.anatomy_weight_seg > 0:
-            if teachers is not None:
-                taught = fixed_logits if batch.moving_labelled else moving_logits
-                target = self.anatomy.from_labels(teachers, self.num_classes)
-                anat = soft_dice_loss(self.anatomy.from_logits(taught), target, self.anatomy.include_background)
+                ddf = self.reg_net(batch.moving, batch.fixed)
+            predicted = self.anatomy.from_logits(logits)
+            if batch.moving_labelled:
+                anat = self.anatomy(self.anatomy.from_labels(batch.moving_labels, self.num_classes), predicted, ddf)
             else:
-                moving_seg = self._segmentation(moving, batch.moving_labels, moving_logits)
-                fixed_seg = self._segmentation(fixed, batch.fixed_labels, fixed_logits)
-                anat = self.anatomy(moving_seg, fixed_seg, ddf)
-            total = total + self.cfg.anatomy_weight_seg * anat
-            out["anatomy"] = anat
-        out["loss"] = total
+                anat = self.anatomy(predicted, self.anatomy.from_labels(batch.fixed_labels, self.num_classes), ddf)
+        out["anatomy"] = anat
+        out["loss"] = out["loss"] + self.cfg.anatomy_weight_seg * anat
         return out
 
     def supervised_only(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

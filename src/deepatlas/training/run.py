@@ -170,6 +170,13 @@ def _summary(trainer: Trainer, start: int, started_at: float, validation: dict) 
         "steps_this_session": trainer.step - start,
         "device": str(trainer.device),
         "amp": str(trainer.amp) if trainer.amp else "off",
+        # what teachers.enabled=auto resolved to, and what they cost
+        "teachers": None
+        if trainer.teachers is None
+        else {
+            "images": len(trainer.teachers.teachers),
+            "seconds": round(trainer.teachers.seconds, 1),
+        },
         "best_validation_score": trainer.best_score if trainer.best_score > float("-inf") else None,
         "last_validation": validation,
     }

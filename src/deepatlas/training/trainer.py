@@ -86,14 +86,17 @@ class Trainer:
         self.labelled = train.labelled_indices()
         if not self.labelled:
             raise ValueError("the training set has no labelled image")
-        self.teachers = self._teacher_cache() if config.teachers.enabled and self.seg_pairs is not None else None
+        # no teachers where nothing reads them: every image labelled, or no anatomy loss in the seg step
+        wanted = config.teachers.active(len(self.labelled)) and self.seg_pairs is not None
+        wanted = wanted and config.loss.anatomy_weight_seg > 0
+        self.teachers = self._teacher_cache() if wanted else None
         self.step = 0
         self.best_score = float("-inf")
         self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
         self.stopped_by: str | None = None
 
     def _teacher_cache(self) -> TeacherCache:
-        """Refined atlas labels for unlabelled images (``teachers.enabled``), registered by the
+        """Refined atlas labels for unlabelled images (``teachers.enabled``, ``auto`` by default), registered by the
         current reg net + the run's ``refine`` settings."""
         cfg = self.config
         return TeacherCache(
@@ -244,6 +247,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if self.teachers is not None and "teachers" in state:
+            self.teachers.load_state_dict(state["teachers"])
         self.reg_net.load_state_dict(state["reg_net"])
         self.seg_net.load_state_dict(state["seg_net"])
         self.reg_opt.load_state_dict(state["reg_opt"])
@@ -261,13 +266,18 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, resumable: bool = True) -> Path:
+        """Write the training state to ``path``; ``resumable`` adds the teachers (``last``, not ``best``)."""
         state = self.state_dict()
+        if resumable and self.teachers is not None:
+            state["teachers"] = self.teachers.state_dict()
         check_finite_weights(state, ("reg_net", "seg_net"), path)  # never replace a good checkpoint by a bad one
         return save_checkpoint(state, path)
 
     def resume(self, path: str | Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
+        # on the CPU: random generator states must stay CPU tensors, and the nets' and optimisers'
+        # load_state_dict copy onto their own devices
+        state = load_checkpoint(path, map_location="cpu")
         check_finite_weights(state, ("reg_net", "seg_net"), path)
         self.load_state_dict(state)
 
@@ -347,7 +357,7 @@ class Trainer:
         if score > self.best_score:
             self.best_score = score
             if self.run_dir:
-                self.save(RunFolder(self.run_dir).checkpoint("best"))
+                self.save(RunFolder(self.run_dir).checkpoint("best"), resumable=False)
                 folder = RunFolder(self.run_dir)
                 folder.write_json(folder.best_validation, {"step": self.step, **metrics})
         return metrics
