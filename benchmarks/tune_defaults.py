@@ -83,6 +83,17 @@ SWEEPS = {
             ),
         )
     },
+    # this version's defaults at one labelled image (teachers on by `auto`, one seg-net pass per
+    # distinct image) against teachers-n1-seeds' "deepatlas+teachers,seed=1" (previous code)
+    "n1-defaults": {
+        "deepatlas defaults,seed=1": [
+            "data.num_labelled=1",
+            "schedule.time_budget_minutes=15",
+            "schedule.cycles=100000",
+            "seed=1",
+            "data.seed=1",
+        ]
+    },
     # the same with five labelled images (teachers warp a randomly drawn one of them)
     "teachers-n5": {
         name: ["data.num_labelled=5", "schedule.time_budget_minutes=15", "schedule.cycles=100000", *spec]
