@@ -89,11 +89,10 @@ class DeepAtlasObjectives(nn.Module):
         else:
             with torch.no_grad():
                 ddf = self.reg_net(batch.moving, batch.fixed)
-            predicted = self.anatomy.from_logits(logits)
-            if batch.moving_labelled:
-                anat = self.anatomy(self.anatomy.from_labels(batch.moving_labels, self.num_classes), predicted, ddf)
-            else:
-                anat = self.anatomy(predicted, self.anatomy.from_labels(batch.fixed_labels, self.num_classes), ddf)
+            # each side: its labels where it has them, else the logits (of the one unlabelled side)
+            moving_seg = self._segmentation(batch.moving, batch.moving_labels, logits)
+            fixed_seg = self._segmentation(batch.fixed, batch.fixed_labels, logits)
+            anat = self.anatomy(moving_seg, fixed_seg, ddf)
         out["anatomy"] = anat
         out["loss"] = out["loss"] + self.cfg.anatomy_weight_seg * anat
         return out
