@@ -99,6 +99,27 @@ SWEEPS = {
         name: ["data.num_labelled=5", "schedule.time_budget_minutes=15", "schedule.cycles=100000", *spec]
         for name, spec in (("deepatlas+teachers", ["teachers.enabled=true"]), ("deepatlas", ["teachers.enabled=off"]))
     },
+    # five labelled images, three seeds (draws): the seg net alone, DeepAtlas with this version's
+    # defaults (teachers off by `auto`), and teachers fused from every labelled image
+    # (`teachers.atlases`): with five atlases a majority vote of refined warps can beat the seg net
+    "n5-seeds": {
+        f"{name},seed={seed}": [
+            "data.num_labelled=5",
+            "schedule.time_budget_minutes=15",
+            f"seed={seed}",
+            f"data.seed={seed}",
+            *spec,
+        ]
+        for seed in (0, 1, 2)
+        for name, spec in (
+            (
+                "seg-only",
+                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+            ),
+            ("deepatlas+fused-teachers", ["schedule.cycles=100000", "teachers.enabled=on", "teachers.atlases=5"]),
+            ("deepatlas", ["schedule.cycles=100000"]),
+        )
+    },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
         "seg-only": [
