@@ -18,12 +18,16 @@ Protocol (every choice is written to ``<out>/results.json``):
   * ``DeepAtlas``: joint training (seg and reg pre-training, then cycles of reg and
     seg steps; two schedules, ``VARIANTS``), scored by its seg net, and by its reg net
     as an atlas segmenter;
+  * ``seg-only, every training label (ceiling)`` (``--ceiling``): the seg net on all 150
+    training labels, the same budget: how far the few-label methods are from full supervision;
   * ``ANTs SyN + atlas`` (optional, ``pip install -e .[benchmark]``): no training;
     SyN registration of each atlas to each test subject, majority vote.
 - Registration Dice: each test subject registered to the next (25 declared pairs);
   segmentation Dice: 31 structures of ``brain31.json``, mean over structures and subjects.
 
-The experiment resumes where it stopped (finished trainings and evaluations are kept).
+The experiment resumes where it stopped (finished trainings and evaluations are kept); each
+training records the CPU it ran on (``machines.txt``, in the report): minutes compare only within
+one machine. ``benchmarks/experiment_seeds.py`` runs it for several seeds and summarises them.
 Writes ``results.json``, ``results.md``, ``dice_vs_n.png``, ``validation_curves.png``,
 ``example.png`` and one folder of per-case CSVs per evaluation under ``eval/``.
 """
@@ -47,6 +51,7 @@ from deepatlas.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_report import CEILING  # noqa: E402
 
 PRESETS = {
     "full": {
@@ -78,6 +83,8 @@ VARIANTS = {
         "schedule.reg_steps_per_cycle=20",
         "schedule.seg_steps_per_cycle=5",
     ],
+    # the shipped defaults as they are (schedule, teachers by `auto`): what a user gets
+    "defaults": lambda preset: [],
     "deepatlas-seg-heavy": lambda preset: [
         f"schedule.seg_pretrain_steps={4 * preset['seg_pretrain']}",
         f"schedule.reg_pretrain_steps={preset['reg_pretrain'] // 2}",
@@ -85,12 +92,12 @@ VARIANTS = {
         "schedule.seg_steps_per_cycle=10",
     ],
 }
-LABELS = {"deepatlas": "DeepAtlas", "deepatlas-seg-heavy": "DeepAtlas seg-heavy"}
+LABELS = {"deepatlas": "DeepAtlas", "deepatlas-seg-heavy": "DeepAtlas seg-heavy", "defaults": "DeepAtlas defaults"}
 REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm")
 
 
 def method_overrides(method: str, preset: dict) -> list[str]:
-    if method == "seg-only":
+    if method in ("seg-only", "ceiling"):
         return [f"schedule.seg_pretrain_steps={MANY}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
     if method == "reg-only":
         return ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={MANY}", "schedule.cycles=0"]
@@ -141,9 +148,25 @@ def train_method(name: str, overrides: list[str], load_data, out: Path, preset: 
         ],
     )
     print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
+    record_machine(run_dir)
     return train(
         config, run_dir, resume=RunFolder(run_dir).checkpoint("last").exists(), progress=False, data=load_data()
     )
+
+
+def record_machine(run_dir: Path) -> None:
+    """Append this machine's CPU to ``<run>/machines.txt`` at every (re)start: a budget in minutes
+    compares only within one machine, so a run resumed elsewhere must be visible."""
+    from registration import cpu_model
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "machines.txt").open("a") as handle:
+        handle.write(cpu_model() + "\n")
+
+
+def machines(run_dir: Path) -> list[str]:
+    path = run_dir / "machines.txt"
+    return sorted(set(path.read_text().split("\n")) - {""}) if path.exists() else []
 
 
 def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -> dict:
@@ -177,9 +200,23 @@ def parse_args() -> argparse.Namespace:
         "--variants",
         nargs="+",
         choices=sorted(VARIANTS),
-        help="DeepAtlas schedules to train (default: all; smoke: deepatlas)",
+        help="DeepAtlas schedules to train (default: deepatlas deepatlas-seg-heavy; smoke: deepatlas)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed drawing the labelled subjects and training")
+    parser.add_argument(
+        "--fusion",
+        choices=["majority", "weighted"],
+        default="majority",
+        help="label fusion of the atlas rows (weighted: by local NCC, atlas-segment's default)",
+    )
+    parser.add_argument(
+        "--ceiling", action="store_true", help="also train the seg net on every training label (same budget)"
+    )
+    parser.add_argument(
+        "--reg-only-run",
+        type=Path,
+        help="a finished reg-only run to reuse (it sees no labels: one training serves every seed)",
+    )
     return parser.parse_args()
 
 
@@ -190,7 +227,8 @@ def protocol(args: argparse.Namespace) -> tuple[dict, list[str], Path]:
         preset["budget_minutes"] = args.budget_minutes
     if args.labelled:
         preset["labelled"] = sorted(args.labelled)
-    variants = args.variants or (["deepatlas"] if args.smoke else list(VARIANTS))
+    # the two schedules of the 15-minute experiment (docs/results.md); `defaults` on request
+    variants = args.variants or (["deepatlas"] if args.smoke else ["deepatlas", "deepatlas-seg-heavy"])
     out = args.out or ROOT / "benchmarks" / "results" / ("experiment-smoke" if args.smoke else "experiment")
     return preset, variants, out
 
@@ -213,6 +251,12 @@ def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict) -> dict[
     for name in names:
         method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
         trainings[name] = train_method(name, flags + method_overrides(method, preset), load_data, out, preset)
+    if first and plan["ceiling"]:  # every training subject labelled: its own data
+        ceiling = plan["data_flags"] + method_overrides("ceiling", preset)
+        load_all = lambda: prepare_data(load_config(None, ceiling).data, progress=False)  # noqa: E731
+        trainings["ceiling"] = train_method("ceiling", ceiling, load_all, out, preset)
+    for name in trainings:
+        trainings[name]["machines"] = machines(out / "runs" / name)
     return trainings
 
 
@@ -224,6 +268,7 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
     from deepatlas.inference import load_run
 
     atlases = plan["labelled"][n]
+    fused = "" if plan["fusion"] == "majority" else f"-{plan['fusion']}"  # evaluations are kept by name
     first_pairs = "next" if first else "none"
     reg_only = load_run(out / "runs" / "reg-only", "best")
     evals = [
@@ -236,8 +281,8 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
         (
             "reg-only + atlas",
             "reg-only",
-            f"reg-only-atlas-n{n}",
-            dict(run=reg_only, atlases=atlases, pairs=first_pairs),
+            f"reg-only-atlas-n{n}{fused}",
+            dict(run=reg_only, atlases=atlases, fusion=plan["fusion"], pairs=first_pairs),
         ),
     ]
     for v in plan["variants"]:
@@ -247,13 +292,18 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
             (
                 f"{LABELS[v]} (reg net + atlas)",
                 f"{v}-n{n}",
-                f"{v}-atlas-n{n}",
-                dict(run=run, atlases=atlases, pairs="none"),
+                f"{v}-atlas-n{n}{fused}",
+                dict(run=run, atlases=atlases, fusion=plan["fusion"], pairs="none"),
             )
         )
+    if first and plan["ceiling"]:
+        ceiling = dict(run=load_run(out / "runs" / "ceiling", "best"), pairs="none")
+        evals.append((CEILING, "ceiling", "ceiling", ceiling))
     if plan["ants"] is not None:
-        ants = dict(registrar=plan["ants"], scheme=plan["scheme"], atlases=atlases, pairs=first_pairs)
-        evals.append(("ANTs SyN + atlas", None, f"ants-atlas-n{n}", ants))
+        ants = dict(
+            registrar=plan["ants"], scheme=plan["scheme"], atlases=atlases, fusion=plan["fusion"], pairs=first_pairs
+        )
+        evals.append(("ANTs SyN + atlas", None, f"ants-atlas-n{n}{fused}", ants))
     return evals
 
 
@@ -282,6 +332,22 @@ def share_registration_metrics(rows: list[dict]) -> None:
                 row.update({k: source[k] for k in REG_KEYS})
 
 
+def share_reg_only(source: Path, out: Path) -> bool:
+    """Link a finished reg-only run into ``out/runs/reg-only``; False (with the reason) if it is not one."""
+    summary = RunFolder(source).summary
+    if not (summary.exists() and json.loads(summary.read_text()).get("finished")):
+        print(
+            f"--reg-only-run {source}: not a finished training run (its summary.json must say finished)",
+            file=sys.stderr,
+        )
+        return False
+    link = out / "runs" / "reg-only"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source.resolve())
+    return True
+
+
 def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: Path) -> dict:
     """What is trained and evaluated: test subjects, nested labelled draws, data flags, ANTs or not."""
     import ants_syn
@@ -303,6 +369,9 @@ def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: 
         "splits_file": splits_file,
         "labelled": {n: drawn[:n] for n in preset["labelled"]},
         "variants": variants,
+        "ceiling": args.ceiling,
+        "train_count": len(splits["train"]),
+        "fusion": args.fusion,
         "scheme": LabelScheme.from_file(args.data / "brain31.json"),
         "ants": ants_syn.syn_registrar() if use_ants else None,
         "data_flags": [
@@ -325,13 +394,16 @@ def main() -> int:
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(args, preset, variants, out)
+    if args.reg_only_run and not share_reg_only(args.reg_only_run, out):
+        return 1
     trainings: dict[str, dict] = {}
     rows: list[dict] = []
     for i, n in enumerate(preset["labelled"]):
         trainings.update(train_all(n, i == 0, plan, out, preset))
         for method, training, key, kwargs in evaluations(n, i == 0, plan, out):
             summary = evaluate(key, out, args.data, plan["splits_file"], **kwargs)
-            rows.append(score_row(method, n, training, key, summary, out))
+            row_n = plan["train_count"] if method == CEILING else n  # every training subject labelled
+            rows.append(score_row(method, row_n, training, key, summary, out))
     share_registration_metrics(rows)
 
     from experiment_report import example_figure, write_report
@@ -345,7 +417,7 @@ def main() -> int:
         "commit": git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "preset": "smoke" if args.smoke else "full",
-        "protocol": preset,
+        "protocol": {**preset, "fusion": args.fusion},
         "seed": args.seed,
         "labelled": plan["labelled"],
         "test_subjects": plan["test_ids"],

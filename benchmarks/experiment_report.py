@@ -50,9 +50,15 @@ def _plt():
     return plt
 
 
+CEILING = "seg-only, every training label (ceiling)"
+
+
 def dice_vs_n_figure(rows: list[dict], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    for r in (r for r in rows if r["method"] == CEILING):  # one N far off the axis: a line
+        ax.axhline(r["seg_dice"], color="k", linestyle="--", linewidth=1, label=f"{CEILING}, N={r['n']}")
+    rows = [r for r in rows if r["method"] != CEILING]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["n"])
         ns = [r["n"] for r in mine]
@@ -137,7 +143,8 @@ def write_report(results: dict, out: Path) -> None:
         "",
         f"- command: `{results['command']}`",
         f"- commit: `{results['commit']}`, {results['date']}",
-        f"- machine: {results['machine']['cpu_count']} CPU cores, {results['machine']['platform']}",
+        f"- machine: {results['machine']['cpu']}, {results['machine']['cpu_count']} CPU cores, "
+        f"{results['machine']['platform']}",
         f"- training budget per method: {p['budget_minutes']:g} min wall clock (validation included), "
         f"best validation checkpoint",
         f"- labelled subjects (seed {results['seed']}): "
@@ -178,13 +185,14 @@ def write_report(results: dict, out: Path) -> None:
         "## Trainings (model selection on the validation split)",
         "",
         "| run | steps | training min | stopped by | best validation step | its validation seg Dice "
-        "| its validation reg Dice |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| its validation reg Dice | trained on |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, t in trainings.items():
         lines.append(
             f"| {name} | {t['steps']} | {t['minutes']:.1f} | {t['stopped_by']} | {t['best_step']} | "
-            f"{_fmt(t['best_val_seg_dice'])} | {_fmt(t['best_val_reg_dice'])} |"
+            f"{_fmt(t['best_val_seg_dice'])} | {_fmt(t['best_val_reg_dice'])} | "
+            f"{'; '.join(t.get('machines', [])) or '-'} |"
         )
     lines += [
         "",

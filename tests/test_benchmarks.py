@@ -73,6 +73,34 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     assert again.returncode == 0 and "training" not in again.stdout.split("# DeepAtlas")[0]
 
 
+def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
+    out = tmp_path / "seeds"
+    command = [sys.executable, str(ROOT / "benchmarks" / "experiment_seeds.py"), "--smoke", "--no-ants"]
+    command += ["--seeds", "0", "1", "--budget-minutes", "0.1", "--data", str(IXI), "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # reg-only sees no labels: seed 1 segments with its own atlases but seed 0's trained net
+    assert (out / "seed-1" / "runs" / "reg-only").resolve() == (out / "seed-0" / "runs" / "reg-only").resolve()
+    first, second = (json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1))
+    assert first["labelled"] != second["labelled"]  # another draw
+    assert "ceiling" in first["trainings"] and "ceiling" not in second["trainings"]
+    assert second["trainings"]["reg-only"]["steps"] == first["trainings"]["reg-only"]["steps"]  # the same run
+    ceiling = first["rows"][-1]
+    assert ceiling["method"].endswith("(ceiling)") and ceiling["n"] == len(
+        json.loads((IXI / "splits.json").read_text())["train"]
+    )
+    assert all(r["eval"].endswith("-weighted") for r in first["rows"] if "atlas" in r["method"])
+    assert first["trainings"]["ceiling"]["machines"] == first["trainings"]["seg-only-n1"]["machines"] != []
+    summary = json.loads((out / "summary.json").read_text())
+    gain = summary["joint_vs_seg_only"]["1"]
+    assert len(gain["per_seed"]) == 2 and len(gain["subjects"]) == 10  # 5 test subjects x 2 seeds
+    joint = [r for res in (first, second) for r in res["rows"] if r["method"] == "DeepAtlas defaults (seg net)"]
+    seg = [r for res in (first, second) for r in res["rows"] if r["method"] == "seg-only"]
+    assert gain["per_seed"] == pytest.approx([a["seg_dice"] - b["seg_dice"] for a, b in zip(joint, seg)])
+    table = (out / "summary.md").read_text()
+    assert "| DeepAtlas defaults (seg net) | 1 |" in table and "more than one CPU model" not in table
+
+
 @pytest.mark.skipif(
     not (ROOT / "models" / "brain-2mm" / "checkpoints" / "best.pt").exists(),
     reason="the shipped model is not in this checkout",

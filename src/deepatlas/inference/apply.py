@@ -32,10 +32,10 @@ from deepatlas.inference.geometry import (
     world_coordinates,
 )
 from deepatlas.inference.run import TrainedRun
-from deepatlas.losses.similarity import local_ncc_map
 from deepatlas.options import look_up_option
 from deepatlas.registration import Deformation, RegistrationPipeline
 from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, foreground
+from deepatlas.registration.fusion import NCC_WINDOW, LabelVotes, similarity_weight
 from deepatlas.registration.inverse import invert_deformation
 
 
@@ -307,7 +307,7 @@ def atlas_segment_volume(
     atlases: list[tuple[Volume, Volume]],
     target: Volume,
     fusion: str = "weighted",
-    window: int = 7,
+    window: int = NCC_WINDOW,
     registrar: Registrar | None = None,
 ) -> np.ndarray:
     """Segment ``target`` by registering each labelled atlas to it and fusing the warped labels.
@@ -325,14 +325,13 @@ def atlas_segment_volume(
     if not atlases:
         raise ValueError("atlas segmentation needs at least one atlas")
     codes = sorted({int(c) for _, labels in atlases for c in np.unique(labels.array)})
-    votes = torch.zeros((len(codes),) + target.array.shape, dtype=torch.float64)
+    votes = LabelVotes(len(codes), target.array.shape, dtype=torch.float64)
     target_t = torch.from_numpy(normalize_intensity(target.array))[None, None]
     for image, labels in atlases:
         result = registrar(image, target, labels)
-        weight = torch.ones(target.array.shape, dtype=torch.float64)
+        weight = None
         if fusion == "weighted":
             warped = torch.from_numpy(normalize_intensity(result.warped))[None, None]
-            weight = local_ncc_map(warped, target_t, window)[0, 0].double().clamp_min(1e-3)
-        index = torch.from_numpy(np.searchsorted(codes, result.warped_labels).astype(np.int64))
-        votes.scatter_add_(0, index[None], weight[None])
-    return np.asarray(codes)[votes.argmax(0).numpy()]
+            weight = similarity_weight(warped, target_t, window)
+        votes.add(torch.from_numpy(np.searchsorted(codes, result.warped_labels).astype(np.int64)), weight)
+    return np.asarray(codes)[votes.winner().numpy()]

@@ -7,8 +7,13 @@ refinement from the net's field reaches several points more (docs/results.md), b
 about a second per pair, too much for every step. So a :class:`TeacherCache` computes one
 teacher per unlabelled image, when a step first draws it, with the registration pipeline of
 the moment (net, then refinement), keeps it as a label map, and recomputes it once it is
-``refresh_steps`` old, so the teachers improve as the reg net does. With several labelled
-images, each (re)computation warps a randomly drawn one of them.
+``refresh_steps`` old, so the teachers improve as the reg net does. Making them may take at
+most ``max_share`` of the training time: beyond it, an image without a teacher is swapped for one
+that has one (:meth:`TeacherCache.teachable`) and stale teachers are kept. With several labelled
+images, each (re)computation warps ``atlases`` randomly drawn ones of them (default one) and
+fuses their labels by a vote weighted by local image similarity (as ``atlas-segment`` does):
+with five atlases the vote is a better segmentation than any one warp (multi-atlas
+segmentation), for ``atlases`` times the cost.
 
 Teachers are saved with the run's ``last`` checkpoint (:meth:`TeacherCache.state_dict`, one
 byte per voxel and image: 92 MB for 150 images of 80x96x80) so that a resumed run trains on the
@@ -25,7 +30,8 @@ from collections.abc import Callable
 
 import torch
 
-from deepatlas.networks.warp import warp_labels
+from deepatlas.networks.warp import warp_image, warp_labels
+from deepatlas.registration.fusion import LabelVotes, similarity_weight
 from deepatlas.registration.pipeline import RegistrationPipeline
 
 
@@ -38,8 +44,10 @@ class TeacherCache:
         labelled: positions of the labelled images (the atlases).
         pipeline: returns the registration pipeline to use now (built from the current reg net).
         refresh_steps: a teacher older than this many training steps is recomputed when drawn.
-        seed: seeds the choice of atlas per teacher.
+        seed: seeds the choice of atlases per teacher.
         device: where registration runs.
+        atlases: labelled images warped and fused per teacher (at most all of them).
+        max_share: most of the training time (``elapsed`` of :meth:`labels_for`) spent on teachers.
     """
 
     def __init__(
@@ -51,28 +59,35 @@ class TeacherCache:
         refresh_steps: int,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        atlases: int = 1,
+        max_share: float = 1.0,
     ) -> None:
         if not labelled:
             raise ValueError("teachers need at least one labelled image to warp")
+        if atlases < 1:
+            raise ValueError(f"teachers need at least one atlas per teacher, got {atlases}")
+        self.atlases, self.max_share = min(atlases, len(labelled)), max_share
+        self.classes = int(labels[labelled].max()) + 1
         self.images, self.labels, self.labelled = images, labels, list(labelled)
         self.pipeline, self.refresh_steps, self.device = pipeline, refresh_steps, torch.device(device)
         self.generator = torch.Generator().manual_seed(seed)
         self.teachers: dict[int, torch.Tensor] = {}  # image position -> 1 x *spatial uint8 label map
         self.made_at: dict[int, int] = {}  # image position -> training step of its teacher
-        self.atlas: dict[int, int] = {}  # image position -> the labelled image it was warped from
+        self.atlas: dict[int, list[int]] = {}  # image position -> the labelled images it was warped from
         self.seconds = 0.0  # total time spent making teachers
         # class indices fit a byte for every label scheme but the largest atlases
         self.dtype = torch.uint8 if int(labels.max()) < 256 else torch.int32
 
     def state_dict(self) -> dict:
-        """The teachers made so far (``K x 1 x *spatial`` in one tensor), their steps and atlases,
-        and the atlas-drawing generator: what a resumed run needs to go on identically."""
+        """The teachers made so far (``P x 1 x *spatial`` in one tensor), their steps and atlases
+        (``P x atlases``), and the atlas-drawing generator: what a resumed run needs to go on
+        identically."""
         positions = sorted(self.teachers)
         return {
             "positions": torch.tensor(positions, dtype=torch.long),
             "labels": torch.stack([self.teachers[i] for i in positions]) if positions else torch.zeros(0),
             "made_at": torch.tensor([self.made_at[i] for i in positions], dtype=torch.long),
-            "atlas": torch.tensor([self.atlas[i] for i in positions], dtype=torch.long),
+            "atlas": torch.tensor([self.atlas[i] for i in positions], dtype=torch.long).view(-1, self.atlases),
             "generator": self.generator.get_state(),
             "seconds": self.seconds,
         }
@@ -81,29 +96,62 @@ class TeacherCache:
         positions = state["positions"].tolist()
         self.teachers = {i: state["labels"][k].to("cpu", self.dtype) for k, i in enumerate(positions)}
         self.made_at = dict(zip(positions, state["made_at"].tolist()))
-        self.atlas = dict(zip(positions, state["atlas"].tolist()))
+        # checkpoints before fused teachers kept one atlas per teacher as a flat tensor
+        self.atlas = dict(zip(positions, state["atlas"].reshape(len(positions), -1).tolist() if positions else []))
         self.generator.set_state(state["generator"])
         self.seconds = float(state["seconds"])
 
     def stale(self, index: int, step: int) -> bool:
         return index not in self.teachers or step - self.made_at[index] >= self.refresh_steps
 
-    def labels_for(self, indices: list[int], step: int) -> torch.Tensor:
+    def affordable(self, elapsed: float) -> bool:
+        """Whether teachers have taken less than ``max_share`` of ``elapsed`` training seconds
+        (or none exists yet, or there is no cap)."""
+        return self.max_share >= 1 or not self.teachers or self.seconds < self.max_share * elapsed
+
+    def teachable(self, indices: list[int], elapsed: float) -> list[int]:
+        """``indices`` with, once teachers are not :meth:`affordable`, each image that has no
+        teacher replaced by a randomly drawn one that has."""
+        if self.affordable(elapsed):
+            return indices
+        taught = sorted(self.teachers)
+        draw = torch.randint(len(taught), (len(indices),), generator=self.generator).tolist()
+        return [i if i in self.teachers else taught[k] for i, k in zip(indices, draw)]
+
+    def labels_for(self, indices: list[int], step: int, elapsed: float = float("inf")) -> torch.Tensor:
         """Teachers of the images at ``indices`` as ``B x 1 x *spatial`` long on the device,
-        (re)computing missing or stale ones first."""
+        making missing ones and, while :meth:`affordable` at ``elapsed`` seconds, remaking stale ones."""
         for index in indices:
-            if self.stale(index, step):
+            if index not in self.teachers or (self.stale(index, step) and self.affordable(elapsed)):
                 self._make(index, step)
         return torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
 
     @torch.no_grad()
     def _make(self, index: int, step: int) -> None:
         start = time.perf_counter()
-        atlas = self.labelled[int(torch.randint(len(self.labelled), (1,), generator=self.generator))]
-        moving = self.images[atlas : atlas + 1].to(self.device).float()
+        if self.atlases == 1:  # one draw, as before fused teachers existed: same atlases per seed
+            atlases = [self.labelled[int(torch.randint(len(self.labelled), (1,), generator=self.generator))]]
+        else:
+            order = torch.randperm(len(self.labelled), generator=self.generator)[: self.atlases]
+            atlases = [self.labelled[int(k)] for k in order]
         fixed = self.images[index : index + 1].to(self.device).float()
-        deformation = self.pipeline()(moving, fixed)
-        warped = warp_labels(self.labels[atlas : atlas + 1].to(self.device), deformation.field)
-        self.teachers[index] = warped[0].to("cpu", self.dtype)
-        self.made_at[index], self.atlas[index] = step, atlas
+        if len(atlases) == 1:
+            teacher = self._warp(atlases[0], fixed)[0][0]  # 1 x *spatial
+        else:
+            votes = LabelVotes(self.classes, tuple(fixed.shape[2:]), device=self.device)
+            for atlas in atlases:
+                votes.add(*self._warp(atlas, fixed))
+            teacher = votes.winner()[None]
+        self.teachers[index] = teacher.to("cpu", self.dtype)
+        self.made_at[index], self.atlas[index] = step, atlases
         self.seconds += time.perf_counter() - start
+
+    def _warp(self, atlas: int, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The atlas's labels warped onto ``fixed`` by the pipeline of now (``1 x 1 x *spatial``)
+        and, when several atlases vote, the weight of its vote (:func:`similarity_weight`)."""
+        moving = self.images[atlas : atlas + 1].to(self.device).float()
+        field = self.pipeline()(moving, fixed).field
+        labels = warp_labels(self.labels[atlas : atlas + 1].to(self.device), field)
+        if self.atlases == 1:  # nothing to weigh
+            return labels, None
+        return labels, similarity_weight(warp_image(moving, field), fixed)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -107,6 +109,8 @@ class Trainer:
             cfg.teachers.refresh_steps,
             seed=cfg.seed + 1000 * self.world.rank,
             device=self.device,
+            atlases=cfg.teachers.atlases,
+            max_share=cfg.teachers.max_share,
         )
 
     # ----------------------------------------------------------------- steps
@@ -115,11 +119,18 @@ class Trainer:
         labels = self.train_set.labels[indices].to(self.device, non_blocking=True).long()
         return images, labels
 
-    def _pairs(self, sampler: PairSampler, group: str | None = None) -> PairBatch:
+    def _pairs(
+        self, sampler: PairSampler, group: str | None = None, swap: Callable[[list[int]], list[int]] | None = None
+    ) -> PairBatch:
+        """A batch from ``sampler``; ``swap`` may replace the unlabelled images drawn (teachers)."""
         # every rank draws the whole batch (same generator state) and keeps its own slice
         group, moving, fixed = sampler.sample(self.config.schedule.batch_size, group)
         moving, fixed = moving[self.batch_slice], fixed[self.batch_slice]
         labelled_m, labelled_f = GROUPS[group]
+        if swap is not None:
+            moving, fixed = (
+                side if labelled else swap(side) for side, labelled in ((moving, labelled_m), (fixed, labelled_f))
+            )
         (m_img, m_lab), (f_img, f_lab) = self._to_device(moving), self._to_device(fixed)
         return PairBatch(
             group, m_img, f_img, m_lab if labelled_m else None, f_lab if labelled_f else None, moving, fixed
@@ -166,12 +177,13 @@ class Trainer:
             return self.seg_pretrain_step()
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
-        batch = self._pairs(self.seg_pairs, group)
+        swap = None if self.teachers is None else partial(self.teachers.teachable, elapsed=self.elapsed)
+        batch = self._pairs(self.seg_pairs, group, swap)
         teachers, extra = None, {}
         if self.teachers is not None and not (batch.moving_labelled and batch.fixed_labelled):
             before = self.teachers.seconds
             unlabelled = batch.fixed_index if batch.moving_labelled else batch.moving_index
-            teachers = self.teachers.labels_for(unlabelled, self.step)
+            teachers = self.teachers.labels_for(unlabelled, self.step, self.elapsed)
             extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
         with autocast(self.device, self.amp):
             losses = self.objectives.segmentation(batch, teachers)

@@ -1,0 +1,160 @@
+"""The DeepAtlas experiment over several seeds (labelled draws): issue 10's protocol.
+
+Usage:
+    python benchmarks/experiment_seeds.py [--seeds 0 1 2] [--budget-minutes 45] [--labelled 1 5]
+                                          [--out benchmarks/results/experiment-seeds] [--no-ants]
+    python benchmarks/experiment_seeds.py --smoke --seeds 0 1     # the machinery, ~15 minutes
+
+Runs ``benchmarks/experiment.py`` once per seed into ``<out>/seed-<s>/``: the shipped defaults
+(``DeepAtlas defaults``) against seg-only, reg-only + atlas and ANTs SyN + atlas (multi-atlas
+segmentation with the N labelled images, refined registration, weighted fusion as
+``atlas-segment`` does), every training for the same wall-clock budget. Reg-only sees no
+labels, so the first seed's training serves every seed (each seed still segments with its own
+atlases); the first seed also trains the fully supervised ceiling. Then ``<out>/summary.md``
+and ``summary.json``: per method and N, the mean test seg Dice over seeds and its spread, each
+seed's difference to seg-only, paired per-subject wins over all seeds, and the DeepAtlas reg
+net against reg-only. Every step
+resumes (each seed's experiment does), so the whole can run across several sittings, on one
+machine model: the summary names the CPUs the trainings ran on and warns when they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from deepatlas.files import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+JOINT = "DeepAtlas defaults (seg net)"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/experiment-seeds[-smoke]")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--budget-minutes", type=float, help="per training (default: experiment.py's, 45)")
+    parser.add_argument("--labelled", type=int, nargs="+", help="numbers of labelled subjects (default 1 5)")
+    parser.add_argument("--no-ants", action="store_true", help="leave out the ANTs SyN reference")
+    parser.add_argument("--smoke", action="store_true", help="experiment.py's smoke preset per seed")
+    return parser.parse_args()
+
+
+def seed_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
+    """The experiment.py call of one seed; the first seed trains reg-only and the ceiling."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--data", str(args.data)]
+    command += ["--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--variants", "defaults"]
+    command += ["--fusion", "weighted"]  # atlas-segment's default
+    if seed == args.seeds[0]:
+        command.append("--ceiling")
+    else:
+        command += ["--reg-only-run", str(out / f"seed-{args.seeds[0]}" / "runs" / "reg-only")]
+    if args.budget_minutes:
+        command += ["--budget-minutes", str(args.budget_minutes)]
+    if args.labelled:
+        command += ["--labelled", *map(str, args.labelled)]
+    return command + ["--no-ants"] * args.no_ants + ["--smoke"] * args.smoke
+
+
+def _row(results: dict, method: str, n: int) -> dict | None:
+    return next((r for r in results["rows"] if r["method"] == method and r["n"] == n), None)
+
+
+def seg_table(per_seed: dict[int, dict]) -> list[str]:
+    """Mean (sd over seeds) test seg Dice per method and N, with each seed's value."""
+    lines = [
+        "| method | N | seg Dice: mean (sd over seeds) | per seed | reg Dice: mean |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    first = next(iter(per_seed.values()))
+    for method, n in dict.fromkeys((r["method"], r["n"]) for r in first["rows"]):
+        rows = [row for res in per_seed.values() if (row := _row(res, method, n)) is not None]
+        seg = [r["seg_dice"] for r in rows]
+        reg = [r["reg_dice"] for r in rows if r["reg_dice"] is not None]
+        lines.append(
+            f"| {method} | {n} | {np.mean(seg):.3f} ({np.std(seg):.3f}) | "
+            f"{', '.join(f'{v:.3f}' for v in seg)} | {f'{np.mean(reg):.3f}' if reg else '-'} |"
+        )
+    return lines
+
+
+def paired(per_seed: dict[int, dict], method: str, baseline: str, key: str = "seg_dice") -> dict | None:
+    """``method`` minus ``baseline`` per seed (and per test subject, pooled over seeds) at every N."""
+    out = {}
+    for n in sorted({r["n"] for res in per_seed.values() for r in res["rows"] if r["method"] == method}):
+        seeds, subjects = [], []
+        for res in per_seed.values():
+            a, b = _row(res, method, n), _row(res, baseline, n)
+            if a is None or b is None or a.get(key) is None or b.get(key) is None:
+                continue
+            seeds.append(a[key] - b[key])
+            if key == "seg_dice":
+                ours, theirs = a["seg_dice_per_subject"], b["seg_dice_per_subject"]
+                subjects += [ours[s] - theirs[s] for s in ours if s in theirs]
+        if seeds:
+            out[n] = {"per_seed": seeds, "mean": float(np.mean(seeds)), "subjects": subjects}
+    return out or None
+
+
+def machines(per_seed: dict[int, dict]) -> list[str]:
+    return sorted({m for res in per_seed.values() for t in res["trainings"].values() for m in t.get("machines", [])})
+
+
+def summarise(out: Path, seeds: list[int]) -> dict:
+    per_seed = {s: json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in seeds}
+    joint_vs_seg = paired(per_seed, JOINT, "seg-only")
+    # registration Dice of the joint reg net against the unsupervised one (the reg-only row carries it)
+    joint_vs_reg = paired(per_seed, JOINT, "reg-only + atlas", key="reg_dice")
+    cpus = machines(per_seed)
+    lines = [
+        f"# DeepAtlas experiment over seeds {', '.join(map(str, seeds))} (ixi-2mm test split)",
+        "",
+        f"- budget per training: {per_seed[seeds[0]]['protocol']['budget_minutes']:g} min; "
+        f"labelled draws: " + "; ".join(f"seed {s}: {r['labelled']}" for s, r in per_seed.items()),
+        f"- trainings ran on: {'; '.join(cpus) or 'unknown'}"
+        + ("  **(more than one CPU model: minutes are not comparable)**" if len(cpus) > 1 else ""),
+        "",
+        *seg_table(per_seed),
+        "",
+        f"## {JOINT} against seg-only",
+        "",
+        "| N | mean difference | per seed | seeds better | subjects better (all seeds) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n, d in (joint_vs_seg or {}).items():
+        lines.append(
+            f"| {n} | {100 * d['mean']:+.1f} | {', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])} | "
+            f"{sum(v > 0 for v in d['per_seed'])} / {len(d['per_seed'])} | "
+            f"{sum(v > 0 for v in d['subjects'])} / {len(d['subjects'])} |"
+        )
+    lines += ["", "Registration Dice, DeepAtlas reg net minus reg-only (points, per seed): "]
+    for n, d in (joint_vs_reg or {}).items():
+        lines[-1] += f"N={n}: {100 * d['mean']:+.1f} ({', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])}); "
+    summary = {"seeds": seeds, "machines": cpus, "joint_vs_seg_only": joint_vs_seg, "joint_vs_reg_only": joint_vs_reg}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    return summary
+
+
+def main() -> int:
+    args = parse_args()
+    out = args.out or ROOT / "benchmarks" / "results" / ("experiment-seeds-smoke" if args.smoke else "experiment-seeds")
+    for seed in args.seeds:
+        print(f"== seed {seed}", flush=True)
+        code = subprocess.call(seed_command(args, seed, out))
+        if code:
+            print(f"experiment.py failed for seed {seed} (exit {code}); rerun to resume", file=sys.stderr)
+            return code
+    summarise(out, args.seeds)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Label fusion: atlases' label maps, warped onto one image, voted into its segmentation.
+
+``atlas-segment`` (:func:`deepatlas.inference.apply.atlas_segment_volume`) and the teachers of
+joint training (:mod:`deepatlas.training.teachers`) fuse the same way: each atlas votes for its
+warped label at every voxel, with a weight that is, for ``weighted`` fusion, the local normalised
+cross-correlation between the warped atlas image and the target around that voxel (atlases that
+match locally count more; Artaechevarria et al., 2009).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from deepatlas.losses.similarity import local_ncc_map
+
+NCC_WINDOW = 7
+"""Voxels per side of the local NCC window that weighs a vote."""
+MIN_WEIGHT = 1e-3
+"""Floor of a vote's weight: an atlas that anticorrelates locally still breaks a tie."""
+
+
+def similarity_weight(warped: torch.Tensor, target: torch.Tensor, window: int = NCC_WINDOW) -> torch.Tensor:
+    """Per-voxel weight of a warped atlas's vote: local NCC with the target, floored.
+
+    ``warped`` and ``target``: images ``1 x 1 x *spatial``; returns the same shape."""
+    return local_ncc_map(warped, target, window).clamp_min(MIN_WEIGHT)
+
+
+class LabelVotes:
+    """Accumulates weighted votes for ``classes`` labels over a grid, one atlas at a time
+    (an atlas's warped labels need not be kept once counted).
+
+    Args:
+        classes: label values are ``0 .. classes - 1``.
+        shape: the spatial grid.
+        dtype: of the vote counts (float64 where many atlases must not round ties).
+        device: where the votes live.
+    """
+
+    def __init__(
+        self,
+        classes: int,
+        shape: tuple[int, ...],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.votes = torch.zeros((classes, *shape), dtype=dtype, device=device)
+
+    def add(self, labels: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        """Count ``labels`` (integer, the grid's shape) with ``weight`` per voxel (None: 1)."""
+        labels = labels.reshape(1, *self.votes.shape[1:]).long()
+        weight = torch.ones_like(labels, dtype=self.votes.dtype) if weight is None else weight
+        self.votes.scatter_add_(0, labels, weight.reshape(labels.shape).to(self.votes.dtype))
+
+    def winner(self) -> torch.Tensor:
+        """The label with the most votes at every voxel (the grid's shape, long; ties: the lower label)."""
+        return self.votes.argmax(0)

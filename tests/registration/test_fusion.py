@@ -1,0 +1,30 @@
+"""Label fusion shared by atlas-segment and the teachers of joint training."""
+
+import torch
+
+from deepatlas.registration.fusion import MIN_WEIGHT, LabelVotes, similarity_weight
+
+
+def _maps(*rows):
+    return [torch.tensor(r).view(1, 3) for r in rows]
+
+
+def test_votes_take_the_majority_and_weights_decide_between_atlases():
+    a, b, c = _maps([1, 2, 3], [1, 5, 4], [7, 5, 6])
+    majority = LabelVotes(8, (1, 3))
+    for labels in (a, b, c):
+        majority.add(labels)
+    assert majority.winner().flatten().tolist()[:2] == [1, 5]  # the third voxel is a three-way tie
+    weighted = LabelVotes(8, (1, 3), dtype=torch.float64)
+    for labels, weight in ((a, [1.0, 1.0, 1.0]), (b, [1.0, 1.0, 1.0]), (c, [1.0, 1.0, 3.0])):
+        weighted.add(labels, torch.tensor(weight).view(1, 3))
+    assert weighted.winner().flatten().tolist() == [1, 5, 6]  # c matches best at the third voxel
+
+
+def test_a_vote_weighs_an_atlas_by_how_well_it_matches_the_target_locally():
+    torch.manual_seed(0)
+    target = torch.rand(1, 1, 12, 12, 12)
+    good = similarity_weight(target * 2 + 1, target)  # a linear relation: NCC 1 everywhere
+    bad = similarity_weight(torch.rand(1, 1, 12, 12, 12), target)
+    assert good.shape == target.shape and good.mean() > 0.95
+    assert bad.mean() < 0.5 and bad.min() >= MIN_WEIGHT
