@@ -131,10 +131,11 @@ def test_a_joint_run_with_teachers_logs_them(tmp_path, phantoms_3d):
     assert max(r["teachers"] for r in seg) >= 1
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["teachers"]["images"] >= 2 and summary["teachers"]["seconds"] > 0
-    # a share of the time no teacher fits in: every step after the first trains on the one taught image
+    # a share of the time no teacher fits in: every step after the first trains on its taught images
     config.teachers.max_share = 1e-9
     train(config, tmp_path / "capped", progress=False)
-    assert json.loads((tmp_path / "capped" / "summary.json").read_text())["teachers"]["images"] == 1
+    capped = json.loads((tmp_path / "capped" / "summary.json").read_text())["teachers"]["images"]
+    assert capped <= config.schedule.batch_size < summary["teachers"]["images"]  # the first step's only
 
 
 def test_a_resumed_run_keeps_its_teachers_and_ends_as_an_uninterrupted_one(tmp_path, phantoms_3d):
