@@ -13,9 +13,9 @@ labels, so the first seed's training serves every seed (each seed still segments
 atlases); the first seed also trains the fully supervised ceiling. Then ``<out>/summary.md``
 and ``summary.json``: per method and N, the mean test seg Dice over seeds and its spread, each
 seed's difference to seg-only, paired per-subject wins over all seeds, and the DeepAtlas reg
-net against reg-only. Every step
-resumes (each seed's experiment does), so the whole can run across several sittings, on one
-machine model: the summary names the CPUs the trainings ran on and warns when they differ.
+net against reg-only. Every step resumes (each seed's experiment does), so the whole can run
+across several sittings, on one machine model: the summary names the CPUs the trainings ran on
+and warns when they differ.
 """
 
 from __future__ import annotations

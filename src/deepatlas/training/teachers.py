@@ -135,7 +135,7 @@ class TeacherCache:
             order = torch.randperm(len(self.labelled), generator=self.generator)[: self.atlases]
             atlases = [self.labelled[int(k)] for k in order]
         fixed = self.images[index : index + 1].to(self.device).float()
-        if len(atlases) == 1:
+        if self.atlases == 1:
             teacher = self._warp(atlases[0], fixed)[0][0]  # 1 x *spatial
         else:
             votes = LabelVotes(self.classes, tuple(fixed.shape[2:]), device=self.device)
