@@ -31,6 +31,13 @@ REG = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=400", "sche
 SEG_STEPS = ["data.num_labelled=5", "schedule.seg_pretrain_steps=200", "schedule.reg_pretrain_steps=0"]
 SEG_STEPS += ["schedule.cycles=0"]
 REG_STEPS = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=300", "schedule.cycles=0"]
+# distilled multi-atlas teachers from the first step: no pre-training, a little reg training
+# (2 of 12 steps), each teacher the vote of 3 atlases registered with the from-zero schedule
+# (the reg net is new), made once, taught as manual labels; teachers may take 35 % of the time
+DISTIL = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "schedule.cycles=100000"]
+DISTIL += ["schedule.reg_steps_per_cycle=2", "schedule.seg_steps_per_cycle=10", "teachers.enabled=on"]
+DISTIL += ["teachers.atlases=3", "teachers.max_share=0.35", "teachers.refresh_steps=10000000"]
+DISTIL += ["teachers.loss=supervised", "refine.levels=[4,2,1]", "refine.iterations=[60,20,5]"]
 SWEEPS = {
     "regularizer": {
         "bending=0.5": REG + ["loss.regularizer_weight=0.5"],
@@ -137,6 +144,30 @@ SWEEPS = {
             ),
             ("deepatlas", ["schedule.cycles=100000"]),
         )
+    },
+    # how much do more labels buy a seg net in 15 minutes? The seg net alone on every training
+    # label (the ceiling of any weak supervision at this budget), then distilled multi-atlas
+    # teachers at five labelled images (issue "joint training that pays off")
+    "n5-distil": {
+        "ceiling,seed=0": [
+            "data.num_labelled=null",
+            "schedule.time_budget_minutes=15",
+            "schedule.seg_pretrain_steps=10000000",
+            "schedule.reg_pretrain_steps=0",
+            "schedule.cycles=0",
+        ],
+        **{
+            f"distil{suffix},seed={seed}": [
+                "data.num_labelled=5",
+                "schedule.time_budget_minutes=15",
+                f"seed={seed}",
+                f"data.seed={seed}",
+                *DISTIL,
+                *extra,
+            ]
+            for seed in (0, 1, 2)
+            for suffix, extra in (("", []), ("-coarse", ["teachers.loss=anatomy"]))
+        },
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {

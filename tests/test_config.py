@@ -39,6 +39,7 @@ def test_saved_config_round_trips(tmp_path):
         ("amp=[1]", "amp: expected str"),
         ("amp=sometimes", "amp: 'sometimes' is not one of"),
         ("loss.similarity=mi", "loss.similarity"),
+        ("teachers.loss=dice", "teachers.loss: .dice. is not one of"),
         ("seg_net.strides=[2]", "seg_net: strides needs"),
         ("novalue", "section.key=value"),
     ],

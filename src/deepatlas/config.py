@@ -234,7 +234,14 @@ class TeacherConfig:
     bit for bit. Measured at five atlases, 15 minutes: 0.25 made the seg net 6 points better than
     no cap, still 8 below the seg net alone (docs/results.md)."""
 
+    loss: str = "anatomy"
+    """How a teacher trains the seg net (:data:`deepatlas.options.TEACHER_LOSS`): ``anatomy``
+    (soft Dice on the anatomy loss's grid, weight ``loss.anatomy_weight_seg``) or ``supervised``
+    (DiceCE at full resolution, as manual labels, same weight): for teachers that are better than
+    the seg net, such as fused ones, whose thin structures the coarse grid would blur."""
+
     def validate(self) -> None:
+        options.look_up_option(self.loss, options.TEACHER_LOSS, "config teachers.loss")
         for key in ("refresh_steps", "atlases"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -16,6 +16,10 @@ TEACHERS = ("auto", "on", "off")
 TEACHERS_AUTO_MAX_LABELLED = 2
 """``teachers.enabled=auto`` turns teachers on with at most this many labelled training images:
 they bought +1.1 to +5.9 seg Dice at one labelled image and nothing at five (docs/results.md)."""
+TEACHER_LOSS = ("anatomy", "supervised")
+"""How the seg net learns from a teacher (``teachers.loss``): ``anatomy``, the anatomy loss's soft
+Dice on its coarse grid (as for the reg net's own warp), or ``supervised``, the DiceCE of manual
+labels at full resolution (the teacher taken as a label map: multi-atlas labels distilled)."""
 REGULARIZER = ("bending", "diffusion")
 INVERSE_CONSISTENCY = ("icon", "gradicon")
 NORM = ("instance", "batch")

@@ -12,14 +12,16 @@ from deepatlas.training.objectives import DeepAtlasObjectives
 CLASSES = 4
 
 
-def _objectives(anatomy_weight_seg=1.0):
+def _objectives(anatomy_weight_seg=1.0, teacher_loss="anatomy"):
     torch.manual_seed(0)
     reg_net = RegistrationNet(2, (8, 16), (2,))
     with torch.no_grad():  # a new reg net predicts zero: perturb it so that warps differ
         for weights in reg_net.parameters():
             weights.add_(0.1 * torch.randn_like(weights))
     seg_net = SegmentationNet(2, CLASSES, (8, 16), (2,))
-    return DeepAtlasObjectives(reg_net, seg_net, CLASSES, LossConfig(anatomy_weight_seg=anatomy_weight_seg))
+    return DeepAtlasObjectives(
+        reg_net, seg_net, CLASSES, LossConfig(anatomy_weight_seg=anatomy_weight_seg), teacher_loss=teacher_loss
+    )
 
 
 def _one_shot_batch(group="moving"):
@@ -97,3 +99,18 @@ def test_teachers_replace_the_reg_net_and_no_anatomy_weight_skips_the_unlabelled
     quiet.reg_net.register_forward_hook(lambda *args: calls.append(2))
     losses, inputs = _seg_net_inputs(quiet, batch)
     assert len(inputs) == 1 and set(losses) == {"supervised", "loss"} and calls == [1]
+
+
+def test_supervised_teachers_are_taken_as_manual_labels_at_full_resolution():
+    batch, labels = _one_shot_batch()
+    teachers = labels[[1, 2]]
+    coarse = _objectives()
+    full = _objectives(teacher_loss="supervised")
+    losses = full.segmentation(batch, teachers)
+    expected = full.supervised(full.seg_net(batch.fixed), teachers)
+    assert losses["anatomy"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert losses["anatomy"].item() != pytest.approx(coarse.segmentation(batch, teachers)["anatomy"].item(), rel=1e-3)
+    # one voxel of the teacher counts
+    moved = teachers.clone()
+    moved[..., 0, 0] = (moved[..., 0, 0] + 1) % CLASSES
+    assert full.segmentation(batch, moved)["anatomy"].item() != pytest.approx(losses["anatomy"].item(), rel=1e-6)

@@ -24,9 +24,12 @@ class DeepAtlasObjectives(nn.Module):
     segmentation phase the reg net only supplies displacement fields.
     """
 
-    def __init__(self, reg_net: nn.Module, seg_net: nn.Module, num_classes: int, cfg: LossConfig) -> None:
+    def __init__(
+        self, reg_net: nn.Module, seg_net: nn.Module, num_classes: int, cfg: LossConfig, teacher_loss: str = "anatomy"
+    ) -> None:
         super().__init__()
         self.reg_net, self.seg_net, self.num_classes, self.cfg = reg_net, seg_net, num_classes, cfg
+        self.teacher_loss = teacher_loss  # options.TEACHER_LOSS
         self.similarity = make_similarity(cfg.similarity, cfg.lncc_window)
         self.regularizer = make_regularizer(cfg.regularizer)
         self.anatomy = AnatomyLoss(downsample=cfg.anatomy_downsample)
@@ -72,7 +75,9 @@ class DeepAtlasObjectives(nn.Module):
         one's prediction warped onto them), train the seg net where there are no labels.
         ``teachers`` (``B x 1 x *spatial`` class indices, :mod:`deepatlas.training.teachers`):
         labels already warped onto the unlabelled images by refined registration; then the
-        anatomy loss compares the seg net's prediction of those images with them directly.
+        anatomy loss compares the seg net's prediction of those images with them directly, on its
+        coarse grid (``teacher_loss`` ``anatomy``) or, as manual labels, by DiceCE at full
+        resolution (``supervised``).
         """
         if not (batch.moving_labelled or batch.fixed_labelled):
             raise ValueError("a segmentation step needs at least one labelled image per pair")
@@ -83,7 +88,9 @@ class DeepAtlasObjectives(nn.Module):
             return out
         # the labelled side enters the anatomy loss as its labels: only the unlabelled side needs the net
         logits = self.seg_net(batch.fixed if batch.moving_labelled else batch.moving)
-        if teachers is not None:
+        if teachers is not None and self.teacher_loss == "supervised":
+            anat = self.supervised(logits, teachers)
+        elif teachers is not None:
             target = self.anatomy.from_labels(teachers, self.num_classes)
             anat = soft_dice_loss(self.anatomy.from_logits(logits), target, self.anatomy.include_background)
         else:

@@ -71,7 +71,9 @@ class Trainer:
         self.reg_net, self.seg_net = build_networks(config, train.spatial_dims, self.num_classes)
         self.reg_net.to(self.device)
         self.seg_net.to(self.device)
-        self.objectives = DeepAtlasObjectives(self.reg_net, self.seg_net, self.num_classes, config.loss)
+        self.objectives = DeepAtlasObjectives(
+            self.reg_net, self.seg_net, self.num_classes, config.loss, config.teachers.loss
+        )
         self.reg_opt = torch.optim.Adam(self.reg_net.parameters(), lr=config.schedule.reg_lr)
         self.seg_opt = torch.optim.Adam(self.seg_net.parameters(), lr=config.schedule.seg_lr)
         # fp16 needs loss scaling; bf16 and float32 do not
