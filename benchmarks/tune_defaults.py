@@ -33,7 +33,8 @@ SEG_STEPS += ["schedule.cycles=0"]
 REG_STEPS = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=300", "schedule.cycles=0"]
 # distilled multi-atlas teachers from the first step: no pre-training, a little reg training
 # (2 of 12 steps), each teacher the vote of 3 atlases registered with the from-zero schedule
-# (the reg net is new), made once, taught as manual labels; teachers may take 35 % of the time
+# (the reg net is new), made once, taught as manual labels in the pair step (4 images a step;
+# "-step": supervised steps on one labelled and one taught image); teachers may take 35 % (25 %)
 DISTIL = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "schedule.cycles=100000"]
 DISTIL += ["schedule.reg_steps_per_cycle=2", "schedule.seg_steps_per_cycle=10", "teachers.enabled=on"]
 DISTIL += ["teachers.atlases=3", "teachers.max_share=0.35", "teachers.refresh_steps=10000000"]
@@ -166,7 +167,7 @@ SWEEPS = {
                 *extra,
             ]
             for seed in (0, 1, 2)
-            for suffix, extra in (("", []), ("-coarse", ["teachers.loss=anatomy"]))
+            for suffix, extra in (("", []), ("-step", ["teachers.loss=distil", "teachers.max_share=0.25"]))
         },
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates

@@ -237,8 +237,10 @@ class TeacherConfig:
     loss: str = "anatomy"
     """How a teacher trains the seg net (:data:`deepatlas.options.TEACHER_LOSS`): ``anatomy``
     (soft Dice on the anatomy loss's grid, weight ``loss.anatomy_weight_seg``) or ``supervised``
-    (DiceCE at full resolution, as manual labels, same weight): for teachers that are better than
-    the seg net, such as fused ones, whose thin structures the coarse grid would blur."""
+    (DiceCE at full resolution, same weight) in DeepAtlas' pair step, which runs the seg net on
+    four images; or ``distil``: seg steps become supervised steps on one labelled and one taught
+    image (batch of 2), teachers taken as manual labels, as cheap as the seg net alone's step.
+    For teachers better than the seg net, such as fused ones (docs/results.md)."""
 
     def validate(self) -> None:
         options.look_up_option(self.loss, options.TEACHER_LOSS, "config teachers.loss")

@@ -16,10 +16,12 @@ TEACHERS = ("auto", "on", "off")
 TEACHERS_AUTO_MAX_LABELLED = 2
 """``teachers.enabled=auto`` turns teachers on with at most this many labelled training images:
 they bought +1.1 to +5.9 seg Dice at one labelled image and nothing at five (docs/results.md)."""
-TEACHER_LOSS = ("anatomy", "supervised")
-"""How the seg net learns from a teacher (``teachers.loss``): ``anatomy``, the anatomy loss's soft
-Dice on its coarse grid (as for the reg net's own warp), or ``supervised``, the DiceCE of manual
-labels at full resolution (the teacher taken as a label map: multi-atlas labels distilled)."""
+TEACHER_LOSS = ("anatomy", "supervised", "distil")
+"""How the seg net learns from a teacher (``teachers.loss``). In DeepAtlas' pair step (a labelled
+and an unlabelled image): ``anatomy``, the anatomy loss's soft Dice on its coarse grid (as for the
+reg net's own warp), or ``supervised``, DiceCE at full resolution. ``distil``: no pairs; a seg
+step is a supervised step on labelled and taught images alike (half of the batch each), at the
+cost of the seg net alone's step (multi-atlas labels distilled into the seg net)."""
 REGULARIZER = ("bending", "diffusion")
 INVERSE_CONSISTENCY = ("icon", "gradicon")
 NORM = ("instance", "batch")

@@ -187,3 +187,25 @@ def test_teacher_settings_are_checked():
     assert Config().teachers.max_share == 1.0  # no cap by default: seeded runs stay reproducible
     with pytest.raises(ValueError, match="teachers.enabled"):
         Config.from_dict({"teachers": {"enabled": "sometimes"}})
+
+
+def test_a_distil_step_trains_on_a_labelled_and_a_taught_image_with_its_teacher(phantoms_3d):
+    config = tiny_config(phantoms_3d, seg_pretrain_steps=0, reg_pretrain_steps=0, cycles=2)
+    config.teachers.enabled, config.teachers.loss = "on", "distil"
+    config.refine.iterations = [3, 2]
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    inputs, targets = [], []
+    trainer.seg_net.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
+    trainer.objectives.supervised.register_forward_hook(lambda module, args, out: targets.append(args[1]))
+    trainer.step = 3  # a seg step of the first cycle
+    losses = trainer.seg_step()
+    # one pass of the seg net over two images (the pair step runs it on 2 + 2): the labelled
+    # image with its labels, then an unlabelled one with its teacher
+    assert len(inputs) == 1 and inputs[0].shape[0] == 2 and len(targets) == 1
+    (taught,) = trainer.teachers.teachers
+    assert taught in trainer.unlabelled and losses["teachers"] == 1 and losses["teacher_seconds"] > 0
+    images = trainer.train_set.images
+    assert any(torch.equal(inputs[0][0].cpu(), images[i]) for i in trainer.labelled)
+    assert torch.equal(inputs[0][1].cpu(), images[taught])
+    assert torch.equal(targets[0][1].cpu(), trainer.teachers.teachers[taught].long())
+    assert set(losses) >= {"supervised", "loss"} and "anatomy" not in losses

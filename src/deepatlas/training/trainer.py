@@ -88,6 +88,7 @@ class Trainer:
         except ValueError:  # every image labelled: segmentation steps are supervised only
             self.seg_pairs = None
         self.labelled = train.labelled_indices()
+        self.unlabelled = [i for i in range(len(train.ids)) if i not in set(self.labelled)]
         if not self.labelled:
             raise ValueError("the training set has no labelled image")
         # no teachers where nothing reads them: every image labelled, or no anatomy loss in the seg step
@@ -177,6 +178,8 @@ class Trainer:
         """One segmentation step with the reg net frozen."""
         if self.seg_pairs is None:
             return self.seg_pretrain_step()
+        if self.teachers is not None and self.config.teachers.loss == "distil":
+            return self.distil_step()
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
         swap = None if self.teachers is None else partial(self.teachers.teachable, elapsed=self.elapsed)
@@ -201,6 +204,32 @@ class Trainer:
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
         return self._optimize(losses, self.seg_opt, self._describe(chosen))
+
+    def distil_step(self) -> dict[str, float]:
+        """A supervised step of the seg net on labelled images and on unlabelled ones with their
+        teachers as labels (``teachers.loss=distil``), one pass per image: half the batch each
+        (an odd half alternates between steps), drawn for the whole batch, sliced per process."""
+        set_trainable(self.reg_net, False)
+        set_trainable(self.seg_net, True)
+        size = self.config.schedule.batch_size
+        taught_count = (size + self.step % 2) // 2
+        count, wanted = len(self.labelled), size - taught_count
+        pick = torch.randperm(count, generator=self.generator)[:wanted] if count >= wanted else None
+        if pick is None:  # fewer labelled images than their half of the batch: repeat some
+            pick = torch.randint(count, (wanted,), generator=self.generator)
+        draw = torch.randint(len(self.unlabelled), (taught_count,), generator=self.generator).tolist()
+        taught = self.teachers.teachable([self.unlabelled[k] for k in draw], self.elapsed)
+        chosen = ([self.labelled[i] for i in pick.tolist()] + taught)[self.batch_slice]
+        mine = [i for i in chosen if i not in set(self.labelled)]
+        before = self.teachers.seconds
+        teachers = self.teachers.labels_for(mine, self.step, self.elapsed) if mine else None
+        extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
+        images, labels = self._to_device(chosen)
+        if teachers is not None:  # the taught images come last in the batch
+            labels = torch.cat([labels[: len(chosen) - len(mine)], teachers])
+        with autocast(self.device, self.amp):
+            losses = self.objectives.supervised_only(images, labels)
+        return {**self._optimize(losses, self.seg_opt, self._describe(chosen)), **extra}
 
     def _labelled_batch(self) -> list[int]:
         """This rank's labelled images for a supervised step, distinct within the batch.
