@@ -130,27 +130,25 @@ def example_figure(
     slices_figure({k: image.array for k in labels}, out / "example.png", labels, scheme.num_classes)
 
 
-def write_report(results: dict, out: Path) -> None:
-    # ~75 lines on purpose: the results page's sections, in the order the page shows them
-    out = Path(out)
-    for name in results["trainings"]:
-        results["trainings"][name] = _training_record(results["trainings"][name], out / "runs" / name)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
-    rows, trainings = results["rows"], results["trainings"]
-    p = results["protocol"]
-    lines = [
+def _protocol_lines(results: dict) -> list[str]:
+    p, machine = results["protocol"], results["machine"]
+    return [
         f"# DeepAtlas experiment on ixi-2mm ({results['preset']})",
         "",
         f"- command: `{results['command']}`",
         f"- commit: `{results['commit']}`, {results['date']}",
-        f"- machine: {results['machine']['cpu']}, {results['machine']['cpu_count']} CPU cores, "
-        f"{results['machine']['platform']}",
+        f"- machine: {machine['cpu']}, {machine['cpu_count']} CPU cores, {machine['platform']}",
         f"- training budget per method: {p['budget_minutes']:g} min wall clock (validation included), "
         f"best validation checkpoint",
         f"- labelled subjects (seed {results['seed']}): "
         + "; ".join(f"N={n}: {', '.join(ids)}" for n, ids in results["labelled"].items()),
         f"- test subjects: {len(results['test_subjects'])}; registration pairs: each test subject to the next",
         "",
+    ]
+
+
+def _row_lines(rows: list[dict]) -> list[str]:
+    lines = [
         "| method | N | seg Dice (sd over subjects) | seg HD95 mm | reg Dice (before) | folds % | SDlogJ "
         "| s / pair | s / image |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -163,11 +161,16 @@ def write_report(results: dict, out: Path) -> None:
             f"{_fmt(r['sdlogj'])} | {_fmt(r['reg_seconds_per_pair'], '.2f')} | "
             f"{_fmt(r['seg_seconds_per_image'], '.2f')} |"
         )
-    lines += [
+    return lines + [
         "",
         "Seconds per pair and per image: median, in process, 2 CPU cores; atlas rows include one "
         "registration per atlas.",
         "",
+    ]
+
+
+def _paired_lines(rows: list[dict]) -> list[str]:
+    lines = [
         "## Paired: DeepAtlas seg nets vs seg-only, per test subject",
         "",
         "| DeepAtlas | N | mean Dice difference | subjects improved |",
@@ -180,7 +183,11 @@ def write_report(results: dict, out: Path) -> None:
             lines.append(
                 f"| {a['method']} | {a['n']} | {np.mean(diff):+.3f} | {sum(d > 0 for d in diff)} / {len(diff)} |"
             )
-    lines += [
+    return lines
+
+
+def _training_lines(trainings: dict) -> list[str]:
+    lines = [
         "",
         "## Trainings (model selection on the validation split)",
         "",
@@ -194,6 +201,17 @@ def write_report(results: dict, out: Path) -> None:
             f"{_fmt(t['best_val_seg_dice'])} | {_fmt(t['best_val_reg_dice'])} | "
             f"{'; '.join(t.get('machines', [])) or '-'} |"
         )
+    return lines
+
+
+def write_report(results: dict, out: Path) -> None:
+    """``results.json``, ``results.md`` (protocol, rows, paired wins, trainings) and the figures."""
+    out = Path(out)
+    for name in results["trainings"]:
+        results["trainings"][name] = _training_record(results["trainings"][name], out / "runs" / name)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1))
+    rows, trainings = results["rows"], results["trainings"]
+    lines = _protocol_lines(results) + _row_lines(rows) + _paired_lines(rows) + _training_lines(trainings)
     lines += [
         "",
         "![Dice against N](dice_vs_n.png)",

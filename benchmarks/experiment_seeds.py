@@ -102,7 +102,8 @@ def paired(per_seed: dict[int, dict], method: str, baseline: str, key: str = "se
     return out or None
 
 
-def machines(per_seed: dict[int, dict]) -> list[str]:
+def cpu_models(per_seed: dict[int, dict]) -> list[str]:
+    """Every CPU model that any training of any seed ran on (a table should hold one)."""
     return sorted({m for res in per_seed.values() for t in res["trainings"].values() for m in t.get("machines", [])})
 
 
@@ -111,7 +112,7 @@ def summarise(out: Path, seeds: list[int]) -> dict:
     joint_vs_seg = paired(per_seed, JOINT, "seg-only")
     # registration Dice of the joint reg net against the unsupervised one (the reg-only row carries it)
     joint_vs_reg = paired(per_seed, JOINT, "reg-only + atlas", key="reg_dice")
-    cpus = machines(per_seed)
+    cpus = cpu_models(per_seed)
     lines = [
         f"# DeepAtlas experiment over seeds {', '.join(map(str, seeds))} (ixi-2mm test split)",
         "",

@@ -76,7 +76,7 @@ class TeacherCache:
         self.atlas: dict[int, list[int]] = {}  # image position -> the labelled images it was warped from
         self.seconds = 0.0  # total time spent making teachers
         # class indices fit a byte for every label scheme but the largest atlases
-        self.dtype = torch.uint8 if int(labels.max()) < 256 else torch.int32
+        self.dtype = torch.uint8 if self.classes <= 256 else torch.int32
 
     def state_dict(self) -> dict:
         """The teachers made so far (``P x 1 x *spatial`` in one tensor), their steps and atlases
