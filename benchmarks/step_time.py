@@ -13,6 +13,9 @@ Configurations:
 - ``deepatlas+teachers``: the defaults with ``teachers.enabled``: the seg step reads the
   unlabelled image's cached teacher instead of running the reg net; every teacher is made
   before the timing (their cost, one refined registration each, is reported apart).
+- ``deepatlas+distil``: teachers as in ``deepatlas+teachers`` (3 atlases fused) taken as labels
+  (``teachers.loss=distil``): the seg step is a supervised step on one labelled and one taught
+  image, one seg-net pass per image, instead of DeepAtlas' pair step on four.
 - ``deepatlas-upsample-top``: the defaults with ``top_layer: upsample`` in both nets (a 1x1x1
   convolution at half resolution and linear upsampling instead of the full-resolution
   transposed convolution).
@@ -41,7 +44,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from registration import cpu_model  # noqa: E402
 
-CONFIGS = ("deepatlas", "deepatlas+teachers", "deepatlas-upsample-top", "tutorial", "tutorial-nets+our-pipeline")
+CONFIGS = (
+    "deepatlas",
+    "deepatlas+teachers",
+    "deepatlas+distil",
+    "deepatlas-upsample-top",
+    "tutorial",
+    "tutorial-nets+our-pipeline",
+)
 REG_GROUPS = ("neither", "moving", "fixed", "both")
 SEG_GROUPS = ("moving", "fixed")
 
@@ -54,7 +64,9 @@ def make_config(name: str, data: Path, manifest: Path):
     config.data.label_map = str(data / "brain31.json")
     config.data.unknown_labels = "background"
     config.data.num_labelled = 3
-    config.teachers.enabled = "on" if name == "deepatlas+teachers" else "off"
+    config.teachers.enabled = "on" if name in ("deepatlas+teachers", "deepatlas+distil") else "off"
+    if name == "deepatlas+distil":
+        config.teachers.loss, config.teachers.atlases = "distil", 3
     if name == "deepatlas-upsample-top":
         config.seg_net.top_layer = config.reg_net.top_layer = "upsample"
     if name.startswith("tutorial"):

@@ -170,6 +170,20 @@ SWEEPS = {
             for suffix, extra in (("", []), ("-step", ["teachers.loss=distil", "teachers.max_share=0.25"]))
         },
     },
+    # the same two at issue 10's 45-minute budget, where teachers are a smaller share of the time
+    # and five labelled images are seen three times as often
+    "n5-45min": {
+        f"{name},seed={seed}": ["data.num_labelled=5", "schedule.time_budget_minutes=45", f"seed={seed}"]
+        + [f"data.seed={seed}", *spec]
+        for seed in (0, 1, 2)
+        for name, spec in (
+            (
+                "seg-only",
+                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+            ),
+            ("distil-step", [*DISTIL, "teachers.loss=distil", "teachers.max_share=0.25"]),
+        )
+    },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
         "seg-only": [
