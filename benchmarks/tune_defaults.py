@@ -39,6 +39,9 @@ DISTIL = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "sch
 DISTIL += ["schedule.reg_steps_per_cycle=2", "schedule.seg_steps_per_cycle=10", "teachers.enabled=on"]
 DISTIL += ["teachers.atlases=3", "teachers.max_share=0.35", "teachers.refresh_steps=10000000"]
 DISTIL += ["teachers.loss=supervised", "refine.levels=[4,2,1]", "refine.iterations=[60,20,5]"]
+DISTIL_STEP = ["teachers.loss=distil", "teachers.max_share=0.25"]
+# the seg net alone for the whole budget: supervised steps on the labelled images only
+SEG_ONLY = ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
 SWEEPS = {
     "regularizer": {
         "bending=0.5": REG + ["loss.regularizer_weight=0.5"],
@@ -66,7 +69,7 @@ SWEEPS = {
             ("deepatlas", ["schedule.cycles=100000", "teachers.enabled=off"]),
             (
                 "seg-only",
-                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+                SEG_ONLY,
             ),
         )
     },
@@ -87,7 +90,7 @@ SWEEPS = {
             ("deepatlas", ["teachers.enabled=off"]),
             (
                 "seg-only",
-                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+                SEG_ONLY,
             ),
         )
     },
@@ -123,7 +126,7 @@ SWEEPS = {
         for name, spec in (
             (
                 "seg-only",
-                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+                SEG_ONLY,
             ),
             (
                 "deepatlas+fused-teachers",
@@ -153,9 +156,7 @@ SWEEPS = {
         "ceiling,seed=0": [
             "data.num_labelled=null",
             "schedule.time_budget_minutes=15",
-            "schedule.seg_pretrain_steps=10000000",
-            "schedule.reg_pretrain_steps=0",
-            "schedule.cycles=0",
+            *SEG_ONLY,
         ],
         **{
             f"distil{suffix},seed={seed}": [
@@ -167,7 +168,7 @@ SWEEPS = {
                 *extra,
             ]
             for seed in (0, 1, 2)
-            for suffix, extra in (("", []), ("-step", ["teachers.loss=distil", "teachers.max_share=0.25"]))
+            for suffix, extra in (("", []), ("-step", DISTIL_STEP))
         },
     },
     # the same two at issue 10's 45-minute budget, where teachers are a smaller share of the time
@@ -179,9 +180,9 @@ SWEEPS = {
         for name, spec in (
             (
                 "seg-only",
-                ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"],
+                SEG_ONLY,
             ),
-            ("distil-step", [*DISTIL, "teachers.loss=distil", "teachers.max_share=0.25"]),
+            ("distil-step", DISTIL + DISTIL_STEP),
         )
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
