@@ -67,10 +67,7 @@ SWEEPS = {
         for name, spec in (
             ("deepatlas+teachers", ["schedule.cycles=100000", "teachers.enabled=true"]),
             ("deepatlas", ["schedule.cycles=100000", "teachers.enabled=off"]),
-            (
-                "seg-only",
-                SEG_ONLY,
-            ),
+            ("seg-only", SEG_ONLY),
         )
     },
     # teachers-n1's DeepAtlas pair again with other seeds: another labelled subject, another
@@ -88,10 +85,7 @@ SWEEPS = {
         for name, spec in (
             ("deepatlas+teachers", ["teachers.enabled=true"]),
             ("deepatlas", ["teachers.enabled=off"]),
-            (
-                "seg-only",
-                SEG_ONLY,
-            ),
+            ("seg-only", SEG_ONLY),
         )
     },
     # this version's defaults at one labelled image (teachers on by `auto`, one seg-net pass per
@@ -124,10 +118,7 @@ SWEEPS = {
         ]
         for seed in (0, 1, 2)
         for name, spec in (
-            (
-                "seg-only",
-                SEG_ONLY,
-            ),
+            ("seg-only", SEG_ONLY),
             (
                 "deepatlas+fused-teachers",
                 ["schedule.cycles=100000", "teachers.enabled=on", "teachers.atlases=5", "teachers.max_share=1"],
@@ -178,10 +169,7 @@ SWEEPS = {
         + [f"data.seed={seed}", *spec]
         for seed in (0, 1, 2)
         for name, spec in (
-            (
-                "seg-only",
-                SEG_ONLY,
-            ),
+            ("seg-only", SEG_ONLY),
             ("distil-step", DISTIL + DISTIL_STEP),
         )
     },
