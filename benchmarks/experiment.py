@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepatlas.recipes import recipe_overrides
 from deepatlas.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,8 +92,15 @@ VARIANTS = {
         "schedule.reg_steps_per_cycle=10",
         "schedule.seg_steps_per_cycle=10",
     ],
+    # `deepatlas train --recipe distil` (distilled multi-atlas teachers; the budget is the preset's)
+    "distil": lambda preset: recipe_overrides("distil"),
 }
-LABELS = {"deepatlas": "DeepAtlas", "deepatlas-seg-heavy": "DeepAtlas seg-heavy", "defaults": "DeepAtlas defaults"}
+LABELS = {
+    "deepatlas": "DeepAtlas",
+    "deepatlas-seg-heavy": "DeepAtlas seg-heavy",
+    "defaults": "DeepAtlas defaults",
+    "distil": "DeepAtlas distil",
+}
 REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm")
 
 

@@ -2,14 +2,15 @@
 
 Usage:
     python benchmarks/experiment_seeds.py [--seeds 0 1 2] [--budget-minutes 45] [--labelled 1 5]
+                                          [--variant defaults|distil]
                                           [--out benchmarks/results/experiment-seeds] [--no-ants]
     python benchmarks/experiment_seeds.py --smoke --seeds 0 1     # the machinery, ~15 minutes
 
 Runs ``benchmarks/experiment.py`` once per seed into ``<out>/seed-<s>/``: the shipped defaults
-(``DeepAtlas defaults``) against seg-only, reg-only + atlas and ANTs SyN + atlas (multi-atlas
-segmentation with the N labelled images, refined registration, weighted fusion as
-``atlas-segment`` does), every training for the same wall-clock budget. Reg-only sees no
-labels, so the first seed's training serves every seed (each seed still segments with its own
+(``DeepAtlas defaults``; ``--variant distil``: the distil recipe) against seg-only, reg-only +
+atlas and ANTs SyN + atlas (multi-atlas segmentation with the N labelled images, refined
+registration, weighted fusion as ``atlas-segment`` does), every training for the same wall-clock
+budget. Reg-only sees no labels, so the first seed's training serves every seed (each seed still segments with its own
 atlases); the first seed also trains the fully supervised ceiling. Then ``<out>/summary.md``
 and ``summary.json``: per method and N, the mean test seg Dice over seeds and its spread, each
 seed's difference to seg-only, paired per-subject wins over all seeds, and the DeepAtlas reg
@@ -31,7 +32,7 @@ import numpy as np
 from deepatlas.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-JOINT = "DeepAtlas defaults (seg net)"
+JOINT = {"defaults": "DeepAtlas defaults (seg net)", "distil": "DeepAtlas distil (seg net)"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,6 +42,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--budget-minutes", type=float, help="per training (default: experiment.py's, 45)")
     parser.add_argument("--labelled", type=int, nargs="+", help="numbers of labelled subjects (default 1 5)")
+    parser.add_argument(
+        "--variant",
+        choices=sorted(JOINT),
+        default="defaults",
+        help="the joint training: the shipped defaults, or `--recipe distil` (distilled teachers)",
+    )
     parser.add_argument("--no-ants", action="store_true", help="leave out the ANTs SyN reference")
     parser.add_argument("--smoke", action="store_true", help="experiment.py's smoke preset per seed")
     return parser.parse_args()
@@ -49,7 +56,7 @@ def parse_args() -> argparse.Namespace:
 def seed_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     """The experiment.py call of one seed; the first seed trains reg-only and the ceiling."""
     command = [sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--data", str(args.data)]
-    command += ["--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--variants", "defaults"]
+    command += ["--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--variants", args.variant]
     command += ["--fusion", "weighted"]  # atlas-segment's default
     if seed == args.seeds[0]:
         command.append("--ceiling")
@@ -107,11 +114,12 @@ def cpu_models(per_seed: dict[int, dict]) -> list[str]:
     return sorted({m for res in per_seed.values() for t in res["trainings"].values() for m in t.get("machines", [])})
 
 
-def summarise(out: Path, seeds: list[int]) -> dict:
+def summarise(out: Path, seeds: list[int], variant: str = "defaults") -> dict:
+    joint = JOINT[variant]
     per_seed = {s: json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in seeds}
-    joint_vs_seg = paired(per_seed, JOINT, "seg-only")
+    joint_vs_seg = paired(per_seed, joint, "seg-only")
     # registration Dice of the joint reg net against the unsupervised one (the reg-only row carries it)
-    joint_vs_reg = paired(per_seed, JOINT, "reg-only + atlas", key="reg_dice")
+    joint_vs_reg = paired(per_seed, joint, "reg-only + atlas", key="reg_dice")
     cpus = cpu_models(per_seed)
     lines = [
         f"# DeepAtlas experiment over seeds {', '.join(map(str, seeds))} (ixi-2mm test split)",
@@ -123,7 +131,7 @@ def summarise(out: Path, seeds: list[int]) -> dict:
         "",
         *seg_table(per_seed),
         "",
-        f"## {JOINT} against seg-only",
+        f"## {joint} against seg-only",
         "",
         "| N | mean difference | per seed | seeds better | subjects better (all seeds) |",
         "| --- | --- | --- | --- | --- |",
@@ -152,7 +160,7 @@ def main() -> int:
         if code:
             print(f"experiment.py failed for seed {seed} (exit {code}); rerun to resume", file=sys.stderr)
             return code
-    summarise(out, args.seeds)
+    summarise(out, args.seeds, args.variant)
     print((out / "summary.md").read_text())
     return 0
 

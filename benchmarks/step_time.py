@@ -16,6 +16,8 @@ Configurations:
 - ``deepatlas+distil``: teachers as in ``deepatlas+teachers`` (3 atlases fused) taken as labels
   (``teachers.loss=distil``): the seg step is a supervised step on one labelled and one taught
   image, one seg-net pass per image, instead of DeepAtlas' pair step on four.
+- ``deepatlas+distil+guide``: the same with ``teachers.guide_registration``: the reg step's
+  anatomy loss reads the unlabelled images' teachers instead of running the seg net on them.
 - ``deepatlas-upsample-top``: the defaults with ``top_layer: upsample`` in both nets (a 1x1x1
   convolution at half resolution and linear upsampling instead of the full-resolution
   transposed convolution).
@@ -48,6 +50,7 @@ CONFIGS = (
     "deepatlas",
     "deepatlas+teachers",
     "deepatlas+distil",
+    "deepatlas+distil+guide",
     "deepatlas-upsample-top",
     "tutorial",
     "tutorial-nets+our-pipeline",
@@ -64,9 +67,10 @@ def make_config(name: str, data: Path, manifest: Path):
     config.data.label_map = str(data / "brain31.json")
     config.data.unknown_labels = "background"
     config.data.num_labelled = 3
-    config.teachers.enabled = "on" if name in ("deepatlas+teachers", "deepatlas+distil") else "off"
-    if name == "deepatlas+distil":
+    config.teachers.enabled = "on" if name.startswith(("deepatlas+teachers", "deepatlas+distil")) else "off"
+    if name.startswith("deepatlas+distil"):
         config.teachers.loss, config.teachers.atlases = "distil", 3
+    config.teachers.guide_registration = name == "deepatlas+distil+guide"
     if name == "deepatlas-upsample-top":
         config.seg_net.top_layer = config.reg_net.top_layer = "upsample"
     if name.startswith("tutorial"):

@@ -171,6 +171,8 @@ SWEEPS = {
         for name, spec in (
             ("seg-only", SEG_ONLY),
             ("distil-step", DISTIL + DISTIL_STEP),
+            # the reg net's anatomy loss reads the teachers too (issue 10: reg net >= reg-only + 2)
+            ("distil-guide", DISTIL + DISTIL_STEP + ["teachers.guide_registration=true"]),
         )
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates

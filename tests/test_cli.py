@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from deepatlas.cli.main import main
+from deepatlas.config import load_config
+from deepatlas.recipes import recipe_overrides
 from tests.conftest import tiny_config
 
 
@@ -57,6 +61,26 @@ def test_overrides_without_a_config_file(tmp_path, phantoms_2d):
     )
     assert code == 0
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 2
+
+
+def test_a_recipe_sets_its_settings_and_the_users_overrides_win(tmp_path, phantoms_3d, capsys):
+    config = tiny_config(phantoms_3d)
+    config.save(tmp_path / "config.yaml")
+    out = tmp_path / "run"
+    args = ["train", str(tmp_path / "config.yaml"), "-o", str(out), "--recipe", "distil", "--no-progress"]
+    assert main([*args, "teachers.refine_iterations=[3,2,1]", "--max-steps", "4"]) == 0
+    saved = load_config(out / "config.yaml", saved=True)
+    assert saved.teachers.loss == "distil" and saved.teachers.enabled == "on" and saved.teachers.atlases == 3
+    assert saved.teachers.refine_levels == [4, 2, 1] and saved.teachers.refine_iterations == [3, 2, 1]
+    assert saved.refine.levels == config.refine.levels  # how the trained run registers is not the teachers'
+    assert saved.schedule.time_budget_minutes == 45 and saved.schedule.seg_pretrain_steps == 0
+    # steps 1-2 train the reg net, 3-4 are distil steps: their taught images got teachers
+    assert json.loads((out / "summary.json").read_text())["teachers"]["images"] >= 1
+    with pytest.raises(SystemExit):
+        main([*args, "--recipe", "fast"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"recipe: .fast. is not one of \[.default., .distil., .seg-only"):
+        recipe_overrides("fast")
 
 
 def test_bad_input_gives_a_one_line_error_not_a_traceback(tmp_path, capsys):

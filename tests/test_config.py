@@ -65,3 +65,24 @@ def test_a_run_saved_before_a_default_changed_keeps_its_value(tmp_path):
     del spec["teachers"]
     assert Config.from_dict(spec).teachers.enabled == "auto"
     assert Config.from_saved(spec).teachers.enabled == "off"
+
+
+@pytest.mark.parametrize(
+    "name, phases",
+    [
+        ("default", {"seg_pretrain", "reg_pretrain", "reg", "seg"}),
+        ("distil", {"reg", "seg"}),
+        ("seg-only", {"seg_pretrain"}),
+        ("reg-only", {"reg_pretrain"}),
+    ],
+)
+def test_every_recipe_is_a_valid_config_with_the_phases_it_names(name, phases):
+    from deepatlas.recipes import RECIPES, recipe_overrides
+    from deepatlas.training.schedule import Schedule
+
+    assert set(RECIPES) == {"default", "distil", "seg-only", "reg-only"}  # a new recipe gets a row here
+    config = load_config(None, recipe_overrides(name))
+    schedule = Schedule.from_config(config.schedule)
+    assert {schedule.phase_at(step) for step in range(0, min(schedule.total, 3000), 7)} == phases
+    # the recipes without an end of their own stop at a budget; the defaults run their schedule
+    assert config.schedule.time_budget_minutes == (None if name == "default" else 45)

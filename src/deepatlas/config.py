@@ -242,6 +242,27 @@ class TeacherConfig:
     image (batch of 2), teachers taken as manual labels, as cheap as the seg net alone's step.
     For teachers better than the seg net, such as fused ones (docs/results.md)."""
 
+    guide_registration: bool = False
+    """Teachers also stand in for the labels of unlabelled images in the reg net's anatomy loss
+    (where it would read the seg net's prediction): the reg net learns from refined multi-atlas
+    labels on every pair, and its step skips the seg net's pass over those images."""
+    refine_levels: list[int] | None = None
+    """Refinement levels of the registrations that make teachers (None: the run's ``refine.levels``).
+    Teachers are made once per image and early, when the reg net is still poor: a longer schedule
+    than ``register`` needs pays there (``[4, 2, 1]`` in the distil recipe), without changing how
+    the trained run registers."""
+    refine_iterations: list[int] | None = None
+    """Adam iterations per level for teachers (None: the run's ``refine.iterations``)."""
+
+    def refine_settings(self, run: RefineConfig) -> RefineConfig:
+        """The run's refinement settings with the teachers' own levels and iterations, checked."""
+        keys = {"levels": self.refine_levels, "iterations": self.refine_iterations}
+        overrides = [f"{key}={json.dumps(value)}" for key, value in keys.items() if value is not None]
+        try:
+            return run.with_overrides(overrides)
+        except ValueError as err:
+            raise ValueError(str(err).replace("refine.", "teachers.refine_")) from None
+
     def validate(self) -> None:
         options.look_up_option(self.loss, options.TEACHER_LOSS, "config teachers.loss")
         for key in ("refresh_steps", "atlases"):
@@ -329,6 +350,7 @@ class Config:
                 )
         self.refine.validate()
         self.teachers.validate()
+        self.teachers.refine_settings(self.refine)
         if not self.loss.inverse_consistency_weight >= 0:
             raise ValueError(
                 f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"

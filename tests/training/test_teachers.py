@@ -209,3 +209,38 @@ def test_a_distil_step_trains_on_a_labelled_and_a_taught_image_with_its_teacher(
     assert torch.equal(inputs[0][1].cpu(), images[taught])
     assert torch.equal(targets[0][1].cpu(), trainer.teachers.teachers[taught].long())
     assert set(losses) >= {"supervised", "loss"} and "anatomy" not in losses
+
+
+def test_teachers_register_with_their_own_levels_and_the_run_keeps_its_own(phantoms_3d):
+    config = tiny_config(phantoms_3d)
+    config.teachers.enabled, config.teachers.refine_levels, config.teachers.refine_iterations = "on", [4, 1], [7, 3]
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    optimizer = trainer.teachers.pipeline().stages[-1].optimizer
+    assert optimizer.config.levels == [4, 1] and optimizer.config.iterations == [7, 3]
+    assert optimizer.config.lr == config.refine.lr  # the rest of refinement is the run's
+    assert config.refine.levels == [2, 1] and config.refine.iterations == [20, 5]
+    with pytest.raises(ValueError, match="teachers.refine_levels and teachers.refine_iterations"):
+        Config.from_dict({"teachers": {"refine_levels": [4, 2, 1]}})  # 3 levels, the run's 2 iterations
+    with pytest.raises(ValueError, match="teachers.refine_iterations"):
+        Config.from_dict({"teachers": {"refine_levels": [2, 1], "refine_iterations": [0, 5]}})
+
+
+@pytest.mark.parametrize("guide", [False, True])
+def test_guided_registration_reads_teachers_instead_of_the_seg_net(phantoms_3d, guide):
+    config = tiny_config(phantoms_3d)
+    config.teachers.enabled, config.teachers.guide_registration = "on", guide
+    config.refine.iterations = [3, 2]
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer.teachers.labels_for(trainer.unlabelled, trainer.step)  # every unlabelled image taught
+    passes = []
+    trainer.seg_net.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))
+    targets = []
+    trainer.objectives.anatomy.register_forward_hook(lambda module, args, out: targets.append(args[:2]))
+    losses = trainer.reg_step(group="neither")
+    assert "anatomy" in losses and len(targets) == 1
+    # guided: both sides' targets are the teachers' one-hot label fractions, no seg-net pass
+    assert len(passes) == (0 if guide else 2)
+    anatomy, classes = trainer.objectives.anatomy, trainer.num_classes
+    taught = [anatomy.from_labels(t[None].long(), classes)[0] for t in trainer.teachers.teachers.values()]
+    for target in targets[0][0]:  # the moving side, each pair
+        assert any(torch.allclose(target, t) for t in taught) == guide

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from deepatlas import options
+from deepatlas.recipes import RECIPES, recipe_overrides
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -18,7 +19,8 @@ def _train(args: argparse.Namespace) -> int:
     from deepatlas.training.distributed import shutdown
     from deepatlas.training.run import train
 
-    overrides = list(args.overrides)
+    # the recipe first: the flags and the user's overrides win over it
+    overrides = recipe_overrides(args.recipe) + list(args.overrides)
     for flag, key in (
         ("dataset", "data.dataset"),
         ("label_map", "data.label_map"),
@@ -101,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labelled", nargs="+", metavar="ID", help="keep the labels of exactly these subjects")
     t.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="label codes not in the label map")
     t.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument(
+        "--recipe",
+        default="default",
+        choices=tuple(RECIPES),
+        help="a named set of settings measured together (deepatlas/recipes.py): distil = distilled "
+        "multi-atlas teachers, for 3+ labelled images and 45+ minutes (default: the defaults)",
+    )
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -25,11 +25,13 @@ teachers of those images, made by the same nets), so it goes on correctly but no
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
 import torch
 
+from deepatlas.data.pairs import PairBatch
 from deepatlas.networks.warp import warp_image, warp_labels
 from deepatlas.registration.fusion import LabelVotes, similarity_weight
 from deepatlas.registration.pipeline import RegistrationPipeline
@@ -125,6 +127,19 @@ class TeacherCache:
             if index not in self.teachers or (self.stale(index, step) and self.affordable(elapsed)):
                 self._make(index, step)
         return torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
+
+    def label_unlabelled_sides(self, batch: PairBatch) -> PairBatch:
+        """``batch`` with teachers as the labels of each unlabelled side whose images all have one
+        (none is made here): the reg net's anatomy loss then reads refined atlas labels instead of
+        the seg net's predictions (``teachers.guide_registration``), and skips the seg net's pass."""
+        sides = {}
+        for side, labels, indices in (
+            ("moving_labels", batch.moving_labels, batch.moving_index),
+            ("fixed_labels", batch.fixed_labels, batch.fixed_index),
+        ):
+            if labels is None and all(i in self.teachers for i in indices):
+                sides[side] = torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
+        return dataclasses.replace(batch, **sides) if sides else batch
 
     @torch.no_grad()
     def _make(self, index: int, step: int) -> None:

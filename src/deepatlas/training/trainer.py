@@ -102,13 +102,14 @@ class Trainer:
 
     def _teacher_cache(self) -> TeacherCache:
         """Refined atlas labels for unlabelled images (``teachers.enabled``, ``auto`` by default), registered by the
-        current reg net + the run's ``refine`` settings."""
+        current reg net + the run's ``refine`` settings (levels and iterations: ``teachers.refine_*``)."""
         cfg = self.config
+        refine = cfg.teachers.refine_settings(cfg.refine)
         return TeacherCache(
             self.train_set.images,
             self.train_set.labels,
             self.labelled,
-            lambda: build_pipeline(cfg, self.reg_net),
+            lambda: build_pipeline(cfg, self.reg_net, refine=refine),
             cfg.teachers.refresh_steps,
             seed=cfg.seed + 1000 * self.world.rank,
             device=self.device,
@@ -169,6 +170,8 @@ class Trainer:
         set_trainable(self.seg_net, False)
         set_trainable(self.reg_net, True)
         batch = self._pairs(self.reg_pairs, group)
+        if use_anatomy and self.teachers is not None and self.config.teachers.guide_registration:
+            batch = self.teachers.label_unlabelled_sides(batch)
         with autocast(self.device, self.amp):
             losses = self.objectives.registration(batch, use_anatomy=use_anatomy)
         pairs = self._describe(batch.moving_index, batch.fixed_index)
