@@ -17,7 +17,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     # resolution, 60/20/5 Adam steps), within a quarter of the time. Seg steps are supervised steps
     # on one labelled and one taught image, as cheap as the seg net alone's; 2 of every 12 steps
     # train the reg net. No pre-training. Measured on ixi-2mm validation, 5 labelled images, 2 CPU
-    # cores: it beats the seg net alone at 45 minutes (0.803 against 0.712, seed 0) and loses at 15
+    # cores: it beats the seg net alone at 45 minutes (0.803 / 0.712 and 0.801 / 0.664, seeds 0, 1), loses at 15
     # (-1.7, three seeds), where the seg net alone has not converged yet: give it 45 minutes or more.
     "distil": (
         "schedule.seg_pretrain_steps=0",

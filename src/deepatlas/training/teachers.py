@@ -126,6 +126,10 @@ class TeacherCache:
         for index in indices:
             if index not in self.teachers or (self.stale(index, step) and self.affordable(elapsed)):
                 self._make(index, step)
+        return self._stacked(indices)
+
+    def _stacked(self, indices: list[int]) -> torch.Tensor:
+        """The teachers of ``indices`` (all made) as ``B x 1 x *spatial`` long on the device."""
         return torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
 
     def label_unlabelled_sides(self, batch: PairBatch) -> PairBatch:
@@ -138,7 +142,7 @@ class TeacherCache:
             ("fixed_labels", batch.fixed_labels, batch.fixed_index),
         ):
             if labels is None and all(i in self.teachers for i in indices):
-                sides[side] = torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
+                sides[side] = self._stacked(indices)
         return dataclasses.replace(batch, **sides) if sides else batch
 
     @torch.no_grad()
