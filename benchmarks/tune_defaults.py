@@ -42,6 +42,8 @@ DISTIL += ["teachers.loss=supervised", "refine.levels=[4,2,1]", "refine.iteratio
 DISTIL_STEP = ["teachers.loss=distil", "teachers.max_share=0.25"]
 # the seg net alone for the whole budget: supervised steps on the labelled images only
 SEG_ONLY = ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
+# the reg net alone for the whole budget, unsupervised (similarity + regulariser)
+REG_ONLY = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=10000000", "schedule.cycles=0"]
 SWEEPS = {
     "regularizer": {
         "bending=0.5": REG + ["loss.regularizer_weight=0.5"],
@@ -174,7 +176,10 @@ SWEEPS = {
             # the reg net's anatomy loss reads the teachers too (issue 10: reg net >= reg-only + 2)
             ("distil-guide", DISTIL + DISTIL_STEP + ["teachers.guide_registration=true"]),
         )
-    },
+    }
+    # the reg net alone, unsupervised, for the same 45 minutes: the bar of the joint reg nets above
+    # (it sees no labels, so one seed serves every labelled draw)
+    | {"reg-only,seed=0": ["data.num_labelled=5", "schedule.time_budget_minutes=45", *REG_ONLY]},
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
         "seg-only": [

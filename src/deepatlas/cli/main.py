@@ -10,7 +10,28 @@ import warnings
 from pathlib import Path
 
 from deepatlas import options
-from deepatlas.recipes import RECIPES, recipe_overrides
+from deepatlas.recipes import RECIPES, recipe_overrides, suggested_recipe
+
+
+def _suggest_recipe(config) -> None:
+    """One line naming a recipe measured to do better on a training set like this one's, if any."""
+    from deepatlas.data.errors import DataError
+    from deepatlas.data.prepare import select_subjects
+
+    if config.teachers.loss == "distil" or os.environ.get("RANK", "0") != "0":
+        return  # distilling already, or not the process that speaks for a torchrun launch
+    try:
+        chosen = select_subjects(config.data)
+    except (DataError, OSError, ValueError):
+        return  # training reads the data next and reports the problem there, in its own words
+    labelled, unlabelled = len(chosen.labelled_ids), chosen.unlabelled
+    if suggested_recipe(labelled, unlabelled) == "distil":
+        print(
+            f"note: {labelled} labelled and {unlabelled} unlabelled training images: with this many labels the "
+            "distil recipe trained a better seg net than these defaults (docs/results.md, 'Five labelled "
+            "images'); train with --recipe distil to use it",
+            file=sys.stderr,
+        )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -43,6 +64,8 @@ def _train(args: argparse.Namespace) -> int:
         config = load_config(saved, overrides, saved=True)
     else:
         config = load_config(args.config, overrides)
+    if args.recipe == "default" and not args.resume:
+        _suggest_recipe(config)
     try:
         summary = train(
             config, args.output, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps

@@ -30,8 +30,23 @@ def select_split(subjects: list[Subject], splits: dict[str, list[str]], name: st
     return [by_id[i] for i in splits[name]]
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
-    """Find, check and load the training (and validation) subjects; hide the labels not chosen."""
+@dataclass
+class TrainingSelection:
+    """Which subjects a :class:`DataConfig` trains and validates on, before any image is read."""
+
+    train: list[Subject]
+    validation: list[Subject]
+    """Validation subjects that have labels (the others cannot be scored)."""
+    labelled_ids: list[str]
+    """Training subjects whose labels are kept; the others train unlabelled."""
+
+    @property
+    def unlabelled(self) -> int:
+        return len(self.train) - len(self.labelled_ids)
+
+
+def select_subjects(cfg: DataConfig) -> TrainingSelection:
+    """Find the subjects, apply the splits and choose the labelled ones (a directory scan, no image read)."""
     if cfg.dataset is None:
         raise DataError("no dataset given: set data.dataset (a folder with images/, a manifest or an OASIS root)")
     subjects = find_subjects(cfg.dataset)
@@ -48,6 +63,13 @@ def prepare_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
     )
     if not labelled:
         raise DataError(f"{cfg.dataset}: no labelled training subject; DeepAtlas needs at least one label map")
+    return TrainingSelection(train, validation, labelled)
+
+
+def prepare_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
+    """Find, check and load the training (and validation) subjects; hide the labels not chosen."""
+    chosen = select_subjects(cfg)
+    train, validation, labelled = chosen.train, chosen.validation, chosen.labelled_ids
     if cfg.label_map is not None:
         scheme = LabelScheme.from_file(cfg.label_map)
     else:
