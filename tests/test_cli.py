@@ -35,7 +35,7 @@ def test_train_with_config_file_flags_and_overrides(tmp_path, phantoms_3d, capsy
     assert "cycles: 1" in (out / "config.yaml").read_text()
     assert len(json.loads((out / "data.json").read_text())["labelled"]) == 3
     # 3 labelled and 3 unlabelled images under the defaults: the measured better recipe is named
-    assert "3 labelled and 3 unlabelled training images" in capsys.readouterr().err
+    assert "3 labelled and 3 unlabelled training images" in capsys.readouterr().out
     assert main(["train", "-o", str(out), "--resume", "--no-progress"]) == 0
     assert json.loads((out / "summary.json").read_text())["finished"]
 
@@ -78,7 +78,7 @@ def test_a_recipe_sets_its_settings_and_the_users_overrides_win(tmp_path, phanto
     assert saved.schedule.time_budget_minutes == 45 and saved.schedule.seg_pretrain_steps == 0
     # steps 1-2 train the reg net, 3-4 are distil steps: their taught images got teachers
     assert json.loads((out / "summary.json").read_text())["teachers"]["images"] >= 1
-    assert "--recipe distil" not in capsys.readouterr().err  # distilling already: no suggestion
+    assert "--recipe distil" not in capsys.readouterr().out  # distilling already: no suggestion
     assert [suggested_recipe(n, u) for n, u in ((1, 9), (2, 9), (3, 9), (5, 0), (150, 0))] == [
         "default",
         "default",

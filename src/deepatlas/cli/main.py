@@ -30,7 +30,7 @@ def _suggest_recipe(config) -> None:
             f"note: {labelled} labelled and {unlabelled} unlabelled training images: with this many labels the "
             "distil recipe trained a better seg net than these defaults (docs/results.md, 'Five labelled "
             "images'); train with --recipe distil to use it",
-            file=sys.stderr,
+            flush=True,  # information, so on stdout: stderr is for the one line of an error
         )
 
 
