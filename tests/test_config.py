@@ -86,3 +86,15 @@ def test_every_recipe_is_a_valid_config_with_the_phases_it_names(name, phases):
     assert {schedule.phase_at(step) for step in range(0, min(schedule.total, 3000), 7)} == phases
     # the recipes without an end of their own stop at a budget; the defaults run their schedule
     assert config.schedule.time_budget_minutes == (None if name == "default" else 45)
+
+
+def test_the_distil_recipe_is_suggested_from_three_labelled_images_with_some_to_teach():
+    from deepatlas.recipes import suggested_recipe
+
+    assert [suggested_recipe(n, u) for n, u in ((1, 9), (2, 9), (3, 9), (5, 0), (150, 0))] == [
+        "default",
+        "default",
+        "distil",
+        "default",  # every image labelled: nothing to teach
+        "default",
+    ]
