@@ -25,9 +25,14 @@ Protocol (every choice is written to ``<out>/results.json``):
 - Registration Dice: each test subject registered to the next (25 declared pairs);
   segmentation Dice: 31 structures of ``brain31.json``, mean over structures and subjects.
 
-The experiment resumes where it stopped (finished trainings and evaluations are kept); each
-training records the CPU it ran on (``machines.txt``, in the report): minutes compare only within
-one machine. ``benchmarks/experiment_seeds.py`` runs it for several seeds and summarises them.
+The experiment resumes where it stopped: finished trainings and evaluations are kept, and it
+resumes from committed files alone once the run folders (``<out>/runs``, not committed) are gone:
+each finished training leaves ``trainings/<name>.json`` (summary, model selection, validation
+curve, CPUs), its evaluations ``eval/<key>/`` and its example panel ``example/``, and reg-only,
+which every seed's atlas rows use, a slim copy in ``models/reg-only``. Only a training with
+something left to evaluate is (re)trained. Each training records the CPU it ran on
+(``machines.txt``, in the report): minutes compare only within one machine.
+``benchmarks/experiment_seeds.py`` runs it for several seeds and summarises them.
 Writes ``results.json``, ``results.md``, ``dice_vs_n.png``, ``validation_curves.png``,
 ``example.png`` and one folder of per-case CSVs per evaluation under ``eval/``.
 """
@@ -47,12 +52,13 @@ from pathlib import Path
 
 import numpy as np
 
+from deepatlas.files import atomic_write_text
 from deepatlas.recipes import recipe_overrides
 from deepatlas.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_report import CEILING  # noqa: E402
+from experiment_report import CEILING, example_file, save_example, training_record  # noqa: E402
 
 PRESETS = {
     "full": {
@@ -135,31 +141,62 @@ def per_subject_dice(eval_dir: Path) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-def train_method(name: str, overrides: list[str], load_data, out: Path, preset: dict) -> dict:
-    """Train (or resume) one method's run; a finished run is only read. ``load_data()`` gives the data."""
+def train_method(name: str, overrides: list[str], load_data, out: Path, preset: dict, needed: bool = True) -> dict:
+    """Train (or resume) one method's run and write its record (``<out>/trainings/<name>.json``);
+    a finished run is only read. A training that nothing still ``needed`` (its evaluations and
+    example panel are all written) is taken from its record: the experiment resumes from committed
+    files after its run folders are gone. ``load_data()`` gives the data."""
     from deepatlas.config import load_config
     from deepatlas.training.run import train
 
+    record = out / "trainings" / f"{name}.json"
+    if record.exists() and not needed:
+        return json.loads(record.read_text())
     run_dir = out / "runs" / name
+    if (run_dir / PACKAGED_RECORD).exists():  # a packaged reg-only shared by another seed
+        return json.loads((run_dir / PACKAGED_RECORD).read_text())
     summary_file = RunFolder(run_dir).summary
-    if summary_file.exists():
-        summary = json.loads(summary_file.read_text())
-        if summary.get("finished"):
-            return summary
-    config = load_config(
-        None,
-        overrides
-        + [
-            f"schedule.time_budget_minutes={preset['budget_minutes']}",
-            f"schedule.val_every={preset['val_every']}",
-            "schedule.checkpoint_every=50",
-        ],
-    )
-    print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
-    record_machine(run_dir)
-    return train(
-        config, run_dir, resume=RunFolder(run_dir).checkpoint("last").exists(), progress=False, data=load_data()
-    )
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    if not summary.get("finished"):
+        config = load_config(
+            None,
+            overrides
+            + [
+                f"schedule.time_budget_minutes={preset['budget_minutes']}",
+                f"schedule.val_every={preset['val_every']}",
+                "schedule.checkpoint_every=50",
+            ],
+        )
+        print(f"[{time.strftime('%H:%M:%S')}] training {name} for {preset['budget_minutes']} min", flush=True)
+        record_machine(run_dir)
+        resume = RunFolder(run_dir).checkpoint("last").exists()
+        summary = train(config, run_dir, resume=resume, progress=False, data=load_data())
+    result = training_record(summary, run_dir, machines(run_dir))
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, json.dumps(result, indent=1))
+    return result
+
+
+PACKAGED_RECORD = "training.json"  # a packaged run's training record (reg-only's, shared by seeds)
+
+
+def reg_only_model(out: Path) -> Path:
+    """Reg-only's best weights: the packaged copy (committed, shared by every seed) once made."""
+    packaged = out / "models" / "reg-only"
+    return packaged if packaged.exists() else out / "runs" / "reg-only"
+
+
+def package_reg_only(out: Path, record: dict) -> None:
+    """Keep reg-only's best checkpoint as a slim run folder under ``<out>/models`` (~3 MB, committed):
+    every seed's atlas rows use it, and its training takes a whole budget to redo."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from package_model import package
+
+    target = out / "models" / "reg-only"
+    if (target / PACKAGED_RECORD).exists() or (out / "runs" / "reg-only" / PACKAGED_RECORD).exists():
+        return
+    package(out / "runs" / "reg-only", target)
+    atomic_write_text(target / PACKAGED_RECORD, json.dumps(record, indent=1))
 
 
 def record_machine(run_dir: Path) -> None:
@@ -179,13 +216,15 @@ def machines(run_dir: Path) -> list[str]:
 
 def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -> dict:
     from deepatlas.evaluation.evaluate_run import evaluate_run
+    from deepatlas.inference import load_run
 
     eval_dir = out / "eval" / row
     if (eval_dir / "summary.json").exists():
         return json.loads((eval_dir / "summary.json").read_text())
     print(f"[{time.strftime('%H:%M:%S')}] evaluating {row}", flush=True)
+    run = kwargs.pop("run", None)  # a run folder, loaded only when its evaluation is still to do
     return evaluate_run(
-        kwargs.pop("run", None),
+        None if run is None else load_run(run, "best"),
         data_dir,
         "test",
         splits_file,
@@ -241,8 +280,9 @@ def protocol(args: argparse.Namespace) -> tuple[dict, list[str], Path]:
     return preset, variants, out
 
 
-def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict) -> dict[str, dict]:
-    """Train (or find trained) every method of the N-labelled arm; data loaded once, only if needed."""
+def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict, todo: set[str]) -> dict[str, dict]:
+    """Train (or find trained) every method of the N-labelled arm; data loaded once, only if needed.
+    Trainings not in ``todo`` (nothing left to evaluate) come from their records."""
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
 
@@ -258,34 +298,29 @@ def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict) -> dict[
     trainings = {}
     for name in names:
         method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
-        trainings[name] = train_method(name, flags + method_overrides(method, preset), load_data, out, preset)
+        overrides = flags + method_overrides(method, preset)
+        trainings[name] = train_method(name, overrides, load_data, out, preset, name in todo)
+        if name == "reg-only":
+            package_reg_only(out, trainings[name])
     if first and plan["ceiling"]:  # every training subject labelled: its own data
         ceiling = plan["data_flags"] + method_overrides("ceiling", preset)
         load_all = lambda: prepare_data(load_config(None, ceiling).data, progress=False)  # noqa: E731
-        trainings["ceiling"] = train_method("ceiling", ceiling, load_all, out, preset)
-    for name in trainings:
-        trainings[name]["machines"] = machines(out / "runs" / name)
+        trainings["ceiling"] = train_method("ceiling", ceiling, load_all, out, preset, "ceiling" in todo)
     return trainings
 
 
 def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
-    """``(method label, training, evaluation key, evaluate() options)`` of the N-labelled arm.
+    """``(method label, training, evaluation key, evaluate() options)`` of the N-labelled arm
+    (runs as folders, loaded only by an evaluation still to do).
 
     Registration metrics do not depend on N for reg-only and ANTs: measured with the first N only.
     """
-    from deepatlas.inference import load_run
-
     atlases = plan["labelled"][n]
     fused = "" if plan["fusion"] == "majority" else f"-{plan['fusion']}"  # evaluations are kept by name
     first_pairs = "next" if first else "none"
-    reg_only = load_run(out / "runs" / "reg-only", "best")
+    reg_only = reg_only_model(out)
     evals = [
-        (
-            "seg-only",
-            f"seg-only-n{n}",
-            f"seg-only-n{n}",
-            dict(run=load_run(out / "runs" / f"seg-only-n{n}", "best"), pairs="none"),
-        ),
+        ("seg-only", f"seg-only-n{n}", f"seg-only-n{n}", dict(run=out / "runs" / f"seg-only-n{n}", pairs="none")),
         (
             "reg-only + atlas",
             "reg-only",
@@ -294,7 +329,7 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
         ),
     ]
     for v in plan["variants"]:
-        run = load_run(out / "runs" / f"{v}-n{n}", "best")
+        run = out / "runs" / f"{v}-n{n}"
         evals.append((f"{LABELS[v]} (seg net)", f"{v}-n{n}", f"{v}-n{n}", dict(run=run, pairs="next")))
         evals.append(
             (
@@ -305,14 +340,65 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
             )
         )
     if first and plan["ceiling"]:
-        ceiling = dict(run=load_run(out / "runs" / "ceiling", "best"), pairs="none")
-        evals.append((CEILING, "ceiling", "ceiling", ceiling))
+        evals.append((CEILING, "ceiling", "ceiling", dict(run=out / "runs" / "ceiling", pairs="none")))
     if plan["ants"] is not None:
         ants = dict(
             registrar=plan["ants"], scheme=plan["scheme"], atlases=atlases, fusion=plan["fusion"], pairs=first_pairs
         )
         evals.append(("ANTs SyN + atlas", None, f"ants-atlas-n{n}{fused}", ants))
     return evals
+
+
+def example_panels(plan: dict, n: int) -> list[tuple[str, str | None]]:
+    """The example figure's panels (first test subject, the N-labelled arm) and the training each needs."""
+    panels = [("reference (DLMUSE)", None), (f"seg-only N={n}", f"seg-only-n{n}"), ("reg-only + atlas", "reg-only")]
+    panels += [(f"{LABELS[v]} N={n}", f"{v}-n{n}") for v in plan["variants"]]
+    return panels + ([("ANTs SyN + atlas", None)] if plan["ants"] is not None else [])
+
+
+def make_examples(out: Path, data: Path, plan: dict, n: int) -> None:
+    """Segment the first test subject for each example panel not saved yet, while the models are on disk."""
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.inference import load_run
+    from deepatlas.inference.apply import atlas_segment_volume, segment_volume
+
+    def model(training: str | None) -> Path | None:
+        run = None if training is None else reg_only_model(out) if training == "reg-only" else out / "runs" / training
+        return run if run is None or RunFolder(run).checkpoint("best").exists() else False
+
+    missing = [(p, model(t)) for p, t in example_panels(plan, n) if not example_file(out, p).exists()]
+    missing = [(p, run) for p, run in missing if run is not False]  # a model gone (an older experiment)
+    if not missing:
+        return
+    subject = plan["test_ids"][0]
+    image = load_image(data / "images" / f"{subject}.nii.gz")
+    atlases = [
+        (load_image(data / "images" / f"{a}.nii.gz"), load_label_codes(data / "labels" / f"{a}.nii.gz"))
+        for a in plan["labelled"][n]
+    ]
+    for panel, run in missing:
+        if run is None and panel.startswith("reference"):
+            codes = load_label_codes(data / "labels" / f"{subject}.nii.gz").array
+        elif run is None:  # ANTs: no model
+            codes = atlas_segment_volume(None, atlases, image, fusion="majority", registrar=plan["ants"])
+        elif panel == "reg-only + atlas":
+            codes = atlas_segment_volume(load_run(run, "best"), atlases, image, fusion="majority")
+        else:
+            codes = segment_volume(load_run(run, "best"), image)
+        save_example(out, panel, codes)
+
+
+def still_to_do(plan: dict, out: Path, arms: list[tuple[int, bool]]) -> set[str]:
+    """The trainings whose models something still needs: an evaluation or an example panel not written."""
+    todo = {
+        training
+        for n, first in arms
+        for _, training, key, _ in evaluations(n, first, plan, out)
+        if not (out / "eval" / key / "summary.json").exists()
+    }
+    if (out / "example.png").exists():  # drawn before panels were kept: no retraining for a picture
+        return todo
+    return todo | {t for p, t in example_panels(plan, arms[0][0]) if not example_file(out, p).exists()}
 
 
 def score_row(method: str, n: int, training: str | None, key: str, summary: dict, out: Path) -> dict:
@@ -406,20 +492,28 @@ def main() -> int:
         return 1
     trainings: dict[str, dict] = {}
     rows: list[dict] = []
-    for i, n in enumerate(preset["labelled"]):
-        trainings.update(train_all(n, i == 0, plan, out, preset))
-        for method, training, key, kwargs in evaluations(n, i == 0, plan, out):
+    arms = [(n, i == 0) for i, n in enumerate(preset["labelled"])]
+    todo = still_to_do(plan, out, arms)
+    for n, first in arms:
+        trainings.update(train_all(n, first, plan, out, preset, todo))
+        for method, training, key, kwargs in evaluations(n, first, plan, out):
             summary = evaluate(key, out, args.data, plan["splits_file"], **kwargs)
             row_n = plan["train_count"] if method == CEILING else n  # every training subject labelled
             rows.append(score_row(method, row_n, training, key, summary, out))
+        if first:
+            make_examples(out, args.data, plan, n)
     share_registration_metrics(rows)
 
     from experiment_report import example_figure, write_report
     from registration import cpu_model
 
-    n0 = preset["labelled"][0]
-    labels = {v: LABELS[v] for v in variants}
-    example_figure(out, args.data, plan["test_ids"][0], plan["labelled"][n0], n0, plan["scheme"], plan["ants"], labels)
+    from deepatlas.data.io import load_image
+
+    panels = [p for p, _ in example_panels(plan, arms[0][0])]
+    # an older experiment's figure, drawn before panels were kept, stays rather than lose panels
+    if all(example_file(out, p).exists() for p in panels) or not (out / "example.png").exists():
+        example = load_image(args.data / "images" / f"{plan['test_ids'][0]}.nii.gz")
+        example_figure(out, example, panels, plan["scheme"])
     results = {
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "commit": git_commit(),

@@ -15,8 +15,11 @@ def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
     return "-" if value is None or value != value else format(value * scale, spec)
 
 
-def _training_record(summary: dict, run_dir: Path) -> dict:
-    """A run's ``summary.json`` (as ``train`` returned it) with its model selection."""
+def training_record(summary: dict, run_dir: Path, machines: list[str]) -> dict:
+    """What the report needs of a finished training, kept in a small committed file
+    (``<out>/trainings/<name>.json``) so that the report outlives the run folder: the run's
+    ``summary.json`` (as ``train`` returned it), its model selection, the CPUs it ran on, and
+    its validation history as ``[minutes, seg Dice, reg Dice]``."""
     best = RunFolder(run_dir).best_validation
     best = json.loads(best.read_text()) if best.exists() else {}
     return {
@@ -26,13 +29,16 @@ def _training_record(summary: dict, run_dir: Path) -> dict:
         "best_step": best.get("step"),
         "best_val_seg_dice": best.get("seg_dice"),
         "best_val_reg_dice": best.get("reg_dice"),
+        "machines": machines,
+        "history": [[round(m, 3), r.get("seg_dice"), r.get("reg_dice")] for m, r in validation_history(run_dir)],
     }
 
 
 def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
     """(training minutes, validation record) pairs; minutes from the logged step times."""
+    metrics = RunFolder(run_dir).metrics
     clock, out = 0.0, []
-    for line in RunFolder(run_dir).metrics.read_text().splitlines():
+    for line in metrics.read_text().splitlines() if metrics.exists() else []:
         record = json.loads(line)
         if record["kind"] == "validation":
             out.append((clock / 60, record))
@@ -78,18 +84,19 @@ def dice_vs_n_figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def curves_figure(out: Path, runs: list[str], path: Path) -> None:
+def curves_figure(trainings: dict[str, dict], path: Path) -> None:
+    """Validation seg and reg Dice against training minutes, from the trainings' records."""
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name in runs:
-        history = validation_history(out / "runs" / name)
+    for name, record in trainings.items():
+        history = record.get("history") or []
         if not history:
             continue
-        minutes = [m for m, _ in history]
+        minutes = [h[0] for h in history]
         if not name.startswith("reg-only"):
-            left.plot(minutes, [r.get("seg_dice") for _, r in history], marker=".", label=name)
+            left.plot(minutes, [h[1] for h in history], marker=".", label=name)
         if not name.startswith("seg-only"):
-            right.plot(minutes, [r.get("reg_dice") for _, r in history], marker=".", label=name)
+            right.plot(minutes, [h[2] for h in history], marker=".", label=name)
     for ax, what in ((left, "segmentation"), (right, "registration")):
         ax.set_xlabel("training minutes (step time only)")
         ax.set_ylabel(f"validation {what} Dice")
@@ -101,31 +108,25 @@ def curves_figure(out: Path, runs: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def example_figure(
-    out: Path, data: Path, subject: str, atlases: list[str], n: int, scheme, registrar, variants: dict[str, str]
-) -> None:
-    """One test subject's middle slices: the reference labels and each method's segmentation."""
-    from deepatlas.data.io import load_image, load_label_codes
-    from deepatlas.inference import load_run
-    from deepatlas.inference.apply import atlas_segment_volume, segment_volume
+def example_file(out: Path, panel: str) -> Path:
+    """Where one panel of the example figure keeps its label codes (``<out>/example/``, committed):
+    made while the model is on disk, drawn from the file after the run folder is gone."""
+    return out / "example" / (panel.replace(" ", "_").replace("=", "").replace("+", "plus") + ".npz")
+
+
+def save_example(out: Path, panel: str, codes: np.ndarray) -> None:
+    path = example_file(out, panel)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp.npz")
+    np.savez_compressed(partial, codes=codes.astype(np.int32))
+    partial.replace(path)  # atomic: a killed run leaves no half-written panel
+
+
+def example_figure(out: Path, image, panels: list[str], scheme) -> None:
+    """One test subject's middle slices: each saved panel's labels (those not saved are left out)."""
     from deepatlas.visualization.figures import slices_figure
 
-    image = load_image(data / "images" / f"{subject}.nii.gz")
-    atlas_volumes = [
-        (load_image(data / "images" / f"{a}.nii.gz"), load_label_codes(data / "labels" / f"{a}.nii.gz"))
-        for a in atlases
-    ]
-    codes = {"reference (DLMUSE)": load_label_codes(data / "labels" / f"{subject}.nii.gz").array}
-    codes[f"seg-only N={n}"] = segment_volume(load_run(out / "runs" / f"seg-only-n{n}", "best"), image)
-    codes["reg-only + atlas"] = atlas_segment_volume(
-        load_run(out / "runs" / "reg-only", "best"), atlas_volumes, image, fusion="majority"
-    )
-    for variant, label in variants.items():
-        codes[f"{label} N={n}"] = segment_volume(load_run(out / "runs" / f"{variant}-n{n}", "best"), image)
-    if registrar is not None:
-        codes["ANTs SyN + atlas"] = atlas_segment_volume(
-            None, atlas_volumes, image, fusion="majority", registrar=registrar
-        )
+    codes = {p: np.load(example_file(out, p))["codes"] for p in panels if example_file(out, p).exists()}
     labels = {k: scheme.encode(v, unknown="background") for k, v in codes.items()}
     slices_figure({k: image.array for k in labels}, out / "example.png", labels, scheme.num_classes)
 
@@ -207,8 +208,6 @@ def _training_lines(trainings: dict) -> list[str]:
 def write_report(results: dict, out: Path) -> None:
     """``results.json``, ``results.md`` (protocol, rows, paired wins, trainings) and the figures."""
     out = Path(out)
-    for name in results["trainings"]:
-        results["trainings"][name] = _training_record(results["trainings"][name], out / "runs" / name)
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     rows, trainings = results["rows"], results["trainings"]
     lines = _protocol_lines(results) + _row_lines(rows) + _paired_lines(rows) + _training_lines(trainings)
@@ -223,4 +222,4 @@ def write_report(results: dict, out: Path) -> None:
     ]
     atomic_write_text(out / "results.md", "\n".join(lines))
     dice_vs_n_figure(rows, out / "dice_vs_n.png")
-    curves_figure(out, list(trainings), out / "validation_curves.png")
+    curves_figure(trainings, out / "validation_curves.png")

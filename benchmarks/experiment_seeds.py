@@ -15,8 +15,9 @@ atlases); the first seed also trains the fully supervised ceiling. Then ``<out>/
 and ``summary.json``: per method and N, the mean test seg Dice over seeds and its spread, each
 seed's difference to seg-only, paired per-subject wins over all seeds, and the DeepAtlas reg
 net against reg-only. Every step resumes (each seed's experiment does), so the whole can run
-across several sittings, on one machine model: the summary names the CPUs the trainings ran on
-and warns when they differ.
+across several sittings, on one machine model, from committed files alone (each finished
+training leaves a record, its evaluations and its example panel; reg-only a packaged copy).
+The summary names the CPUs the trainings ran on and warns when they differ.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def seed_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     if seed == args.seeds[0]:
         command.append("--ceiling")
     else:
-        command += ["--reg-only-run", str(out / f"seed-{args.seeds[0]}" / "runs" / "reg-only")]
+        # the first seed's reg-only, packaged into its (committed) models folder
+        command += ["--reg-only-run", str(out / f"seed-{args.seeds[0]}" / "models" / "reg-only")]
     if args.budget_minutes:
         command += ["--budget-minutes", str(args.budget_minutes)]
     if args.labelled:
