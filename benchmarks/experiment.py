@@ -180,10 +180,11 @@ def train_method(name: str, overrides: list[str], load_data, out: Path, preset: 
 PACKAGED_RECORD = "training.json"  # a packaged run's training record (reg-only's, shared by seeds)
 
 
-def reg_only_model(out: Path) -> Path:
-    """Reg-only's best weights: the packaged copy (committed, shared by every seed) once made."""
-    packaged = out / "models" / "reg-only"
-    return packaged if packaged.exists() else out / "runs" / "reg-only"
+def model_dir(out: Path, training: str) -> Path:
+    """Where a training's model is: its run folder, or for reg-only the packaged copy (committed,
+    shared by every seed) once made."""
+    packaged = out / "models" / training
+    return packaged if training == "reg-only" and packaged.exists() else out / "runs" / training
 
 
 def package_reg_only(out: Path, record: dict) -> None:
@@ -318,9 +319,9 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
     atlases = plan["labelled"][n]
     fused = "" if plan["fusion"] == "majority" else f"-{plan['fusion']}"  # evaluations are kept by name
     first_pairs = "next" if first else "none"
-    reg_only = reg_only_model(out)
+    reg_only = model_dir(out, "reg-only")
     evals = [
-        ("seg-only", f"seg-only-n{n}", f"seg-only-n{n}", dict(run=out / "runs" / f"seg-only-n{n}", pairs="none")),
+        ("seg-only", f"seg-only-n{n}", f"seg-only-n{n}", dict(run=model_dir(out, f"seg-only-n{n}"), pairs="none")),
         (
             "reg-only + atlas",
             "reg-only",
@@ -329,7 +330,7 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
         ),
     ]
     for v in plan["variants"]:
-        run = out / "runs" / f"{v}-n{n}"
+        run = model_dir(out, f"{v}-n{n}")
         evals.append((f"{LABELS[v]} (seg net)", f"{v}-n{n}", f"{v}-n{n}", dict(run=run, pairs="next")))
         evals.append(
             (
@@ -340,7 +341,7 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
             )
         )
     if first and plan["ceiling"]:
-        evals.append((CEILING, "ceiling", "ceiling", dict(run=out / "runs" / "ceiling", pairs="none")))
+        evals.append((CEILING, "ceiling", "ceiling", dict(run=model_dir(out, "ceiling"), pairs="none")))
     if plan["ants"] is not None:
         ants = dict(
             registrar=plan["ants"], scheme=plan["scheme"], atlases=atlases, fusion=plan["fusion"], pairs=first_pairs
@@ -362,12 +363,9 @@ def make_examples(out: Path, data: Path, plan: dict, n: int) -> None:
     from deepatlas.inference import load_run
     from deepatlas.inference.apply import atlas_segment_volume, segment_volume
 
-    def model(training: str | None) -> Path | None:
-        run = None if training is None else reg_only_model(out) if training == "reg-only" else out / "runs" / training
-        return run if run is None or RunFolder(run).checkpoint("best").exists() else False
-
-    missing = [(p, model(t)) for p, t in example_panels(plan, n) if not example_file(out, p).exists()]
-    missing = [(p, run) for p, run in missing if run is not False]  # a model gone (an older experiment)
+    missing = [(p, t) for p, t in example_panels(plan, n) if not example_file(out, p).exists()]
+    # a panel whose model is gone (an older experiment's deleted run folder) stays missing
+    missing = [(p, t) for p, t in missing if t is None or RunFolder(model_dir(out, t)).checkpoint("best").exists()]
     if not missing:
         return
     subject = plan["test_ids"][0]
@@ -376,15 +374,15 @@ def make_examples(out: Path, data: Path, plan: dict, n: int) -> None:
         (load_image(data / "images" / f"{a}.nii.gz"), load_label_codes(data / "labels" / f"{a}.nii.gz"))
         for a in plan["labelled"][n]
     ]
-    for panel, run in missing:
-        if run is None and panel.startswith("reference"):
+    for panel, training in missing:
+        if training is None and panel.startswith("reference"):
             codes = load_label_codes(data / "labels" / f"{subject}.nii.gz").array
-        elif run is None:  # ANTs: no model
+        elif training is None:  # ANTs: no model
             codes = atlas_segment_volume(None, atlases, image, fusion="majority", registrar=plan["ants"])
-        elif panel == "reg-only + atlas":
-            codes = atlas_segment_volume(load_run(run, "best"), atlases, image, fusion="majority")
+        elif training == "reg-only":
+            codes = atlas_segment_volume(load_run(model_dir(out, training), "best"), atlases, image, fusion="majority")
         else:
-            codes = segment_volume(load_run(run, "best"), image)
+            codes = segment_volume(load_run(model_dir(out, training), "best"), image)
         save_example(out, panel, codes)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.files import atomic_write_text
+from deepatlas.files import atomic_write, atomic_write_text
 from deepatlas.run_folder import RunFolder
 
 
@@ -115,11 +115,8 @@ def example_file(out: Path, panel: str) -> Path:
 
 
 def save_example(out: Path, panel: str, codes: np.ndarray) -> None:
-    path = example_file(out, panel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp.npz")
-    np.savez_compressed(partial, codes=codes.astype(np.int32))
-    partial.replace(path)  # atomic: a killed run leaves no half-written panel
+    # atomic: a killed run leaves no half-written panel
+    atomic_write(example_file(out, panel), lambda handle: np.savez_compressed(handle, codes=codes.astype(np.int32)))
 
 
 def example_figure(out: Path, image, panels: list[str], scheme) -> None:
