@@ -29,8 +29,9 @@ The experiment resumes where it stopped: finished trainings and evaluations are 
 resumes from committed files alone once the run folders (``<out>/runs``, not committed) are gone:
 each finished training leaves ``trainings/<name>.json`` (summary, model selection, validation
 curve, CPUs), its evaluations ``eval/<key>/`` and its example panel ``example/``, and reg-only,
-which every seed's atlas rows use, a slim copy in ``models/reg-only``. Only a training with
-something left to evaluate is (re)trained. Each training records the CPU it ran on
+which every seed's atlas rows use, a slim copy in ``models/reg-only``; a training's evaluations
+and panel are made right after it, so a sitting that stops loses at most the training under way.
+Only a training with something left to evaluate is (re)trained. Each training records the CPU it ran on
 (``machines.txt``, in the report): minutes compare only within one machine.
 ``benchmarks/experiment_seeds.py`` runs it for several seeds and summarises them.
 Writes ``results.json``, ``results.md``, ``dice_vs_n.png``, ``validation_curves.png``,
@@ -48,12 +49,13 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from deepatlas.files import atomic_write_text
-from deepatlas.recipes import recipe_overrides
+from deepatlas.recipes import recipe_overrides, suggested_recipe
 from deepatlas.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,38 +86,43 @@ MANY = 10**7  # a schedule longer than any budget: the clock ends it
 # "deepatlas" is the schedule shipped before this experiment (with the preset's pre-training);
 # "deepatlas-seg-heavy" gives the seg net the time: longer supervised pre-training, 10:10 cycles
 VARIANTS = {
-    "deepatlas": lambda preset: [
+    "deepatlas": lambda preset, n: [
         f"schedule.seg_pretrain_steps={preset['seg_pretrain']}",
         f"schedule.reg_pretrain_steps={preset['reg_pretrain']}",
         "schedule.reg_steps_per_cycle=20",
         "schedule.seg_steps_per_cycle=5",
     ],
     # the shipped defaults as they are (schedule, teachers by `auto`): what a user gets
-    "defaults": lambda preset: [],
-    "deepatlas-seg-heavy": lambda preset: [
+    "defaults": lambda preset, n: [],
+    "deepatlas-seg-heavy": lambda preset, n: [
         f"schedule.seg_pretrain_steps={4 * preset['seg_pretrain']}",
         f"schedule.reg_pretrain_steps={preset['reg_pretrain'] // 2}",
         "schedule.reg_steps_per_cycle=10",
         "schedule.seg_steps_per_cycle=10",
     ],
     # `deepatlas train --recipe distil` (distilled multi-atlas teachers; the budget is the preset's)
-    "distil": lambda preset: recipe_overrides("distil"),
+    "distil": lambda preset, n: recipe_overrides("distil"),
+    # what `deepatlas train` advises for N labelled images and many unlabelled ones
+    # (recipes.suggested_recipe: the defaults at N = 1, `distil` from 3 on): what a user following it gets
+    "suggested": lambda preset, n: recipe_overrides(suggested_recipe(n, unlabelled=1)),
 }
 LABELS = {
     "deepatlas": "DeepAtlas",
     "deepatlas-seg-heavy": "DeepAtlas seg-heavy",
     "defaults": "DeepAtlas defaults",
     "distil": "DeepAtlas distil",
+    "suggested": "DeepAtlas suggested recipe",
 }
 REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_pair", "reg_hd95_mm")
 
 
-def method_overrides(method: str, preset: dict) -> list[str]:
+def method_overrides(method: str, preset: dict, n: int = 1) -> list[str]:
+    """The settings of ``method`` (a baseline or a ``VARIANTS`` name) with ``n`` labelled images."""
     if method in ("seg-only", "ceiling"):
         return [f"schedule.seg_pretrain_steps={MANY}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
     if method == "reg-only":
         return ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={MANY}", "schedule.cycles=0"]
-    return VARIANTS[method](preset) + [f"schedule.cycles={MANY}"]
+    return VARIANTS[method](preset, n) + [f"schedule.cycles={MANY}"]
 
 
 def git_commit() -> str:
@@ -223,6 +230,7 @@ def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -
     if (eval_dir / "summary.json").exists():
         return json.loads((eval_dir / "summary.json").read_text())
     print(f"[{time.strftime('%H:%M:%S')}] evaluating {row}", flush=True)
+    kwargs = dict(kwargs)  # the caller's options stay as they were
     run = kwargs.pop("run", None)  # a run folder, loaded only when its evaluation is still to do
     return evaluate_run(
         None if run is None else load_run(run, "best"),
@@ -281,9 +289,12 @@ def protocol(args: argparse.Namespace) -> tuple[dict, list[str], Path]:
     return preset, variants, out
 
 
-def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict, todo: set[str]) -> dict[str, dict]:
+def train_all(
+    n: int, first: bool, plan: dict, out: Path, preset: dict, todo: set[str], after: Callable[[str], None]
+) -> dict[str, dict]:
     """Train (or find trained) every method of the N-labelled arm; data loaded once, only if needed.
-    Trainings not in ``todo`` (nothing left to evaluate) come from their records."""
+    Trainings not in ``todo`` (nothing left to evaluate) come from their records. ``after(name)``
+    runs once each training is done (its evaluations), so a sitting's work is in committed files."""
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
 
@@ -299,14 +310,16 @@ def train_all(n: int, first: bool, plan: dict, out: Path, preset: dict, todo: se
     trainings = {}
     for name in names:
         method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
-        overrides = flags + method_overrides(method, preset)
+        overrides = flags + method_overrides(method, preset, n)
         trainings[name] = train_method(name, overrides, load_data, out, preset, name in todo)
         if name == "reg-only":
             package_reg_only(out, trainings[name])
+        after(name)
     if first and plan["ceiling"]:  # every training subject labelled: its own data
         ceiling = plan["data_flags"] + method_overrides("ceiling", preset)
         load_all = lambda: prepare_data(load_config(None, ceiling).data, progress=False)  # noqa: E731
         trainings["ceiling"] = train_method("ceiling", ceiling, load_all, out, preset, "ceiling" in todo)
+        after("ceiling")
     return trainings
 
 
@@ -493,9 +506,20 @@ def main() -> int:
     arms = [(n, i == 0) for i, n in enumerate(preset["labelled"])]
     todo = still_to_do(plan, out, arms)
     for n, first in arms:
-        trainings.update(train_all(n, first, plan, out, preset, todo))
-        for method, training, key, kwargs in evaluations(n, first, plan, out):
-            summary = evaluate(key, out, args.data, plan["splits_file"], **kwargs)
+        evals = evaluations(n, first, plan, out)
+
+        def finish(training: str, n: int = n, first: bool = first, evals: list = evals) -> None:
+            """A training's evaluations and example panel, right after it: a sitting that stops
+            later loses at most the training under way, even once its run folder is gone."""
+            for _, name, key, kwargs in evals:
+                if name == training:
+                    evaluate(key, out, args.data, plan["splits_file"], **kwargs)
+            if first:
+                make_examples(out, args.data, plan, n)
+
+        trainings.update(train_all(n, first, plan, out, preset, todo, after=finish))
+        for method, training, key, kwargs in evals:
+            summary = evaluate(key, out, args.data, plan["splits_file"], **kwargs)  # done: read back
             row_n = plan["train_count"] if method == CEILING else n  # every training subject labelled
             rows.append(score_row(method, row_n, training, key, summary, out))
         if first:

@@ -2,12 +2,13 @@
 
 Usage:
     python benchmarks/experiment_seeds.py [--seeds 0 1 2] [--budget-minutes 45] [--labelled 1 5]
-                                          [--variant defaults|distil]
+                                          [--variant suggested|defaults|distil]
                                           [--out benchmarks/results/experiment-seeds] [--no-ants]
     python benchmarks/experiment_seeds.py --smoke --seeds 0 1     # the machinery, ~15 minutes
 
-Runs ``benchmarks/experiment.py`` once per seed into ``<out>/seed-<s>/``: the shipped defaults
-(``DeepAtlas defaults``; ``--variant distil``: the distil recipe) against seg-only, reg-only +
+Runs ``benchmarks/experiment.py`` once per seed into ``<out>/seed-<s>/``: the recipe that
+``deepatlas train`` suggests for N labelled images (``DeepAtlas suggested recipe``: the defaults at
+N = 1, ``distil`` at N = 5; ``--variant defaults`` or ``distil``: that one at every N) against seg-only, reg-only +
 atlas and ANTs SyN + atlas (multi-atlas segmentation with the N labelled images, refined
 registration, weighted fusion as ``atlas-segment`` does), every training for the same wall-clock
 budget. Reg-only sees no labels, so the first seed's training serves every seed (each seed still segments with its own
@@ -33,7 +34,11 @@ import numpy as np
 from deepatlas.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-JOINT = {"defaults": "DeepAtlas defaults (seg net)", "distil": "DeepAtlas distil (seg net)"}
+JOINT = {
+    "defaults": "DeepAtlas defaults (seg net)",
+    "distil": "DeepAtlas distil (seg net)",
+    "suggested": "DeepAtlas suggested recipe (seg net)",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,8 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--variant",
         choices=sorted(JOINT),
-        default="defaults",
-        help="the joint training: the shipped defaults, or `--recipe distil` (distilled teachers)",
+        default="suggested",
+        help="the joint training: the recipe suggested for N labelled images, the shipped defaults, "
+        "or `--recipe distil` (distilled teachers) at every N",
     )
     parser.add_argument("--no-ants", action="store_true", help="leave out the ANTs SyN reference")
     parser.add_argument("--smoke", action="store_true", help="experiment.py's smoke preset per seed")
@@ -116,7 +122,7 @@ def cpu_models(per_seed: dict[int, dict]) -> list[str]:
     return sorted({m for res in per_seed.values() for t in res["trainings"].values() for m in t.get("machines", [])})
 
 
-def summarise(out: Path, seeds: list[int], variant: str = "defaults") -> dict:
+def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
     joint = JOINT[variant]
     per_seed = {s: json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in seeds}
     joint_vs_seg = paired(per_seed, joint, "seg-only")

@@ -74,11 +74,11 @@ def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     gain = summary["joint_vs_seg_only"]["1"]
     assert len(gain["per_seed"]) == 2 and len(gain["subjects"]) == 10  # 5 test subjects x 2 seeds
-    joint = [r for res in (first, second) for r in res["rows"] if r["method"] == "DeepAtlas defaults (seg net)"]
+    joint = [r for res in (first, second) for r in res["rows"] if r["method"] == "DeepAtlas suggested recipe (seg net)"]
     seg = [r for res in (first, second) for r in res["rows"] if r["method"] == "seg-only"]
     assert gain["per_seed"] == pytest.approx([a["seg_dice"] - b["seg_dice"] for a, b in zip(joint, seg)])
     table = (out / "summary.md").read_text()
-    assert "| DeepAtlas defaults (seg net) | 1 |" in table and "more than one CPU model" not in table
+    assert "| DeepAtlas suggested recipe (seg net) | 1 |" in table and "more than one CPU model" not in table
 
 
 @pytest.mark.skipif(

@@ -70,13 +70,14 @@ def test_a_recipe_sets_its_settings_and_the_users_overrides_win(tmp_path, phanto
     config.save(tmp_path / "config.yaml")
     out = tmp_path / "run"
     args = ["train", str(tmp_path / "config.yaml"), "-o", str(out), "--recipe", "distil", "--no-progress"]
-    assert main([*args, "teachers.refine_iterations=[3,2,1]", "--max-steps", "4"]) == 0
+    assert main([*args, "teachers.refine_iterations=[3,2,1]", "--max-steps", "12"]) == 0
     saved = load_config(out / "config.yaml", saved=True)
     assert saved.teachers.loss == "distil" and saved.teachers.enabled == "on" and saved.teachers.atlases == 3
     assert saved.teachers.refine_levels == [4, 2, 1] and saved.teachers.refine_iterations == [3, 2, 1]
     assert saved.refine.levels == config.refine.levels  # how the trained run registers is not the teachers'
     assert saved.schedule.time_budget_minutes == 45 and saved.schedule.seg_pretrain_steps == 0
-    # steps 1-2 train the reg net, 3-4 are distil steps: their taught images got teachers
+    assert saved.teachers.guide_registration and saved.schedule.reg_steps_per_cycle == 10
+    # steps 1-10 train the reg net, 11-12 are distil steps: their taught images got teachers
     assert json.loads((out / "summary.json").read_text())["teachers"]["images"] >= 1
     assert "--recipe distil" not in capsys.readouterr().out  # distilling already: no suggestion
     with pytest.raises(SystemExit):

@@ -36,3 +36,28 @@ def test_diffusion_of_a_linear_field():
 def test_unknown_regularizer():
     with pytest.raises(ValueError, match="regularizer: .* is not one of"):
         make_regularizer("tv")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 7, 8), (3, 2, 6, 11), (1, 3, 3, 4, 3)])
+def test_bending_energy_matches_monai_in_value_and_gradient(shape):
+    """Its backward is written out by hand (3x faster): the same loss and gradient as MONAI's."""
+    from monai.losses import BendingEnergyLoss
+
+    torch.manual_seed(0)
+    ours_field = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    theirs_field = ours_field.detach().clone().requires_grad_()
+    ours, theirs = make_regularizer("bending")(ours_field), BendingEnergyLoss()(theirs_field)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-10)
+    (3 * ours).backward()
+    (3 * theirs).backward()
+    torch.testing.assert_close(ours_field.grad, theirs_field.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        make_regularizer("bending"), (ours_field.detach()[:1, :, :5, :5].clone().requires_grad_(),)
+    )
+
+
+def test_bending_energy_refuses_fields_it_cannot_differentiate():
+    with pytest.raises(ValueError, match="every spatial size > 2"):
+        make_regularizer("bending")(torch.zeros(1, 3, 8, 2, 8))
+    with pytest.raises(ValueError, match="needs a field B x 3 x spatial"):
+        make_regularizer("bending")(torch.zeros(1, 2, 8, 8, 8))

@@ -61,6 +61,21 @@ def test_upsample_top_layer_gives_full_resolution_outputs_without_a_full_resolut
     assert seg.unet.model[-1].conv.weight.grad.abs().sum() > 0
 
 
+def test_reg_net_applies_its_head_before_the_upsampling_with_the_same_field():
+    """The head runs at half resolution (cheaper); the field equals head(upsample(features))."""
+    torch.manual_seed(0)
+    reg = RegistrationNet(3, channels=(4, 8, 8), strides=(2, 2), top_layer="upsample")
+    torch.nn.init.normal_(reg.head.weight)  # the head starts at zero: give it something to commute
+    torch.nn.init.normal_(reg.head.bias)
+    moving, fixed = torch.rand(2, 1, 16, 20, 12), torch.rand(2, 1, 16, 20, 12)
+    field = reg(moving, fixed)
+    reference = reg.head(reg.unet(torch.cat([moving, fixed], dim=1)))  # upsample 8 channels, then the head
+    assert field.abs().mean() > 0.1
+    torch.testing.assert_close(field, reference, atol=1e-5, rtol=1e-4)
+    field.sum().backward()
+    assert reg.head.weight.grad.abs().sum() > 0 and reg.unet.model[-1].conv.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("channels,strides", [((4, 8), (2,)), ((4, 8, 16), (2, 2)), ((8, 16, 16, 16), (2, 2, 1))])
 def test_upsample_top_layer_fits_any_depth(channels, strides):
     """Two-level U-Nets concatenate first + second level channels at the top, deeper ones 2 x first."""

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from deepatlas.networks import warp_image, warp_labels, warp_probabilities
@@ -46,3 +47,31 @@ def test_warped_probabilities_still_sum_to_one_and_carry_gradient():
     assert torch.allclose(warped.sum(1), torch.ones(2, 8, 8, 8), atol=1e-5)
     warped[:, 1].sum().backward()
     assert ddf.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11, 7), (1, 2, 12, 10), (1, 1, 1, 6, 5)])
+def test_warps_match_monai_warp_values_and_gradients(shape):
+    """The grid_sample warp replaces MONAI's Warp (same convention, one cached grid per shape)."""
+    from monai.networks.blocks import Warp
+
+    torch.manual_seed(0)
+    dims = len(shape) - 2
+    image = torch.rand(shape, requires_grad=True)
+    ddf = (3 * torch.randn(shape[0], dims, *shape[2:])).requires_grad_()
+    ours = warp_image(image, ddf)
+    theirs_image, theirs_ddf = image.detach().clone().requires_grad_(), ddf.detach().clone().requires_grad_()
+    theirs = Warp(mode="bilinear", padding_mode="border")(theirs_image, theirs_ddf)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    weights = torch.rand_like(ours)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    torch.testing.assert_close(image.grad, theirs_image.grad, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ddf.grad, theirs_ddf.grad, atol=1e-4, rtol=1e-4)
+    labels = torch.randint(0, 5, (shape[0], 1, *shape[2:]))
+    nearest = Warp(mode="nearest", padding_mode="border")(labels.float(), ddf.detach()).round().long()
+    assert torch.equal(warp_labels(labels, ddf.detach()), nearest)
+
+
+def test_warp_refuses_a_field_of_another_shape_in_one_line():
+    with pytest.raises(ValueError, match="needs a displacement field of shape"):
+        warp_image(torch.rand(1, 1, 8, 8, 8), torch.zeros(1, 3, 8, 8, 7))

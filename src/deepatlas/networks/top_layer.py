@@ -30,10 +30,14 @@ class UpsampleTop(nn.Module):
         self.mode = "trilinear" if spatial_dims == 3 else "bilinear"
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        out = self.conv(features)
+        return self.upsample(self.conv(features))
+
+    def upsample(self, maps: torch.Tensor) -> torch.Tensor:
+        """``B x C x (S/f)`` -> ``B x C x S`` by linear interpolation (any channel count: a linear
+        map applied per voxel before or after it gives the same result)."""
         if self.factor == 1:
-            return out
-        return nn.functional.interpolate(out, scale_factor=self.factor, mode=self.mode, align_corners=False)
+            return maps
+        return nn.functional.interpolate(maps, scale_factor=self.factor, mode=self.mode, align_corners=False)
 
 
 def set_top_layer(unet: UNet, kind: str, spatial_dims: int, first_channels: int, first_stride: int) -> None:
