@@ -370,13 +370,17 @@ def example_panels(plan: dict, n: int) -> list[tuple[str, str | None]]:
     return panels + ([("ANTs SyN + atlas", None)] if plan["ants"] is not None else [])
 
 
-def make_examples(out: Path, data: Path, plan: dict, n: int) -> None:
-    """Segment the first test subject for each example panel not saved yet, while the models are on disk."""
+def make_examples(out: Path, data: Path, plan: dict, n: int, training: str | None = None) -> None:
+    """Segment the first test subject for each example panel not saved yet, while the models are on disk;
+    with ``training``, only its panel (and those needing no training): another run folder may hold
+    a training under way, whose ``best`` checkpoint is not its last word."""
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.inference import load_run
     from deepatlas.inference.apply import atlas_segment_volume, segment_volume
 
     missing = [(p, t) for p, t in example_panels(plan, n) if not example_file(out, p).exists()]
+    if training is not None:
+        missing = [(p, t) for p, t in missing if t in (None, training)]
     # a panel whose model is gone (an older experiment's deleted run folder) stays missing
     missing = [(p, t) for p, t in missing if t is None or RunFolder(model_dir(out, t)).checkpoint("best").exists()]
     if not missing:
@@ -515,7 +519,7 @@ def main() -> int:
                 if name == training:
                     evaluate(key, out, args.data, plan["splits_file"], **kwargs)
             if first:
-                make_examples(out, args.data, plan, n)
+                make_examples(out, args.data, plan, n, training)
 
         trainings.update(train_all(n, first, plan, out, preset, todo, after=finish))
         for method, training, key, kwargs in evals:

@@ -19,7 +19,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     # them: cycles of 10 : 10) read the teachers in their anatomy loss instead of the seg net's
     # prediction ("guided", docs/results.md "Guided, reg-heavier cycles"). No pre-training.
     # Measured on ixi-2mm validation, 5 labelled images, 2 CPU cores, 45 minutes, seeds 0-2: seg
-    # Dice 0.800 against 0.687 for the seg net alone (every seed by 9+ points), reg Dice 0.718
+    # Dice 0.800 against 0.687 for the seg net alone (every seed by 8.8+ points), reg Dice 0.718
     # against 0.713 for the reg net alone (the unguided 2 : 10 cycles: 0.802 and 0.683). At 15
     # minutes the unguided recipe lost to the seg net alone (-1.7): give it 45 minutes or more.
     "distil": (
