@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# identity sampling grids by (spatial shape, dtype, device): a step warps at two resolutions
-# (the image, and the anatomy loss's coarse grid), which thrashed MONAI Warp's one-grid cache
-# and rebuilt the grid at every call; a handful of entries in practice
+# identity sampling grids by (spatial shape, dtype, device), shared with per-pair refinement
+# (deepatlas.registration.fields): a step warps at two resolutions (the image, and the anatomy
+# loss's coarse grid), which thrashed MONAI Warp's one-grid cache and rebuilt the grid at every
+# call; a handful of entries in practice
 _GRIDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -35,6 +36,14 @@ def _identity_grid(
     return _GRIDS[key]
 
 
+def sampling_grid(ddf: torch.Tensor) -> torch.Tensor:
+    """The ``grid_sample`` grid (``B x *spatial x dims``, ``align_corners=True``) of ``x + ddf(x)``,
+    ``ddf`` ``B x dims x *spatial`` in voxels, component ``i`` along array axis ``i``."""
+    base, scale = _identity_grid(tuple(ddf.shape[2:]), ddf.dtype, ddf.device)
+    # one pass: identity + displacement in normalised units, components reversed to x, y(, z)
+    return torch.addcmul(base, ddf.movedim(1, -1).flip(-1), scale)
+
+
 def _sample(source: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
     """``source(x + ddf(x))`` by ``grid_sample`` (border padding), ``ddf`` in voxels, axis order."""
     spatial = tuple(source.shape[2:])
@@ -43,10 +52,7 @@ def _sample(source: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
             f"a {len(spatial)}-d image {tuple(source.shape)} needs a displacement field of shape "
             f"{(source.shape[0], len(spatial), *spatial)}, got {tuple(ddf.shape)}"
         )
-    base, scale = _identity_grid(spatial, ddf.dtype, ddf.device)
-    # one pass: identity + displacement in normalised units, components reversed to x, y(, z)
-    grid = torch.addcmul(base, ddf.movedim(1, -1).flip(-1), scale)
-    return F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=True)
+    return F.grid_sample(source, sampling_grid(ddf), mode=mode, padding_mode="border", align_corners=True)
 
 
 def warp_image(image: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:

@@ -4,43 +4,24 @@ All fields are ``B x dims x *spatial`` in **voxel units of their own grid**, com
 ``i`` along array axis ``i``, and pull back (MONAI ``Warp`` convention, as in
 :mod:`deepatlas.networks.warp`): ``warped(x) = source(x + u(x))``.
 
-These functions run hundreds of times per pair, so they avoid what a training step can
-afford: the sampling grid of the identity is built once per shape and cached.
+These functions run hundreds of times per pair: the sampling grid of the identity is built once
+per shape and cached (:func:`deepatlas.networks.warp.sampling_grid`, which training's warps share).
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
 from deepatlas.losses.similarity import box_filter
-
-
-@lru_cache(maxsize=16)
-def _identity(shape: tuple[int, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised identity grid ``1 x *shape x dims`` (x = last array axis first, as grid_sample
-    wants) and the per-component scale from voxels to normalised units (same order)."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device) for n in shape]
-    grid = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], dim=-1)[None]
-    scale = torch.tensor([2.0 / max(n - 1, 1) for n in shape][::-1], device=device)
-    return grid, scale
-
-
-def sampling_grid(field: torch.Tensor) -> torch.Tensor:
-    """The ``grid_sample`` grid (``B x *spatial x dims``, align_corners=True) of ``x + field(x)``."""
-    shape = tuple(field.shape[2:])
-    identity, scale = _identity(shape, str(field.device))
-    dims = len(shape)
-    displacement = field.flip(1).permute(0, *range(2, dims + 2), 1)  # B x *spatial x dims, x first
-    return identity + displacement * scale
+from deepatlas.networks.warp import sampling_grid
 
 
 def warp(source: torch.Tensor, field: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """``source(x + field(x))`` of ``B x C x *spatial`` on the field's grid; border values repeat outside.
 
-    Equal to :func:`deepatlas.networks.warp.warp_image` (MONAI ``Warp``), with the identity cached.
+    :func:`deepatlas.networks.warp.warp_image` without its shape check (it runs hundreds
+    of times per pair).
     """
     grid = sampling_grid(field.to(source.dtype))
     return F.grid_sample(source, grid, mode=mode, padding_mode="border", align_corners=True)
