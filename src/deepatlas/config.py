@@ -201,6 +201,10 @@ class ScheduleConfig:
     """Stop after this much wall-clock time in training (validation and checkpoints included,
     summed over resumes), wherever the schedule is; None runs the whole schedule. With a
     budget, make the schedule longer than the budget (many cycles) and let the clock end it."""
+    lr_decay: float = 0.0
+    """Fraction of the run at its end over which both learning rates fall linearly to 0 (0: they
+    stay constant). The run's end is whichever comes first of the schedule's last step and the
+    time budget, so with a budget the decay follows the clock (``deepatlas.training.schedule.lr_scale``)."""
 
 
 @dataclass
@@ -355,6 +359,8 @@ class Config:
             raise ValueError(
                 f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"
             )
+        if not 0 <= self.schedule.lr_decay <= 1:
+            raise ValueError(f"config schedule.lr_decay must be in [0, 1], got {self.schedule.lr_decay!r}")
         budget = self.schedule.time_budget_minutes
         if budget is not None and not budget > 0:
             raise ValueError(f"config schedule.time_budget_minutes must be > 0 (or null), got {budget!r}")

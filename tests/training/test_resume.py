@@ -5,11 +5,14 @@ import torch
 
 from deepatlas.checkpoint import load_checkpoint
 from deepatlas.training.run import train
+from deepatlas.training.schedule import lr_scale
 from tests.conftest import tiny_config
 
 
-def test_resume_gives_the_same_state(tmp_path, phantoms_3d):
-    config = tiny_config(phantoms_3d, checkpoint_every=1)
+@pytest.mark.parametrize("lr_decay", [0.0, 0.5])
+def test_resume_gives_the_same_state(tmp_path, phantoms_3d, lr_decay):
+    # with a decaying learning rate the resumed run must pick up the rate where the stopped one was
+    config = tiny_config(phantoms_3d, checkpoint_every=1, lr_decay=lr_decay)
     train(config, tmp_path / "straight", progress=False)
     train(config, tmp_path / "stopped", progress=False, max_steps=7)  # stops mid-cycle
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["step"] == 7
@@ -22,6 +25,11 @@ def test_resume_gives_the_same_state(tmp_path, phantoms_3d):
         for key in a[net]:
             assert torch.allclose(a[net][key], b[net][key], atol=1e-6), (net, key)
     assert torch.equal(a["generator"], b["generator"])
+    # the last step (13 of 14) ran at the rate the decay prescribes, in both runs
+    expected = config.schedule.seg_lr * lr_scale(13 / 14, lr_decay)
+    for state in (a, b):
+        assert state["seg_opt"]["param_groups"][0]["lr"] == pytest.approx(expected)
+        assert state["reg_opt"]["param_groups"][0]["lr"] == pytest.approx(expected)
     # the metrics file holds one history: no duplicated steps after the resume
     steps = [
         line for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines() if '"validation"' not in line

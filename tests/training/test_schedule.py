@@ -1,7 +1,8 @@
 import pytest
 
-from deepatlas.config import ScheduleConfig
+from deepatlas.config import Config, ScheduleConfig
 from deepatlas.training import Schedule
+from deepatlas.training.schedule import lr_scale
 
 
 def test_phases_follow_pretraining_then_alternation():
@@ -21,3 +22,18 @@ def test_phases_follow_pretraining_then_alternation():
 def test_negative_counts_are_refused():
     with pytest.raises(ValueError):
         Schedule.from_config(ScheduleConfig(cycles=-1))
+
+
+def test_learning_rate_decays_linearly_over_the_end_of_the_run():
+    assert [lr_scale(p, 0.0) for p in (0.0, 0.5, 1.0)] == [1.0, 1.0, 1.0]
+    assert lr_scale(0.0, 0.2) == 1.0 and lr_scale(0.8, 0.2) == pytest.approx(1.0)
+    assert lr_scale(0.9, 0.2) == pytest.approx(0.5)
+    assert lr_scale(1.0, 0.2) == 0.0 and lr_scale(1.5, 0.2) == 0.0  # a run past its budget
+    assert lr_scale(0.5, 1.0) == pytest.approx(0.5)
+
+
+def test_learning_rate_decay_outside_0_1_is_refused():
+    config = Config()
+    config.schedule.lr_decay = 1.5
+    with pytest.raises(ValueError, match="schedule.lr_decay"):
+        config.validate()

@@ -47,3 +47,16 @@ class Schedule:
             return "reg_pretrain"
         step -= self.reg_pretrain
         return "reg" if step % (self.reg_steps + self.seg_steps) < self.reg_steps else "seg"
+
+
+def lr_scale(progress: float, decay: float) -> float:
+    """Factor on the learning rates at ``progress`` through the run (0 at its start, 1 at its end):
+    1, then falling linearly to 0 over the last ``decay`` of the run (0: constant rates).
+
+    A constant rate for most of the run and a short decay at its end (warmup-stable-decay) suits a
+    time budget: the end is known, and a run resumed with a longer budget decays later instead of
+    having spent its rate early, as a cosine over a fixed step count would.
+    """
+    if decay <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - progress) / decay))

@@ -23,7 +23,7 @@ from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
-from deepatlas.training.schedule import Schedule
+from deepatlas.training.schedule import Schedule, lr_scale
 from deepatlas.training.teachers import TeacherCache
 
 
@@ -253,6 +253,7 @@ class Trainer:
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""
         phase = self.schedule.phase_at(self.step)
+        scale = self._set_learning_rates()
         if phase == "seg_pretrain":
             losses = self.seg_pretrain_step()
         elif phase == "reg_pretrain":
@@ -262,7 +263,26 @@ class Trainer:
         else:
             losses = self.seg_step()
         self.step += 1
-        return phase, losses
+        return phase, losses if scale is None else {**losses, "lr_scale": scale}
+
+    def run_fraction(self) -> float:
+        """How far the run is (0 to 1): by steps through the schedule or seconds through the time
+        budget, whichever is further."""
+        budget = self.config.schedule.time_budget_minutes
+        by_time = 0.0 if budget is None else self.elapsed / (budget * 60)
+        return max(self.step / max(self.schedule.total, 1), by_time)
+
+    def _set_learning_rates(self) -> float | None:
+        """The configured rates times ``lr_scale`` (``schedule.lr_decay``; None when off): set at
+        every step, so a resumed run, whose optimisers load with the configured rates, goes on where it was."""
+        cfg = self.config.schedule
+        if cfg.lr_decay <= 0:
+            return None
+        scale = lr_scale(self.run_fraction(), cfg.lr_decay)
+        for optimizer, lr in ((self.reg_opt, cfg.reg_lr), (self.seg_opt, cfg.seg_lr)):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+        return scale
 
     # ------------------------------------------------------------ evaluation
     def validate(self) -> dict:
