@@ -192,17 +192,19 @@ SWEEPS = {
     | {"reg-only,seed=0": ["data.num_labelled=5", "schedule.time_budget_minutes=45", *REG_ONLY]},
     # issue 10's reg bar (joint reg net >= reg-only + 2) after the faster steps of ce63d64, where
     # the guided net had plateaued (anatomy loss flat over its last 40 % at 0.718, reg-only 0.713):
-    # both again at 45 minutes, then each with its learning rates decaying over the last 20 %
-    # (what a budget allows: the end is known), then the guided net less smoothed (the anatomy
-    # loss may pull where the bending energy holds it back)
+    # both again at 45 minutes; then the guided net's anatomy loss at full resolution (the teachers
+    # are full-resolution labels, the 2x coarser grid blurs small structures), less smoothed (the
+    # anatomy loss may pull where the bending energy holds it back); then each with its learning
+    # rates decaying over the last 20 % (what a budget allows: the end is known)
     "reg-bar": {
         name: ["data.num_labelled=5", "schedule.time_budget_minutes=45", "seed=0", "data.seed=0", *spec]
         for name, spec in (
             ("reg-only", REG_ONLY),
             ("guided", GUIDED),
+            ("guided,anatomy-full", GUIDED + ["loss.anatomy_downsample=1"]),
+            ("guided,bending=1", GUIDED + ["loss.regularizer_weight=1"]),
             ("reg-only,decay=0.2", REG_ONLY + ["schedule.lr_decay=0.2"]),
             ("guided,decay=0.2", GUIDED + ["schedule.lr_decay=0.2"]),
-            ("guided,decay=0.2,bending=1", GUIDED + ["schedule.lr_decay=0.2", "loss.regularizer_weight=1"]),
         )
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
