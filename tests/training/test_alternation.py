@@ -59,11 +59,11 @@ def test_supervised_batches_hold_distinct_images(phantoms_3d):
     config.data.num_labelled = 3
     config.schedule.batch_size = 2
     trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
-    draws = [trainer._labelled_batch() for _ in range(50)]
+    draws = [trainer.batches.labelled_batch() for _ in range(50)]
     assert all(len(set(d)) == 2 and set(d) <= set(trainer.labelled) for d in draws)
     assert len({tuple(sorted(d)) for d in draws}) == 3  # every pair of the three comes up
     config.data.num_labelled = 1
     trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
-    assert trainer._labelled_batch() == trainer.labelled and len(trainer.labelled) == 1
+    assert trainer.batches.labelled_batch() == trainer.labelled and len(trainer.labelled) == 1
     losses = trainer.seg_pretrain_step()
     assert losses["loss"] > 0

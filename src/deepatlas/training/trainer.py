@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -13,12 +12,12 @@ from tqdm.auto import tqdm
 from deepatlas.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.dataset import ImageSet
-from deepatlas.data.pairs import GROUPS, PairBatch, PairSampler
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
 from deepatlas.registration.pipeline import build_pipeline
 from deepatlas.run_folder import RunFolder
+from deepatlas.training.batches import BatchDrawer
 from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
@@ -61,7 +60,6 @@ class Trainer:
         self.validation = validation if self.world.is_main else None
         self.run_dir = Path(run_dir) if run_dir is not None and self.world.is_main else None
         self.progress = progress and self.world.is_main
-        self.batch_slice = self.world.local_slice(config.schedule.batch_size)
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -80,19 +78,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.schedule = Schedule.from_config(config.schedule)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.reg_pairs = PairSampler(train.has_label.tolist(), config.schedule.reg_pair_weights, self.generator)
-        try:
-            self.seg_pairs: PairSampler | None = PairSampler(
-                train.has_label.tolist(), config.schedule.seg_pair_weights, self.generator
-            )
-        except ValueError:  # every image labelled: segmentation steps are supervised only
-            self.seg_pairs = None
-        self.labelled = train.labelled_indices()
-        self.unlabelled = [i for i in range(len(train.ids)) if i not in set(self.labelled)]
-        if not self.labelled:
-            raise ValueError("the training set has no labelled image")
+        self.batches = BatchDrawer(train, config.schedule, self.generator, self.world, self.device)
+        self.labelled, self.unlabelled = self.batches.labelled, self.batches.unlabelled
         # no teachers where nothing reads them: every image labelled, or no anatomy loss in the seg step
-        wanted = config.teachers.active(len(self.labelled)) and self.seg_pairs is not None
+        wanted = config.teachers.active(len(self.labelled)) and self.batches.seg_pairs is not None
         wanted = wanted and config.loss.anatomy_weight_seg > 0
         self.teachers = self._teacher_cache() if wanted else None
         self.step = 0
@@ -118,28 +107,6 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------- steps
-    def _to_device(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.train_set.images[indices].to(self.device, non_blocking=True)
-        labels = self.train_set.labels[indices].to(self.device, non_blocking=True).long()
-        return images, labels
-
-    def _pairs(
-        self, sampler: PairSampler, group: str | None = None, swap: Callable[[list[int]], list[int]] | None = None
-    ) -> PairBatch:
-        """A batch from ``sampler``; ``swap`` may replace the unlabelled images drawn (teachers)."""
-        # every rank draws the whole batch (same generator state) and keeps its own slice
-        group, moving, fixed = sampler.sample(self.config.schedule.batch_size, group)
-        moving, fixed = moving[self.batch_slice], fixed[self.batch_slice]
-        labelled_m, labelled_f = GROUPS[group]
-        if swap is not None:
-            moving, fixed = (
-                side if labelled else swap(side) for side, labelled in ((moving, labelled_m), (fixed, labelled_f))
-            )
-        (m_img, m_lab), (f_img, f_lab) = self._to_device(moving), self._to_device(fixed)
-        return PairBatch(
-            group, m_img, f_img, m_lab if labelled_m else None, f_lab if labelled_f else None, moving, fixed
-        )
-
     def _optimize(self, losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, pairs: str) -> dict:
         """Backpropagate, average the gradients over the processes, and step unless anything is
         non-finite (then :class:`NonFiniteLoss`, before the weights change). Returns the loss terms."""
@@ -159,34 +126,28 @@ class Trainer:
         self.scaler.update()
         return values
 
-    def _describe(self, moving: list[int], fixed: list[int] | None = None) -> str:
-        ids = self.train_set.ids
-        if fixed is None:
-            return "images " + ", ".join(ids[i] for i in moving)
-        return "pairs " + ", ".join(f"{ids[m]} -> {ids[f]}" for m, f in zip(moving, fixed))
-
     def reg_step(self, use_anatomy: bool = True, group: str | None = None) -> dict[str, float]:
         """One registration step with the seg net frozen (anatomy loss off: unsupervised pre-training)."""
         set_trainable(self.seg_net, False)
         set_trainable(self.reg_net, True)
-        batch = self._pairs(self.reg_pairs, group)
+        batch = self.batches.pairs(self.batches.reg_pairs, group)
         if use_anatomy and self.teachers is not None and self.config.teachers.guide_registration:
             batch = self.teachers.label_unlabelled_sides(batch)
         with autocast(self.device, self.amp):
             losses = self.objectives.registration(batch, use_anatomy=use_anatomy)
-        pairs = self._describe(batch.moving_index, batch.fixed_index)
+        pairs = self.batches.describe(batch.moving_index, batch.fixed_index)
         return {"group": batch.group, **self._optimize(losses, self.reg_opt, pairs)}
 
     def seg_step(self, group: str | None = None) -> dict[str, float]:
         """One segmentation step with the reg net frozen."""
-        if self.seg_pairs is None:
+        if self.batches.seg_pairs is None:
             return self.seg_pretrain_step()
         if self.teachers is not None and self.config.teachers.loss == "distil":
             return self.distil_step()
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
         swap = None if self.teachers is None else partial(self.teachers.teachable, elapsed=self.elapsed)
-        batch = self._pairs(self.seg_pairs, group, swap)
+        batch = self.batches.pairs(self.batches.seg_pairs, group, swap)
         teachers, extra = None, {}
         if self.teachers is not None and not (batch.moving_labelled and batch.fixed_labelled):
             before = self.teachers.seconds
@@ -195,18 +156,18 @@ class Trainer:
             extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
         with autocast(self.device, self.amp):
             losses = self.objectives.segmentation(batch, teachers)
-        pairs = self._describe(batch.moving_index, batch.fixed_index)
+        pairs = self.batches.describe(batch.moving_index, batch.fixed_index)
         return {"group": batch.group, **self._optimize(losses, self.seg_opt, pairs), **extra}
 
     def seg_pretrain_step(self) -> dict[str, float]:
         """One supervised step of the seg net on labelled images alone."""
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
-        chosen = self._labelled_batch()
-        images, labels = self._to_device(chosen)
+        chosen = self.batches.labelled_batch()
+        images, labels = self.batches.to_device(chosen)
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
-        return self._optimize(losses, self.seg_opt, self._describe(chosen))
+        return self._optimize(losses, self.seg_opt, self.batches.describe(chosen))
 
     def distil_step(self) -> dict[str, float]:
         """A supervised step of the seg net on labelled images and on unlabelled ones with their
@@ -214,41 +175,16 @@ class Trainer:
         (an odd half alternates between steps), drawn for the whole batch, sliced per process."""
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
-        size = self.config.schedule.batch_size
-        taught_count = (size + self.step % 2) // 2
-        count, wanted = len(self.labelled), size - taught_count
-        pick = torch.randperm(count, generator=self.generator)[:wanted] if count >= wanted else None
-        if pick is None:  # fewer labelled images than their half of the batch: repeat some
-            pick = torch.randint(count, (wanted,), generator=self.generator)
-        draw = torch.randint(len(self.unlabelled), (taught_count,), generator=self.generator).tolist()
-        taught = self.teachers.teachable([self.unlabelled[k] for k in draw], self.elapsed)
-        chosen = ([self.labelled[i] for i in pick.tolist()] + taught)[self.batch_slice]
-        mine = [i for i in chosen if i not in set(self.labelled)]
+        chosen, mine = self.batches.distil_batch(self.step, partial(self.teachers.teachable, elapsed=self.elapsed))
         before = self.teachers.seconds
         teachers = self.teachers.labels_for(mine, self.step, self.elapsed) if mine else None
         extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
-        images, labels = self._to_device(chosen)
+        images, labels = self.batches.to_device(chosen)
         if teachers is not None:  # the taught images come last in the batch
             labels = torch.cat([labels[: len(chosen) - len(mine)], teachers])
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
-        return {**self._optimize(losses, self.seg_opt, self._describe(chosen)), **extra}
-
-    def _labelled_batch(self) -> list[int]:
-        """This rank's labelled images for a supervised step, distinct within the batch.
-
-        Drawn without replacement: a batch holding one image twice costs a second forward pass and
-        teaches nothing new. With fewer labelled images than ``batch_size`` (one-shot), one process
-        takes each once (a smaller, cheaper batch); several processes still need a full global
-        batch to slice, so there the draw repeats images."""
-        size, count = self.config.schedule.batch_size, len(self.labelled)
-        if count >= size:
-            pick = torch.randperm(count, generator=self.generator)[:size].tolist()
-        elif self.world.size == 1:
-            return list(self.labelled)
-        else:
-            pick = torch.randint(count, (size,), generator=self.generator).tolist()
-        return [self.labelled[i] for i in pick][self.batch_slice]
+        return {**self._optimize(losses, self.seg_opt, self.batches.describe(chosen)), **extra}
 
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""
