@@ -42,7 +42,8 @@ DISTIL += ["teachers.loss=supervised", "refine.levels=[4,2,1]", "refine.iteratio
 DISTIL_STEP = ["teachers.loss=distil", "teachers.max_share=0.25"]
 EVEN = ["schedule.reg_steps_per_cycle=10", "schedule.seg_steps_per_cycle=10"]
 REG2X = ["schedule.reg_steps_per_cycle=20", "schedule.seg_steps_per_cycle=10", "loss.anatomy_weight_reg=2"]
-# the recipe `distil` (deepatlas.recipes): guided 10 : 10 cycles on distilled 3-atlas teachers
+# n5-45min's distil-guide-even, the set-up the recipe `distil` was measured with (guided 10 : 10 cycles
+# on distilled 3-atlas teachers; it sets refine.* where the recipe sets teachers.refine_*)
 GUIDED = DISTIL + DISTIL_STEP + ["teachers.guide_registration=true", *EVEN]
 # the seg net alone for the whole budget: supervised steps on the labelled images only
 SEG_ONLY = ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]

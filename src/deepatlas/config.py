@@ -204,7 +204,9 @@ class ScheduleConfig:
     lr_decay: float = 0.0
     """Fraction of the run at its end over which both learning rates fall linearly to 0 (0: they
     stay constant). The run's end is whichever comes first of the schedule's last step and the
-    time budget, so with a budget the decay follows the clock (``deepatlas.training.schedule.lr_scale``)."""
+    time budget, so with a budget the decay follows the clock (``deepatlas.training.schedule.lr_scale``).
+    A run may be resumed with decay switched on (to finish it off); one resumed with a longer
+    budget after its decay had begun goes back to the rate of its new position in the run."""
 
 
 @dataclass

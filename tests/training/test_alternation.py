@@ -67,3 +67,12 @@ def test_supervised_batches_hold_distinct_images(phantoms_3d):
     assert trainer.batches.labelled_batch() == trainer.labelled and len(trainer.labelled) == 1
     losses = trainer.seg_pretrain_step()
     assert losses["loss"] > 0
+
+
+def test_a_misspelt_pair_group_is_refused(phantoms_3d):
+    import pytest
+
+    config = tiny_config(phantoms_3d)
+    config.schedule.seg_pair_weights = {"moving": 1.0, "fixd": 1.0}
+    with pytest.raises(ValueError, match=r"schedule.seg_pair_weights: unknown pair groups \['fixd'\]"):
+        Trainer(config, prepare_data(config.data, progress=False).train, progress=False)

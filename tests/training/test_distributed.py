@@ -65,3 +65,25 @@ def test_the_global_batch_must_split_evenly():
         assert "schedule.batch_size" in str(err)
     else:
         raise AssertionError("an uneven split was accepted")
+
+
+def _max_of_ranks(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from deepatlas.training.distributed import World
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    world = World(rank=rank, size=2)
+    result = [world.max(0.25 + rank), world.any(rank == 1), world.any(False)]
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump(result, handle)
+
+
+def test_processes_agree_on_the_largest_value(tmp_path):
+    # what every process must agree on (the decayed learning rate, stopping) is the same on each
+    torch.multiprocessing.spawn(
+        _max_of_ranks, args=(f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "r")), nprocs=2
+    )
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"r.{rank}").read_text()) == [1.25, True, False]

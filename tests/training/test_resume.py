@@ -26,10 +26,9 @@ def test_resume_gives_the_same_state(tmp_path, phantoms_3d, lr_decay):
             assert torch.allclose(a[net][key], b[net][key], atol=1e-6), (net, key)
     assert torch.equal(a["generator"], b["generator"])
     # the last step (13 of 14) ran at the rate the decay prescribes, in both runs
-    expected = config.schedule.seg_lr * lr_scale(13 / 14, lr_decay)
     for state in (a, b):
-        assert state["seg_opt"]["param_groups"][0]["lr"] == pytest.approx(expected)
-        assert state["reg_opt"]["param_groups"][0]["lr"] == pytest.approx(expected)
+        for opt, lr in (("seg_opt", config.schedule.seg_lr), ("reg_opt", config.schedule.reg_lr)):
+            assert state[opt]["param_groups"][0]["lr"] == pytest.approx(lr * lr_scale(13 / 14, lr_decay))
     # the metrics file holds one history: no duplicated steps after the resume
     steps = [
         line for line in (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines() if '"validation"' not in line

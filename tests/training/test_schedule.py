@@ -37,3 +37,17 @@ def test_learning_rate_decay_outside_0_1_is_refused():
     config.schedule.lr_decay = 1.5
     with pytest.raises(ValueError, match="schedule.lr_decay"):
         config.validate()
+
+
+def test_with_a_time_budget_the_learning_rates_follow_the_clock(phantoms_2d):
+    from deepatlas.data import prepare_data
+    from deepatlas.training import Trainer
+    from tests.conftest import tiny_config
+
+    config = tiny_config(phantoms_2d, time_budget_minutes=10.0, lr_decay=0.2, cycles=1000, reg_lr=2e-3)
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer.elapsed = 0.9 * 600  # 90 % of the budget spent, a few steps into a long schedule
+    phase, losses = trainer.train_step()
+    assert losses["lr_scale"] == pytest.approx(0.5)
+    assert trainer.reg_opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert trainer.seg_opt.param_groups[0]["lr"] == pytest.approx(0.5e-3)

@@ -38,6 +38,9 @@ class BatchDrawer:
         if not self.labelled:
             raise ValueError("the training set has no labelled image")
         self.unlabelled = [i for i in range(len(train.ids)) if i not in set(self.labelled)]
+        for key in ("reg_pair_weights", "seg_pair_weights"):  # a typo must not pass for "no such pairs"
+            if unknown := sorted(set(getattr(schedule, key)) - set(GROUPS)):
+                raise ValueError(f"config schedule.{key}: unknown pair groups {unknown}; groups are {list(GROUPS)}")
         has_label = train.has_label.tolist()
         self.reg_pairs = PairSampler(has_label, schedule.reg_pair_weights, generator)
         try:

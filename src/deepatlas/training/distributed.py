@@ -48,11 +48,16 @@ class World:
 
     def any(self, flag: bool) -> bool:
         """True on every rank if ``flag`` is true on any (decisions such as stopping must agree)."""
+        return self.max(float(flag)) > 0
+
+    def max(self, value: float) -> float:
+        """The largest ``value`` of all ranks, on every rank: for what all must agree on, such as a
+        learning rate that follows each process's own clock."""
         if self.size == 1:
-            return flag
-        value = torch.tensor([float(flag)], device=self._device())
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self._device())
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor.item())
 
     def barrier(self) -> None:
         if self.size > 1:

@@ -27,6 +27,7 @@ RESUMABLE_CHANGES = (
     "schedule.seg_lr",
     "schedule.cycles",
     "schedule.time_budget_minutes",
+    "schedule.lr_decay",
     "schedule.val_every",
     "schedule.checkpoint_every",
     "device",

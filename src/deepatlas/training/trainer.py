@@ -65,6 +65,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.device = select_device(rank_device(config.device, self.world))
         self.amp = amp_dtype(self.device, config.amp)
+        # the data's and the batch's errors before any network is built; the draws start later
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.batches = BatchDrawer(train, config.schedule, self.generator, self.world, self.device)
+        self.labelled, self.unlabelled = self.batches.labelled, self.batches.unlabelled
         self.num_classes = train.scheme.num_classes
         self.reg_net, self.seg_net = build_networks(config, train.spatial_dims, self.num_classes)
         self.reg_net.to(self.device)
@@ -77,9 +81,6 @@ class Trainer:
         # fp16 needs loss scaling; bf16 and float32 do not
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.schedule = Schedule.from_config(config.schedule)
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.batches = BatchDrawer(train, config.schedule, self.generator, self.world, self.device)
-        self.labelled, self.unlabelled = self.batches.labelled, self.batches.unlabelled
         # no teachers where nothing reads them: every image labelled, or no anatomy loss in the seg step
         wanted = config.teachers.active(len(self.labelled)) and self.batches.seg_pairs is not None
         wanted = wanted and config.loss.anatomy_weight_seg > 0
@@ -214,7 +215,8 @@ class Trainer:
         cfg = self.config.schedule
         if cfg.lr_decay <= 0:
             return None
-        scale = lr_scale(self.run_fraction(), cfg.lr_decay)
+        # each process keeps its own clock: all take the furthest, so that their weights stay equal
+        scale = lr_scale(self.world.max(self.run_fraction()), cfg.lr_decay)
         for optimizer, lr in ((self.reg_opt, cfg.reg_lr), (self.seg_opt, cfg.seg_lr)):
             for group in optimizer.param_groups:
                 group["lr"] = lr * scale
