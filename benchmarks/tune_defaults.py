@@ -208,6 +208,19 @@ SWEEPS = {
             ("guided,decay=0.2", GUIDED + ["schedule.lr_decay=0.2"]),
         )
     },
+    # augmentation against memorising one labelled image (the protocol's seg-only N=1 run drove its
+    # loss to 0.001 while its validation Dice fell from 0.55 to 0.34): the seg net alone and the
+    # defaults (what `deepatlas train` suggests at N=1), each with and without, 45 minutes; scored,
+    # as every sweep here, at the last state (no model selection: what memorising costs shows)
+    "augment-n1": {
+        name: ["data.num_labelled=1", "schedule.time_budget_minutes=45", "seed=0", "data.seed=0", *spec]
+        for name, spec in (
+            ("seg-only", SEG_ONLY),
+            ("seg-only,augment", SEG_ONLY + ["augment.enabled=true"]),
+            ("defaults", ["schedule.cycles=100000"]),
+            ("defaults,augment", ["schedule.cycles=100000", "augment.enabled=true"]),
+        )
+    },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {
         "seg-only": [

@@ -42,6 +42,8 @@ def test_saved_config_round_trips(tmp_path):
         ("teachers.loss=dice", "teachers.loss: .dice. is not one of"),
         ("seg_net.strides=[2]", "seg_net: strides needs"),
         ("novalue", "section.key=value"),
+        ("augment.scale=-0.1", "augment.scale must be >= 0"),
+        ("schedule.lr_decay=2", "schedule.lr_decay must be in"),
     ],
 )
 def test_bad_config_is_explained(override, match):

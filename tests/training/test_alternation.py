@@ -76,3 +76,17 @@ def test_a_misspelt_pair_group_is_refused(phantoms_3d):
     config.schedule.seg_pair_weights = {"moving": 1.0, "fixd": 1.0}
     with pytest.raises(ValueError, match=r"schedule.seg_pair_weights: unknown pair groups \['fixd'\]"):
         Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+
+
+def test_augmentation_reaches_the_supervised_steps(phantoms_3d):
+    """The seg net learns from changed images when augmentation is on, in pre-training and in the
+    pair step (whose registration side, the reg net, must not see them)."""
+    for step in ("seg_pretrain_step", "seg_step"):
+        after = {}
+        for enabled in (False, True):
+            config = tiny_config(phantoms_3d)
+            config.augment.enabled = enabled
+            trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+            getattr(trainer, step)()
+            after[enabled] = _snapshot(trainer.seg_net)
+        assert not _same(after[False], after[True]), step

@@ -9,10 +9,12 @@ from deepatlas.training.schedule import lr_scale
 from tests.conftest import tiny_config
 
 
-@pytest.mark.parametrize("lr_decay", [0.0, 0.5])
-def test_resume_gives_the_same_state(tmp_path, phantoms_3d, lr_decay):
-    # with a decaying learning rate the resumed run must pick up the rate where the stopped one was
+@pytest.mark.parametrize("lr_decay, augment", [(0.0, False), (0.5, True)])
+def test_resume_gives_the_same_state(tmp_path, phantoms_3d, lr_decay, augment):
+    # with a decaying learning rate the resumed run must pick up the rate where the stopped one was,
+    # with augmentation draw the same random changes
     config = tiny_config(phantoms_3d, checkpoint_every=1, lr_decay=lr_decay)
+    config.augment.enabled = augment
     train(config, tmp_path / "straight", progress=False)
     train(config, tmp_path / "stopped", progress=False, max_steps=7)  # stops mid-cycle
     assert load_checkpoint(tmp_path / "stopped" / "checkpoints" / "last.pt")["step"] == 7

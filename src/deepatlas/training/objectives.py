@@ -6,6 +6,8 @@ fields ``B x spatial_dims x HxW[xD]`` in voxels (see :mod:`deepatlas.networks.wa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -14,6 +16,9 @@ from deepatlas.data.pairs import PairBatch
 from deepatlas.losses import AnatomyLoss, SupervisedSegLoss, make_regularizer, make_similarity, soft_dice_loss
 from deepatlas.losses.inverse_consistency import inverse_consistency_loss
 from deepatlas.networks.warp import warp_image
+
+# images, labels -> the same, randomly changed (deepatlas.data.augment.augment with its settings)
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class DeepAtlasObjectives(nn.Module):
@@ -67,7 +72,9 @@ class DeepAtlasObjectives(nn.Module):
         out["loss"] = total
         return out
 
-    def segmentation(self, batch: PairBatch, teachers: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def segmentation(
+        self, batch: PairBatch, teachers: torch.Tensor | None = None, augment: Augment | None = None
+    ) -> dict[str, torch.Tensor]:
         """Supervised loss on the labelled image(s) + anatomy loss through the frozen reg net.
 
         With exactly one image of the pair labelled this is DeepAtlas' weak supervision:
@@ -77,11 +84,15 @@ class DeepAtlasObjectives(nn.Module):
         labels already warped onto the unlabelled images by refined registration; then the
         anatomy loss compares the seg net's prediction of those images with them directly, on its
         coarse grid (``teacher_loss`` ``anatomy``) or, as manual labels, by DiceCE at full
-        resolution (``supervised``).
+        resolution (``supervised``). ``augment`` changes the labelled images of the supervised
+        loss only (:mod:`deepatlas.data.augment`): the anatomy loss needs them as they are, aligned
+        with the pair's registration.
         """
         if not (batch.moving_labelled or batch.fixed_labelled):
             raise ValueError("a segmentation step needs at least one labelled image per pair")
         images, labels = batch.distinct_labelled()
+        if augment is not None:
+            images, labels = augment(images, labels)
         sup = self.supervised(self.seg_net(images), labels)
         out = {"supervised": sup, "loss": self.cfg.supervised_weight * sup}
         if (batch.moving_labelled and batch.fixed_labelled) or self.cfg.anatomy_weight_seg <= 0:

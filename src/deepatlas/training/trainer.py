@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from deepatlas.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
+from deepatlas.data.augment import augment
 from deepatlas.data.dataset import ImageSet
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
@@ -156,7 +157,8 @@ class Trainer:
             teachers = self.teachers.labels_for(unlabelled, self.step, self.elapsed)
             extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
         with autocast(self.device, self.amp):
-            losses = self.objectives.segmentation(batch, teachers)
+            augment = self._augment if self.config.augment.enabled else None
+            losses = self.objectives.segmentation(batch, teachers, augment)
         pairs = self.batches.describe(batch.moving_index, batch.fixed_index)
         return {"group": batch.group, **self._optimize(losses, self.seg_opt, pairs), **extra}
 
@@ -165,7 +167,7 @@ class Trainer:
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
         chosen = self.batches.labelled_batch()
-        images, labels = self.batches.to_device(chosen)
+        images, labels = self._augment(*self.batches.to_device(chosen))
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
         return self._optimize(losses, self.seg_opt, self.batches.describe(chosen))
@@ -183,9 +185,16 @@ class Trainer:
         images, labels = self.batches.to_device(chosen)
         if teachers is not None:  # the taught images come last in the batch
             labels = torch.cat([labels[: len(chosen) - len(mine)], teachers])
+        images, labels = self._augment(images, labels)
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
         return {**self._optimize(losses, self.seg_opt, self.batches.describe(chosen)), **extra}
+
+    def _augment(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels for a supervised loss, randomly changed when ``augment.enabled``."""
+        if not self.config.augment.enabled:
+            return images, labels
+        return augment(images, labels, self.config.augment, self.generator)
 
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""

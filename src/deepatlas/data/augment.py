@@ -1,0 +1,78 @@
+"""Random augmentation of labelled images for the seg net's supervised loss.
+
+With one or a few labelled images a seg net memorises them: on ixi-2mm the seg net alone,
+trained on one image for 45 minutes, drove its loss to 0.001 while its validation Dice fell
+from 0.55 to 0.34 (docs/results.md). Showing it each image slightly rotated, scaled, shifted and
+with another contrast and noise each time is what nnU-Net-like pipelines do against that.
+
+Shapes: images ``B x 1 x *spatial`` (2D or 3D) in [0, 1] after normalisation, labels
+``B x 1 x *spatial`` class indices; angles in degrees, shifts in voxels. Every random number is
+drawn from a ``torch.Generator`` on the CPU, so a run (and a resumed one) is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from deepatlas.config import AugmentConfig
+
+
+def _uniform(count: int, limit: float, generator: torch.Generator) -> torch.Tensor:
+    """``count`` draws uniform in ``[-limit, limit]`` (float64, CPU)."""
+    return (torch.rand(count, generator=generator, dtype=torch.float64) * 2 - 1) * limit
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation matrix of one angle (2D) or three angles about the three axes (3D), radians."""
+    if angles.numel() == 1:
+        c, s = math.cos(angles[0]), math.sin(angles[0])
+        return torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    matrix = torch.eye(3, dtype=torch.float64)
+    for axis, angle in enumerate(angles.tolist()):
+        i, j = [k for k in range(3) if k != axis]
+        turn = torch.eye(3, dtype=torch.float64)
+        turn[i, i] = turn[j, j] = math.cos(angle)
+        turn[i, j], turn[j, i] = -math.sin(angle), math.sin(angle)
+        matrix = turn @ matrix
+    return matrix
+
+
+def random_affine(spatial: tuple[int, ...], batch: int, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """``batch x dims x (dims + 1)`` affine matrices for ``F.affine_grid`` (normalised coordinates,
+    ``align_corners=True``, axes in ``grid_sample``'s x, y(, z) order): a rotation of up to
+    ``cfg.rotate_degrees`` about each axis, an isotropic zoom within ``1 +- cfg.scale`` and a
+    shift of up to ``cfg.translate_voxels`` along each axis."""
+    dims = len(spatial)
+    thetas = []
+    for _ in range(batch):
+        angles = _uniform(1 if dims == 2 else 3, math.radians(cfg.rotate_degrees), generator)
+        zoom = 1 + float(_uniform(1, cfg.scale, generator))
+        # voxels -> normalised units per axis, reversed to x, y(, z)
+        shift = _uniform(dims, cfg.translate_voxels, generator) * torch.tensor(
+            [2.0 / max(n - 1, 1) for n in spatial[::-1]], dtype=torch.float64
+        )
+        thetas.append(torch.cat([_rotation(angles) / zoom, shift[:, None]], dim=1))
+    return torch.stack(thetas)
+
+
+def augment(
+    images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` and ``labels`` moved by one random affine per item (images linearly, labels by
+    nearest neighbour, the border repeated), then each image's contrast changed by a random gamma
+    within ``1 +- cfg.gamma`` (on a log scale) and Gaussian noise of sd up to ``cfg.noise`` added."""
+    spatial, batch = tuple(images.shape[2:]), images.shape[0]
+    theta = random_affine(spatial, batch, cfg, generator).to(images.device, torch.float32)
+    grid = F.affine_grid(theta, [batch, 1, *spatial], align_corners=True)
+    moved = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    moved_labels = F.grid_sample(labels.float(), grid, mode="nearest", padding_mode="border", align_corners=True)
+    gamma = torch.exp(_uniform(batch, math.log1p(cfg.gamma), generator)).to(images.device, torch.float32)
+    moved = moved.clamp_min(0) ** gamma.view(-1, *[1] * (images.dim() - 1))
+    if cfg.noise > 0:
+        sd = (torch.rand(batch, generator=generator) * cfg.noise).to(images.device)
+        noise = torch.randn(moved.shape, generator=generator).to(images.device)
+        moved = moved + noise * sd.view(-1, *[1] * (images.dim() - 1))
+    return moved.to(images.dtype), moved_labels.round().to(labels.dtype)

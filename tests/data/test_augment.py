@@ -1,0 +1,68 @@
+"""Random augmentation: labels follow their image, nothing changes at zero strength, draws repeat."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from deepatlas.config import AugmentConfig
+from deepatlas.data.augment import augment, random_affine
+
+OFF = AugmentConfig(enabled=True, rotate_degrees=0, scale=0, translate_voxels=0, gamma=0, noise=0)
+
+
+def _blob(spatial: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An off-centre ellipsoid-ish block of class 2 inside a larger one of class 1; the image is
+    bright where the labels are."""
+    labels = torch.zeros(1, 1, *spatial, dtype=torch.long)
+    outer = tuple(slice(n // 5, 3 * n // 4) for n in spatial)
+    inner = tuple(slice(n // 3, n // 2) for n in spatial)
+    labels[(0, 0, *outer)] = 1
+    labels[(0, 0, *inner)] = 2
+    return labels.float() / 2, labels
+
+
+@pytest.mark.parametrize("spatial", [(40, 48), (24, 28, 20)])
+def test_at_zero_strength_nothing_changes(spatial):
+    images, labels = _blob(spatial)
+    out_images, out_labels = augment(images, labels, OFF, torch.Generator().manual_seed(0))
+    assert torch.equal(out_labels, labels)
+    torch.testing.assert_close(out_images, images, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("spatial", [(40, 48), (24, 28, 20)])
+def test_labels_move_with_their_image(spatial):
+    images, labels = _blob(spatial)
+    spatial_only = dataclasses.replace(AugmentConfig(), gamma=0, noise=0)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        out_images, out_labels = augment(
+            images.repeat(2, 1, 1, *[1] * (len(spatial) - 1)),
+            labels.repeat(2, 1, 1, *[1] * (len(spatial) - 1)),
+            spatial_only,
+            generator,
+        )
+        assert out_labels.dtype == labels.dtype and set(out_labels.unique().tolist()) <= {0, 1, 2}
+        assert not torch.equal(out_labels[0], labels[0])  # it moved
+        # the image, thresholded, is the labels again: both went through the same transform
+        agree = ((out_images * 2).round().long() == out_labels).float().mean()
+        assert agree > 0.97
+
+
+def test_draws_repeat_with_the_generator_and_differ_without():
+    images, labels = _blob((24, 28, 20))
+    cfg = AugmentConfig(enabled=True)
+    a = augment(images, labels, cfg, torch.Generator().manual_seed(3))
+    b = augment(images, labels, cfg, torch.Generator().manual_seed(3))
+    c = augment(images, labels, cfg, torch.Generator().manual_seed(4))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_the_affine_stays_within_its_limits():
+    cfg = AugmentConfig(rotate_degrees=0, scale=0.1, translate_voxels=4)
+    theta = random_affine((81, 97, 81), 200, cfg, torch.Generator().manual_seed(0)).double()
+    zooms = 1 / theta[:, 0, 0]  # no rotation: the diagonal is 1 / zoom
+    assert zooms.min() >= 0.9 - 1e-9 and zooms.max() <= 1.1 + 1e-9 and zooms.max() - zooms.min() > 0.15
+    shifts_vox = theta[:, :, 3] / torch.tensor([2 / 80, 2 / 96, 2 / 80], dtype=torch.float64)
+    assert shifts_vox.abs().max() <= 4 + 1e-9 and shifts_vox.abs().max() > 3.5
