@@ -386,6 +386,9 @@ class Config:
         self.refine.validate()
         self.teachers.validate()
         self.augment.validate()
+        if self.augment.enabled and not self.data.normalize:
+            # gamma and noise are sized for intensities in [0, 1]
+            raise ValueError("config augment.enabled needs data.normalize=true (intensities in [0, 1])")
         self.teachers.refine_settings(self.refine)
         if not self.loss.inverse_consistency_weight >= 0:
             raise ValueError(

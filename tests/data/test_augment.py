@@ -61,8 +61,20 @@ def test_draws_repeat_with_the_generator_and_differ_without():
 
 def test_the_affine_stays_within_its_limits():
     cfg = AugmentConfig(rotate_degrees=0, scale=0.1, translate_voxels=4)
-    theta = random_affine((81, 97, 81), 200, cfg, torch.Generator().manual_seed(0)).double()
+    spatial = (81, 97, 65)  # x, y, z of grid_sample are the array axes reversed
+    theta = random_affine(spatial, 200, cfg, torch.Generator().manual_seed(0)).double()
     zooms = 1 / theta[:, 0, 0]  # no rotation: the diagonal is 1 / zoom
     assert zooms.min() >= 0.9 - 1e-9 and zooms.max() <= 1.1 + 1e-9 and zooms.max() - zooms.min() > 0.15
-    shifts_vox = theta[:, :, 3] / torch.tensor([2 / 80, 2 / 96, 2 / 80], dtype=torch.float64)
+    shifts_vox = theta[:, :, 3] * torch.tensor([32.0, 48.0, 40.0], dtype=torch.float64)  # half-extents
     assert shifts_vox.abs().max() <= 4 + 1e-9 and shifts_vox.abs().max() > 3.5
+
+
+@pytest.mark.parametrize("spatial", [(64, 128), (80, 96, 60)])
+def test_rotations_are_rigid_in_voxels_on_non_cubic_grids(spatial):
+    cfg = AugmentConfig(rotate_degrees=90, scale=0, translate_voxels=0)
+    theta = random_affine(spatial, 20, cfg, torch.Generator().manual_seed(0)).double()
+    half = torch.diag(torch.tensor([(n - 1) / 2 for n in spatial[::-1]], dtype=torch.float64))
+    for t in theta:
+        voxel = half @ t[:, :-1] @ torch.linalg.inv(half)  # the map in voxel units
+        torch.testing.assert_close(voxel @ voxel.T, torch.eye(len(spatial), dtype=torch.float64))
+        assert torch.linalg.det(voxel) == pytest.approx(1.0)

@@ -90,3 +90,28 @@ def test_augmentation_reaches_the_supervised_steps(phantoms_3d):
             getattr(trainer, step)()
             after[enabled] = _snapshot(trainer.seg_net)
         assert not _same(after[False], after[True]), step
+
+
+def test_augmentation_takes_one_draw_from_the_run_generator_whatever_the_batch(phantoms_3d):
+    """Processes of one run must keep their batch generators equal; one may augment more distinct
+    labelled images than another, so augmenting takes the same draws for any batch."""
+    config = tiny_config(phantoms_3d)
+    config.augment.enabled = True
+    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    images, labels = trainer.batches.to_device(trainer.labelled)
+    states = []
+    for count in (1, 2):
+        trainer.generator.manual_seed(5)
+        out, _ = trainer._augment(images[:count], labels[:count])
+        assert out.shape == images[:count].shape and out.dtype == images.dtype
+        states.append(trainer.generator.get_state())
+    assert torch.equal(states[0], states[1])
+
+
+def test_augmentation_needs_normalised_intensities():
+    import pytest
+
+    from deepatlas.config import load_config
+
+    with pytest.raises(ValueError, match="augment.enabled needs data.normalize"):
+        load_config(None, ["augment.enabled=true", "data.normalize=false"])

@@ -9,7 +9,7 @@ from deepatlas.training.schedule import lr_scale
 from tests.conftest import tiny_config
 
 
-@pytest.mark.parametrize("lr_decay, augment", [(0.0, False), (0.5, True)])
+@pytest.mark.parametrize("lr_decay, augment", [(0.0, False), (0.5, False), (0.0, True)])
 def test_resume_gives_the_same_state(tmp_path, phantoms_3d, lr_decay, augment):
     # with a decaying learning rate the resumed run must pick up the rate where the stopped one was,
     # with augmentation draw the same random changes

@@ -6,8 +6,9 @@ from 0.55 to 0.34 (docs/results.md). Showing it each image slightly rotated, sca
 with another contrast and noise each time is what nnU-Net-like pipelines do against that.
 
 Shapes: images ``B x 1 x *spatial`` (2D or 3D) in [0, 1] after normalisation, labels
-``B x 1 x *spatial`` class indices; angles in degrees, shifts in voxels. Every random number is
-drawn from a ``torch.Generator`` on the CPU, so a run (and a resumed one) is reproducible.
+``B x 1 x *spatial`` class indices; angles in degrees, shifts in voxels (rotations are rigid in
+voxel space whatever the grid's shape). Every random number is drawn from a ``torch.Generator``
+on the CPU, so a run (and a resumed one) is reproducible, on any device.
 """
 
 from __future__ import annotations
@@ -46,15 +47,17 @@ def random_affine(spatial: tuple[int, ...], batch: int, cfg: AugmentConfig, gene
     ``cfg.rotate_degrees`` about each axis, an isotropic zoom within ``1 +- cfg.scale`` and a
     shift of up to ``cfg.translate_voxels`` along each axis."""
     dims = len(spatial)
+    half = torch.tensor([max(n - 1, 1) / 2 for n in spatial[::-1]], dtype=torch.float64)  # voxels per unit
     thetas = []
     for _ in range(batch):
         angles = _uniform(1 if dims == 2 else 3, math.radians(cfg.rotate_degrees), generator)
         zoom = 1 + float(_uniform(1, cfg.scale, generator))
         # voxels -> normalised units per axis, reversed to x, y(, z)
-        shift = _uniform(dims, cfg.translate_voxels, generator) * torch.tensor(
-            [2.0 / max(n - 1, 1) for n in spatial[::-1]], dtype=torch.float64
-        )
-        thetas.append(torch.cat([_rotation(angles) / zoom, shift[:, None]], dim=1))
+        shift = _uniform(dims, cfg.translate_voxels, generator) / half
+        # rotate in voxel space, not in the normalised one (where a non-cubic grid's axes have
+        # different lengths and a rotation would shear): diag(1 / half) @ R @ diag(half)
+        linear = _rotation(angles) / zoom * half[None, :] / half[:, None]
+        thetas.append(torch.cat([linear, shift[:, None]], dim=1))
     return torch.stack(thetas)
 
 

@@ -191,10 +191,19 @@ class Trainer:
         return {**self._optimize(losses, self.seg_opt, self.batches.describe(chosen)), **extra}
 
     def _augment(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and labels for a supervised loss, randomly changed when ``augment.enabled``."""
+        """Images and labels for a supervised loss, randomly changed when ``augment.enabled``.
+
+        One draw from the run's generator per call, whatever the batch: every process makes the
+        same draws from it and so keeps drawing the same global batches (a process's number of
+        distinct labelled images may differ from another's); each then augments with its own
+        stream, seeded by that draw and its rank. In float32, outside autocast: a bf16 sampling
+        grid would misplace voxels by up to a tenth of one."""
         if not self.config.augment.enabled:
             return images, labels
-        return augment(images, labels, self.config.augment, self.generator)
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        stream = torch.Generator().manual_seed(seed + self.world.rank)
+        with torch.autocast(self.device.type, enabled=False):
+            return augment(images, labels, self.config.augment, stream)
 
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""
