@@ -157,8 +157,7 @@ class Trainer:
             teachers = self.teachers.labels_for(unlabelled, self.step, self.elapsed)
             extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
         with autocast(self.device, self.amp):
-            augment = self._augment if self.config.augment.enabled else None
-            losses = self.objectives.segmentation(batch, teachers, augment)
+            losses = self.objectives.segmentation(batch, teachers, self._augment)
         pairs = self.batches.describe(batch.moving_index, batch.fixed_index)
         return {"group": batch.group, **self._optimize(losses, self.seg_opt, pairs), **extra}
 
