@@ -114,3 +114,18 @@ def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
         assert 0 < row["dice"] <= 1, name
     assert methods["net + refine (default: 2x 20 + full 5 steps)"]["dice"] > methods["identity"]["dice"]
     assert (out / "dice_vs_time.png").stat().st_size > 10_000 and (out / "results.md").exists()
+
+
+def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tmp_path):
+    """The seg net weight sweep on phantoms: weight 0 is the atlases alone, a huge weight the seg net alone."""
+    out = tmp_path / "fusion"
+    command = [sys.executable, str(ROOT / "benchmarks" / "fusion_weight.py"), str(trained_2d), "--data"]
+    command += [str(phantoms_2d), "--weights", "0", "1", "1e9", "inf", "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((out / "fusion_weight.json").read_text())
+    mean = record["runs"][str(trained_2d)]["mean"]
+    assert set(mean) == {"0.0", "1.0", "1000000000.0", "inf"} and record["machine"]
+    assert mean["1000000000.0"] == pytest.approx(mean["inf"])
+    assert all(0 < v <= 1 for v in mean.values())
+    assert "seg net alone" in (out / "fusion_weight.md").read_text()

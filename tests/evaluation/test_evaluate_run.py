@@ -193,3 +193,21 @@ def test_evaluate_run_refuses_unknown_options(phantoms_2d):
 
     with pytest.raises(TypeError, match="atlas_ids"):
         evaluate_run(None, phantoms_2d, "validation", atlas_ids=["phantom000"])
+
+
+def test_the_seg_net_votes_with_the_atlases_when_weighted(trained_2d, phantoms_2d, tmp_path):
+    """A weight beyond any atlas vote scores as the seg net alone; the summary says who voted."""
+    from deepatlas.evaluation.evaluate_run import evaluate_run
+    from deepatlas.inference import load_run
+
+    run = load_run(trained_2d)
+    atlases = json.loads((phantoms_2d / "splits.json").read_text())["train"][:2]
+    common = {"split": "validation", "pairs": "none", "progress": False}
+    seg_net = evaluate_run(run, phantoms_2d, output=tmp_path / "net", **common)
+    outvoted = evaluate_run(
+        run, phantoms_2d, output=tmp_path / "fused", atlases=atlases, fusion="weighted", seg_net_weight=1e6, **common
+    )
+    assert outvoted["segmentation"] == "atlas (2, weighted) + seg net x1e+06"
+    assert outvoted["seg_dice"] == pytest.approx(seg_net["seg_dice"])
+    with pytest.raises(ValueError, match="seg-net-weight must be >= 0"):
+        evaluate_run(run, phantoms_2d, atlases=atlases, seg_net_weight=-1, **common)

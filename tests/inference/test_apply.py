@@ -216,3 +216,35 @@ def test_align_needs_a_template_only_when_asked(trained_3d, phantoms_3d, tmp_pat
     assert main(["segment", str(trained_3d), str(image), "-o", str(tmp_path / "a")]) == 0
     assert main(["segment", str(trained_3d), str(image), "-o", str(tmp_path / "b"), "--align", "on"]) == 2
     assert "no template.nii.gz" in capsys.readouterr().err
+
+
+def test_the_seg_net_as_one_more_voter(trained_3d, phantoms_3d):
+    """Weight 0: the atlases alone; a weight beyond any atlas vote: the seg net's own labels; between,
+    a map that takes some voxels from each."""
+    from deepatlas.inference.apply import atlas_segment_volume, segment_volume
+
+    run = load_run(trained_3d)
+    images = sorted((phantoms_3d / "images").iterdir())
+    atlas = (load_image(images[0]), load_label_codes(phantoms_3d / "labels" / images[0].name))
+    target = load_image(images[3])
+    alone = atlas_segment_volume(run, [atlas], target)
+    assert np.array_equal(atlas_segment_volume(run, [atlas], target, seg_net_weight=0.0), alone)
+    seg_net = segment_volume(run, target)
+    assert np.array_equal(atlas_segment_volume(run, [atlas], target, seg_net_weight=1e6), seg_net)
+    assert not np.array_equal(seg_net, alone)  # else the middle case tests nothing
+    both = atlas_segment_volume(run, [atlas], target, seg_net_weight=0.5)
+    assert ((both == alone) | (both == seg_net)).all()
+    with pytest.raises(ValueError, match="seg-net-weight must be >= 0"):
+        atlas_segment_volume(run, [atlas], target, seg_net_weight=-1.0)
+
+
+def test_atlas_segment_and_evaluate_take_a_seg_net_weight(trained_3d, phantoms_3d, tmp_path, capsys):
+    image, _, labels = _first_two(phantoms_3d)
+    target = sorted((phantoms_3d / "images").iterdir())[4]
+    common = ["atlas-segment", str(trained_3d), "--atlas", str(image), str(labels), str(target)]
+    assert main([*common, "-o", str(tmp_path / "o"), "--seg-net-weight", "1"]) == 0
+    assert "1 atlas(es) and the seg net (x1)" in capsys.readouterr().out
+    assert len(list((tmp_path / "o").iterdir())) == 1
+    with pytest.raises(SystemExit):  # argparse: one line naming the flag
+        main([*common, "-o", str(tmp_path / "p"), "--seg-net-weight", "-0.5"])
+    assert "--seg-net-weight: must be >= 0" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Label fusion shared by atlas-segment and the teachers of joint training."""
 
+import pytest
 import torch
 
 from deepatlas.registration.fusion import MIN_WEIGHT, LabelVotes, similarity_weight
@@ -28,3 +29,16 @@ def test_a_vote_weighs_an_atlas_by_how_well_it_matches_the_target_locally():
     bad = similarity_weight(torch.rand(1, 1, 12, 12, 12), target)
     assert good.shape == target.shape and good.mean() > 0.85  # measured 0.92 (random bad: 0.28)
     assert bad.mean() < 0.5 and bad.min() >= MIN_WEIGHT
+
+
+def test_a_soft_vote_counts_its_probabilities_times_its_weight():
+    atlas = torch.tensor([[1, 1, 2]])  # labels of one atlas on a 1 x 3 grid, NCC weight 0.5
+    seg = torch.tensor([[[0.0, 0.0, 0.0]], [[0.9, 0.2, 0.0]], [[0.1, 0.8, 1.0]]])  # 3 labels x 1 x 3
+    for weight, expected in ((0.25, [1, 1, 2]), (1.0, [1, 2, 2])):
+        votes = LabelVotes(3, (1, 3), dtype=torch.float64)
+        votes.add(atlas, torch.full((1, 3), 0.5))
+        votes.add_probabilities(seg, weight)
+        # the middle voxel: atlas 0.5 for label 1 against 0.2 w for 1 and 0.8 w for 2
+        assert votes.winner().flatten().tolist() == expected
+    with pytest.raises(ValueError, match="one row per label"):
+        votes.add_probabilities(seg[:2], 1.0)

@@ -1,17 +1,31 @@
-"""``register``, ``segment``, ``atlas-segment``, ``evaluate`` and ``report``: using a trained run."""
+"""``register``, ``segment``, ``atlas-segment``, ``evaluate`` and ``report``: using a trained run
+(their arguments: :mod:`deepatlas.cli.apply_args`)."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from deepatlas import options
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
 from deepatlas.run_folder import RunFolder
+
+
+@dataclass(frozen=True)
+class AtlasFusion:
+    """How ``atlas-segment`` fuses: ``fusion`` (``weighted`` or ``majority``) of the atlases' votes,
+    and the seg net's vote weight (0: the atlases alone)."""
+
+    fusion: str = "weighted"
+    seg_net_weight: float = 0.0
+
+    def seg_net(self, align: str) -> dict:
+        """The seg net's keywords of :func:`~deepatlas.inference.apply.atlas_segment_volume`."""
+        return {"seg_net_weight": self.seg_net_weight, "align": align}
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -149,7 +163,7 @@ def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | Non
     out = Path(args.output)
     targets = [out / f"{subject_id(p)}_{suffix}.nii.gz" for p in images]
     check_free(targets, args.overwrite)
-    fusion = getattr(args, "fusion", None)
+    fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", 0.0))
     options = _registration_options(args)
     jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
     run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
@@ -157,7 +171,7 @@ def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | Non
 
 
 def _label_job(run, job: tuple) -> None:
-    """``job``: image, output path, atlases (None: the seg net), fusion, ``RegistrationOptions``."""
+    """``job``: image, output path, atlases (None: the seg net), :class:`AtlasFusion`, ``RegistrationOptions``."""
     from deepatlas.data.io import load_image, save_volume
     from deepatlas.inference.apply import atlas_segment_volume, read_atlases, segment_volume
     from deepatlas.inference.outputs import label_dtype
@@ -168,7 +182,10 @@ def _label_job(run, job: tuple) -> None:
         codes = segment_volume(run, image, options.align)
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
-        codes = atlas_segment_volume(run, read_atlases(tuple(atlases)), image, fusion=fusion, registrar=registrar)
+        atlas_volumes = read_atlases(tuple(atlases))
+        codes = atlas_segment_volume(
+            run, atlas_volumes, image, fusion.fusion, registrar=registrar, **fusion.seg_net(options.align)
+        )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
 
 
@@ -186,7 +203,10 @@ def cmd_atlas_segment(args: argparse.Namespace) -> int:
 
     read_atlases(tuple(atlases))  # a bad atlas fails here, before any work
     out = _write_label_maps(args, targets, "atlas_seg", atlases)
-    print(f"{len(targets)} label map(s) from {len(atlases)} atlas(es), {args.fusion} fusion, written to {out}/")
+    voters = f"{len(atlases)} atlas(es)"
+    if args.seg_net_weight > 0:
+        voters += f" and the seg net (x{args.seg_net_weight:g})"
+    print(f"{len(targets)} label map(s) from {voters}, {args.fusion} fusion, written to {out}/")
     return 0
 
 
@@ -207,6 +227,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         atlases=args.atlases,
         fusion=args.fusion,
+        seg_net_weight=args.seg_net_weight,
     )
     print(format_summary(summary))
     print(f"per-case CSV and summary.json in {out}/")
@@ -222,154 +243,3 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     print(f"report: {path}")
     return 0
-
-
-def _affine_flags(p) -> None:
-    """``--affine`` / ``--no-affine`` of ``register`` and ``atlas-segment`` (default: auto)."""
-    stage = p.add_mutually_exclusive_group()
-    stage.add_argument(
-        "--affine",
-        dest="affine",
-        action="store_const",
-        const="on",
-        default="auto",
-        help="align each pair affinely (12 parameters) before the deformable stage; by default this "
-        "happens when the images, resampled by world coordinates and pooled 4x, correlate with NCC < "
-        f"{options.AFFINE_AUTO_THRESHOLD}",
-    )
-    stage.add_argument(
-        "--no-affine", dest="affine", action="store_const", const="off", help="never run the affine stage"
-    )
-
-
-def _align_flag(p, default: str) -> None:
-    """``--align`` of ``segment`` (default auto), ``register`` and ``atlas-segment`` (default off)."""
-    p.add_argument(
-        "--align",
-        choices=options.AFFINE,
-        default=default,
-        help="bring each image (register: the fixed one) into the model's space first: affine alignment to "
-        "the run's template (its template.nii.gz, or the shipped template for runs on its grid such as "
-        "models/brain-2mm); the networks then see it as they saw their training images, and results are "
-        f"mapped back onto the image's own grid. auto: when the image correlates with the template with NCC < "
-        f"{options.AFFINE_AUTO_THRESHOLD} (pooled 4x, by world coordinates): raw scans, not pre-aligned ones "
-        f"(default {default})",
-    )
-
-
-def _common(p, output_required=True):
-    p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
-    p.add_argument("-o", "--output", required=output_required, help="output folder")
-    p.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
-
-
-def _workers_flag(p):
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="processes working through many files (each loads the run; threads are shared out)",
-    )
-
-
-def _registration_flags(p):
-    p.add_argument(
-        "--net-only",
-        action="store_true",
-        help="the registration net's prediction alone, without per-pair refinement",
-    )
-    p.add_argument(
-        "--refine",
-        action="append",
-        metavar="KEY=VALUE",
-        help="refinement setting, e.g. --refine iterations=[60,30] --refine anatomy_weight=0.5 "
-        "(keys: the refine section of the config; defaults in deepatlas/config.py)",
-    )
-
-
-def _add_register(sub) -> None:
-    r = sub.add_parser("register", help="register moving image(s) to fixed image(s) with a trained run")
-    _common(r)
-    r.add_argument("--moving", help="moving image, or a folder of them")
-    r.add_argument("--fixed", help="fixed image, or a folder with the same file names")
-    r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
-    r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
-    _registration_flags(r)
-    _affine_flags(r)
-    _align_flag(r, "off")
-    r.add_argument(
-        "--inverse",
-        action="store_true",
-        help="also write the fixed-to-moving field (<moving>_to_<fixed>_inverse_displacement.nii.gz, on the "
-        "moving grid, mm RAS, fixed = q + v(q)) and report its inverse-consistency error",
-    )
-    r.add_argument("--overwrite", action="store_true")
-    _workers_flag(r)
-    r.set_defaults(func=cmd_register)
-
-
-def _add_segment(sub) -> None:
-    s = sub.add_parser("segment", help="segment images with a trained run's seg net")
-    _common(s)
-    s.add_argument("images", nargs="+", help="images or folders")
-    _align_flag(s, "auto")
-    s.add_argument("--overwrite", action="store_true")
-    _workers_flag(s)
-    s.set_defaults(func=cmd_segment)
-
-
-def _add_atlas_segment(sub) -> None:
-    a = sub.add_parser("atlas-segment", help="segment images by registering labelled atlases to them")
-    _common(a)
-    a.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "LABELS"))
-    a.add_argument("targets", nargs="+", help="images or folders to segment")
-    a.add_argument(
-        "--fusion",
-        choices=options.FUSION,
-        default="weighted",
-        help="weighted: votes weighted by local NCC of warped atlas and target (default)",
-    )
-    _registration_flags(a)
-    _affine_flags(a)
-    _align_flag(a, "off")
-    a.add_argument("--overwrite", action="store_true")
-    _workers_flag(a)
-    a.set_defaults(func=cmd_atlas_segment)
-
-
-def _add_evaluate(sub) -> None:
-    e = sub.add_parser("evaluate", help="Dice, HD95, folds, SDlogJ of a run on a labelled split")
-    _common(e, output_required=False)
-    e.add_argument("--data", required=True, help="dataset (folder, manifest or OASIS root)")
-    e.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
-    e.add_argument("--splits", help="splits file (default: DATA/splits.json)")
-    e.add_argument("--pairs", default="next", help="next (default), all, none, or a JSON file of [moving, fixed] ids")
-    e.add_argument(
-        "--atlases",
-        nargs="+",
-        metavar="ID",
-        help="segment by atlas registration with these labelled subjects of DATA instead of the seg net",
-    )
-    e.add_argument(
-        "--fusion", choices=options.FUSION, default="majority", help="label fusion with --atlases (default majority)"
-    )
-    e.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="default: as in training")
-    e.add_argument("--no-progress", action="store_true")
-    _registration_flags(e)
-    e.set_defaults(func=cmd_evaluate)
-
-
-def _add_report(sub) -> None:
-    p = sub.add_parser("report", help="an HTML report with figures of a run")
-    _common(p)
-    p.add_argument("--data", help="dataset for the example figures (default: the run's training dataset)")
-    p.add_argument("--split", default=None, help="split for the example pair (default: the run's validation split)")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_report)
-
-
-def add_commands(sub) -> None:
-    """The verbs that use a trained run: register, segment, atlas-segment, evaluate, report."""
-    for add in (_add_register, _add_segment, _add_atlas_segment, _add_evaluate, _add_report):
-        add(sub)

@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=_demo)
 
-    from deepatlas.cli.apply import add_commands
+    from deepatlas.cli.apply_args import add_commands
 
     add_commands(sub)
     from deepatlas.cli.morphometry import add_command

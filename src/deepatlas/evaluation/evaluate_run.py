@@ -40,7 +40,13 @@ from deepatlas.evaluation.metrics import (
     sd_log_jacobian,
 )
 from deepatlas.files import atomic_write_csv, atomic_write_text
-from deepatlas.inference.apply import Registrar, atlas_segment_volume, register_volumes, segment_volume
+from deepatlas.inference.apply import (
+    Registrar,
+    atlas_segment_volume,
+    check_seg_net_weight,
+    register_volumes,
+    segment_volume,
+)
 from deepatlas.inference.run import TrainedRun
 
 
@@ -77,6 +83,7 @@ class EvaluationOptions:
         atlases: subject ids of the dataset (any split) whose labels segment the evaluated
             subjects by registration and ``fusion`` (atlas segmentation) instead of the seg net.
         fusion: ``majority`` or ``weighted``, for ``atlases``.
+        seg_net_weight: with ``atlases``, the run's seg net votes too, with this weight (0: not).
         registrar: a registration method replacing the run's registration net, for comparing
             methods with the same code; the run may then be None, given ``scheme`` and ``atlases``.
         scheme: the label classes (default: the run's).
@@ -89,6 +96,7 @@ class EvaluationOptions:
     progress: bool = True
     atlases: list[str] | None = None
     fusion: str = "majority"
+    seg_net_weight: float = 0.0
     registrar: Registrar | None = None
     scheme: LabelScheme | None = None
 
@@ -103,11 +111,14 @@ class Method:
     scheme: LabelScheme
     atlases: list[tuple[Volume, Volume]] | None = None
     fusion: str = "majority"
+    seg_net_weight: float = 0.0
 
     def segment(self, image: Volume) -> np.ndarray:
         """Class indices of ``image`` on its own grid."""
         codes = (
-            atlas_segment_volume(self.run, self.atlases, image, fusion=self.fusion, registrar=self.registrar)
+            atlas_segment_volume(
+                self.run, self.atlases, image, self.fusion, registrar=self.registrar, seg_net_weight=self.seg_net_weight
+            )
             if self.atlases is not None
             else segment_volume(self.run, image)
         )
@@ -174,7 +185,9 @@ def load_atlases(dataset: str | Path, ids: list[str], evaluated: list[Subject]) 
 def make_method(run: TrainedRun | None, options: EvaluationOptions, atlases: list | None) -> Method:
     """The method to score: ``options.registrar`` or the run's pipeline; the seg net or ``atlases``."""
     registrar = options.registrar or partial(register_volumes, run)
-    return Method(run, registrar, options.scheme or run.scheme, atlases, options.fusion)
+    check_seg_net_weight(options.seg_net_weight, run)
+    scheme = options.scheme or run.scheme
+    return Method(run, registrar, scheme, atlases, options.fusion, options.seg_net_weight)
 
 
 def load_cases(subjects: list[Subject], scheme: LabelScheme, unknown: str) -> Cases:
@@ -252,10 +265,16 @@ def describe(run: TrainedRun | None, dataset: str | Path, options: EvaluationOpt
         "dataset": str(dataset),
         "split": options.split,
         "pairs": options.pairs,
-        "segmentation": f"atlas ({len(atlases)}, {options.fusion})" if atlases else "seg net",
+        "segmentation": segmentation_name(options) if atlases else "seg net",
         "atlases": list(atlases or []),
         "subjects": subjects,
     }
+
+
+def segmentation_name(options: EvaluationOptions) -> str:
+    """How an atlas evaluation segmented: ``atlas (5, weighted)``, ``+ seg net x1`` when it votes."""
+    name = f"atlas ({len(options.atlases)}, {options.fusion})"
+    return name + (f" + seg net x{options.seg_net_weight:g}" if options.seg_net_weight > 0 else "")
 
 
 def score(tables: Tables, names: list[str]) -> dict:
@@ -332,7 +351,7 @@ def evaluate_run(
     """Evaluate ``run`` on the labelled subjects of ``split`` of ``dataset``; returns the summary.
 
     ``options`` are the other fields of :class:`EvaluationOptions` (``progress``, ``atlases``,
-    ``fusion``, ``registrar``, ``scheme``), as keywords; see :func:`evaluate`.
+    ``fusion``, ``seg_net_weight``, ``registrar``, ``scheme``), as keywords; see :func:`evaluate`.
     """
     return evaluate(run, dataset, EvaluationOptions(split, splits_file, pairs, unknown_labels, **options), output)
 

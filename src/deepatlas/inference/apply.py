@@ -19,6 +19,7 @@ import torch
 
 from deepatlas import options
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity
+from deepatlas.data.labels import LabelScheme
 from deepatlas.inference.alignment import ModelSpaceReport, to_model_space
 from deepatlas.inference.geometry import (
     apply_affine,
@@ -284,16 +285,21 @@ def _inverse_consistency(
     return {"mean_mm": float(values.mean()), "p95_mm": float(np.percentile(values, 95))}
 
 
-def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.ndarray:
-    """Label map of ``image`` on its own grid, in the original label codes; ``align``: bring it
-    into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`)."""
+def segment_probabilities(run: TrainedRun, image: Volume, align: str = "off") -> torch.Tensor:
+    """The seg net's class probabilities of ``image`` on its own grid: ``classes x *image grid``
+    (class ``c`` of ``run.scheme`` in row ``c``); ``align`` as :func:`segment_volume`'s."""
     look_up_option(align, options.AFFINE, "align")
     on_grid, shape, affine, _ = _prepare(run, image, align)
     with torch.no_grad():
-        probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].cpu(), 0)
-    # probabilities, not labels, go back to the input grid: linear interpolation then argmax
-    back = resample(probs, affine, image.array.shape, image.affine, padding="border")
-    classes = back.argmax(0).numpy()
+        probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].float().cpu(), 0)
+    # probabilities, not labels, go back to the input grid: linear interpolation, argmax later
+    return resample(probs, affine, image.array.shape, image.affine, padding="border")
+
+
+def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.ndarray:
+    """Label map of ``image`` on its own grid, in the original label codes; ``align``: bring it
+    into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`)."""
+    classes = segment_probabilities(run, image, align).argmax(0).numpy()
     return run.scheme.decode(classes)
 
 
@@ -309,13 +315,18 @@ def atlas_segment_volume(
     fusion: str = "weighted",
     window: int = NCC_WINDOW,
     registrar: Registrar | None = None,
+    seg_net_weight: float = 0.0,
+    align: str = "off",
 ) -> np.ndarray:
     """Segment ``target`` by registering each labelled atlas to it and fusing the warped labels.
 
     ``fusion``: ``majority`` (each atlas one vote per voxel) or ``weighted`` (each vote
     weighted by the local normalized cross-correlation between the warped atlas and the
     target around that voxel, so atlases that match locally count more). ``registrar``
-    replaces the run's registration net (``run`` may then be None).
+    replaces the run's registration net (``run`` may then be None). ``seg_net_weight`` > 0
+    adds the run's seg net as one more voter (its class probabilities of ``target``, brought into
+    the model's space as ``align`` says, times the weight): the labels are then the run's
+    classes, each written as its first code, as ``segment`` writes them.
     """
     if registrar is None:
         if run is None:
@@ -324,14 +335,47 @@ def atlas_segment_volume(
     look_up_option(fusion, options.FUSION, "fusion")
     if not atlases:
         raise ValueError("atlas segmentation needs at least one atlas")
+    check_seg_net_weight(seg_net_weight, run)
+    if seg_net_weight > 0:  # vote over the seg net's classes
+        votes = atlas_votes(atlases, target, registrar, fusion, run.scheme, window)
+        votes.add_probabilities(segment_probabilities(run, target, align).double(), seg_net_weight)
+        return run.scheme.decode(votes.winner().numpy())
+    # atlases alone vote over the codes their label maps hold (none merged, none lost)
     codes = sorted({int(c) for _, labels in atlases for c in np.unique(labels.array)})
-    votes = LabelVotes(len(codes), target.array.shape, dtype=torch.float64)
+    votes = atlas_votes(atlases, target, registrar, fusion, codes, window)
+    return np.asarray(codes)[votes.winner().numpy()]
+
+
+def check_seg_net_weight(weight: float, run: TrainedRun | None) -> None:
+    """A seg net weight is >= 0, and > 0 only with a run (whose seg net votes)."""
+    if not weight >= 0:  # also NaN
+        raise ValueError(f"--seg-net-weight must be >= 0 (0: the atlases alone), got {weight}")
+    if weight > 0 and run is None:
+        raise ValueError("--seg-net-weight needs a trained run: its seg net is the extra voter")
+
+
+def atlas_votes(
+    atlases: list[tuple[Volume, Volume]],
+    target: Volume,
+    registrar: Registrar,
+    fusion: str,
+    labels: LabelScheme | list[int],
+    window: int = NCC_WINDOW,
+) -> LabelVotes:
+    """Every atlas registered to ``target`` and its warped labels counted (``fusion``: weighted by
+    local NCC, or one vote each). ``labels``: vote over a scheme's classes (codes outside it count as
+    background) or over a sorted list of label codes (row ``i``: ``labels[i]``)."""
+    if isinstance(labels, LabelScheme):
+        rows, index = labels.num_classes, partial(labels.encode, unknown="background")
+    else:
+        rows, index = len(labels), partial(np.searchsorted, labels)
+    votes = LabelVotes(rows, target.array.shape, dtype=torch.float64)
     target_t = torch.from_numpy(normalize_intensity(target.array))[None, None]
-    for image, labels in atlases:
-        result = registrar(image, target, labels)
+    for image, atlas_labels in atlases:
+        result = registrar(image, target, atlas_labels)
         weight = None
         if fusion == "weighted":
             warped = torch.from_numpy(normalize_intensity(result.warped))[None, None]
             weight = similarity_weight(warped, target_t, window)
-        votes.add(torch.from_numpy(np.searchsorted(codes, result.warped_labels).astype(np.int64)), weight)
-    return np.asarray(codes)[votes.winner().numpy()]
+        votes.add(torch.from_numpy(np.asarray(index(result.warped_labels)).astype(np.int64)), weight)
+    return votes

@@ -4,7 +4,10 @@
 joint training (:mod:`deepatlas.training.teachers`) fuse the same way: each atlas votes for its
 warped label at every voxel, with a weight that is, for ``weighted`` fusion, the local normalised
 cross-correlation between the warped atlas image and the target around that voxel (atlases that
-match locally count more; Artaechevarria et al., 2009).
+match locally count more; Artaechevarria et al., 2009). ``atlas-segment --seg-net-weight`` adds
+the seg net's class probabilities as one more, soft, vote: the two make different errors (the
+seg net follows the cortex and ventricles of the image itself, registration keeps the shape of
+small deep structures), so their vote beats each alone (docs/results.md, "Seg net and atlases").
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ class LabelVotes:
         labels = labels.reshape(1, *self.votes.shape[1:]).long()
         weight = torch.ones_like(labels, dtype=self.votes.dtype) if weight is None else weight
         self.votes.scatter_add_(0, labels, weight.reshape(labels.shape).to(self.votes.dtype))
+
+    def add_probabilities(self, probabilities: torch.Tensor, weight: float) -> None:
+        """Count a soft vote: ``weight`` times each label's probability (``classes x *grid``, label
+        ``c`` in row ``c``), as the seg net gives them; a sure prediction weighs as much as an
+        atlas whose warped image matches the target perfectly with ``weight`` 1."""
+        if probabilities.shape != self.votes.shape:
+            shapes = f"{tuple(probabilities.shape)} against {tuple(self.votes.shape)}"
+            raise ValueError(f"probabilities must have one row per label on the votes' grid: {shapes}")
+        self.votes.add_(probabilities.to(self.votes), alpha=weight)
 
     def winner(self) -> torch.Tensor:
         """The label with the most votes at every voxel (the grid's shape, long; ties: the lower label)."""

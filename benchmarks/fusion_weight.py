@@ -1,0 +1,107 @@
+"""How much should the seg net's vote weigh beside the atlases'? (``atlas-segment --seg-net-weight``)
+
+Usage:
+    python benchmarks/fusion_weight.py RUN [RUN ...] [--data ../shared/data/ixi-2mm] [--split validation]
+
+For each run folder (its ``best`` checkpoint, else ``last``), its labelled training images are the
+atlases: each is registered to every labelled subject of ``--split`` by the run's pipeline (net +
+refinement) and votes with its local-NCC weight (``weighted`` fusion, as ``atlas-segment``), then
+the seg net's class probabilities are added times each weight of ``--weights`` (0: the atlases
+alone; ``inf``: the seg net alone). Registrations are made once per subject and every weight is
+scored on them. Dice over the run's classes (31 structures for ixi-2mm). Writes
+``<out>/fusion_weight.{json,md}`` with the CPU model. Choose the weight on validation, never test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, math.inf]
+
+
+def score_run(run_dir: Path, data: Path, split: str, weights: list[float]) -> dict:
+    """Mean Dice over the split's subjects for every weight, and per subject."""
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.evaluation.metrics import dice_per_class, finite_mean
+    from deepatlas.inference import load_run
+    from deepatlas.inference.apply import atlas_votes, register_volumes, segment_probabilities
+
+    run = load_run(run_dir)
+    labelled = json.loads((run_dir / "data.json").read_text())["labelled"]
+    subjects = json.loads((data / "splits.json").read_text())[split]
+
+    def volumes(sid: str):
+        return load_image(data / "images" / f"{sid}.nii.gz"), load_label_codes(data / "labels" / f"{sid}.nii.gz")
+
+    atlases = [volumes(a) for a in labelled]
+    per_subject = {}
+    for sid in subjects:
+        target, truth = volumes(sid)
+        votes = atlas_votes(atlases, target, partial(register_volumes, run), "weighted", run.scheme)
+        probs = segment_probabilities(run, target).double()
+        truth_classes = torch.from_numpy(run.scheme.encode(truth.array, unknown="background").astype(np.int64))
+        scores = {}
+        for w in weights:
+            fused = probs if math.isinf(w) else votes.votes + w * probs
+            scores[str(w)] = finite_mean(dice_per_class(fused.argmax(0), truth_classes, run.scheme.num_classes))
+        per_subject[sid] = scores
+        print(run_dir.name, sid, {k: round(v, 3) for k, v in scores.items()}, flush=True)
+    mean = {str(w): float(np.mean([s[str(w)] for s in per_subject.values()])) for w in weights}
+    return {"atlases": labelled, "mean": mean, "per_subject": per_subject}
+
+
+def table(results: dict, weights: list[float]) -> list[str]:
+    head = " | ".join("seg net alone" if math.isinf(w) else ("atlases alone" if w == 0 else f"{w:g}") for w in weights)
+    lines = [f"| run (atlases) | {head} |", "|" + " --- |" * (len(weights) + 1)]
+    for name, r in results.items():
+        best = max(r["mean"].values())
+        cells = [f"**{v:.4f}**" if v == best else f"{v:.4f}" for v in r["mean"].values()]
+        lines.append(f"| {name} ({len(r['atlases'])}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    from registration import cpu_model
+
+    from deepatlas.files import atomic_write_text
+
+    results = {str(run): score_run(run, args.data, args.split, args.weights) for run in args.runs}
+    lines = [
+        f"# Seg net weight in atlas fusion (ixi-2mm {args.split} split, weighted fusion, net + refinement)",
+        "",
+        f"Machine: {cpu_model()}, {torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}. Mean Dice over "
+        "the run's classes; columns: the seg net's vote weight (`atlas-segment --seg-net-weight`).",
+        "",
+        *table(results, args.weights),
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"machine": cpu_model(), "split": args.split, "runs": results}
+    atomic_write_text(args.out / "fusion_weight.json", json.dumps(record, indent=1))
+    atomic_write_text(args.out / "fusion_weight.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
