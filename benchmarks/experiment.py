@@ -16,8 +16,9 @@ Protocol (every choice is written to ``<out>/results.json``):
   * ``reg-only + atlas``: the reg net without labels (similarity + bending energy),
     then atlas segmentation with the N labelled images (majority vote);
   * ``DeepAtlas``: joint training (seg and reg pre-training, then cycles of reg and
-    seg steps; two schedules, ``VARIANTS``), scored by its seg net, and by its reg net
-    as an atlas segmenter;
+    seg steps; two schedules, ``VARIANTS``), scored by its seg net, by its reg net
+    as an atlas segmenter, and by both (the seg net votes with the atlases,
+    ``atlas-segment --seg-net-weight``);
   * ``seg-only, every training label (ceiling)`` (``--ceiling``): the seg net on all 150
     training labels, the same budget: how far the few-label methods are from full supervision;
   * ``ANTs SyN + atlas`` (optional, ``pip install -e .[benchmark]``): no training;
@@ -183,6 +184,9 @@ def train_method(name: str, overrides: list[str], load_data, out: Path, preset: 
     atomic_write_text(record, json.dumps(result, indent=1))
     return result
 
+
+SEG_NET_WEIGHT = 1.0
+"""The seg net's vote beside the atlases' (chosen on validation: benchmarks/results/tuning/fusion_weight.md)."""
 
 PACKAGED_RECORD = "training.json"  # a packaged run's training record (reg-only's, shared by seeds)
 
@@ -353,6 +357,9 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
                 dict(run=run, atlases=atlases, fusion=plan["fusion"], pairs="none"),
             )
         )
+        # both of the joint training's nets: the seg net votes with the atlases (atlas-segment --seg-net-weight)
+        fused_net = dict(run=run, atlases=atlases, fusion=plan["fusion"], seg_net_weight=SEG_NET_WEIGHT, pairs="none")
+        evals.append((f"{LABELS[v]} (seg net + reg net + atlas)", f"{v}-n{n}", f"{v}-atlas-net-n{n}{fused}", fused_net))
     if first and plan["ceiling"]:
         evals.append((CEILING, "ceiling", "ceiling", dict(run=model_dir(out, "ceiling"), pairs="none")))
     if plan["ants"] is not None:

@@ -24,7 +24,13 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     methods = [r["method"] for r in results["rows"]]
-    assert methods == ["seg-only", "reg-only + atlas", "DeepAtlas (seg net)", "DeepAtlas (reg net + atlas)"]
+    assert methods == [
+        "seg-only",
+        "reg-only + atlas",
+        "DeepAtlas (seg net)",
+        "DeepAtlas (reg net + atlas)",
+        "DeepAtlas (seg net + reg net + atlas)",
+    ]
     assert results["labelled"] == {"1": [results["labelled"]["1"][0]]} and len(results["test_subjects"]) == 5
     for name, training in results["trainings"].items():
         assert training["stopped_by"] == "time budget" and training["steps"] > 0, name
