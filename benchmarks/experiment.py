@@ -358,8 +358,10 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
             )
         )
         # both of the joint training's nets: the seg net votes with the atlases (atlas-segment --seg-net-weight)
-        fused_net = dict(run=run, atlases=atlases, fusion=plan["fusion"], seg_net_weight=SEG_NET_WEIGHT, pairs="none")
-        evals.append((f"{LABELS[v]} (seg net + reg net + atlas)", f"{v}-n{n}", f"{v}-atlas-net-n{n}{fused}", fused_net))
+        key = f"{v}-atlas-net-n{n}{fused}"
+        if scorable(out, f"{v}-n{n}", key):
+            kwargs = dict(run=run, atlases=atlases, fusion=plan["fusion"], seg_net_weight=SEG_NET_WEIGHT, pairs="none")
+            evals.append((f"{LABELS[v]} (seg net + reg net + atlas)", f"{v}-n{n}", key, kwargs))
     if first and plan["ceiling"]:
         evals.append((CEILING, "ceiling", "ceiling", dict(run=model_dir(out, "ceiling"), pairs="none")))
     if plan["ants"] is not None:
@@ -368,6 +370,15 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
         )
         evals.append(("ANTs SyN + atlas", None, f"ants-atlas-n{n}{fused}", ants))
     return evals
+
+
+def scorable(out: Path, training: str, key: str) -> bool:
+    """Whether evaluation ``key`` (added after the protocol's first trainings) can be had without
+    retraining: it is written, or its training is still to come, or that training's model is on disk.
+    A finished training whose run folder is gone is not trained again for it."""
+    written = (out / "eval" / key / "summary.json").exists()
+    trained = (out / "trainings" / f"{training}.json").exists()
+    return written or not trained or RunFolder(model_dir(out, training)).checkpoint("best").exists()
 
 
 def example_panels(plan: dict, n: int) -> list[tuple[str, str | None]]:

@@ -56,6 +56,12 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     assert rerun["rows"] == results["rows"] and rerun["trainings"] == results["trainings"]
     assert (out / "example.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "example").glob("*.npz"))) == 4  # reference, seg-only, reg-only, DeepAtlas
+    # an evaluation added after a training whose run folder is gone is left out, not retrained for
+    fused = next(r["eval"] for r in results["rows"] if r["method"] == "DeepAtlas (seg net + reg net + atlas)")
+    shutil.rmtree(out / "eval" / fused)
+    third = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and "training" not in third.stdout.split("# DeepAtlas")[0], third.stderr[-2000:]
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == len(results["rows"]) - 1
 
 
 def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
