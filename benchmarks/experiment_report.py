@@ -88,15 +88,16 @@ def curves_figure(trainings: dict[str, dict], path: Path) -> None:
     """Validation seg and reg Dice against training minutes, from the trainings' records."""
     plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, record in trainings.items():
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, record) in enumerate(trainings.items()):
         history = record.get("history") or []
         if not history:
             continue
-        minutes = [h[0] for h in history]
-        if not name.startswith("reg-only"):
-            left.plot(minutes, [h[1] for h in history], marker=".", label=name)
-        if not name.startswith("seg-only"):
-            right.plot(minutes, [h[2] for h in history], marker=".", label=name)
+        minutes, style = [h[0] for h in history], dict(marker=".", label=name, color=colours[k % len(colours)])
+        if not name.startswith("reg-only"):  # one colour per training in both panels
+            left.plot(minutes, [h[1] for h in history], **style)
+        if not name.startswith(("seg-only", "ceiling")):  # no reg net trained: a flat line
+            right.plot(minutes, [h[2] for h in history], **style)
     for ax, what in ((left, "segmentation"), (right, "registration")):
         ax.set_xlabel("training minutes (step time only)")
         ax.set_ylabel(f"validation {what} Dice")
