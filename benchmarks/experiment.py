@@ -358,9 +358,11 @@ def evaluations(n: int, first: bool, plan: dict, out: Path) -> list[tuple]:
             )
         )
         # both of the joint training's nets: the seg net votes with the atlases (atlas-segment --seg-net-weight)
-        key = f"{v}-atlas-net-n{n}{fused}"
+        # (weighted fusion whatever --fusion: the weight was tuned on it, and beside one majority vote
+        # of 1 a seg net vote of at most 1 would only break ties)
+        key = f"{v}-atlas-net-n{n}-weighted"
         if scorable(out, f"{v}-n{n}", key):
-            kwargs = dict(run=run, atlases=atlases, fusion=plan["fusion"], seg_net_weight=SEG_NET_WEIGHT, pairs="none")
+            kwargs = dict(run=run, atlases=atlases, fusion="weighted", seg_net_weight=SEG_NET_WEIGHT, pairs="none")
             evals.append((f"{LABELS[v]} (seg net + reg net + atlas)", f"{v}-n{n}", key, kwargs))
     if first and plan["ceiling"]:
         evals.append((CEILING, "ceiling", "ceiling", dict(run=model_dir(out, "ceiling"), pairs="none")))

@@ -50,7 +50,8 @@ def score_run(run_dir: Path, data: Path, split: str, weights: list[float]) -> di
     per_subject = {}
     for sid in subjects:
         target, truth = volumes(sid)
-        votes = atlas_votes(atlases, target, partial(register_volumes, run), "weighted", run.scheme)
+        registrar, unknown = partial(register_volumes, run), run.config.data.unknown_labels
+        votes = atlas_votes(atlases, target, registrar, "weighted", run.scheme, unknown=unknown)
         probs = segment_probabilities(run, target).double()
         truth_classes = torch.from_numpy(run.scheme.encode(truth.array, unknown="background").astype(np.int64))
         scores = {}

@@ -209,5 +209,7 @@ def test_the_seg_net_votes_with_the_atlases_when_weighted(trained_2d, phantoms_2
     )
     assert outvoted["segmentation"] == "atlas (2, weighted) + seg net x1e+06"
     assert outvoted["seg_dice"] == pytest.approx(seg_net["seg_dice"])
-    with pytest.raises(ValueError, match="seg-net-weight must be >= 0"):
+    with pytest.raises(ValueError, match="seg-net-weight must be a finite number >= 0"):
         evaluate_run(run, phantoms_2d, atlases=atlases, seg_net_weight=-1, **common)
+    with pytest.raises(ValueError, match="give --atlases too"):
+        evaluate_run(run, phantoms_2d, seg_net_weight=1, **common)

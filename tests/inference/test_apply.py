@@ -232,19 +232,25 @@ def test_the_seg_net_as_one_more_voter(trained_3d, phantoms_3d):
     seg_net = segment_volume(run, target)
     assert np.array_equal(atlas_segment_volume(run, [atlas], target, seg_net_weight=1e6), seg_net)
     assert not np.array_equal(seg_net, alone)  # else the middle case tests nothing
-    both = atlas_segment_volume(run, [atlas], target, seg_net_weight=0.5)
-    assert ((both == alone) | (both == seg_net)).all()
-    with pytest.raises(ValueError, match="seg-net-weight must be >= 0"):
-        atlas_segment_volume(run, [atlas], target, seg_net_weight=-1.0)
+    mixed = 0
+    for weight in (0.5, 1.0, 2.0, 4.0, 8.0):
+        both = atlas_segment_volume(run, [atlas], target, seg_net_weight=weight)
+        assert ((both == alone) | (both == seg_net)).all()  # each voxel from one of the two voters
+        mixed += not np.array_equal(both, alone) and not np.array_equal(both, seg_net)
+    assert mixed  # some weight takes voxels from each
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="seg-net-weight must be a finite number >= 0"):
+            atlas_segment_volume(run, [atlas], target, seg_net_weight=bad)
 
 
-def test_atlas_segment_and_evaluate_take_a_seg_net_weight(trained_3d, phantoms_3d, tmp_path, capsys):
+def test_atlas_segment_takes_a_seg_net_weight(trained_3d, phantoms_3d, tmp_path, capsys):
     image, _, labels = _first_two(phantoms_3d)
     target = sorted((phantoms_3d / "images").iterdir())[4]
     common = ["atlas-segment", str(trained_3d), "--atlas", str(image), str(labels), str(target)]
     assert main([*common, "-o", str(tmp_path / "o"), "--seg-net-weight", "1"]) == 0
     assert "1 atlas(es) and the seg net (x1)" in capsys.readouterr().out
     assert len(list((tmp_path / "o").iterdir())) == 1
-    with pytest.raises(SystemExit):  # argparse: one line naming the flag
-        main([*common, "-o", str(tmp_path / "p"), "--seg-net-weight", "-0.5"])
-    assert "--seg-net-weight: must be >= 0" in capsys.readouterr().err
+    for bad in ("-0.5", "inf"):
+        with pytest.raises(SystemExit):  # argparse: one line naming the flag
+            main([*common, "-o", str(tmp_path / "p"), "--seg-net-weight", bad])
+        assert "--seg-net-weight: must be a finite number >= 0" in capsys.readouterr().err

@@ -186,6 +186,10 @@ def make_method(run: TrainedRun | None, options: EvaluationOptions, atlases: lis
     """The method to score: ``options.registrar`` or the run's pipeline; the seg net or ``atlases``."""
     registrar = options.registrar or partial(register_volumes, run)
     check_seg_net_weight(options.seg_net_weight, run)
+    if options.seg_net_weight > 0 and not atlases:
+        raise ValueError("--seg-net-weight is the seg net's vote beside atlases: give --atlases too")
+    if options.seg_net_weight > 0 and options.scheme not in (None, run.scheme):
+        raise ValueError("--seg-net-weight: the seg net votes over its run's classes; another scheme cannot be scored")
     scheme = options.scheme or run.scheme
     return Method(run, registrar, scheme, atlases, options.fusion, options.seg_net_weight)
 

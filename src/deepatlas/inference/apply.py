@@ -9,6 +9,7 @@ FSLeyes. An input already on the training grid is not resampled at all.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -336,9 +337,10 @@ def atlas_segment_volume(
     if not atlases:
         raise ValueError("atlas segmentation needs at least one atlas")
     check_seg_net_weight(seg_net_weight, run)
-    if seg_net_weight > 0:  # vote over the seg net's classes
-        votes = atlas_votes(atlases, target, registrar, fusion, run.scheme, window)
-        votes.add_probabilities(segment_probabilities(run, target, align).double(), seg_net_weight)
+    if seg_net_weight > 0:  # vote over the seg net's classes; codes outside them as in training
+        unknown = run.config.data.unknown_labels
+        votes = atlas_votes(atlases, target, registrar, fusion, run.scheme, window, unknown)
+        votes.add_probabilities(segment_probabilities(run, target, align), seg_net_weight)
         return run.scheme.decode(votes.winner().numpy())
     # atlases alone vote over the codes their label maps hold (none merged, none lost)
     codes = sorted({int(c) for _, labels in atlases for c in np.unique(labels.array)})
@@ -347,9 +349,9 @@ def atlas_segment_volume(
 
 
 def check_seg_net_weight(weight: float, run: TrainedRun | None) -> None:
-    """A seg net weight is >= 0, and > 0 only with a run (whose seg net votes)."""
-    if not weight >= 0:  # also NaN
-        raise ValueError(f"--seg-net-weight must be >= 0 (0: the atlases alone), got {weight}")
+    """A seg net weight is finite and >= 0, and > 0 only with a run (whose seg net votes)."""
+    if not 0 <= weight < math.inf:  # also NaN; an infinite weight makes every vote infinite
+        raise ValueError(f"--seg-net-weight must be a finite number >= 0 (0: the atlases alone), got {weight}")
     if weight > 0 and run is None:
         raise ValueError("--seg-net-weight needs a trained run: its seg net is the extra voter")
 
@@ -361,14 +363,23 @@ def atlas_votes(
     fusion: str,
     labels: LabelScheme | list[int],
     window: int = NCC_WINDOW,
+    unknown: str = "error",
 ) -> LabelVotes:
     """Every atlas registered to ``target`` and its warped labels counted (``fusion``: weighted by
-    local NCC, or one vote each). ``labels``: vote over a scheme's classes (codes outside it count as
-    background) or over a sorted list of label codes (row ``i``: ``labels[i]``)."""
+    local NCC, or one vote each). ``labels``: vote over a scheme's classes (a code outside it is an
+    error, or background, as ``unknown`` says) or over a sorted list of label codes (row ``i``:
+    ``labels[i]``)."""
     if isinstance(labels, LabelScheme):
-        rows, index = labels.num_classes, partial(labels.encode, unknown="background")
+        scheme, rows = labels, labels.num_classes
+
+        def index(codes: np.ndarray, source: str) -> np.ndarray:
+            return scheme.encode(codes, source=source, unknown=unknown)
     else:
-        rows, index = len(labels), partial(np.searchsorted, labels)
+        sorted_codes, rows = labels, len(labels)
+
+        def index(codes: np.ndarray, source: str) -> np.ndarray:
+            return np.searchsorted(sorted_codes, codes)
+
     votes = LabelVotes(rows, target.array.shape, dtype=torch.float64)
     target_t = torch.from_numpy(normalize_intensity(target.array))[None, None]
     for image, atlas_labels in atlases:
@@ -377,5 +388,6 @@ def atlas_votes(
         if fusion == "weighted":
             warped = torch.from_numpy(normalize_intensity(result.warped))[None, None]
             weight = similarity_weight(warped, target_t, window)
-        votes.add(torch.from_numpy(np.asarray(index(result.warped_labels)).astype(np.int64)), weight)
+        classes = index(result.warped_labels, str(getattr(atlas_labels, "path", None) or "an atlas label map"))
+        votes.add(torch.from_numpy(np.asarray(classes).astype(np.int64)), weight)
     return votes
