@@ -35,22 +35,19 @@ WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, math.inf]
 def score_run(run_dir: Path, data: Path, split: str, weights: list[float]) -> dict:
     """Mean Dice over the split's subjects for every weight, and per subject."""
     from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.evaluation.evaluate_run import labelled_subjects, load_atlases
     from deepatlas.evaluation.metrics import dice_per_class, finite_mean
     from deepatlas.inference import load_run
     from deepatlas.inference.apply import atlas_votes, register_volumes, segment_probabilities
 
     run = load_run(run_dir)
     labelled = json.loads((run_dir / "data.json").read_text())["labelled"]
-    subjects = json.loads((data / "splits.json").read_text())[split]
-
-    def volumes(sid: str):
-        return load_image(data / "images" / f"{sid}.nii.gz"), load_label_codes(data / "labels" / f"{sid}.nii.gz")
-
-    atlases = [volumes(a) for a in labelled]
+    subjects = labelled_subjects(data, split, data / "splits.json")
+    atlases = load_atlases(data, labelled, subjects)
+    registrar, unknown = partial(register_volumes, run), run.config.data.unknown_labels
     per_subject = {}
-    for sid in subjects:
-        target, truth = volumes(sid)
-        registrar, unknown = partial(register_volumes, run), run.config.data.unknown_labels
+    for subject in subjects:
+        sid, target, truth = subject.id, load_image(subject.image), load_label_codes(subject.label)
         votes = atlas_votes(atlases, target, registrar, "weighted", run.scheme, unknown=unknown)
         probs = segment_probabilities(run, target).double()
         truth_classes = torch.from_numpy(run.scheme.encode(truth.array, unknown="background").astype(np.int64))

@@ -23,10 +23,6 @@ class AtlasFusion:
     fusion: str = "weighted"
     seg_net_weight: float = 0.0
 
-    def seg_net(self, align: str) -> dict:
-        """The seg net's keywords of :func:`~deepatlas.inference.apply.atlas_segment_volume`."""
-        return {"seg_net_weight": self.seg_net_weight, "align": align}
-
 
 def expand_paths(paths: list[str]) -> list[Path]:
     """Files as given; folders become their image files, sorted."""
@@ -184,7 +180,13 @@ def _label_job(run, job: tuple) -> None:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))
         codes = atlas_segment_volume(
-            run, atlas_volumes, image, fusion.fusion, registrar=registrar, **fusion.seg_net(options.align)
+            run,
+            atlas_volumes,
+            image,
+            fusion.fusion,
+            registrar=registrar,
+            seg_net_weight=fusion.seg_net_weight,
+            align=options.align,  # the seg net sees the target as the registration does
         )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
 
