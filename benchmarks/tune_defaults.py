@@ -49,6 +49,9 @@ GUIDED = DISTIL + DISTIL_STEP + ["teachers.guide_registration=true", *EVEN]
 SEG_ONLY = ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
 # the reg net alone for the whole budget, unsupervised (similarity + regulariser)
 REG_ONLY = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=10000000", "schedule.cycles=0"]
+# the reg net alone with its anatomy loss from the first step (all of it registration steps)
+REG_CEILING = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "schedule.cycles=10000000"]
+REG_CEILING += ["schedule.reg_steps_per_cycle=1", "schedule.seg_steps_per_cycle=0"]
 SWEEPS = {
     "regularizer": {
         "bending=0.5": REG + ["loss.regularizer_weight=0.5"],
@@ -209,6 +212,10 @@ SWEEPS = {
             # better teachers, if they cap the guided net: 5-atlas votes (validation teacher Dice 0.821
             # against 0.800 with 3, at ~1.6x the cost: the 25 % cap may leave some images untaught)
             ("guided,atlases=5", GUIDED + ["teachers.atlases=5"]),
+            # how far anatomy supervision can take the reg net in 45 minutes: every training image
+            # labelled, every step a registration step with the anatomy loss on manual labels (the
+            # joint net's teachers are at best this good); bounds what the reg bar can expect
+            ("reg-ceiling", ["data.num_labelled=150", *REG_CEILING]),
         )
     },
     # augmentation against memorising one labelled image (the protocol's seg-only N=1 run drove its
@@ -249,22 +256,74 @@ SWEEPS = {
 }
 
 
+def score(name: str, overrides: list[str], run_dir: Path, validation, seconds: float) -> dict:
+    """The record of one variant: its run's *last* state on the validation split."""
+    from deepatlas.evaluation.evaluate import evaluate_image_set
+    from deepatlas.inference import load_run
+
+    run = load_run(run_dir, "last")
+    metrics = evaluate_image_set(validation, run.seg_net, run.reg_net)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {
+        "variant": name,
+        "overrides": overrides,
+        "train_seconds": round(seconds, 1),
+        "steps": summary["steps_done"],
+        **{k: v for k, v in metrics.items() if not isinstance(v, list)},
+    }
+
+
+def write_table(log: Path, out: Path) -> None:
+    """``<sweep>.md``: every record of ``log`` (``<sweep>.jsonl``) as one table row."""
+    import torch
+    from registration import cpu_model
+
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    lines = [
+        "| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s | steps |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['variant']} | {r.get('seg_dice', float('nan')):.3f} | {r.get('reg_dice', float('nan')):.3f} | "
+            f"{r.get('reg_dice_before', float('nan')):.3f} | {100 * r.get('folds', float('nan')):.3f} | "
+            f"{r['train_seconds']} | {r.get('steps', '')} |"
+        )
+    out.write_text(
+        f"# Sweep {log.stem} (ixi-2mm validation split)\n\nMachine: {cpu_model()}, "
+        f"{torch.get_num_threads()} threads.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def append(log: Path, record: dict) -> None:
+    with log.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    print(json.dumps(record), flush=True)
+
+
 def main() -> int:
-    # ~65 lines on purpose: the sweep protocol read top to bottom (train, evaluate, append, tabulate)
+    # the sweep protocol read top to bottom (train, evaluate, append, tabulate)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", choices=sorted(SWEEPS))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
-    parser.add_argument("--only", nargs="+", help="run only these variants")
+    parser.add_argument("--only", nargs="+", default=[], help="run only these variants")
+    parser.add_argument(
+        "--score",
+        nargs="+",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="also score these finished run folders (e.g. the protocol's) at their last state, no training",
+    )
     args = parser.parse_args()
+    for item in args.score:  # before any training: a typo must not wait 45 minutes to show
+        name, _, folder = item.partition("=")
+        if not name or not (Path(folder) / "checkpoints" / "last.pt").is_file():
+            parser.error(f"--score {item}: give NAME=RUN_DIR, a run folder with checkpoints/last.pt")
     warnings.filterwarnings("ignore")
-
-    import torch
 
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
-    from deepatlas.evaluation.evaluate import evaluate_image_set
-    from deepatlas.inference import load_run
     from deepatlas.training.run import train
 
     data_flags = [
@@ -285,37 +344,14 @@ def main() -> int:
         run_dir = args.out / "runs" / args.sweep / name.replace("=", "-").replace(",", "_")
         start = time.time()
         train(config, run_dir, progress=False, data=cache[key], resume=(run_dir / "checkpoints/last.pt").exists())
-        seconds = time.time() - start
-        run = load_run(run_dir, "last")
-        metrics = evaluate_image_set(cache[key].validation, run.seg_net, run.reg_net)
-        record = {
-            "variant": name,
-            "overrides": overrides,
-            "train_seconds": round(seconds, 1),
-            "steps": json.loads((run_dir / "summary.json").read_text())["steps_done"],
-            "labelled": cache[key].labelled_ids[:5],
-            **{k: v for k, v in metrics.items() if not isinstance(v, list)},
-        }
-        with log.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    lines = [
-        "| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s | steps |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in records:
-        lines.append(
-            f"| {r['variant']} | {r.get('seg_dice', float('nan')):.3f} | {r.get('reg_dice', float('nan')):.3f} | "
-            f"{r.get('reg_dice_before', float('nan')):.3f} | {100 * r.get('folds', float('nan')):.3f} | "
-            f"{r['train_seconds']} | {r.get('steps', '')} |"
-        )
-    from registration import cpu_model
-
-    (args.out / f"{args.sweep}.md").write_text(
-        f"# Sweep {args.sweep} (ixi-2mm validation split)\n\nMachine: {cpu_model()}, "
-        f"{torch.get_num_threads()} threads.\n\n" + "\n".join(lines) + "\n"
-    )
+        record = score(name, overrides, run_dir, cache[key].validation, time.time() - start)
+        append(log, {**record, "labelled": cache[key].labelled_ids[:5]})
+    if args.score and not cache:  # the validation split is the same whatever the labelled draw
+        cache[None] = prepare_data(load_config(None, BASE + data_flags).data, progress=False)
+    for name, _, folder in (item.partition("=") for item in args.score):
+        seconds = json.loads((Path(folder) / "summary.json").read_text())["training_seconds"]
+        append(log, score(name, [f"run {folder}"], Path(folder), next(iter(cache.values())).validation, seconds))
+    write_table(log, args.out / f"{args.sweep}.md")
     return 0
 
 
