@@ -256,8 +256,9 @@ SWEEPS = {
 }
 
 
-def score(name: str, overrides: list[str], run_dir: Path, validation, seconds: float) -> dict:
-    """The record of one variant: its run's *last* state on the validation split."""
+def score(name: str, overrides: list[str], run_dir: Path, validation, seconds: float | None = None) -> dict:
+    """The record of one variant: its run's *last* state on the validation split; ``seconds``: the
+    wall time of its training here (None: the training seconds its ``summary.json`` counted)."""
     from deepatlas.evaluation.evaluate import evaluate_image_set
     from deepatlas.inference import load_run
 
@@ -267,7 +268,7 @@ def score(name: str, overrides: list[str], run_dir: Path, validation, seconds: f
     return {
         "variant": name,
         "overrides": overrides,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": round(summary["training_seconds"] if seconds is None else seconds, 1),
         "steps": summary["steps_done"],
         **{k: v for k, v in metrics.items() if not isinstance(v, list)},
     }
@@ -349,8 +350,7 @@ def main() -> int:
     if args.score and not cache:  # the validation split is the same whatever the labelled draw
         cache[None] = prepare_data(load_config(None, BASE + data_flags).data, progress=False)
     for name, _, folder in (item.partition("=") for item in args.score):
-        seconds = json.loads((Path(folder) / "summary.json").read_text())["training_seconds"]
-        append(log, score(name, [f"run {folder}"], Path(folder), next(iter(cache.values())).validation, seconds))
+        append(log, score(name, [f"run {folder}"], Path(folder), next(iter(cache.values())).validation))
     write_table(log, args.out / f"{args.sweep}.md")
     return 0
 
