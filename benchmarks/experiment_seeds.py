@@ -34,6 +34,9 @@ import numpy as np
 from deepatlas.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_report import seeds_figure  # noqa: E402
+
 JOINT = {
     "defaults": "DeepAtlas defaults (seg net)",
     "distil": "DeepAtlas distil (seg net)",
@@ -117,15 +120,51 @@ def paired(per_seed: dict[int, dict], method: str, baseline: str, key: str = "se
     return out or None
 
 
+def draws(labelled: dict[str, list[str]]) -> str:
+    """``{"1": [a], "5": [a, b, ...]}`` as "N=1 a; N=5 a, b, ..." for the summary's header."""
+    return ", ".join(f"N={n} {' '.join(ids)}" for n, ids in labelled.items())
+
+
 def cpu_models(per_seed: dict[int, dict]) -> list[str]:
     """Every CPU model that any training of any seed ran on (a table should hold one)."""
     return sorted({m for res in per_seed.values() for t in res["trainings"].values() for m in t.get("machines", [])})
 
 
+def comparisons(joint: str) -> list[tuple[str, str]]:
+    """(method, baseline) pairs the summary reports: the joint seg net against the seg net alone,
+    and the joint run's atlas rows (its reg net, then both nets voting) against reg-only + atlas."""
+    run = joint.removesuffix(" (seg net)")
+    return [
+        (joint, "seg-only"),
+        (f"{run} (reg net + atlas)", "reg-only + atlas"),
+        (f"{run} (seg net + reg net + atlas)", "reg-only + atlas"),
+    ]
+
+
+def paired_lines(per_seed: dict[int, dict], method: str, baseline: str) -> list[str]:
+    """One table: ``method`` minus ``baseline`` per N, per seed and per test subject."""
+    diffs = paired(per_seed, method, baseline)
+    if not diffs:
+        return []
+    lines = [
+        f"## {method} against {baseline}",
+        "",
+        "| N | mean difference | per seed | seeds better | subjects better (all seeds) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for n, d in diffs.items():
+        lines.append(
+            f"| {n} | {100 * d['mean']:+.1f} | {', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])} | "
+            f"{sum(v > 0 for v in d['per_seed'])} / {len(d['per_seed'])} | "
+            f"{sum(v > 0 for v in d['subjects'])} / {len(d['subjects'])} |"
+        )
+    return lines + [""]
+
+
 def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
+    """``summary.md``, ``summary.json`` and ``summary.png`` over the seeds' ``results.json``."""
     joint = JOINT[variant]
     per_seed = {s: json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in seeds}
-    joint_vs_seg = paired(per_seed, joint, "seg-only")
     # registration Dice of the joint reg net against the unsupervised one (the reg-only row carries it)
     joint_vs_reg = paired(per_seed, joint, "reg-only + atlas", key="reg_dice")
     cpus = cpu_models(per_seed)
@@ -133,29 +172,30 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
         f"# DeepAtlas experiment over seeds {', '.join(map(str, seeds))} (ixi-2mm test split)",
         "",
         f"- budget per training: {per_seed[seeds[0]]['protocol']['budget_minutes']:g} min; "
-        f"labelled draws: " + "; ".join(f"seed {s}: {r['labelled']}" for s, r in per_seed.items()),
+        "labelled draws: " + "; ".join(f"seed {s}: {draws(r['labelled'])}" for s, r in per_seed.items()),
         f"- trainings ran on: {'; '.join(cpus) or 'unknown'}"
         + ("  **(more than one CPU model: minutes are not comparable)**" if len(cpus) > 1 else ""),
         "",
         *seg_table(per_seed),
         "",
-        f"## {joint} against seg-only",
+        "![test seg Dice over seeds](summary.png)",
         "",
-        "| N | mean difference | per seed | seeds better | subjects better (all seeds) |",
-        "| --- | --- | --- | --- | --- |",
     ]
-    for n, d in (joint_vs_seg or {}).items():
-        lines.append(
-            f"| {n} | {100 * d['mean']:+.1f} | {', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])} | "
-            f"{sum(v > 0 for v in d['per_seed'])} / {len(d['per_seed'])} | "
-            f"{sum(v > 0 for v in d['subjects'])} / {len(d['subjects'])} |"
-        )
-    lines += ["", "Registration Dice, DeepAtlas reg net minus reg-only (points, per seed): "]
+    for method, baseline in comparisons(joint):
+        lines += paired_lines(per_seed, method, baseline)
+    lines += ["Registration Dice, DeepAtlas reg net minus reg-only (points, per seed): "]
     for n, d in (joint_vs_reg or {}).items():
         lines[-1] += f"N={n}: {100 * d['mean']:+.1f} ({', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])}); "
-    summary = {"seeds": seeds, "machines": cpus, "joint_vs_seg_only": joint_vs_seg, "joint_vs_reg_only": joint_vs_reg}
+    summary = {
+        "seeds": seeds,
+        "machines": cpus,
+        "joint_vs_seg_only": paired(per_seed, joint, "seg-only"),
+        "joint_vs_reg_only": joint_vs_reg,
+        "paired": {f"{m} - {b}": paired(per_seed, m, b) for m, b in comparisons(joint)},
+    }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    seeds_figure(per_seed, joint, out / "summary.png")
     return summary
 
 

@@ -91,6 +91,10 @@ def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
     assert gain["per_seed"] == pytest.approx([a["seg_dice"] - b["seg_dice"] for a, b in zip(joint, seg)])
     table = (out / "summary.md").read_text()
     assert "| DeepAtlas suggested recipe (seg net) | 1 |" in table and "more than one CPU model" not in table
+    # both of the joint run's nets voting, against reg-only's atlases; and the figure
+    assert "## DeepAtlas suggested recipe (seg net + reg net + atlas) against reg-only + atlas" in table
+    assert len(summary["paired"]["DeepAtlas suggested recipe (seg net) - seg-only"]["1"]["subjects"]) == 10
+    assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.skipif(
