@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     from deepatlas.training.distributed import shutdown
     from deepatlas.training.run import train
 
-    # the recipe first: the flags and the user's overrides win over it
+    # the recipe first, then the user's overrides, then the flags: a later value of a key wins
     overrides = recipe_overrides(args.recipe) + list(args.overrides)
     for flag, key in (
         ("dataset", "data.dataset"),
@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train DeepAtlas; every run leaves a folder with config, checkpoints and logs",
         description="Train a registration net and a segmentation net jointly. Settings come from "
-        "the config file, then the flags, then KEY=VALUE overrides "
-        "(e.g. schedule.cycles=10 loss.regularizer_weight=2).",
+        "the config file, then --recipe, then KEY=VALUE overrides (e.g. schedule.cycles=10 "
+        "loss.regularizer_weight=2), then the flags (which win over an override of the same key).",
     )
     t.add_argument("config", nargs="?", help="YAML or JSON config file (optional: defaults otherwise)")
     t.add_argument("overrides", nargs="*", help="section.key=value overrides")
