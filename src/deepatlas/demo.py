@@ -1,6 +1,6 @@
 """``deepatlas demo``: DeepAtlas end to end on built-in brain phantoms, no data, no download.
 
-Builds a deterministic phantom dataset, trains DeepAtlas with 3 labelled and 11
+Builds a deterministic phantom dataset, trains DeepAtlas with 3 labelled and 12
 unlabelled training images, trains the same seg net on the 3 labelled images
 alone for as many seg-net updates, and compares both on held-out phantoms.
 """

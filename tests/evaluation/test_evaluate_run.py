@@ -96,7 +96,8 @@ def test_atlas_segmentation_evaluation(trained_2d, phantoms_2d, tmp_path, capsys
         == 0
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["segmentation"] == "atlas (2, majority)" and summary["atlases"] == atlases
+    # weighted fusion by default, as atlas-segment
+    assert summary["segmentation"] == "atlas (2, weighted)" and summary["atlases"] == atlases
     assert summary["pair_count"] == 0 and "reg_dice" not in summary
     assert 0.0 < summary["seg_dice"] <= 1.0
     assert (

@@ -160,7 +160,10 @@ def _add_evaluate(sub) -> None:
         help="segment by atlas registration with these labelled subjects of DATA instead of the seg net",
     )
     e.add_argument(
-        "--fusion", choices=options.FUSION, default="majority", help="label fusion with --atlases (default majority)"
+        "--fusion",
+        choices=options.FUSION,
+        default="weighted",
+        help="label fusion with --atlases: weighted by local NCC (default, as atlas-segment) or majority",
     )
     _seg_net_weight_flag(e)
     e.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="default: as in training")

@@ -95,7 +95,7 @@ class EvaluationOptions:
     unknown_labels: str | None = None
     progress: bool = True
     atlases: list[str] | None = None
-    fusion: str = "majority"
+    fusion: str = "weighted"
     seg_net_weight: float = 0.0
     registrar: Registrar | None = None
     scheme: LabelScheme | None = None
@@ -110,7 +110,7 @@ class Method:
     registrar: Registrar
     scheme: LabelScheme
     atlases: list[tuple[Volume, Volume]] | None = None
-    fusion: str = "majority"
+    fusion: str = "weighted"
     seg_net_weight: float = 0.0
 
     def segment(self, image: Volume) -> np.ndarray:

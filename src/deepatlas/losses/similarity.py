@@ -16,9 +16,10 @@ class LocalNCCLoss(nn.Module):
     ``cc = cov(t, p)^2 / (var(t) var(p))``; the loss is ``-mean(cc)``, in
     ``[-1, 0]``, ``-1`` when the images agree up to a local linear intensity change.
     It is the same quantity as MONAI's ``LocalNormalizedCrossCorrelationLoss``
-    with a rectangular kernel, computed with separable running sums: about 10x
-    faster on CPU than a full 3-D window, which had made the similarity the
-    slowest part of a registration step.
+    with a rectangular kernel, computed as separable box sums (one strided sum per
+    axis up to 9-voxel windows, running sums above): about 10x faster on CPU than a
+    full 3-D window, which had made the similarity the slowest part of a
+    registration step.
 
     Args:
         window: odd window width in voxels.
