@@ -96,7 +96,7 @@ def seg_table(per_seed: dict[int, dict]) -> list[str]:
         seg = [r["seg_dice"] for r in rows]
         reg = [r["reg_dice"] for r in rows if r["reg_dice"] is not None]
         lines.append(
-            f"| {method} | {n} | {np.mean(seg):.3f} ({np.std(seg):.3f}) | "
+            f"| {method} | {n} | {np.mean(seg):.3f} ({f'{np.std(seg):.3f}' if len(seg) > 1 else 'one seed'}) | "
             f"{', '.join(f'{v:.3f}' for v in seg)} | {f'{np.mean(reg):.3f}' if reg else '-'} |"
         )
     return lines
