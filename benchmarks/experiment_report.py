@@ -230,57 +230,70 @@ def _short(method: str) -> str:
     return "\n".join(textwrap.wrap(method.replace("DeepAtlas suggested recipe", "DeepAtlas"), 11))
 
 
-def seeds_figure(per_seed: dict[int, dict], joint: str, path: Path) -> None:
-    """Test seg Dice of every method over seeds (one panel per N: a marker per seed, a bar at the
-    mean; the ceiling a dashed line) and, last panel, ``joint`` minus seg-only per test subject,
-    pooled over seeds, per N."""
-    plt = _plt()
-    rows = [dict(r, seed=s) for s, res in per_seed.items() for r in res["rows"]]
-    ns = sorted({r["n"] for r in rows if r["method"] != CEILING})
-    fig, axes = plt.subplots(1, len(ns) + 1, figsize=(5.4 * len(ns) + 3.2, 4.6), squeeze=False)
-    markers = "osD^v"
-    for ax, n in zip(axes[0], ns):
-        methods = list(dict.fromkeys(r["method"] for r in rows if r["n"] == n and r["method"] != CEILING))
-        for x, method in enumerate(methods):
-            mine = [r for r in rows if r["n"] == n and r["method"] == method]
-            for r in mine:
-                ax.plot(x, r["seg_dice"], markers[r["seed"] % len(markers)], color=f"C{x}", alpha=0.8)
-            mean = float(np.mean([r["seg_dice"] for r in mine]))
+SEED_MARKERS = "osD^v"
+
+
+def _methods_panel(ax, rows: list[dict], n: int) -> None:
+    """One N: a marker per seed (its shape the seed) for every method, a bar at the mean of seeds;
+    a method scored on one seed only gets no bar and says so."""
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["n"] == n and r["method"] != CEILING))
+    for x, method in enumerate(methods):
+        mine = [r for r in rows if r["n"] == n and r["method"] == method]
+        for r in mine:
+            ax.plot(x, r["seg_dice"], SEED_MARKERS[r["seed"] % len(SEED_MARKERS)], color=f"C{x}", alpha=0.8)
+        mean = float(np.mean([r["seg_dice"] for r in mine]))
+        if len(mine) > 1:
             ax.hlines(mean, x - 0.3, x + 0.3, color="k")
+        if len(mine) > 1:
             ax.annotate(f"{mean:.3f}", (x + 0.3, mean), textcoords="offset points", xytext=(2, -3), fontsize=7)
-        ceiling = [r["seg_dice"] for r in rows if r["method"] == CEILING]
-        if ceiling:
-            ax.axhline(float(np.mean(ceiling)), color="k", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(methods)))
-        ax.set_xticklabels([_short(m) for m in methods], fontsize=6.5)
-        ax.set_title(f"N = {n} labelled (a marker per seed, bar: mean; dashed: all training labels)", fontsize=8)
-        ax.set_ylabel("test segmentation Dice")
-        ax.grid(alpha=0.3, axis="y")
-    ax = axes[0][-1]
+        else:  # no mean to show: the value, and whose it is, below the marker
+            label = f"{mean:.3f}\nseed {mine[0]['seed']} only"
+            ax.annotate(label, (x, mean), textcoords="offset points", xytext=(0, -8), ha="center", va="top", fontsize=7)
+    ceiling = [r["seg_dice"] for r in rows if r["method"] == CEILING]
+    if ceiling:
+        ax.axhline(float(np.mean(ceiling)), color="k", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels([_short(m) for m in methods], fontsize=6.5)
+    ax.set_title(f"N = {n} labelled (bar: mean over seeds; dashed: all training labels)", fontsize=8)
+    ax.set_ylabel("test segmentation Dice")
+    ax.grid(alpha=0.3, axis="y")
+
+
+def _gain_panel(ax, rows: list[dict], joint: str, ns: list[int]) -> None:
+    """``joint`` minus seg-only per test subject of every seed (pairs within a seed), per N."""
     for k, n in enumerate(ns):
-        ours = {
-            (r["seed"], s): v
-            for r in rows
-            if r["n"] == n and r["method"] == joint
-            for s, v in r["seg_dice_per_subject"].items()
-        }
-        theirs = {
-            (r["seed"], s): v
-            for r in rows
-            if r["n"] == n and r["method"] == "seg-only"
-            for s, v in r["seg_dice_per_subject"].items()
-        }
-        diff = 100 * np.array([ours[key] - theirs[key] for key in ours if key in theirs])
-        if diff.size:
-            jitter = np.random.default_rng(k).uniform(-0.15, 0.15, diff.size)
-            ax.plot(k + jitter, diff, ".", color=f"C{k}", alpha=0.6)
-            ax.hlines(diff.mean(), k - 0.3, k + 0.3, color="k")
+        mine = {r["seed"]: r["seg_dice_per_subject"] for r in rows if r["n"] == n and r["method"] == joint}
+        base = {r["seed"]: r["seg_dice_per_subject"] for r in rows if r["n"] == n and r["method"] == "seg-only"}
+        for seed in sorted(set(mine) & set(base)):
+            diff = 100 * np.array([v - base[seed][s] for s, v in mine[seed].items() if s in base[seed]])
+            jitter = np.random.default_rng(seed).uniform(-0.15, 0.15, diff.size)
+            ax.plot(k + jitter, diff, SEED_MARKERS[seed % len(SEED_MARKERS)], color="0.4", alpha=0.5, markersize=3)
+        pooled = [v - base[seed][s] for seed in set(mine) & set(base) for s, v in mine[seed].items() if s in base[seed]]
+        if pooled:
+            ax.hlines(100 * np.mean(pooled), k - 0.3, k + 0.3, color="k")
     ax.axhline(0, color="k", linewidth=0.8)
     ax.set_xticks(range(len(ns)))
     ax.set_xticklabels([f"N = {n}" for n in ns])
     ax.set_ylabel("Dice points, per test subject")
-    ax.set_title(f"{_short(joint).replace(chr(10), ' ')}\nminus seg-only (all seeds)", fontsize=8)
+    ax.set_title(f"{joint}\nminus seg-only, every seed's test subjects", fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
+
+
+def seeds_figure(per_seed: dict[int, dict], joint: str, path: Path) -> None:
+    """Test seg Dice of every method over seeds (a panel per N) and, last panel, ``joint`` minus
+    seg-only per test subject; a legend says which marker is which seed."""
+    plt = _plt()
+    rows = [dict(r, seed=s) for s, res in per_seed.items() for r in res["rows"]]
+    ns = sorted({r["n"] for r in rows if r["method"] != CEILING})
+    fig, axes = plt.subplots(1, len(ns) + 1, figsize=(6.4 * len(ns) + 3.4, 4.8), squeeze=False)
+    for ax, n in zip(axes[0], ns):
+        _methods_panel(ax, rows, n)
+    _gain_panel(axes[0][-1], rows, joint, ns)
+    handles = [
+        plt.Line2D([], [], marker=SEED_MARKERS[s % len(SEED_MARKERS)], color="0.3", linestyle="", label=f"seed {s}")
+        for s in per_seed
+    ]
+    fig.legend(handles=handles, loc="upper right", ncol=len(handles), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -84,44 +84,56 @@ def _row(results: dict, method: str, n: int) -> dict | None:
     return next((r for r in results["rows"] if r["method"] == method and r["n"] == n), None)
 
 
+def _per_seed(values: dict[int, float]) -> str:
+    """``{0: 0.631, 1: 0.622}`` as "s0 0.631, s1 0.622": which seed each value is, also when one is missing."""
+    return ", ".join(f"s{seed} {v:.3f}" for seed, v in values.items())
+
+
+def _spread(values: list[float]) -> str:
+    # sample sd over seeds; with one seed there is none
+    return f"{np.std(values, ddof=1):.3f}" if len(values) > 1 else "one seed"
+
+
 def seg_table(per_seed: dict[int, dict]) -> list[str]:
-    """Mean (sd over seeds) test seg Dice per method and N, with each seed's value."""
+    """Mean (sd over seeds) test seg Dice per method and N, with each seed's value; every method
+    any seed has (one scored on some seeds only shows which)."""
     lines = [
         "| method | N | seg Dice: mean (sd over seeds) | per seed | reg Dice: mean |",
         "| --- | --- | --- | --- | --- |",
     ]
-    first = next(iter(per_seed.values()))
-    for method, n in dict.fromkeys((r["method"], r["n"]) for r in first["rows"]):
-        rows = [row for res in per_seed.values() if (row := _row(res, method, n)) is not None]
-        seg = [r["seg_dice"] for r in rows]
-        reg = [r["reg_dice"] for r in rows if r["reg_dice"] is not None]
+    for method, n in dict.fromkeys((r["method"], r["n"]) for res in per_seed.values() for r in res["rows"]):
+        rows = {s: row for s, res in per_seed.items() if (row := _row(res, method, n)) is not None}
+        seg = {s: r["seg_dice"] for s, r in rows.items()}
+        reg = [r["reg_dice"] for r in rows.values() if r["reg_dice"] is not None]
         lines.append(
-            f"| {method} | {n} | {np.mean(seg):.3f} ({f'{np.std(seg):.3f}' if len(seg) > 1 else 'one seed'}) | "
-            f"{', '.join(f'{v:.3f}' for v in seg)} | {f'{np.mean(reg):.3f}' if reg else '-'} |"
+            f"| {method} | {n} | {np.mean(list(seg.values())):.3f} ({_spread(list(seg.values()))}) | "
+            f"{_per_seed(seg)} | {f'{np.mean(reg):.3f}' if reg else '-'} |"
         )
     return lines
 
 
 def paired(per_seed: dict[int, dict], method: str, baseline: str, key: str = "seg_dice") -> dict | None:
-    """``method`` minus ``baseline`` per seed (and per test subject, pooled over seeds) at every N."""
+    """``method`` minus ``baseline`` per seed (with the seeds' ids: a seed lacking either row is
+    left out) and per test subject, pooled over those seeds, at every N."""
     out = {}
     for n in sorted({r["n"] for res in per_seed.values() for r in res["rows"] if r["method"] == method}):
-        seeds, subjects = [], []
-        for res in per_seed.values():
+        seeds, diffs, subjects = [], [], []
+        for seed, res in per_seed.items():
             a, b = _row(res, method, n), _row(res, baseline, n)
             if a is None or b is None or a.get(key) is None or b.get(key) is None:
                 continue
-            seeds.append(a[key] - b[key])
+            seeds.append(seed)
+            diffs.append(a[key] - b[key])
             if key == "seg_dice":
                 ours, theirs = a["seg_dice_per_subject"], b["seg_dice_per_subject"]
                 subjects += [ours[s] - theirs[s] for s in ours if s in theirs]
         if seeds:
-            out[n] = {"per_seed": seeds, "mean": float(np.mean(seeds)), "subjects": subjects}
+            out[n] = {"seeds": seeds, "per_seed": diffs, "mean": float(np.mean(diffs)), "subjects": subjects}
     return out or None
 
 
 def draws(labelled: dict[str, list[str]]) -> str:
-    """``{"1": [a], "5": [a, b, ...]}`` as "N=1 a; N=5 a, b, ..." for the summary's header."""
+    """``{"1": [a], "5": [a, b, ...]}`` as "N=1 a, N=5 a b ..." for the summary's header."""
     return ", ".join(f"N={n} {' '.join(ids)}" for n, ids in labelled.items())
 
 
@@ -149,12 +161,13 @@ def paired_lines(per_seed: dict[int, dict], method: str, baseline: str) -> list[
     lines = [
         f"## {method} against {baseline}",
         "",
-        "| N | mean difference | per seed | seeds better | subjects better (all seeds) |",
+        "| N | mean difference (points) | per seed | seeds better | subject-seed pairs better |",
         "| --- | --- | --- | --- | --- |",
     ]
     for n, d in diffs.items():
+        values = ", ".join(f"s{seed} {100 * v:+.1f}" for seed, v in zip(d["seeds"], d["per_seed"]))
         lines.append(
-            f"| {n} | {100 * d['mean']:+.1f} | {', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])} | "
+            f"| {n} | {100 * d['mean']:+.1f} | {values} | "
             f"{sum(v > 0 for v in d['per_seed'])} / {len(d['per_seed'])} | "
             f"{sum(v > 0 for v in d['subjects'])} / {len(d['subjects'])} |"
         )
@@ -183,9 +196,11 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
     ]
     for method, baseline in comparisons(joint):
         lines += paired_lines(per_seed, method, baseline)
-    lines += ["Registration Dice, DeepAtlas reg net minus reg-only (points, per seed): "]
-    for n, d in (joint_vs_reg or {}).items():
-        lines[-1] += f"N={n}: {100 * d['mean']:+.1f} ({', '.join(f'{100 * v:+.1f}' for v in d['per_seed'])}); "
+    if joint_vs_reg:
+        lines.append("Registration Dice after refinement, DeepAtlas reg net minus reg-only (points): ")
+        for n, d in joint_vs_reg.items():
+            values = ", ".join(f"s{seed} {100 * v:+.1f}" for seed, v in zip(d["seeds"], d["per_seed"]))
+            lines[-1] += f"N={n}: {100 * d['mean']:+.1f} ({values}); "
     summary = {
         "seeds": seeds,
         "machines": cpus,

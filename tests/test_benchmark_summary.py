@@ -1,0 +1,73 @@
+"""The protocol's summary over seeds (benchmarks/experiment_seeds.summarise) on hand-made results:
+seeds that lack a row, subjects paired within their own seed. No data, no training."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import experiment_seeds  # noqa: E402
+
+JOINT = "DeepAtlas suggested recipe (seg net)"
+FUSED = "DeepAtlas suggested recipe (seg net + reg net + atlas)"
+
+
+def _row(method: str, per_subject: dict[str, float], reg: float | None = None) -> dict:
+    mean = sum(per_subject.values()) / len(per_subject)
+    return {"method": method, "n": 1, "seg_dice": mean, "seg_dice_per_subject": per_subject, "reg_dice": reg}
+
+
+def _results(seed: int, rows: list[dict]) -> dict:
+    trainings = {"seg-only-n1": {"machines": ["cpu A"]}}
+    return {"protocol": {"budget_minutes": 45}, "labelled": {"1": [f"s{seed}"]}, "trainings": trainings, "rows": rows}
+
+
+@pytest.fixture
+def two_seeds(tmp_path):
+    # the same subject ids in both seeds, with different values: a pairing across seeds would mix them
+    seeds = {
+        0: [
+            _row("seg-only", {"a": 0.60, "b": 0.70}),
+            _row(JOINT, {"a": 0.70, "b": 0.72}, reg=0.73),
+            _row("reg-only + atlas", {"a": 0.74, "b": 0.76}, reg=0.74),
+            _row(FUSED, {"a": 0.75, "b": 0.75}),
+        ],
+        1: [  # no fused row (scored later), and a method seed 0 lacks
+            _row("seg-only", {"a": 0.50, "b": 0.80}),
+            _row(JOINT, {"a": 0.55, "b": 0.79}, reg=0.72),
+            _row("reg-only + atlas", {"a": 0.70, "b": 0.70}, reg=0.74),
+            _row("ANTs SyN + atlas", {"a": 0.71, "b": 0.71}),
+        ],
+    }
+    for seed, rows in seeds.items():
+        (tmp_path / f"seed-{seed}").mkdir()
+        (tmp_path / f"seed-{seed}" / "results.json").write_text(json.dumps(_results(seed, rows)))
+    return tmp_path
+
+
+def test_summary_pairs_subjects_within_seeds_and_keeps_rows_of_some_seeds(two_seeds):
+    summary = experiment_seeds.summarise(two_seeds, [0, 1])
+    gain = summary["joint_vs_seg_only"][1]
+    assert gain["seeds"] == [0, 1] and gain["per_seed"] == pytest.approx([0.06, 0.02])
+    # per subject: seed 0 a +0.10, b +0.02; seed 1 a +0.05, b -0.01 (never seed 0's a against seed 1's a)
+    assert sorted(gain["subjects"]) == pytest.approx([-0.01, 0.02, 0.05, 0.10])
+    fused = summary["paired"][f"{FUSED} - reg-only + atlas"][1]
+    assert fused["seeds"] == [0] and fused["per_seed"] == pytest.approx([0.0])
+    assert summary["joint_vs_reg_only"][1]["per_seed"] == pytest.approx([-0.01, -0.02])
+    table = (two_seeds / "summary.md").read_text()
+    assert "| ANTs SyN + atlas | 1 | 0.710 (one seed) | s1 0.710 |" in table  # a method the first seed lacks
+    assert f"| {FUSED} | 1 | 0.750 (one seed) | s0 0.750 |" in table
+    assert "| 1 | +4.0 | s0 +6.0, s1 +2.0 | 2 / 2 | 3 / 4 |" in table
+    assert (two_seeds / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_warns_when_trainings_ran_on_different_cpus(two_seeds):
+    results = json.loads((two_seeds / "seed-1" / "results.json").read_text())
+    results["trainings"]["seg-only-n1"]["machines"] = ["cpu B"]
+    (two_seeds / "seed-1" / "results.json").write_text(json.dumps(results))
+    experiment_seeds.summarise(two_seeds, [0, 1])
+    assert "more than one CPU model" in (two_seeds / "summary.md").read_text()
