@@ -415,9 +415,10 @@ def make_examples(out: Path, data: Path, plan: dict, n: int, training: str | Non
         if training is None and panel.startswith("reference"):
             codes = load_label_codes(data / "labels" / f"{subject}.nii.gz").array
         elif training is None:  # ANTs: no model
-            codes = atlas_segment_volume(None, atlases, image, fusion="majority", registrar=plan["ants"])
+            codes = atlas_segment_volume(None, atlases, image, fusion=plan["fusion"], registrar=plan["ants"])
         elif training == "reg-only":
-            codes = atlas_segment_volume(load_run(model_dir(out, training), "best"), atlases, image, fusion="majority")
+            run = load_run(model_dir(out, training), "best")  # fused as the scored rows are
+            codes = atlas_segment_volume(run, atlases, image, fusion=plan["fusion"])
         else:
             codes = segment_volume(load_run(model_dir(out, training), "best"), image)
         save_example(out, panel, codes)
