@@ -71,3 +71,31 @@ def test_summary_warns_when_trainings_ran_on_different_cpus(two_seeds):
     (two_seeds / "seed-1" / "results.json").write_text(json.dumps(results))
     experiment_seeds.summarise(two_seeds, [0, 1])
     assert "more than one CPU model" in (two_seeds / "summary.md").read_text()
+
+
+def test_per_structure_averages_subjects_then_finished_seeds(tmp_path, monkeypatch):
+    import per_structure
+
+    values = {  # seed -> evaluation folder -> (structure A, structure B) Dice of its two test subjects
+        0: {"seg-only-n1": ((0.5, 0.7), (0.8, 0.8)), "suggested-n1": ((0.7, 0.9), (0.8, 0.8))},
+        1: {"seg-only-n1": ((0.4, 0.4), (0.6, 0.6)), "suggested-n1": ((0.6, 0.6), (0.7, 0.7))},
+        2: {"seg-only-n1": ((0.0, 0.0), (0.0, 0.0))},  # still training: no results.json, left out
+    }
+    for seed, evals in values.items():
+        if seed < 2:
+            (tmp_path / f"seed-{seed}").mkdir()
+            (tmp_path / f"seed-{seed}" / "results.json").write_text("{}")
+        for folder, (a, b) in evals.items():
+            rows = ["subject,structure,dice,hd95_mm"]
+            rows += [f"s{i},A,{a[i]},1" for i in range(2)] + [f"s{i},B,{b[i]},1" for i in range(2)]
+            (tmp_path / f"seed-{seed}" / "eval" / folder).mkdir(parents=True)
+            (tmp_path / f"seed-{seed}" / "eval" / folder / "segmentation.csv").write_text("\n".join(rows) + "\n")
+    table = per_structure.method_table(tmp_path, [0, 1], 1)
+    assert table["seg-only"] == pytest.approx({"A": 0.5, "B": 0.7})  # (0.6 + 0.4) / 2, (0.8 + 0.6) / 2
+    assert table["DeepAtlas seg net"] == pytest.approx({"A": 0.7, "B": 0.75})
+    monkeypatch.setattr(sys, "argv", ["per_structure.py", "--out", str(tmp_path), "--labelled", "1"])
+    assert per_structure.main() == 0
+    text = (tmp_path / "per_structure.md").read_text()
+    assert "mean over seeds 0, 1" in text and text.index("| B |") < text.index("| A |")  # sorted by gain
+    assert "| A | 0.500 | 0.700 | +20.0 | - |" in text
+    assert (tmp_path / "per_structure.png").read_bytes()[:4] == b"\x89PNG"
