@@ -99,3 +99,16 @@ def test_per_structure_averages_subjects_then_finished_seeds(tmp_path, monkeypat
     assert "mean over seeds 0, 1" in text and text.index("| B |") < text.index("| A |")  # sorted by gain
     assert "| A | 0.500 | 0.700 | +20.0 | - |" in text
     assert (tmp_path / "per_structure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_structure_weights_pick_each_structures_best_weight_over_subjects():
+    import fusion_weight
+
+    nan = float("nan")
+    per_class = {  # subject -> weight -> Dice of structures 1, 2, 3 (3 absent everywhere)
+        "a": {"0": [0.9, 0.5, nan], "1": [0.8, 0.7, nan], "inf": [0.7, 0.6, nan]},
+        "b": {"0": [0.7, 0.5, nan], "1": [0.8, 0.6, nan], "inf": [0.6, 0.9, nan]},
+    }
+    # structure 1: 0.80 / 0.80 / 0.65 -> the first best, 0; structure 2: 0.5 / 0.65 / 0.75 -> inf
+    assert fusion_weight.structure_weights(per_class, ["0", "1", "inf"], ["a", "b"]) == ["0", "inf", "0"]
+    assert fusion_weight.structure_weights(per_class, ["0", "1", "inf"], ["b"]) == ["1", "inf", "0"]

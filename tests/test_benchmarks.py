@@ -136,7 +136,7 @@ def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tm
     """The seg net weight sweep on phantoms: weight 0 is the atlases alone, a huge weight the seg net alone."""
     out = tmp_path / "fusion"
     command = [sys.executable, str(ROOT / "benchmarks" / "fusion_weight.py"), str(trained_2d), "--data"]
-    command += [str(phantoms_2d), "--weights", "0", "1", "1e9", "inf", "--out", str(out)]
+    command += [str(phantoms_2d), "--weights", "0", "1", "1e9", "inf", "--out", str(out), "--per-structure"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "fusion_weight.json").read_text())
@@ -145,3 +145,9 @@ def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tm
     assert mean["1000000000.0"] == pytest.approx(mean["inf"])
     assert all(0 < v <= 1 for v in mean.values())
     assert "seg net alone" in (out / "fusion_weight.md").read_text()
+    # leave one subject out: every subject scored with weights chosen on the others, one per structure
+    run = record["runs"][str(trained_2d)]
+    loo = run["leave_one_out"]
+    assert set(loo["per structure"]["per_subject"]) == set(run["per_subject"]) and 0 < loo["per structure"]["mean"] <= 1
+    assert len(run["structure_weights"]) == len(next(iter(run["per_class"].values()))["0.0"])
+    assert "a weight per structure, chosen" in (out / "fusion_weight.md").read_text()
