@@ -153,9 +153,8 @@ def comparisons(joint: str) -> list[tuple[str, str]]:
     ]
 
 
-def paired_lines(per_seed: dict[int, dict], method: str, baseline: str) -> list[str]:
-    """One table: ``method`` minus ``baseline`` per N, per seed and per test subject."""
-    diffs = paired(per_seed, method, baseline)
+def paired_lines(method: str, baseline: str, diffs: dict | None) -> list[str]:
+    """One table of ``paired(per_seed, method, baseline)``: per N, per seed and per test subject."""
     if not diffs:
         return []
     lines = [
@@ -194,8 +193,10 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
         "![test seg Dice over seeds](summary.png)",
         "",
     ]
-    for method, baseline in comparisons(joint):
-        lines += paired_lines(per_seed, method, baseline)
+    # each comparison computed once, for the tables and for summary.json
+    pairs = {(m, b): paired(per_seed, m, b) for m, b in comparisons(joint)}
+    for (method, baseline), diffs in pairs.items():
+        lines += paired_lines(method, baseline, diffs)
     if joint_vs_reg:
         lines.append("Registration Dice after refinement, DeepAtlas reg net minus reg-only (points): ")
         for n, d in joint_vs_reg.items():
@@ -204,9 +205,9 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
     summary = {
         "seeds": seeds,
         "machines": cpus,
-        "joint_vs_seg_only": paired(per_seed, joint, "seg-only"),
+        "joint_vs_seg_only": pairs[(joint, "seg-only")],
         "joint_vs_reg_only": joint_vs_reg,
-        "paired": {f"{m} - {b}": paired(per_seed, m, b) for m, b in comparisons(joint)},
+        "paired": {f"{m} - {b}": diffs for (m, b), diffs in pairs.items()},
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
