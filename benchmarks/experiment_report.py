@@ -252,6 +252,7 @@ def _methods_panel(ax, rows: list[dict], n: int) -> None:
     ceiling = [r["seg_dice"] for r in rows if r["method"] == CEILING]
     if ceiling:
         ax.axhline(float(np.mean(ceiling)), color="k", linestyle="--", linewidth=1)
+    ax.set_xlim(-0.6, len(methods) - 0.1)  # room right of the last bar for its mean's label
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels([_short(m) for m in methods], fontsize=6.5)
     ax.set_title(f"N = {n} labelled (bar: mean over seeds; dashed: all training labels)", fontsize=8)

@@ -290,8 +290,9 @@ class TeacherConfig:
 @dataclass
 class AugmentConfig:
     """Random changes of the labelled images in the seg net's supervised loss
-    (:mod:`deepatlas.data.augment`): against memorising few labelled images. Off by default (not
-    yet measured on ixi-2mm); registration steps and teachers never see augmented images."""
+    (:mod:`deepatlas.data.augment`): against memorising few labelled images. Off by default (the
+    joint recipe with it not yet measured; the seg net alone gained 13 Dice points at N=1);
+    registration steps and teachers never see augmented images."""
 
     enabled: bool = False
     rotate_degrees: float = 10.0
