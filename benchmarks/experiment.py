@@ -126,6 +126,15 @@ def method_overrides(method: str, preset: dict, n: int = 1) -> list[str]:
     return VARIANTS[method](preset, n) + [f"schedule.cycles={MANY}"]
 
 
+def seg_net_flags(method: str, preset: dict) -> list[str]:
+    """Settings of every training with a seg net under this protocol: augmentation on (``--augment``)
+    or off, never the default's ``auto`` (which changes with N), so the protocol means one thing.
+    It changes the seg net's supervised loss only: reg-only trains as it would without it."""
+    if method == "reg-only":
+        return []
+    return [f"augment.enabled={'on' if preset.get('augment') else 'off'}"]
+
+
 def git_commit() -> str:
     try:
         commit = subprocess.run(
@@ -273,6 +282,12 @@ def parse_args() -> argparse.Namespace:
         "--ceiling", action="store_true", help="also train the seg net on every training label (same budget)"
     )
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="augment.enabled=true in every training with a seg net (seg-only, DeepAtlas, ceiling): "
+        "the augmented protocol, against a seg net alone that does not memorise its few labels",
+    )
+    parser.add_argument(
         "--reg-only-run",
         type=Path,
         help="a finished reg-only run to reuse (it sees no labels: one training serves every seed)",
@@ -289,7 +304,9 @@ def protocol(args: argparse.Namespace) -> tuple[dict, list[str], Path]:
         preset["labelled"] = sorted(args.labelled)
     # the two schedules of the 15-minute experiment (docs/results.md); `defaults` on request
     variants = args.variants or (["deepatlas"] if args.smoke else ["deepatlas", "deepatlas-seg-heavy"])
-    out = args.out or ROOT / "benchmarks" / "results" / ("experiment-smoke" if args.smoke else "experiment")
+    default = ("experiment-smoke" if args.smoke else "experiment") + ("-augment" if args.augment else "")
+    out = args.out or ROOT / "benchmarks" / "results" / default
+    preset["augment"] = args.augment  # written into results.json's protocol with the rest
     return preset, variants, out
 
 
@@ -314,13 +331,13 @@ def train_all(
     trainings = {}
     for name in names:
         method = name.rsplit("-n", 1)[0] if name != "reg-only" else "reg-only"
-        overrides = flags + method_overrides(method, preset, n)
+        overrides = flags + method_overrides(method, preset, n) + seg_net_flags(method, preset)
         trainings[name] = train_method(name, overrides, load_data, out, preset, name in todo)
         if name == "reg-only":
             package_reg_only(out, trainings[name])
         after(name)
     if first and plan["ceiling"]:  # every training subject labelled: its own data
-        ceiling = plan["data_flags"] + method_overrides("ceiling", preset)
+        ceiling = plan["data_flags"] + method_overrides("ceiling", preset) + seg_net_flags("ceiling", preset)
         load_all = lambda: prepare_data(load_config(None, ceiling).data, progress=False)  # noqa: E731
         trainings["ceiling"] = train_method("ceiling", ceiling, load_all, out, preset, "ceiling" in todo)
         after("ceiling")

@@ -4,6 +4,7 @@ Usage:
     python benchmarks/experiment_seeds.py [--seeds 0 1 2] [--budget-minutes 45] [--labelled 1 5]
                                           [--variant suggested|defaults|distil]
                                           [--out benchmarks/results/experiment-seeds] [--no-ants]
+                                          [--augment] [--no-ceiling] [--reg-only-run RUN]
     python benchmarks/experiment_seeds.py --smoke --seeds 0 1     # the machinery, ~15 minutes
 
 Runs ``benchmarks/experiment.py`` once per seed into ``<out>/seed-<s>/``: the recipe that
@@ -18,7 +19,10 @@ seed's difference to seg-only, paired per-subject wins over all seeds, and the D
 net against reg-only. Every step resumes (each seed's experiment does), so the whole can run
 across several sittings, on one machine model, from committed files alone (each finished
 training leaves a record, its evaluations and its example panel; reg-only a packaged copy).
-The summary names the CPUs the trainings ran on and warns when they differ.
+The summary names the CPUs the trainings ran on and warns when they differ. ``--augment``: the
+same protocol with every seg net trained with augmentation (into ``experiment-seeds-augment``), so
+the joint seg net is measured against a seg net alone that does not memorise its few labels;
+``--reg-only-run`` reuses another protocol's reg-only (augmentation never reaches it).
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ def parse_args() -> argparse.Namespace:
         "or `--recipe distil` (distilled teachers) at every N",
     )
     parser.add_argument("--no-ants", action="store_true", help="leave out the ANTs SyN reference")
+    parser.add_argument(
+        "--augment", action="store_true", help="experiment.py --augment: every seg net trained with augmentation"
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="leave out the all-labels ceiling")
+    parser.add_argument(
+        "--reg-only-run",
+        type=Path,
+        help="a finished reg-only run for every seed (default: the first seed trains it); reg-only sees "
+        "no labels and no augmentation, so another protocol's serves, e.g. "
+        "benchmarks/results/experiment-seeds/seed-0/models/reg-only",
+    )
     parser.add_argument("--smoke", action="store_true", help="experiment.py's smoke preset per seed")
     return parser.parse_args()
 
@@ -68,16 +83,18 @@ def seed_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     command = [sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--data", str(args.data)]
     command += ["--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--variants", args.variant]
     command += ["--fusion", "weighted"]  # atlas-segment's default
-    if seed == args.seeds[0]:
+    if seed == args.seeds[0] and not args.no_ceiling:
         command.append("--ceiling")
-    else:
+    if args.reg_only_run:
+        command += ["--reg-only-run", str(args.reg_only_run)]
+    elif seed != args.seeds[0]:
         # the first seed's reg-only, packaged into its (committed) models folder
         command += ["--reg-only-run", str(out / f"seed-{args.seeds[0]}" / "models" / "reg-only")]
     if args.budget_minutes:
         command += ["--budget-minutes", str(args.budget_minutes)]
     if args.labelled:
         command += ["--labelled", *map(str, args.labelled)]
-    return command + ["--no-ants"] * args.no_ants + ["--smoke"] * args.smoke
+    return command + ["--no-ants"] * args.no_ants + ["--smoke"] * args.smoke + ["--augment"] * args.augment
 
 
 def _row(results: dict, method: str, n: int) -> dict | None:
@@ -180,11 +197,13 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
     # registration Dice of the joint reg net against the unsupervised one (the reg-only row carries it)
     joint_vs_reg = paired(per_seed, joint, "reg-only + atlas", key="reg_dice")
     cpus = cpu_models(per_seed)
+    augmented = per_seed[seeds[0]]["protocol"].get("augment", False)
     lines = [
         f"# DeepAtlas experiment over seeds {', '.join(map(str, seeds))} (ixi-2mm test split)",
         "",
         f"- budget per training: {per_seed[seeds[0]]['protocol']['budget_minutes']:g} min; "
         "labelled draws: " + "; ".join(f"seed {s}: {draws(r['labelled'])}" for s, r in per_seed.items()),
+        *(["- every seg net trained with augmentation (`augment.enabled=true`)"] if augmented else []),
         f"- trainings ran on: {'; '.join(cpus) or 'unknown'}"
         + ("  **(more than one CPU model: minutes are not comparable)**" if len(cpus) > 1 else ""),
         "",
@@ -217,7 +236,8 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
 
 def main() -> int:
     args = parse_args()
-    out = args.out or ROOT / "benchmarks" / "results" / ("experiment-seeds-smoke" if args.smoke else "experiment-seeds")
+    default = ("experiment-seeds-smoke" if args.smoke else "experiment-seeds") + ("-augment" if args.augment else "")
+    out = args.out or ROOT / "benchmarks" / "results" / default
     for seed in args.seeds:
         print(f"== seed {seed}", flush=True)
         code = subprocess.call(seed_command(args, seed, out))

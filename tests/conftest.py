@@ -44,6 +44,7 @@ def tiny_config(dataset: Path, **schedule) -> Config:
     # teachers (on by default with <= 2 labelled images) are tested where named: elsewhere the seg
     # step's reg-net warp, DeepAtlas' own weak supervision, is the path under test
     config.teachers.enabled = "off"
+    config.augment.enabled = "off"  # likewise augmentation (on by default with <= 2 labelled images)
     s = config.schedule
     s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles = 2, 2, 2
     s.reg_steps_per_cycle, s.seg_steps_per_cycle = 3, 2

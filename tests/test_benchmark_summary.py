@@ -3,6 +3,7 @@ seeds that lack a row, subjects paired within their own seed. No data, no traini
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -112,3 +113,32 @@ def test_structure_weights_pick_each_structures_best_weight_over_subjects():
     # structure 1: 0.80 / 0.80 / 0.65 -> the first best, 0; structure 2: 0.5 / 0.65 / 0.75 -> inf
     assert fusion_weight.structure_weights(per_class, ["0", "1", "inf"], ["a", "b"]) == ["0", "inf", "0"]
     assert fusion_weight.structure_weights(per_class, ["0", "1", "inf"], ["b"]) == ["1", "inf", "0"]
+
+
+def _seed_args(**changes) -> argparse.Namespace:
+    args = dict(data=Path("ixi"), seeds=[0, 1], variant="suggested", no_ceiling=False, reg_only_run=None)
+    args.update(budget_minutes=None, labelled=None, no_ants=False, smoke=False, augment=False)
+    return argparse.Namespace(**{**args, **changes})
+
+
+def test_augmented_protocol_reaches_every_seg_net_and_not_reg_only(tmp_path):
+    import experiment
+
+    from deepatlas.config import load_config
+
+    # experiment_seeds hands --augment on to each seed; the first trains the ceiling unless told not to
+    first, second = (experiment_seeds.seed_command(_seed_args(augment=True), s, tmp_path) for s in (0, 1))
+    assert "--augment" in first and "--augment" in second and "--ceiling" in first
+    assert second[second.index("--reg-only-run") + 1] == str(tmp_path / "seed-0" / "models" / "reg-only")
+    shared = tmp_path / "other" / "reg-only"  # another protocol's reg-only serves every seed, the first too
+    first = experiment_seeds.seed_command(_seed_args(reg_only_run=shared, no_ceiling=True), 0, tmp_path)
+    assert first[first.index("--reg-only-run") + 1] == str(shared) and "--ceiling" not in first
+    assert "--augment" not in first
+    # experiment.py: the seg nets' configs augment, reg-only's and an unaugmented protocol's do not
+    preset = dict(experiment.PRESETS["smoke"], augment=True)
+    for method in ("seg-only", "suggested", "ceiling"):
+        overrides = experiment.method_overrides(method, preset) + experiment.seg_net_flags(method, preset)
+        assert load_config(None, overrides).augment.active(150), method  # on at any N
+    assert experiment.seg_net_flags("reg-only", preset) == []  # it trains as in any protocol
+    plain = experiment.PRESETS["smoke"]  # the unaugmented protocol: off, whatever the default
+    assert not load_config(None, experiment.seg_net_flags("seg-only", plain)).augment.active(1)

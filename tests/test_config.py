@@ -88,6 +88,8 @@ def test_every_recipe_is_a_valid_config_with_the_phases_it_names(name, phases):
     assert {schedule.phase_at(step) for step in range(0, min(schedule.total, 3000), 7)} == phases
     # the recipes without an end of their own stop at a budget; the defaults run their schedule
     assert config.schedule.time_budget_minutes == (None if name == "default" else 45)
+    # the seg net alone is the strong baseline: augmented whatever N (auto would stop at 2)
+    assert config.augment.active(50) is (name == "seg-only")
 
 
 def test_the_distil_recipe_is_suggested_from_three_labelled_images_with_some_to_teach():

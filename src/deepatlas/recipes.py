@@ -39,12 +39,15 @@ RECIPES: dict[str, tuple[str, ...]] = {
         "teachers.refine_iterations=[60,20,5]",
     ),
     # the baselines DeepAtlas is compared with, for the same budget (a user's own comparison): the
-    # seg net alone, supervised on the labelled images; the reg net alone, unsupervised
+    # seg net alone, supervised on the labelled images, augmented at every N (the strong baseline:
+    # on ixi-2mm validation, 45 minutes, seed 0's draw, augmentation lifted it from 0.635 to 0.764 at
+    # 1 labelled image and from 0.740 to 0.813 at 5, where without it it memorised); the reg net alone, unsupervised
     "seg-only": (
         "schedule.seg_pretrain_steps=10000000",
         "schedule.reg_pretrain_steps=0",
         "schedule.cycles=0",
         "schedule.time_budget_minutes=45",
+        "augment.enabled=on",
     ),
     "reg-only": (
         "schedule.seg_pretrain_steps=0",

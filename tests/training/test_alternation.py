@@ -115,3 +115,27 @@ def test_augmentation_needs_normalised_intensities():
 
     with pytest.raises(ValueError, match="augment.enabled needs data.normalize"):
         load_config(None, ["augment.enabled=true", "data.normalize=false"])
+
+
+def test_auto_augments_few_labelled_normalised_images_only(phantoms_3d):
+    """``augment.enabled=auto`` (the default): on with at most two labelled images and intensities
+    in [0, 1]; ``on`` without them is refused, ``auto`` is then quietly off; old runs stay off."""
+    import pytest
+
+    from deepatlas.config import Config, load_config
+
+    auto = Config().augment
+    assert auto.enabled == "auto" and auto.active(1) and auto.active(2) and not auto.active(3)
+    assert not auto.active(1, normalized=False)
+    assert load_config(None, ["augment.enabled=true"]).augment.enabled == "on"  # YAML's true reads as on
+    raw = load_config(None, ["data.normalize=false"])  # accepted: auto is off there, not an error
+    assert not raw.augment.active(1, raw.data.normalize)
+    with pytest.raises(ValueError, match="augment.enabled"):
+        load_config(None, ["augment.enabled=sometimes"])
+    # a run saved before augmentation existed resumes without it
+    assert Config.from_saved({"data": {}}).augment.enabled == "off"
+    for labelled, wanted in [(2, True), (3, False)]:
+        config = tiny_config(phantoms_3d)
+        config.augment.enabled, config.data.num_labelled = "auto", labelled
+        trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+        assert trainer.augmenting is wanted

@@ -98,7 +98,8 @@ def _check_resume(config: Config, folder: RunFolder, resume: bool) -> None:
     remove_orphans(folder.root)
     # through Config: keys added by a later deepatlas version take their defaults on both sides
     saved = _flat(Config.from_saved(load_checkpoint(checkpoint)["config"]).to_dict())
-    wanted = _flat(config.to_dict())
+    # and through Config.from_dict: an on/off switch set from Python as a bool reads as on/off, as saved
+    wanted = _flat(Config.from_dict(config.to_dict()).to_dict())
     changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     refused = [k for k in changed if k not in RESUMABLE_CHANGES]
     if refused:
@@ -178,6 +179,7 @@ def _summary(trainer: Trainer, start: int, started_at: float, validation: dict) 
             "images": len(trainer.teachers.teachers),
             "seconds": round(trainer.teachers.seconds, 1),
         },
+        "augment": trainer.augmenting,  # what augment.enabled=auto resolved to
         "best_validation_score": trainer.best_score if trainer.best_score > float("-inf") else None,
         "last_validation": validation,
     }

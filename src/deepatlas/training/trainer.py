@@ -86,6 +86,7 @@ class Trainer:
         wanted = config.teachers.active(len(self.labelled)) and self.batches.seg_pairs is not None
         wanted = wanted and config.loss.anatomy_weight_seg > 0
         self.teachers = self._teacher_cache() if wanted else None
+        self.augmenting = config.augment.active(len(self.labelled), config.data.normalize)
         self.step = 0
         self.best_score = float("-inf")
         self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
@@ -190,14 +191,15 @@ class Trainer:
         return {**self._optimize(losses, self.seg_opt, self.batches.describe(chosen)), **extra}
 
     def _augment(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images and labels for a supervised loss, randomly changed when ``augment.enabled``.
+        """Images and labels for a supervised loss, randomly changed when augmenting
+        (``augment.enabled``; ``auto``: with few labelled images).
 
         One draw from the run's generator per call, whatever the batch: every process makes the
         same draws from it and so keeps drawing the same global batches (a process's number of
         distinct labelled images may differ from another's); each then augments with its own
         stream, seeded by that draw and its rank. In float32, outside autocast: a bf16 sampling
         grid would misplace voxels by up to a tenth of one."""
-        if not self.config.augment.enabled:
+        if not self.augmenting:
             return images, labels
         seed = int(torch.randint(2**62, (1,), generator=self.generator))
         stream = torch.Generator().manual_seed(seed + self.world.rank)
