@@ -284,7 +284,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--augment",
         action="store_true",
-        help="augment.enabled=true in every training with a seg net (seg-only, DeepAtlas, ceiling): "
+        help="augment.enabled=on in every training with a seg net (seg-only, DeepAtlas, ceiling): "
         "the augmented protocol, against a seg net alone that does not memorise its few labels",
     )
     parser.add_argument(

@@ -139,7 +139,7 @@ def _protocol_lines(results: dict) -> list[str]:
         f"- machine: {machine['cpu']}, {machine['cpu_count']} CPU cores, {machine['platform']}",
         f"- training budget per method: {p['budget_minutes']:g} min wall clock (validation included), "
         f"best validation checkpoint"
-        + ("; every seg net trained with augmentation (`augment.enabled=true`)" if p.get("augment") else ""),
+        + ("; every seg net trained with augmentation (`augment.enabled=on`)" if p.get("augment") else ""),
         f"- labelled subjects (seed {results['seed']}): "
         + "; ".join(f"N={n}: {', '.join(ids)}" for n, ids in results["labelled"].items()),
         f"- test subjects: {len(results['test_subjects'])}; registration pairs: each test subject to the next",

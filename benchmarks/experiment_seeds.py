@@ -203,7 +203,7 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
         "",
         f"- budget per training: {per_seed[seeds[0]]['protocol']['budget_minutes']:g} min; "
         "labelled draws: " + "; ".join(f"seed {s}: {draws(r['labelled'])}" for s, r in per_seed.items()),
-        *(["- every seg net trained with augmentation (`augment.enabled=true`)"] if augmented else []),
+        *(["- every seg net trained with augmentation (`augment.enabled=on`)"] if augmented else []),
         f"- trainings ran on: {'; '.join(cpus) or 'unknown'}"
         + ("  **(more than one CPU model: minutes are not comparable)**" if len(cpus) > 1 else ""),
         "",

@@ -280,11 +280,7 @@ class TeacherConfig:
 
     def active(self, labelled: int) -> bool:
         """Whether a training set with ``labelled`` labelled images gets teachers."""
-        if isinstance(self.enabled, bool):  # set from Python as a bool: mean what it says
-            return self.enabled
-        if self.enabled == "auto":
-            return labelled <= options.TEACHERS_AUTO_MAX_LABELLED
-        return self.enabled == "on"
+        return options.switch_on(self.enabled, labelled <= options.TEACHERS_AUTO_MAX_LABELLED)
 
 
 @dataclass
@@ -311,11 +307,7 @@ class AugmentConfig:
     def active(self, labelled: int, normalized: bool = True) -> bool:
         """Whether a training set with ``labelled`` labelled images is augmented (``normalized``:
         intensities in [0, 1], which ``auto`` needs; ``on`` without them is refused by the config)."""
-        if isinstance(self.enabled, bool):  # set from Python as a bool: mean what it says
-            return self.enabled
-        if self.enabled == "auto":
-            return normalized and labelled <= options.AUGMENT_AUTO_MAX_LABELLED
-        return self.enabled == "on"
+        return options.switch_on(self.enabled, normalized and labelled <= options.AUGMENT_AUTO_MAX_LABELLED)
 
     def validate(self) -> None:
         for key in ("rotate_degrees", "scale", "translate_voxels", "gamma", "noise"):

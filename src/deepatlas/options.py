@@ -54,6 +54,14 @@ rejected (aligned ixi-2mm brains 0.979-0.988, also when moved first; spheres, el
 noise and contrast-inverted brains 0.79-0.89)."""
 
 
+def switch_on(value: str | bool, auto: bool) -> bool:
+    """An ``auto`` / ``on`` / ``off`` setting resolved; ``auto``: the caller's condition. A bool
+    (set from Python rather than read from a config file) means what it says."""
+    if isinstance(value, bool):
+        return value
+    return auto if value == "auto" else value == "on"
+
+
 def look_up_option(value: object, options: Sequence[str], setting: str) -> str:
     """``value`` if it is one of ``options``; otherwise a ``ValueError`` naming ``setting`` and the choices."""
     if value not in options:
