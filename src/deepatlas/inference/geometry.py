@@ -73,23 +73,20 @@ def resample(
 def network_grid(
     shape: tuple[int, ...], affine: np.ndarray, train_shape: tuple[int, ...], train_affine: np.ndarray
 ) -> tuple[tuple[int, ...], np.ndarray]:
-    """The grid the networks see for an input on ``(shape, affine)``.
+    """The grid the networks see for an input on ``(shape, affine)``: the training shape, voxel
+    axes (spacing *and* directions) centred on the input's centre, so the network sees anatomy at
+    the scale and orientation it was trained on.
 
-    The input's own grid when it has the training shape and voxel spacing (no
-    resampling at all); otherwise the training shape, spacing and axis directions,
-    centred on the input's centre, so the network sees anatomy at the scale and
-    orientation it was trained on.
+    An input whose grid already is that (training shape and voxel axes, any origin) gets its own
+    grid back and is not resampled (:func:`resample` compares affines within 1e-4); one with the
+    training shape and spacing but flipped or permuted axes is resampled, never read as stored.
     """
     dims = len(shape)
     if len(train_shape) != dims:
         raise ValueError(f"the model was trained on {len(train_shape)}D images, this one is {dims}D")
-    matrix, _ = _linear(affine, dims)
+    matrix, offset = _linear(affine, dims)
     train_matrix, _ = _linear(train_affine, dims)
-    if tuple(shape) == tuple(train_shape) and np.allclose(
-        np.linalg.norm(matrix, axis=0), np.linalg.norm(train_matrix, axis=0), rtol=1e-3
-    ):
-        return tuple(shape), np.asarray(affine, dtype=np.float64)
-    centre = matrix @ ((np.array(shape) - 1) / 2) + _linear(affine, dims)[1]
+    centre = matrix @ ((np.array(shape) - 1) / 2) + offset
     out = np.eye(4)
     out[:dims, :dims] = train_matrix
     out[:dims, 3] = centre - train_matrix @ ((np.array(train_shape) - 1) / 2)
