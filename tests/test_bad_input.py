@@ -2,6 +2,7 @@
 clear line that names the file or setting, a non-zero exit, and no damage to earlier outputs
 (nothing overwritten, nothing half-written, no empty run folder left by a failed ``train``)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,30 @@ def _image_files(folder: Path, dataset: Path) -> dict[str, str]:
     }
 
 
+def _paired_files(folder: Path, dataset: Path) -> dict[str, str]:
+    """Inputs that are bad only beside another: labels off their image, a misspelt pairs key, a
+    scan too small for the model, a label map given as an image, values beyond float32, atlas codes
+    outside the run's label map."""
+    image = nib.load(dataset / "images" / "phantom001.nii.gz")
+    codes = np.asarray(nib.load(dataset / "labels" / "phantom001.nii.gz").dataobj).astype(np.int16)
+    shifted = image.affine.copy()
+    shifted[0, 3] += 20.0  # the header 20 mm off: the labels would be used 20 mm off
+    unknown = codes.copy()
+    unknown[codes == codes.max()] = 77
+    huge = np.random.default_rng(2).random(image.shape)  # float64
+    huge[3, 4, 5] = 1e300
+    good, labels = str(dataset / "images" / "phantom001.nii.gz"), str(dataset / "labels" / "phantom001.nii.gz")
+    pairs = [{"moving": good, "fixed": good, "moving_label": labels}]  # misspelt: moving_labels
+    return {
+        "shifted_labels": _save(folder / "shifted_labels.nii.gz", codes, shifted),
+        "unknown_atlas": _save(folder / "unknown_atlas.nii.gz", unknown, image.affine),
+        "tiny": _save(folder / "tiny.nii.gz", np.random.default_rng(3).random((10, 10, 10)).astype(np.float32)),
+        "label_as_image": str(dataset / "labels" / "phantom001.nii.gz"),
+        "huge": _save(folder / "huge.nii.gz", huge, image.affine),
+        "misspelt_pairs": str(_write(folder / "misspelt_pairs.json", json.dumps(pairs))),
+    }
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -78,7 +103,7 @@ def _broken_runs(folder: Path, run: Path) -> dict[str, str]:
 def _bad_datasets(folder: Path, dataset: Path) -> dict[str, str]:
     """Copies of the phantom dataset with one defect each (in a subject whose labels are used)."""
     out = {}
-    for kind in ("duplicate_ids", "label_shape", "unknown_codes", "image_shape"):
+    for kind in ("duplicate_ids", "label_shape", "unknown_codes", "image_shape", "label_affine"):
         copy = folder / f"data_{kind}"
         shutil.copytree(dataset, copy)
         label = nib.load(copy / "labels" / "phantom000.nii.gz")
@@ -86,6 +111,10 @@ def _bad_datasets(folder: Path, dataset: Path) -> dict[str, str]:
             shutil.copy(copy / "images" / "phantom000.nii.gz", copy / "images" / "phantom000.nii")
         elif kind == "label_shape":
             _save(copy / "labels" / "phantom000.nii.gz", np.zeros((5, 5, 5), np.int16), label.affine)
+        elif kind == "label_affine":
+            shifted = label.affine.copy()
+            shifted[:3, 3] += [0.0, 20.0, 0.0]
+            _save(copy / "labels" / "phantom000.nii.gz", np.asarray(label.dataobj).astype(np.int16), shifted)
         elif kind == "unknown_codes":
             codes = np.asarray(label.dataobj).astype(np.int16)
             codes[0, 0, 0] = 77
@@ -102,6 +131,7 @@ def corpus(tmp_path_factory, phantoms_3d, trained_3d):
     files = _image_files(folder, phantoms_3d)
     files.update(_broken_runs(folder, trained_3d))
     files.update(_bad_datasets(folder, phantoms_3d))
+    files.update(_paired_files(folder, phantoms_3d))
     config = tiny_config(phantoms_3d)
     config.save(folder / "config.yaml")
     files.update(config=str(folder / "config.yaml"), run=str(trained_3d), dataset=str(phantoms_3d), root=str(folder))
@@ -118,6 +148,19 @@ def corpus(tmp_path_factory, phantoms_3d, trained_3d):
 
 def _register(moving="{good}", fixed="{good}", run="{run}", *extra):
     return ["register", run, "--moving", moving, "--fixed", fixed, "-o", "{earlier}", "--overwrite", *extra]
+
+
+def _segment(image):
+    return ["segment", "{run}", image, "-o", "{earlier}", "--overwrite"]
+
+
+def _atlas(image, labels, *extra):
+    return ["atlas-segment", "{run}", "--atlas", image, labels, "{good}", "-o", "{earlier}", "--overwrite", *extra]
+
+
+def _morphometry(atlas_labels):
+    argv = ["morphometry", "{run}", "{good}", "--from", "atlas", "--atlas", "{good}", atlas_labels]
+    return argv + ["-o", "{earlier}", "--overwrite"]
 
 
 def _train(*extra):
@@ -162,6 +205,33 @@ CASES = {
     "label map of another shape": (_train_on("{label_shape}"), "phantom000.nii.gz"),
     "unknown label codes": (_train_on("{unknown_codes}"), "77"),
     "images on different grids": (_train_on("{image_shape}"), "phantom002.nii.gz"),
+    "labels 20 mm off their image": (
+        _register("{good}", "{good}", "{run}", "--moving-labels", "{shifted_labels}"),
+        "shifted_labels.nii.gz: its header places the label map up to 20.0 mm away",
+    ),
+    "atlas labels off their image": (_atlas("{good}", "{shifted_labels}"), "shifted_labels.nii.gz"),
+    "morphometry atlas labels off their image": (_morphometry("{shifted_labels}"), "shifted_labels.nii.gz"),
+    "training labels off their image": (_train_on("{label_affine}"), "phantom000.nii.gz"),
+    "evaluated labels off their image": (
+        ["evaluate", "{run}", "--data", "{label_affine}", "--split", "all", "--pairs", "none", "-o", "{root}/eval"],
+        "labels/phantom000.nii.gz",
+    ),
+    "misspelt key in a pairs file": (
+        ["register", "{run}", "--pairs", "{misspelt_pairs}", "-o", "{earlier}", "--overwrite"],
+        "unknown key(s) 'moving_label'; the keys are moving, fixed, moving_labels, output",
+    ),
+    "image too small to be a brain": (_segment("{tiny}"), "tiny.nii.gz: covers only 10 x 10 x 10 mm"),
+    "image too small, register": (_register(fixed="{tiny}"), "tiny.nii.gz: covers only"),
+    "label map given as an image": (_segment("{label_as_image}"), "phantom001.nii.gz: looks like a label map"),
+    "values too large for float32": (_register(moving="{huge}"), "huge.nii.gz: intensities up to 1e+300"),
+    "atlas codes outside the run's labels, morphometry": (
+        _morphometry("{unknown_atlas}"),
+        "--unknown-labels background",
+    ),
+    "atlas codes outside the run's labels, atlas-segment": (
+        _atlas("{good}", "{unknown_atlas}", "--seg-net-weight", "1"),
+        "unknown_atlas.nii.gz: label codes not in the label-map file: 77",
+    ),
 }
 
 
@@ -203,3 +273,13 @@ def test_a_real_process_exits_non_zero_with_one_line(corpus):
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "truncated.nii.gz" in lines[0], done.stderr
+
+
+def test_values_beyond_float32_one_line_and_no_warning(corpus):
+    """float64 intensities near 1e300 are named for what they are (not NaN), without nibabel's
+    overflow warning on stderr; NaN stays NaN."""
+    for key, says in (("huge", "too large for float32"), ("nan", "NaN or infinite")):
+        argv = ["segment", corpus["run"], corpus[key], "-o", corpus["earlier"], "--overwrite"]
+        done = subprocess.run([sys.executable, "-m", "deepatlas", *argv], capture_output=True, text=True)
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and says in lines[0], done.stderr

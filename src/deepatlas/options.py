@@ -45,6 +45,9 @@ PAIRS = ("next", "all", "none")
 CHECKPOINT = ("best", "last")
 AFFINE = ("auto", "on", "off")
 """When ``register`` / ``atlas-segment`` run the affine stage (``auto``: when a pair is poorly aligned)."""
+STRIP = ("auto", "on", "off")
+"""Brain extraction of whole-head scans before anything else (``--strip``; ``auto``: when the scan
+looks like a head, :mod:`deepatlas.inference.strip`)."""
 AFFINE_AUTO_THRESHOLD = 0.93
 """``auto``: the affine stage runs when the pair's alignment NCC (both images pooled 4x) is below this
 (pre-aligned ixi-2mm pairs 0.97-0.99; brains moved by 20 degrees / 20 % / 20 mm 0.60-0.86)."""

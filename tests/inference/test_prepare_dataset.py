@@ -49,7 +49,9 @@ def _raw_folder(root: Path) -> Path:
     (raw / "truncated.nii.gz").write_bytes(whole[: len(whole) // 3])
     _write_nifti(np.random.default_rng(0).random((64, 64)).astype(np.float32), raw / "slice2d.nii.gz")
     grid = np.indices((120, 120, 120)) - 60
-    _write_nifti(((grid**2).sum(0) < 50**2).astype(np.float32), raw / "sphere.nii.gz")
+    # a ball of tissue, not a mask: exact 0/1 values would be refused as a label map before alignment
+    ball = ((grid**2).sum(0) < 50**2) * (1 + 1e-3 * np.random.default_rng(1).random(grid.shape[1:]))
+    _write_nifti(ball.astype(np.float32), raw / "sphere.nii.gz")
     return raw
 
 

@@ -9,10 +9,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepatlas.cli.scans import load_scan, mask_path
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
-from deepatlas.data.subjects import IMAGE_SUFFIXES, subject_id
+from deepatlas.data.subjects import IMAGE_SUFFIXES, LABEL_SUFFIXES, label_map_owners, subject_id
+from deepatlas.files import folder_lock
 from deepatlas.run_folder import RunFolder
+
+PAIR_KEYS = ("moving", "fixed", "moving_labels", "output")
+"""The keys of a ``--pairs`` entry; ``output`` (optional) names the pair's outputs ``<output>_warped.nii.gz`` ...
+instead of ``<moving>_to_<fixed>_warped.nii.gz``."""
 
 
 @dataclass(frozen=True)
@@ -25,20 +31,37 @@ class AtlasFusion:
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
-    """Files as given; folders become their image files, sorted."""
+    """Files as given; folders become their image files, sorted (see :func:`expand_inputs`)."""
+    return expand_inputs(paths)[0]
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """The images: files as given; folders become their image files, sorted, less the label maps
+    beside their images (``<id>_seg`` beside ``<id>``, the rule ``prepare`` pairs them by:
+    :func:`~deepatlas.data.subjects.label_map_owners`), which come second, to be protected from the
+    outputs; one printed line counts them."""
     out: list[Path] = []
+    skipped: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.name.endswith(IMAGE_SUFFIXES) and not p.name.startswith("."))
+            by_id = {subject_id(p): p for p in found}
+            labels = {by_id[sid] for sid, owner in label_map_owners(list(by_id)).items() if owner in by_id}
             if not found:
                 raise DataError(f"{path}: no images in this folder")
-            out += found
+            out += [p for p in found if p not in labels]
+            skipped += sorted(labels)
         elif path.exists():
             out.append(path)
         else:
             raise DataError(f"{path}: file not found")
-    return out
+    if skipped:
+        print(
+            f"{len(skipped)} label map(s) left out of the images (e.g. {skipped[0]}: {'/'.join(LABEL_SUFFIXES)} "
+            "beside an image of the same name); give one as a file to use it as an image"
+        )
+    return out, skipped
 
 
 def load_run_from_args(args):
@@ -46,6 +69,8 @@ def load_run_from_args(args):
     from deepatlas.inference import load_run
 
     run = load_run(args.run, args.checkpoint, device=select_device(args.device))
+    if getattr(args, "unknown_labels", None):  # --unknown-labels: this command's choice over the run's
+        run.config.data.unknown_labels = args.unknown_labels
     if getattr(args, "net_only", False):
         run.set_refinement(None)
     elif getattr(args, "refine", None):
@@ -56,12 +81,14 @@ def load_run_from_args(args):
     return run
 
 
-def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
+def _pairs(args) -> tuple[list[tuple[Path, Path, Path | None, str | None]], list[Path]]:
+    """The pairs (moving, fixed, moving labels or None, output name or None), and the label maps
+    left out of the folders given."""
     if args.pairs:
-        return _pairs_file(Path(args.pairs))
+        return _pairs_file(Path(args.pairs)), []
     if not (args.moving and args.fixed):
         raise DataError("give --moving and --fixed (files or folders), or --pairs FILE")
-    moving, fixed = expand_paths([args.moving]), expand_paths([args.fixed])
+    (moving, skip_moving), (fixed, skip_fixed) = expand_inputs([args.moving]), expand_inputs([args.fixed])
     if len(fixed) == 1:
         fixed = fixed * len(moving)
     elif len(fixed) != len(moving) or [p.name for p in moving] != [p.name for p in fixed]:
@@ -71,58 +98,108 @@ def _pairs(args) -> list[tuple[Path, Path, Path | None]]:
         labels = expand_paths([args.moving_labels])
         if len(labels) != len(moving):
             raise DataError(f"{args.moving_labels}: expected {len(moving)} label maps, found {len(labels)}")
-    return list(zip(moving, fixed, labels))
+    return [(m, f, lab, None) for m, f, lab in zip(moving, fixed, labels)], skip_moving + skip_fixed
 
 
-def _pairs_file(path: Path) -> list[tuple[Path, Path, Path | None]]:
-    """The pairs of a ``--pairs`` JSON file (paths relative to the file)."""
+def _pairs_file(path: Path) -> list[tuple[Path, Path, Path | None, str | None]]:
+    """The pairs of a ``--pairs`` JSON file (paths relative to the file; keys: :data:`PAIR_KEYS`)."""
     try:
         spec = json.loads(path.read_text())
-        pairs = [(p["moving"], p["fixed"], p.get("moving_labels")) for p in spec]
+        _check_pair_keys(path, spec)
+        pairs = [(p["moving"], p["fixed"], p.get("moving_labels"), p.get("output")) for p in spec]
+    except DataError:
+        raise
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise DataError(
             f"{path}: not a pairs file ({type(err).__name__}: {err}); expected a JSON list of "
-            f'{{"moving": ..., "fixed": ..., "moving_labels": ... (optional)}}'
+            f'{{"moving": ..., "fixed": ..., "moving_labels": ... (optional), "output": ... (optional)}}'
         ) from None
+    for n, (*_, name) in enumerate(pairs):
+        if name is not None and (not isinstance(name, str) or not name or Path(name).name != name or name[0] == "."):
+            raise DataError(f'{path}: pair #{n} "output" must be a file name without folders, got {name!r}')
     base = path.parent
-    return [(base / m, base / f, base / lab if lab else None) for m, f, lab in pairs]
+    return [(base / m, base / f, base / lab if lab else None, name) for m, f, lab, name in pairs]
+
+
+def _check_pair_keys(path: Path, spec) -> None:
+    """Refuse a key outside :data:`PAIR_KEYS` (a misspelt ``moving_label`` would be ignored)."""
+    for n, entry in enumerate(spec if isinstance(spec, list) else []):
+        unknown = sorted(set(entry) - set(PAIR_KEYS)) if isinstance(entry, dict) else []
+        if unknown:
+            raise DataError(
+                f"{path}: pair #{n} has unknown key(s) {', '.join(map(repr, unknown))}; the keys are "
+                f"{', '.join(PAIR_KEYS)} (moving_labels and output optional)"
+            )
+
+
+def _check_label_files(pairs: list) -> None:
+    """Every moving label map on its moving image's grid, from the headers, before any work."""
+    from deepatlas.data.io import check_label_grid, read_grid
+
+    for moving, _, labels, *_ in pairs:
+        if labels is not None:
+            check_label_grid(read_grid(moving), read_grid(labels))
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from deepatlas.inference.outputs import check_free, registration_paths
+    """Outputs are named ``<moving>_to_<fixed>``, by :func:`~deepatlas.inference.outputs.unique_names`
+    where file names repeat, or by a pair's ``output`` in a ``--pairs`` file."""
+    from deepatlas.inference.outputs import check_free, check_outputs, registration_paths, unique_names
 
     options = _registration_options(args, inverse=args.inverse)
-    pairs = _pairs(args)
+    pairs, skipped = _pairs(args)
+    _check_label_files(pairs)
     out = Path(args.output)
     summary = options.affine != "off" or options.align != "off"
+    movers, fixeds = unique_names([p[0] for p in pairs]), unique_names([p[1] for p in pairs])
     plans = [
-        registration_paths(out, subject_id(m), subject_id(f), lab is not None, options.inverse, summary)
-        for m, f, lab in pairs
+        registration_paths(out, m, f, lab is not None, options.inverse, summary, name)
+        for (_, _, lab, name), m, f in zip(pairs, movers, fixeds)
     ]
-    check_free([p for plan in plans for p in plan.values()], args.overwrite)
-    jobs = [(moving, fixed, labels, paths, options) for (moving, fixed, labels), paths in zip(pairs, plans)]
-    run_jobs(args, jobs, _register_job, load_run_from_args, "register")
+    inputs = {p: "label map" for p in skipped} | ({Path(args.pairs): "pairs file"} if args.pairs else {})
+    for moving, fixed, labels, _ in pairs:
+        inputs |= {moving: "moving image", fixed: "fixed image"} | ({labels: "moving label map"} if labels else {})
+    sources = [f"{moving} -> {fixed}" for moving, fixed, *_ in pairs]
+    hint = 'give one of them another file name, or name its outputs ("output" in a --pairs file)'
+    check_outputs([(s, list(plan.values())) for s, plan in zip(sources, plans)], inputs, hint)
+    jobs = [(moving, fixed, labels, paths, options) for (moving, fixed, labels, _), paths in zip(pairs, plans)]
+    with output_lock(args):
+        check_free([p for plan in plans for p in plan.values()], args.overwrite)
+        written = run_jobs(args, jobs, _register_job, load_run_from_args, "register")
     inverse = ", inverse on the moving grid (fixed = q + v(q))" if options.inverse else ""
-    print(f"{len(pairs)} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p){inverse})")
+    print(
+        f"{len(set(written))} registration(s) written to {out}/ (displacement in mm, RAS axes, moving = p + u(p)"
+        f"{inverse}; _Warp.nii.gz: the same in LPS axes, for ANTs, ITK and Slicer)"
+    )
     return 0
+
+
+def output_lock(args: argparse.Namespace):
+    """The output folder, held by this command while it writes there (:func:`~deepatlas.files.folder_lock`)."""
+    return folder_lock(Path(args.output), f"deepatlas {args.command} -o {args.output}")
 
 
 def _registration_options(args: argparse.Namespace, inverse: bool = False):
     """The affine-stage and inverse settings of ``register`` / ``atlas-segment``."""
     from deepatlas.inference.apply import RegistrationOptions
 
-    return RegistrationOptions(affine=getattr(args, "affine", "auto"), align=args.align, inverse=inverse)
+    strip = getattr(args, "strip", "off")
+    return RegistrationOptions(affine=getattr(args, "affine", "auto"), align=args.align, inverse=inverse, strip=strip)
 
 
-def _register_job(run, job: tuple) -> None:
-    """``job``: moving, fixed, moving labels (or None), output paths, ``RegistrationOptions``."""
-    from deepatlas.data.io import load_image, load_label_codes
+def _register_job(run, job: tuple) -> str:
+    """``job``: moving, fixed, moving labels (or None), output paths, ``RegistrationOptions``; returns
+    the warped image's path."""
+    from deepatlas.data.io import load_label_codes
     from deepatlas.inference.outputs import write_registration
 
     moving, fixed, labels, paths, options = job
     name = f"{subject_id(moving)}_to_{subject_id(fixed)}"
     moving_labels = load_label_codes(labels) if labels else None
-    result = _register_and_say(run, options, name, load_image(moving), load_image(fixed), moving_labels)
+    masks = {side: mask_path(paths["warped"], side) for side in ("moving", "fixed")}
+    moving_image = load_scan(moving, options.strip, masks["moving"])
+    fixed_image = load_scan(fixed, options.strip, masks["fixed"])
+    result = _register_and_say(run, options, name, moving_image, fixed_image, moving_labels)
     write_registration(result, paths)
     if result.inverse_consistency is not None:
         error = result.inverse_consistency
@@ -130,6 +207,7 @@ def _register_job(run, job: tuple) -> None:
             f"{name}: inverse consistency {error['mean_mm']:.3f} mm mean, {error['p95_mm']:.3f} mm 95th "
             f"percentile (fixed foreground)"
         )
+    return str(paths["warped"])
 
 
 def _register_and_say(run, options, name: str, moving, fixed, moving_labels=None):
@@ -152,28 +230,39 @@ def _atlas_registrar(run, options, moving, fixed, moving_labels):
     return _register_and_say(run, options, name, moving, fixed, moving_labels)
 
 
-def _write_label_maps(args, images: list[Path], suffix: str, atlases: list | None = None) -> Path:
-    """Segment each image (seg net, or ``atlases`` registered to it) into ``args.output``."""
-    from deepatlas.inference.outputs import check_free
+def _write_label_maps(
+    args, images: list[Path], suffix: str, atlases: list | None = None, skipped: list[Path] = ()
+) -> tuple[Path, int]:
+    """Segment each image (seg net, or ``atlases`` registered to it) into ``args.output``, as
+    ``<name>_<suffix>.nii.gz`` (``name``: :func:`~deepatlas.inference.outputs.unique_names`);
+    returns the folder and how many label maps were written. ``skipped``: label maps left out of
+    the input folders, never written over."""
+    from deepatlas.inference.outputs import check_free, check_outputs, unique_names
 
     out = Path(args.output)
-    targets = [out / f"{subject_id(p)}_{suffix}.nii.gz" for p in images]
-    check_free(targets, args.overwrite)
+    targets = [out / f"{name}_{suffix}.nii.gz" for name in unique_names(images)]
+    inputs = {p: "label map" for p in skipped} | {p: "image" for p in images}
+    for image, labels in atlases or []:
+        inputs |= {image: "atlas image", labels: "atlas label map"}
+    check_outputs([(str(p), [t]) for p, t in zip(images, targets)], inputs, "rename one of them")
     fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", 0.0))
     options = _registration_options(args)
     jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
-    run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
-    return out
+    with output_lock(args):
+        check_free(targets, args.overwrite)
+        written = run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
+    return out, len(set(written))
 
 
-def _label_job(run, job: tuple) -> None:
-    """``job``: image, output path, atlases (None: the seg net), :class:`AtlasFusion`, ``RegistrationOptions``."""
-    from deepatlas.data.io import load_image, save_volume
+def _label_job(run, job: tuple) -> str:
+    """``job``: image, output path, atlases (None: the seg net), :class:`AtlasFusion`, ``RegistrationOptions``;
+    returns the path written."""
+    from deepatlas.data.io import save_volume
     from deepatlas.inference.apply import atlas_segment_volume, read_atlases, segment_volume
     from deepatlas.inference.outputs import label_dtype
 
     path, target, atlases, fusion, options = job
-    image = load_image(path)
+    image = load_scan(path, options.strip, mask_path(target))
     if atlases is None:
         codes = segment_volume(run, image, options.align)
     else:
@@ -189,26 +278,27 @@ def _label_job(run, job: tuple) -> None:
             align=options.align,  # the seg net sees the target as the registration does
         )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
+    return str(target)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    images = expand_paths(args.images)
-    out = _write_label_maps(args, images, "seg")
-    print(f"{len(images)} label map(s) written to {out}/ (original label codes, input geometry)")
+    images, skipped = expand_inputs(args.images)
+    out, written = _write_label_maps(args, images, "seg", skipped=skipped)
+    print(f"{written} label map(s) written to {out}/ (original label codes, input geometry)")
     return 0
 
 
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
-    targets = expand_paths(args.targets)
+    targets, skipped = expand_inputs(args.targets)
     atlases = [(Path(img), Path(lab)) for img, lab in args.atlas]
     from deepatlas.inference.apply import read_atlases
 
     read_atlases(tuple(atlases))  # a bad atlas fails here, before any work
-    out = _write_label_maps(args, targets, "atlas_seg", atlases)
+    out, written = _write_label_maps(args, targets, "atlas_seg", atlases, skipped)
     voters = f"{len(atlases)} atlas(es)"
     if args.seg_net_weight > 0:
         voters += f" and the seg net (x{args.seg_net_weight:g})"
-    print(f"{len(targets)} label map(s) from {voters}, {args.fusion} fusion, written to {out}/")
+    print(f"{written} label map(s) from {voters}, {args.fusion} fusion, written to {out}/")
     return 0
 
 

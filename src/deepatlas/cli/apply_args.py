@@ -51,6 +51,27 @@ def _align_flag(p, default: str) -> None:
     )
 
 
+def strip_flag(p) -> None:
+    """``--strip`` of every command that takes scans (default auto)."""
+    p.add_argument(
+        "--strip",
+        choices=options.STRIP,
+        default="auto",
+        help="brain extraction (deepbet: pip install 'deepatlas[strip]') before anything else, for whole-head "
+        "scans; the mask is written beside the outputs. auto: when the scan's filled foreground exceeds "
+        "the volume of any brain (a head), not for skull-stripped brains (default auto)",
+    )
+
+
+def unknown_labels_flag(p, applies: str = "") -> None:
+    """``--unknown-labels`` of every command that reads label maps against a run's label map."""
+    p.add_argument(
+        "--unknown-labels",
+        choices=options.UNKNOWN_LABELS,
+        help=f"label codes outside the run's label map{applies}: an error, or background (default: as in training)",
+    )
+
+
 def _common(p, output_required=True):
     p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
     p.add_argument("-o", "--output", required=output_required, help="output folder")
@@ -105,6 +126,7 @@ def _add_register(sub) -> None:
     _registration_flags(r)
     _affine_flags(r)
     _align_flag(r, "off")
+    strip_flag(r)
     r.add_argument(
         "--inverse",
         action="store_true",
@@ -121,6 +143,7 @@ def _add_segment(sub) -> None:
     _common(s)
     s.add_argument("images", nargs="+", help="images or folders")
     _align_flag(s, "auto")
+    strip_flag(s)
     s.add_argument("--overwrite", action="store_true")
     _workers_flag(s)
     s.set_defaults(func=cmd_segment)
@@ -138,9 +161,11 @@ def _add_atlas_segment(sub) -> None:
         help="weighted: votes weighted by local NCC of warped atlas and target (default)",
     )
     _seg_net_weight_flag(a)
+    unknown_labels_flag(a, " in the atlases, with --seg-net-weight (the atlases alone keep every code)")
     _registration_flags(a)
     _affine_flags(a)
     _align_flag(a, "off")
+    strip_flag(a)
     a.add_argument("--overwrite", action="store_true")
     _workers_flag(a)
     a.set_defaults(func=cmd_atlas_segment)
@@ -166,7 +191,7 @@ def _add_evaluate(sub) -> None:
         help="label fusion with --atlases: weighted by local NCC (default, as atlas-segment) or majority",
     )
     _seg_net_weight_flag(e)
-    e.add_argument("--unknown-labels", choices=options.UNKNOWN_LABELS, help="default: as in training")
+    unknown_labels_flag(e)
     e.add_argument("--no-progress", action="store_true")
     _registration_flags(e)
     e.set_defaults(func=cmd_evaluate)
@@ -177,6 +202,7 @@ def _add_report(sub) -> None:
     _common(p)
     p.add_argument("--data", help="dataset for the example figures (default: the run's training dataset)")
     p.add_argument("--split", default=None, help="split for the example pair (default: the run's validation split)")
+    unknown_labels_flag(p, " in the example pair's label maps")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_report)
 

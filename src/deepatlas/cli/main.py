@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     from deepatlas.cli.prepare import add_command as add_prepare
 
     add_prepare(sub)
+    from deepatlas.cli.warp import add_command as add_warp
+
+    add_warp(sub)
     return parser
 
 

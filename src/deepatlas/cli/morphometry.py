@@ -6,7 +6,8 @@ import argparse
 import math
 
 from deepatlas import options
-from deepatlas.cli.apply import expand_paths, load_run_from_args
+from deepatlas.cli.apply import expand_inputs, load_run_from_args, output_lock
+from deepatlas.cli.apply_args import unknown_labels_flag
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 
@@ -26,15 +27,18 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
         raise DataError("--from atlas needs --atlas IMAGE LABELS (one or more)")
     if args.atlas and args.source != "atlas":
         raise DataError("--atlas is used with --from atlas only (the default, --from seg, uses the seg net)")
-    plan = plan_morphometry(expand_paths(args.images), args.output, args.template, args.groups, args.atlas, args.fusion)
+    images, skipped = expand_inputs(args.images)
+    plan = plan_morphometry(images, args.output, args.template, args.groups, args.atlas, args.fusion)
+    _check_outputs(plan, args, skipped)
     run = load_run_from_args(args)
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
-    prepare(plan, args.overwrite)
-    loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
-    run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
-    result = summarize(plan, run.scheme)
-    morphometry_figures(result, plan.output)
+    with output_lock(args):
+        prepare(plan, args.overwrite)
+        loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
+        run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
+        result = summarize(plan, run.scheme, run.config.data.unknown_labels)
+        morphometry_figures(result, plan.output)
     print(
         f"{len(plan.subjects)} subject(s) in {plan.output}/: volumes.csv (mm^3), <id>_{plan.suffix}.nii.gz, "
         f"<id>_logjac.nii.gz (log det J on the template grid, > 0: subject larger than the template), morphometry.png"
@@ -42,6 +46,24 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     if result.differences:
         _print_differences(result, len(plan.subjects))
     return 0
+
+
+def _check_outputs(plan, args: argparse.Namespace, skipped: list) -> None:
+    """No two subjects write one file, and no output replaces an input (image, label map beside
+    one, atlas, template, groups file), with or without --overwrite."""
+    from pathlib import Path
+
+    from deepatlas.inference.outputs import check_outputs
+
+    inputs = {p: "label map" for p in skipped} | {p: "image" for p in plan.images}
+    for image, labels in plan.atlases or ():
+        inputs |= {image: "atlas image", labels: "atlas label map"}
+    inputs |= {Path(args.template): "template"} if args.template else {}
+    inputs |= {Path(args.groups): "groups file"} if args.groups else {}
+    planned = [(str(i), [plan.labels_path(s), plan.logjac_path(s)]) for i, s in zip(plan.images, plan.subjects)]
+    mine = {p for _, paths in planned for p in paths}
+    planned.append(("the morphometry summary", [p for p in plan.outputs() if p not in mine]))
+    check_outputs(planned, inputs)
 
 
 def _print_differences(result, subjects: int) -> None:
@@ -81,6 +103,7 @@ def add_command(sub) -> None:
     )
     m.add_argument("--atlas", nargs=2, action="append", metavar=("IMAGE", "LABELS"), help="with --from atlas")
     m.add_argument("--fusion", choices=options.FUSION, default="weighted", help="label fusion with --from atlas")
+    unknown_labels_flag(m, " in the atlases (--from atlas); background: not counted in any structure")
     m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     m.add_argument("--net-only", action="store_true", help="register with the net alone (no per-pair refinement)")

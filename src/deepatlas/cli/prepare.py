@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from deepatlas import options
+from deepatlas.cli.apply_args import strip_flag
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 
@@ -16,7 +17,7 @@ DESCRIPTION = (
     "normalised to 0..1, and write DATASET/images, DATASET/labels, manifest.json and a QC page "
     "(qc/index.html). Scans that cannot be read, are not 3D, or align poorly are listed with the reason, "
     "never silently dropped; the rest go on. A re-run skips subjects already prepared from the same files. "
-    "Expects skull-stripped T1 scans (no skull stripping is built in)."
+    "Expects T1 scans: skull-stripped brains, or whole heads, which are brain-extracted first (--strip)."
 )
 
 
@@ -28,7 +29,7 @@ def _load_template(args: argparse.Namespace):
 
 def _prepare_and_render(template, job) -> None:
     """One subject: prepare it, then draw its QC row (a worker's job: module level, picklable)."""
-    from deepatlas.data.io import load_image, normalize_intensity
+    from deepatlas.data.io import load_image, load_label_codes, normalize_intensity
     from deepatlas.inference.prepare_dataset import PreparedDataset, prepare_subject
     from deepatlas.visualization.prepare_qc import qc_figure
 
@@ -38,8 +39,9 @@ def _prepare_and_render(template, job) -> None:
         dataset.qc_image(record["id"]).unlink(missing_ok=True)
         return
     image = load_image(dataset.root / record["image"]).array
+    mask = load_label_codes(dataset.root / record["mask"]).array if record.get("mask") else None
     title = f"{record['id']}: {record['status']}, score {record['score']:.3f}"
-    qc_figure(image, normalize_intensity(template.array), title, dataset.qc_image(record["id"]))
+    qc_figure(image, normalize_intensity(template.array), title, dataset.qc_image(record["id"]), mask)
 
 
 def _check_folders(raw: Path, output: Path) -> None:
@@ -59,7 +61,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     )
     from deepatlas.visualization.prepare_qc import qc_page
 
-    settings = PrepareSettings(args.template, args.min_score)
+    settings = PrepareSettings(args.template, args.min_score, args.strip)
     settings.validate()
     _check_folders(Path(args.raw), Path(args.output))
     subjects = find_raw_subjects(args.raw)
@@ -109,6 +111,7 @@ def add_command(sub) -> None:
         help=f"reject subjects whose alignment score (correlation with the template at 4 mm) is below this "
         f"(default {options.PREPARE_MIN_SCORE}; aligned brains score about 0.98, non-brain volumes below 0.89)",
     )
+    strip_flag(p)
     p.add_argument("--redo", action="store_true", help="prepare every subject again, even those already done")
     p.add_argument("--workers", type=int, default=1, help="processes working through the scans")
     p.set_defaults(func=cmd_prepare)

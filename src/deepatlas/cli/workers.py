@@ -20,9 +20,10 @@ _RUN = None  # the worker's run, loaded once by _start
 
 
 def run_jobs(
-    args: argparse.Namespace, jobs: Sequence[Any], work: Callable[[Any, Any], None], load_run, desc: str
-) -> None:
-    """Call ``work(run, job)`` for every job: here, or in ``args.workers`` processes.
+    args: argparse.Namespace, jobs: Sequence[Any], work: Callable[[Any, Any], Any], load_run, desc: str
+) -> list[Any]:
+    """Call ``work(run, job)`` for every job: here, or in ``args.workers`` processes; returns what
+    the calls returned (in the order they finished), so messages count what was done.
 
     ``work`` and the jobs must be picklable (module-level functions, paths); an error in a
     worker ends the command with that error, as it would in one process.
@@ -32,17 +33,14 @@ def run_jobs(
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if workers == 1:
         run = load_run(args)
-        for job in tqdm(jobs, desc=desc, disable=len(jobs) < 2):
-            work(run, job)
-        return
+        return [work(run, job) for job in tqdm(jobs, desc=desc, disable=len(jobs) < 2)]
     import torch
 
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
     with context.Pool(workers, initializer=_start, initargs=(load_run, args, threads)) as pool:
         calls = [(work, job) for job in jobs]
-        for _ in tqdm(pool.imap_unordered(_call, calls), total=len(jobs), desc=desc):
-            pass
+        return list(tqdm(pool.imap_unordered(_call, calls), total=len(jobs), desc=desc))
 
 
 def _start(load_run, args: argparse.Namespace, threads: int) -> None:
@@ -55,6 +53,6 @@ def _start(load_run, args: argparse.Namespace, threads: int) -> None:
     _RUN = load_run(args)
 
 
-def _call(item: tuple[Callable[[Any, Any], None], Any]) -> None:
+def _call(item: tuple[Callable[[Any, Any], Any], Any]) -> Any:
     work, job = item
-    work(_RUN, job)
+    return work(_RUN, job)

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deepatlas.data.errors import DataError
-from deepatlas.data.io import load_image, load_label_codes, normalize_intensity
+from deepatlas.data.io import check_label_grid, load_image, load_label_codes, normalize_intensity
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import Subject
 
@@ -68,11 +68,7 @@ def _read_subject(subject: Subject, scheme: LabelScheme, keep: set[str] | None, 
     label = None
     if subject.label is not None and (keep is None or subject.id in keep):
         codes = load_label_codes(subject.label)
-        if codes.array.shape != image.array.shape:
-            raise DataError(
-                f"{subject.label}: label map shape {codes.array.shape} does not match its image "
-                f"{subject.image.name} {image.array.shape}"
-            )
+        check_label_grid(image, codes)
         label = scheme.encode(codes.array, source=str(subject.label), unknown=unknown_labels)
     return image, label
 

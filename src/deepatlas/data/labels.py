@@ -109,8 +109,9 @@ class LabelScheme:
         if missing.size and unknown == "error":
             shown = ", ".join(str(int(v)) for v in missing[:20]) + (" ..." if missing.size > 20 else "")
             raise DataError(
-                f"{source}: label codes not in the label-map file: {shown}. Add them to a class, "
-                f"or map them to background (data.unknown_labels=background / --unknown-labels background)."
+                f"{source}: label codes not in the label-map file: {shown}. Add them to a class, or map them "
+                f"to background: --unknown-labels background (every command reading label maps has it; in a "
+                f"config: data.unknown_labels: background)."
             )
         mapped[mapped < 0] = 0
         dtype = np.uint8 if self.num_classes <= 256 else np.int16

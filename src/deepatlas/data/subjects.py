@@ -16,6 +16,8 @@ from pathlib import Path
 from deepatlas.data.errors import DataError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".img", ".mgz", ".mgh")
+LABEL_SUFFIXES = ("_seg", "_labels", "_label", "_parc", "_aseg")
+"""In a flat folder, ``<id><suffix>.nii.gz`` is the label map of ``<id>.nii.gz`` (:func:`label_map_owners`)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,14 @@ def subject_id(path: Path) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def label_map_owners(ids: list[str]) -> dict[str, str]:
+    """Which of ``ids`` name label maps, and of which id: ``<id>_seg`` (or another of
+    :data:`LABEL_SUFFIXES`) -> ``<id>``, whether ``<id>`` is among ``ids`` or not. The one rule by
+    which ``prepare`` pairs a flat folder's label maps with their images and ``segment``/``register``
+    leave a folder's label maps out of its images."""
+    return {sid: sid[: -len(s)] for sid in ids for s in LABEL_SUFFIXES if sid.endswith(s) and len(sid) > len(s)}
 
 
 def find_subjects(source: str | Path) -> list[Subject]:

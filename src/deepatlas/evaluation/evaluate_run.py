@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deepatlas.data import DataError, find_subjects, load_splits
-from deepatlas.data.io import Volume, load_image, load_label_codes
+from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.prepare import select_split
 from deepatlas.data.subjects import Subject
@@ -175,7 +175,7 @@ def load_atlases(dataset: str | Path, ids: list[str], evaluated: list[Subject]) 
     unlabelled = [i for i in ids if by_id[i].label is None]
     if unlabelled:
         raise DataError(f"{dataset}: atlas subject(s) {unlabelled[:10]} have no label map")
-    volumes = [(load_image(by_id[i].image), load_label_codes(by_id[i].label)) for i in ids]
+    volumes = [load_labelled(by_id[i].image, by_id[i].label) for i in ids]
     overlap = sorted(set(ids) & {s.id for s in evaluated})
     if overlap:
         raise DataError(f"{dataset}: atlases {overlap} are also evaluated subjects; an atlas would segment itself")
@@ -196,7 +196,7 @@ def make_method(run: TrainedRun | None, options: EvaluationOptions, atlases: lis
 
 def load_cases(subjects: list[Subject], scheme: LabelScheme, unknown: str) -> Cases:
     """Load every subject's image and label map; label codes outside ``scheme`` are handled as ``unknown`` says."""
-    volumes = {s.id: (load_image(s.image), load_label_codes(s.label)) for s in subjects}
+    volumes = {s.id: load_labelled(s.image, s.label) for s in subjects}
     classes = {
         sid: scheme.encode(lab.array, source=str(lab.path), unknown=unknown) for sid, (_, lab) in volumes.items()
     }

@@ -204,10 +204,11 @@ def voxel_volume(affine: np.ndarray, dims: int = 3) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:dims, :dims])))
 
 
-def structure_volumes(subject: str, labels: Volume, scheme: LabelScheme) -> list[dict]:
+def structure_volumes(subject: str, labels: Volume, scheme: LabelScheme, unknown: str = "error") -> list[dict]:
     """Rows of ``volumes.csv`` for one label map (codes, on its own grid): per class of
-    ``scheme``, its voxel count and volume in mm^3, then the ``total`` of all non-background voxels."""
-    classes = scheme.encode(labels.array, source=str(labels.path))
+    ``scheme``, its voxel count and volume in mm^3, then the ``total`` of all non-background voxels.
+    ``unknown``: a code outside ``scheme`` is an error, or background (counted in no structure)."""
+    classes = scheme.encode(labels.array, source=str(labels.path), unknown=unknown)
     counts = np.bincount(classes.ravel().astype(np.int64), minlength=scheme.num_classes)
     unit = voxel_volume(labels.affine, labels.array.ndim)
     rows = [
@@ -226,9 +227,11 @@ def log_jacobian(jacobian: np.ndarray) -> np.ndarray:
 
 
 def check_atlases(run: TrainedRun, atlases: tuple[tuple[Path, Path], ...]) -> None:
-    """Read every atlas; refuse, naming the file, label codes the run's label scheme does not know."""
+    """Read every atlas (each label map on its image's grid); refuse, naming the file, label codes the
+    run's label scheme does not know, unless the run's ``data.unknown_labels`` (``--unknown-labels``)
+    makes them background."""
     for _, labels in read_atlases(atlases):
-        run.scheme.encode(labels.array, source=str(labels.path))
+        run.scheme.encode(labels.array, source=str(labels.path), unknown=run.config.data.unknown_labels)
 
 
 def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
@@ -289,10 +292,13 @@ def group_differences(volumes: list[dict], groups: dict[str, list[str]]) -> list
     return rows
 
 
-def summarize(plan: MorphometryPlan, scheme: LabelScheme) -> MorphometryResult:
+def summarize(plan: MorphometryPlan, scheme: LabelScheme, unknown: str = "error") -> MorphometryResult:
     """Read the subjects' label maps and log-Jacobian maps back; write ``volumes.csv`` and, with
-    groups, ``group_differences.csv`` and ``logjac_difference.nii.gz`` (second - first group)."""
-    volumes = [r for s in plan.subjects for r in structure_volumes(s, load_label_codes(plan.labels_path(s)), scheme)]
+    groups, ``group_differences.csv`` and ``logjac_difference.nii.gz`` (second - first group).
+    ``unknown``: as :func:`structure_volumes` (atlas codes outside ``scheme`` that were let through)."""
+    volumes = [
+        r for s in plan.subjects for r in structure_volumes(s, load_label_codes(plan.labels_path(s)), scheme, unknown)
+    ]
     atomic_write_csv(plan.output / "volumes.csv", volumes)
     groups = plan.groups or {"all": list(plan.subjects)}
     means = {g: sum(_read_map(plan.logjac_path(s)) for s in members) / len(members) for g, members in groups.items()}
@@ -323,4 +329,4 @@ def morphometry(run: TrainedRun, plan: MorphometryPlan, overwrite: bool = False)
     prepare(plan, overwrite)
     for job in plan.jobs():
         measure_subject(run, job)
-    return summarize(plan, run.scheme)
+    return summarize(plan, run.scheme, run.config.data.unknown_labels)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from deepatlas import options
-from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity
+from deepatlas.data.io import MIN_EXTENT_MM, Volume, check_extent, check_label_grid, load_labelled, normalize_intensity
 from deepatlas.data.labels import LabelScheme
 from deepatlas.inference.alignment import ModelSpaceReport, to_model_space
 from deepatlas.inference.geometry import (
@@ -29,7 +29,9 @@ from deepatlas.inference.geometry import (
     jacobian_determinant_world,
     network_grid,
     resample,
+    resample_argmax,
     sample,
+    slabs,
     voxel_map_to_world,
     world_coordinates,
 )
@@ -98,18 +100,22 @@ class RegistrationOptions:
     for bringing the *fixed* image into the model's space first (affine to the run's template; the
     networks then see both images as they saw the training images); ``inverse``: also compute the
     fixed-to-moving field and its inverse-consistency error (``inverse_iterations`` fixed-point
-    iterations when the run is not diffeomorphic).
+    iterations when the run is not diffeomorphic); ``strip``: the commands' brain extraction of
+    whole-head scans as they read them (:func:`deepatlas.inference.strip.strip`; ``register_volumes``
+    takes volumes as they are).
     """
 
     affine: str = "off"
     align: str = "off"
     inverse: bool = False
+    strip: str = "off"
     affine_settings: AffineSettings = field(default_factory=AffineSettings)
     inverse_iterations: int = 30
 
     def validate(self) -> None:
         look_up_option(self.affine, options.AFFINE, "affine stage")
         look_up_option(self.align, options.AFFINE, "align")
+        look_up_option(self.strip, options.STRIP, "strip")
         self.affine_settings.validate()
         if self.inverse_iterations < 1:
             raise ValueError(f"inverse_iterations must be >= 1, got {self.inverse_iterations}")
@@ -127,13 +133,36 @@ def _on_grid(run: TrainedRun, volume: Volume, shape: tuple[int, ...], affine: np
 
 
 def _check_dims(run: TrainedRun, *volumes: Volume) -> None:
-    """Refuse an image whose number of dimensions is not the model's, naming the file."""
+    """Refuse an image whose number of dimensions is not the model's, or that is too small for it
+    (:func:`min_extent_mm`), naming the file."""
+    minimum = min_extent_mm(run)
     for volume in volumes:
         if volume.array.ndim != len(run.grid_shape):
             raise ValueError(
                 f"{volume.path}: a {volume.array.ndim}D image, but the model {run.path} was trained on "
                 f"{len(run.grid_shape)}D images"
             )
+        if minimum is not None:
+            trained = " x ".join(f"{e:.0f}" for e in _grid_extent(run))
+            why = f"too small for the model {run.path}, trained on {trained} mm images: give the whole scan"
+            check_extent(volume, minimum, why)
+
+
+def _grid_extent(run: TrainedRun) -> list[float]:
+    """The training grid's extent along each axis (mm)."""
+    spacing = np.linalg.norm(np.asarray(run.grid_affine)[:3, : len(run.grid_shape)], axis=0)
+    return [n * float(s) for n, s in zip(run.grid_shape, spacing)]
+
+
+def min_extent_mm(run: TrainedRun) -> float | None:
+    """The narrowest field of view (mm, along any axis) an input of ``run`` may cover: ``prepare``'s
+    rule (:data:`~deepatlas.data.io.MIN_EXTENT_MM`: less is a slab or a localiser, not a brain), but
+    never more than half the training grid's smallest extent, so a model trained on a smaller field
+    (the test suite's 48 mm phantoms) still refuses a 10 mm crop and accepts its own images. None
+    for 2D models: their inputs are slices, which no 3D extent describes."""
+    if len(run.grid_shape) != 3:
+        return None
+    return min(MIN_EXTENT_MM, 0.5 * min(_grid_extent(run)))
 
 
 def _prepare(
@@ -157,7 +186,7 @@ def _device(run: TrainedRun) -> torch.device:
 def read_atlases(atlases: tuple[tuple[Path, Path], ...]) -> list[tuple[Volume, Volume]]:
     """The atlases' ``(image, label codes)``, read once per process (a worker reads them for every
     target it segments); ``atlases`` is a tuple of ``(image path, label path)``."""
-    return [(load_image(image), load_label_codes(labels)) for image, labels in atlases]
+    return [load_labelled(image, labels) for image, labels in atlases]
 
 
 def register_volumes(
@@ -190,40 +219,75 @@ def register_volumes(
         moving_t = sample(_normalized(run, moving), moving.affine, points)
     device = _device(run)
     deformation = (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device))
-    ddf = deformation.field[0].detach().cpu().double()
-    world = field_to_world(ddf, grid_affine)
-    # resample() returns the field untouched when the fixed image is on the network grid
-    displacement = resample(world, grid_affine, fixed.array.shape, fixed.affine, padding="border")
-    fixed_points = world_coordinates(fixed.array.shape, fixed.affine)
-    target_points = fixed_points + displacement
-    if report.matrix is not None:  # moving point = A(p + u(p))
-        target_points = apply_affine(target_points, report.matrix)
-        displacement = target_points - fixed_points
-    warped, labels = _warp_moving(moving, moving_labels, target_points)
-    jacobian = jacobian_determinant_world(displacement, fixed.affine)
-    result = Registration(warped, displacement.float().numpy(), jacobian.numpy(), labels, fixed.affine, report, space)
-    if options.inverse:
+    world = field_to_world(deformation.field[0].detach().cpu().double(), grid_affine)
+    inverse = None
+    if options.inverse:  # first: the fixed grid's outputs measure its consistency slab by slab
         steps, iterations = run.config.reg_net.integration_steps, options.inverse_iterations
         inverse = _inverse_field(deformation, steps, grid_affine, moving, report.matrix, iterations)
-        result.inverse, result.inverse_affine = inverse.float().numpy(), moving.affine
-        result.inverse_consistency = _inverse_consistency(inverse, moving, fixed, target_points)
+    out = _fixed_grid_outputs(moving, moving_labels, fixed, (world, grid_affine), report.matrix, inverse)
+    jacobian = jacobian_determinant_world(torch.from_numpy(out.displacement), fixed.affine)
+    result = Registration(out.warped, out.displacement, jacobian.numpy(), out.labels, fixed.affine, report, space)
+    if inverse is not None:
+        result.inverse, result.inverse_affine = inverse.numpy(), moving.affine
+        result.inverse_consistency = _inverse_consistency(out.residual, fixed)
     return result
 
 
-def _warp_moving(
-    moving: Volume, moving_labels: Volume | None, target_points: torch.Tensor
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The moving image (linear) and label map (nearest) sampled at world points ``dims x *fixed_shape``."""
-    warped = sample(torch.from_numpy(moving.array.astype(np.float32))[None], moving.affine, target_points)[0]
-    if moving_labels is None:
-        return warped.numpy(), None
-    if moving_labels.array.shape != moving.array.shape:
-        raise ValueError(
-            f"{moving_labels.path}: label map shape {moving_labels.array.shape} does not match "
-            f"the moving image {moving.array.shape}"
-        )
-    codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
-    return warped.numpy(), sample(codes, moving_labels.affine, target_points, mode="nearest")[0].numpy()
+@dataclass
+class _FixedGridOutputs:
+    """What a registration yields on the fixed image's grid: the displacement (``dims x *shape``, mm,
+    float32), the warped image, the warped label codes (int32) or None, and with an inverse the
+    inverse-consistency residual ``|p + u(p) + v(p + u(p)) - p|`` (mm) per voxel, else None."""
+
+    displacement: np.ndarray
+    warped: np.ndarray
+    labels: np.ndarray | None
+    residual: torch.Tensor | None
+
+
+def _fixed_grid_outputs(
+    moving: Volume,
+    moving_labels: Volume | None,
+    fixed: Volume,
+    field: tuple[torch.Tensor, np.ndarray],
+    matrix: np.ndarray | None,
+    inverse: torch.Tensor | None,
+) -> _FixedGridOutputs:
+    """The registration's outputs on the fixed grid, slab by slab of it (:func:`~deepatlas.inference.geometry.slabs`):
+    a 1 mm grid's target points alone would take 400 MB in float64. ``field``: the world displacement
+    (mm) on the network grid and that grid's affine; ``matrix``: the affine stage's world map (moving
+    point ``A(p + u(p))``) or None; ``inverse``: ``v`` on the moving grid, or None. The moving image
+    (linear) and labels (nearest) are sampled once, from their own grids, at the target points."""
+    world, grid_affine = field
+    shape, dims = tuple(fixed.array.shape), fixed.array.ndim
+    # the field as it is, not interpolated, when the fixed image is on the network grid
+    same_grid = tuple(world.shape[1:]) == shape and np.allclose(grid_affine, fixed.affine, atol=1e-4)
+    image = torch.from_numpy(np.asarray(moving.array, dtype=np.float32))[None]
+    codes = None
+    if moving_labels is not None:
+        check_label_grid(moving, moving_labels)
+        codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
+    out = _FixedGridOutputs(
+        np.empty((dims, *shape), np.float32),
+        np.empty(shape, np.float32),
+        None if codes is None else np.empty(shape, np.int32),
+        None if inverse is None else torch.empty(shape),
+    )
+    for rows in slabs(shape):
+        points = world_coordinates(shape, fixed.affine, rows)
+        displacement = world[:, rows] if same_grid else sample(world, grid_affine, points, padding="border")
+        target = points + displacement
+        if matrix is not None:  # moving point = A(p + u(p))
+            target = apply_affine(target, matrix)
+            displacement = target - points
+        out.displacement[:, rows] = displacement.numpy()
+        out.warped[rows] = sample(image, moving.affine, target)[0].numpy()
+        if codes is not None:
+            out.labels[rows] = sample(codes, moving_labels.affine, target, mode="nearest")[0].numpy()
+        if inverse is not None:
+            back = sample(inverse, moving.affine, target, padding="border")
+            out.residual[rows] = (target + back - points).norm(dim=0)
+    return out
 
 
 def _affine_stage(
@@ -269,39 +333,52 @@ def _inverse_field(
     """
     inverse_ddf = invert_deformation(deformation, steps, iterations)[0].cpu().double()
     inverse_world = field_to_world(inverse_ddf, grid_affine)  # mm, on the network grid
-    moving_points = world_coordinates(moving.array.shape, moving.affine)
-    before = moving_points if matrix is None else apply_affine(moving_points, np.linalg.inv(matrix))
-    return before + sample(inverse_world, grid_affine, before, padding="border") - moving_points
+    shape, back = tuple(moving.array.shape), None if matrix is None else np.linalg.inv(matrix)
+    out = torch.empty((len(shape), *shape))  # float32, as written; slab by slab of the moving grid
+    for rows in slabs(shape):
+        points = world_coordinates(shape, moving.affine, rows)
+        before = points if back is None else apply_affine(points, back)
+        out[:, rows] = before + sample(inverse_world, grid_affine, before, padding="border") - points
+    return out
 
 
-def _inverse_consistency(
-    inverse: torch.Tensor, moving: Volume, fixed: Volume, target_points: torch.Tensor
-) -> dict[str, float]:
-    """Mean and 95th percentile (mm) of ``|p + u(p) + v(p + u(p)) - p|`` over the fixed image's
-    foreground; ``target_points``: ``p + u(p)`` for the fixed voxels, ``inverse``: ``v`` on the moving grid."""
-    back = sample(inverse, moving.affine, target_points, padding="border")
-    residual = (target_points + back - world_coordinates(fixed.array.shape, fixed.affine)).norm(dim=0)
+def _inverse_consistency(residual: torch.Tensor, fixed: Volume) -> dict[str, float]:
+    """Mean and 95th percentile (mm) of the inverse-consistency ``residual`` (``|p + u(p) + v(p + u(p)) - p|``
+    per fixed voxel, :class:`_FixedGridOutputs`) over the fixed image's foreground."""
     mask = foreground(torch.from_numpy(normalize_intensity(fixed.array))[None, None])[0, 0]
-    values = (residual[mask] if bool(mask.any()) else residual.flatten()).numpy()
+    values = (residual[mask] if bool(mask.any()) else residual.flatten()).double().numpy()
     return {"mean_mm": float(values.mean()), "p95_mm": float(np.percentile(values, 95))}
+
+
+def _network_probabilities(run: TrainedRun, image: Volume, align: str) -> tuple[torch.Tensor, np.ndarray]:
+    """The seg net's class probabilities of ``image`` on the network grid, and that grid's affine."""
+    look_up_option(align, options.AFFINE, "align")
+    on_grid, _, affine, _ = _prepare(run, image, align)
+    with torch.no_grad():
+        probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].float().cpu(), 0)
+    return probs, affine
 
 
 def segment_probabilities(run: TrainedRun, image: Volume, align: str = "off") -> torch.Tensor:
     """The seg net's class probabilities of ``image`` on its own grid: ``classes x *image grid``
-    (class ``c`` of ``run.scheme`` in row ``c``); ``align`` as :func:`segment_volume`'s."""
-    look_up_option(align, options.AFFINE, "align")
-    on_grid, shape, affine, _ = _prepare(run, image, align)
-    with torch.no_grad():
-        probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].float().cpu(), 0)
+    (class ``c`` of ``run.scheme`` in row ``c``); ``align`` as :func:`segment_volume`'s. For callers
+    that need the probabilities (a vote): 4 bytes per class and voxel, where labels alone are
+    :func:`segment_volume`'s job."""
+    probs, affine = _network_probabilities(run, image, align)
     # probabilities, not labels, go back to the input grid: linear interpolation, argmax later
     return resample(probs, affine, image.array.shape, image.affine, padding="border")
 
 
 def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.ndarray:
     """Label map of ``image`` on its own grid, in the original label codes; ``align``: bring it
-    into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`)."""
-    classes = segment_probabilities(run, image, align).argmax(0).numpy()
-    return run.scheme.decode(classes)
+    into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`).
+
+    The argmax of :func:`segment_probabilities`, taken slab by slab of the input grid
+    (:func:`~deepatlas.inference.geometry.resample_argmax`): a 1 mm image's full-resolution
+    probabilities would need gigabytes."""
+    probs, affine = _network_probabilities(run, image, align)
+    classes = resample_argmax(probs, affine, image.array.shape, image.affine, padding="border")
+    return run.scheme.decode(classes.numpy())
 
 
 Registrar = Callable[[Volume, Volume, Volume], Registration]

@@ -9,6 +9,8 @@ orientation or field of view.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,14 +21,41 @@ def _linear(affine: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     return affine[:dims, :dims], affine[:dims, 3]
 
 
-def world_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> torch.Tensor:
-    """World coordinates (mm) of every voxel: ``dims x *shape`` float64."""
+CHUNK_VOXELS = 2**20
+"""Voxels of an output grid evaluated at once by :func:`sample`, :func:`resample`,
+:func:`resample_argmax` and :func:`jacobian_determinant_world` (whole rows of the first axis):
+each output voxel costs some 100 bytes of float64 coordinates and interpolation weights while it
+is evaluated, and a class-probability volume 4 bytes per class, so a 256^3 1 mm grid evaluated
+at once needs gigabytes where a slab of this size needs tens of megabytes."""
+
+
+def slabs(shape: tuple[int, ...], chunk: int | None = None) -> list[slice]:
+    """Slices of the first axis of a grid ``shape``, each about ``chunk`` voxels (at least one row;
+    default :data:`CHUNK_VOXELS`): the slabs chunked evaluation goes through."""
+    chunk = CHUNK_VOXELS if chunk is None else chunk
+    rows = max(1, chunk // max(1, math.prod(shape[1:])))
+    return [slice(start, min(start + rows, shape[0])) for start in range(0, shape[0], rows)]
+
+
+def world_coordinates(shape: tuple[int, ...], affine: np.ndarray, rows: slice | None = None) -> torch.Tensor:
+    """World coordinates (mm) of every voxel: ``dims x *shape`` float64; with ``rows``, only the
+    voxels of those rows of the first axis (``dims x len(rows) x *shape[1:]``).
+
+    Each coordinate is summed elementwise from the voxel indices, so a voxel's coordinates are
+    the same bits whichever slab it is computed in (chunked and whole-grid results agree exactly)."""
     dims = len(shape)
     matrix, offset = _linear(affine, dims)
-    index = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij"))
-    return torch.einsum("ij,j...->i...", torch.from_numpy(matrix), index) + torch.from_numpy(offset).view(
-        (dims,) + (1,) * dims
-    )
+    first = range(shape[0])[rows] if rows is not None else range(shape[0])
+    axes = [torch.arange(first.start, first.stop, first.step, dtype=torch.float64)]
+    axes += [torch.arange(n, dtype=torch.float64) for n in shape[1:]]
+    axes = [axis.view([-1 if j == i else 1 for j in range(dims)]) for i, axis in enumerate(axes)]
+    out = torch.empty((dims, len(first), *shape[1:]), dtype=torch.float64)
+    for i in range(dims):
+        out[i] = axes[0] * float(matrix[i, 0])
+        for j in range(1, dims):
+            out[i] += axes[j] * float(matrix[i, j])
+        out[i] += float(offset[i])
+    return out
 
 
 def sample(
@@ -35,25 +64,41 @@ def sample(
     points: torch.Tensor,
     mode: str = "bilinear",
     padding: str = "zeros",
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Sample ``source`` (``C x *source_shape``) at world points ``points`` (``dims x *target_shape``).
 
     ``mode``: ``bilinear`` (trilinear in 3D) or ``nearest``; ``padding``: ``zeros``
-    (background outside the source) or ``border``. Returns ``C x *target_shape``.
+    (background outside the source) or ``border``. Returns ``C x *target_shape``. The points are
+    taken in slabs of ``chunk`` (:func:`slabs`), so the interpolation's temporaries stay bounded.
     """
     dims = points.shape[0]
     matrix, offset = _linear(source_affine, dims)
-    inverse = torch.from_numpy(np.linalg.inv(matrix))
-    flat = points.reshape(dims, -1) - torch.from_numpy(offset)[:, None]
-    voxels = (inverse @ flat).reshape(points.shape)
-    sizes = source.shape[1:]
-    normalized = torch.stack([2 * voxels[i] / max(sizes[i] - 1, 1) - 1 for i in range(dims)], dim=-1)
-    grid = normalized.flip(-1).unsqueeze(0).to(torch.float32)  # grid_sample wants x (last axis) first
-    values = source.unsqueeze(0)
-    dtype = values.dtype
-    out = F.grid_sample(values.to(torch.float32), grid, mode=mode, padding_mode=padding, align_corners=True)
-    out = out[0]
-    return out.round().to(dtype) if not dtype.is_floating_point else out.to(dtype)
+    inverse = np.linalg.inv(matrix)
+    values = source.unsqueeze(0).to(torch.float32)
+    out = torch.empty((source.shape[0], *points.shape[1:]), dtype=source.dtype)
+    for rows in slabs(tuple(points.shape[1:]), chunk):
+        part = _sample_slab(values, (inverse, offset), points[:, rows], mode, padding)
+        out[:, rows] = part.round().to(source.dtype) if not source.dtype.is_floating_point else part
+    return out
+
+
+def _sample_slab(
+    values: torch.Tensor, inverse: tuple[np.ndarray, np.ndarray], points: torch.Tensor, mode: str, padding: str
+) -> torch.Tensor:
+    """``values`` (``1 x C x *source_shape``, float32) at world ``points``; ``inverse``: the source
+    grid's inverse matrix and its offset. Elementwise arithmetic, so a point's value does not
+    depend on the slab it is in."""
+    matrix, offset = inverse
+    dims, sizes = points.shape[0], values.shape[2:]
+    shifted = [points[j] - float(offset[j]) for j in range(dims)]
+    grid = torch.empty((1, *points.shape[1:], dims), dtype=torch.float32)
+    for i in range(dims):
+        voxel = shifted[0] * float(matrix[i, 0])
+        for j in range(1, dims):
+            voxel += shifted[j] * float(matrix[i, j])
+        grid[..., dims - 1 - i] = 2 * voxel / max(sizes[i] - 1, 1) - 1  # grid_sample wants x (last axis) first
+    return F.grid_sample(values, grid, mode=mode, padding_mode=padding, align_corners=True)[0]
 
 
 def resample(
@@ -63,11 +108,37 @@ def resample(
     affine: np.ndarray,
     mode: str = "bilinear",
     padding: str = "zeros",
+    chunk: int | None = None,
 ) -> torch.Tensor:
-    """``source`` (``C x *source_shape``) on the grid ``(shape, affine)``."""
+    """``source`` (``C x *source_shape``) on the grid ``(shape, affine)``, computed in slabs of
+    ``chunk`` voxels: the grid's world coordinates are never all held at once."""
     if tuple(source.shape[1:]) == tuple(shape) and np.allclose(source_affine, affine, atol=1e-4):
         return source
-    return sample(source, source_affine, world_coordinates(shape, affine), mode, padding)
+    out = torch.empty((source.shape[0], *shape), dtype=source.dtype)
+    for rows in slabs(tuple(shape), chunk):
+        out[:, rows] = sample(source, source_affine, world_coordinates(tuple(shape), affine, rows), mode, padding)
+    return out
+
+
+def resample_argmax(
+    scores: torch.Tensor,
+    source_affine: np.ndarray,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    padding: str = "border",
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """``resample(scores, ...).argmax(0)`` (linear interpolation of per-class scores, then the best
+    class) without the full-resolution ``classes x *shape`` volume: each slab of ``chunk`` voxels
+    is interpolated and reduced to class indices (uint8 up to 256 classes, else int64) before the next."""
+    dtype = torch.uint8 if scores.shape[0] <= 256 else torch.int64
+    if tuple(scores.shape[1:]) == tuple(shape) and np.allclose(source_affine, affine, atol=1e-4):
+        return scores.argmax(0).to(dtype)
+    out = torch.empty(tuple(shape), dtype=dtype)
+    for rows in slabs(tuple(shape), chunk):
+        points = world_coordinates(tuple(shape), affine, rows)
+        out[rows] = sample(scores, source_affine, points, "bilinear", padding).argmax(0).to(dtype)
+    return out
 
 
 def network_grid(
@@ -143,15 +214,31 @@ def field_to_world(ddf: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
     return torch.einsum("ij,j...->i...", matrix, ddf)
 
 
-def jacobian_determinant_world(displacement: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+def jacobian_determinant_world(
+    displacement: torch.Tensor, affine: np.ndarray, chunk: int | None = None
+) -> torch.Tensor:
     """Jacobian determinant of ``p -> p + u(p)`` for a world displacement (mm) ``dims x *shape`` on a grid.
 
     Derivatives along the grid's voxel axes by central differences (one-sided at
-    the border), converted to world axes with the grid's affine.
+    the border), converted to world axes with the grid's affine. Computed (in float64) in slabs of
+    ``chunk`` voxels along the first axis, each with one row more on either side, so every row's
+    differences are those of the whole field.
     """
     dims = displacement.shape[0]
     inverse = torch.linalg.inv(torch.from_numpy(_linear(affine, dims)[0]))
-    grads = torch.gradient(displacement.double(), dim=tuple(range(1, dims + 1)))  # grads[j][i] = du_i/dvox_j
+    shape = tuple(displacement.shape[1:])
+    out = torch.empty(shape, dtype=torch.float32)
+    for rows in slabs(shape, chunk):
+        low, high = max(rows.start - 1, 0), min(rows.stop + 1, shape[0])
+        det = _jacobian_slab(displacement[:, low:high].double(), inverse)
+        out[rows] = det[rows.start - low : rows.stop - low].float()
+    return out
+
+
+def _jacobian_slab(displacement: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """:func:`jacobian_determinant_world` of ``displacement`` (float64) as if it were the whole field."""
+    dims = displacement.shape[0]
+    grads = torch.gradient(displacement, dim=tuple(range(1, dims + 1)))  # grads[j][i] = du_i/dvox_j
     # J[i][k] = delta_ik + sum_j du_i/dvox_j * inverse[j, k]; the determinant written out per voxel:
     # torch.linalg.det on millions of small matrices took most of the time of a registration's outputs
     jac = [
@@ -159,11 +246,9 @@ def jacobian_determinant_world(displacement: torch.Tensor, affine: np.ndarray) -
         for i in range(dims)
     ]
     if dims == 2:
-        det = jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
-    else:
-        det = (
-            jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
-            - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
-            + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0])
-        )
-    return det.float()
+        return jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0]
+    return (
+        jac[0][0] * (jac[1][1] * jac[2][2] - jac[1][2] * jac[2][1])
+        - jac[0][1] * (jac[1][0] * jac[2][2] - jac[1][2] * jac[2][0])
+        + jac[0][2] * (jac[1][0] * jac[2][1] - jac[1][1] * jac[2][0])
+    )

@@ -27,16 +27,22 @@ import numpy as np
 
 from deepatlas import options
 from deepatlas.data.errors import DataError
-from deepatlas.data.io import Volume, load_image, load_label_codes, save_volume
-from deepatlas.data.subjects import IMAGE_SUFFIXES, Subject, find_subjects, subject_id
+from deepatlas.data.io import (
+    MIN_EXTENT_MM,
+    Volume,
+    check_extent,
+    check_label_grid,
+    load_image,
+    load_label_codes,
+    save_volume,
+)
+from deepatlas.data.subjects import IMAGE_SUFFIXES, Subject, find_subjects, label_map_owners, subject_id
 from deepatlas.data.template import TEMPLATE_PATH
 from deepatlas.files import atomic_write_text
 from deepatlas.inference.alignment import align_to_template, labels_to_template
+from deepatlas.inference.strip import strip
+from deepatlas.options import look_up_option
 
-LABEL_SUFFIXES = ("_seg", "_labels", "_label", "_parc", "_aseg")
-"""In a flat folder, ``<id><suffix>.nii.gz`` is the label map of ``<id>.nii.gz``."""
-MIN_EXTENT_MM = 60.0
-"""A scan narrower than this along any axis is a slab or a localiser, not a brain (about 140 mm)."""
 STATES = ("ok", "poor", "failed")
 
 
@@ -44,12 +50,14 @@ STATES = ("ok", "poor", "failed")
 class PrepareSettings:
     """``template``: the image to align to (None: the shipped one, ``deepatlas/templates/t1_2mm``);
     ``min_score``: the alignment score (global NCC with the template, pooled 2x) below which a subject
-    is rejected."""
+    is rejected; ``strip``: brain extraction of whole heads first (:func:`~deepatlas.inference.strip.strip`)."""
 
     template: str | None = None
     min_score: float = options.PREPARE_MIN_SCORE
+    strip: str = "auto"
 
     def validate(self) -> None:
+        look_up_option(self.strip, options.STRIP, "--strip")
         if not 0 < self.min_score < 1:
             raise ValueError(f"--min-score must be between 0 and 1 (a correlation), got {self.min_score}")
         if self.template is not None and not Path(self.template).exists():
@@ -72,6 +80,10 @@ class PreparedDataset:
 
     def label(self, state: str, sid: str) -> Path:
         return self.folder(state) / "labels" / f"{sid}.nii.gz"
+
+    def mask(self, state: str, sid: str) -> Path:
+        """The brain mask of a stripped scan, on the template grid (only for scans that were stripped)."""
+        return self.folder(state) / "masks" / f"{sid}.nii.gz"
 
     def record(self, sid: str) -> Path:
         return self.root / "records" / f"{sid}.json"
@@ -107,7 +119,7 @@ def find_raw_subjects(raw: str | Path) -> list[Subject]:
         if sid in by_id:
             raise DataError(f"{raw}: two files give the subject id {sid!r}: {by_id[sid]} and {path}; rename one")
         by_id[sid] = path
-    labels = {sid[: -len(s)]: path for sid, path in by_id.items() for s in LABEL_SUFFIXES if sid.endswith(s)}
+    labels = {owner: by_id[sid] for sid, owner in label_map_owners(list(by_id)).items()}
     subjects = [Subject(sid, path, labels.get(sid)) for sid, path in by_id.items() if path not in labels.values()]
     orphans = sorted(str(path) for sid, path in labels.items() if sid not in by_id)
     if orphans:
@@ -148,10 +160,7 @@ def _check_scan(volume: Volume) -> None:
     """Refuse what cannot be a brain scan, with the reason."""
     if volume.array.ndim != 3:
         raise DataError(f"{volume.path}: a {volume.array.ndim}D image {volume.array.shape}; prepare needs 3D scans")
-    extent = [n * s for n, s in zip(volume.array.shape, volume.spacing)]
-    if min(extent) < MIN_EXTENT_MM:
-        size = " x ".join(f"{e:.0f}" for e in extent)
-        raise DataError(f"{volume.path}: covers only {size} mm; a brain scan covers about 140 mm along each axis")
+    check_extent(volume, MIN_EXTENT_MM, "a brain scan covers about 140 mm along each axis")
 
 
 def prepare_subject(template: Volume, job: PrepareJob) -> dict:
@@ -163,8 +172,9 @@ def prepare_subject(template: Volume, job: PrepareJob) -> dict:
         volume = load_image(subject.image)
         _check_scan(volume)
         labels = load_label_codes(subject.label) if subject.label else None
-        if labels is not None and labels.array.shape != volume.array.shape:
-            raise DataError(f"{subject.label}: label map {labels.array.shape} is not on the image's grid")
+        if labels is not None:
+            check_label_grid(volume, labels)
+        volume, stripped = strip(volume, job.settings.strip)
         alignment = align_to_template(volume, template)
     except Exception as err:  # any reason a scan cannot be prepared is reported, and the others go on
         reason = str(err) if isinstance(err, DataError) else f"{subject.image}: {type(err).__name__}: {err}"
@@ -177,6 +187,12 @@ def prepare_subject(template: Volume, job: PrepareJob) -> dict:
         codes = labels_to_template(labels, alignment, template)
         dtype = np.int16 if np.abs(codes).max() < 2**15 else np.int32
         save_volume(codes.astype(dtype), template.affine, outputs["label"])
+    if stripped.stripped:
+        outputs["mask"] = dataset.mask(state, subject.id)
+        mask_volume = Volume(stripped.mask.astype(np.int16), volume.affine, volume.path)
+        mask = labels_to_template(mask_volume, alignment, template)
+        save_volume(mask.astype(np.uint8), template.affine, outputs["mask"])
+    record |= {"strip": stripped.as_dict()}
     record |= {"status": state, "reason": reason, "score": round(alignment.score, 4)}
     record |= {"start_score": round(alignment.start_score, 4), "matrix": np.round(alignment.matrix, 6).tolist()}
     record |= {k: str(v.relative_to(dataset.root)) if v else None for k, v in outputs.items()}
@@ -187,7 +203,8 @@ def _finish(dataset: PreparedDataset, record: dict, started: float) -> dict:
     """Remove the subject's outputs of an earlier state, then write its record (last, atomically)."""
     for state in STATES[:2]:
         if state != record["status"]:
-            for path in (dataset.image(state, record["id"]), dataset.label(state, record["id"])):
+            outputs = (dataset.image(state, record["id"]), dataset.label(state, record["id"]))
+            for path in outputs + (dataset.mask(state, record["id"]),):
                 path.unlink(missing_ok=True)
     record["seconds"] = round(time.perf_counter() - started, 2)
     atomic_write_text(dataset.record(record["id"]), json.dumps(record, indent=1))

@@ -5,6 +5,7 @@ The folder's layout is owned by :mod:`deepatlas.run_folder`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -15,9 +16,9 @@ from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
 from deepatlas.device import select_device
-from deepatlas.files import remove_orphans
+from deepatlas.files import FolderBusyError, folder_lock, remove_orphans
 from deepatlas.run_folder import RunFolder
-from deepatlas.training.distributed import world_from_env
+from deepatlas.training.distributed import World, world_from_env
 from deepatlas.training.faults import NonFiniteLoss
 from deepatlas.training.trainer import Trainer
 
@@ -65,8 +66,15 @@ def train(
     folder = RunFolder(run_dir)
     select_device(config.device)  # a device that cannot work is refused before the data is read
     world = world_from_env(config.device)
-    _check_resume(config, folder, resume)
     created = not run_dir.exists()
+    with _hold(run_dir, world, resume):
+        _check_resume(config, folder, resume)
+        return _train_held(config, folder, world, created, resume, progress, data, max_steps)
+
+
+def _train_held(config, folder, world, created, resume, progress, data, max_steps) -> dict:
+    """:func:`train`, the run folder held."""
+    run_dir = folder.root
     try:
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after loading
@@ -82,6 +90,23 @@ def train(
         if created and world.is_main and not folder.checkpoint("last").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _hold(run_dir: Path, world: World, resume: bool):
+    """The run folder, locked while this run trains in it (:func:`~deepatlas.files.folder_lock`), so a
+    second ``train`` (or ``--resume``) there stops with one line naming the holder instead of writing
+    the same steps twice. Under torchrun rank 0 alone takes the lock, and every rank learns whether it did."""
+    with contextlib.ExitStack() as stack:
+        refused: Exception | None = None
+        if world.is_main:
+            try:
+                stack.enter_context(folder_lock(run_dir, f"deepatlas train -o {run_dir}{' --resume' * resume}"))
+            except (FolderBusyError, OSError) as err:
+                refused = err
+        if world.any(refused is not None):
+            raise refused or FolderBusyError(f"{run_dir}: process 0 could not take the run folder (it says why)")
+        yield
 
 
 def _check_resume(config: Config, folder: RunFolder, resume: bool) -> None:

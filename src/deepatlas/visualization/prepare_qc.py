@@ -21,14 +21,18 @@ OUTLINE_LEVEL = 0.15
 """The template's outline is its iso-line at this intensity (0..1): the edge of the brain."""
 
 
-def qc_figure(image: np.ndarray, template: np.ndarray, title: str, path: Path) -> Path:
-    """Middle slices of ``image`` (on the template grid, 0..1) with the template's outline: a PNG."""
+def qc_figure(image: np.ndarray, template: np.ndarray, title: str, path: Path, mask: np.ndarray | None = None) -> Path:
+    """Middle slices of ``image`` (on the template grid, 0..1) with the template's outline in red and,
+    for a scan that was brain-extracted, the brain mask's outline in cyan: a PNG."""
     plt = _plt()
     shown, outline = planes(image), planes(template)
+    masks = planes(mask.astype(np.float32)) if mask is not None else {}
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)
     for ax, name in zip(axes[0], shown):
         ax.imshow(shown[name], cmap="gray", origin="lower", vmin=0, vmax=1)
         ax.contour(outline[name], levels=[OUTLINE_LEVEL], colors="red", linewidths=0.8, origin="lower")
+        if name in masks and masks[name].any():
+            ax.contour(masks[name], levels=[0.5], colors="cyan", linewidths=0.6, origin="lower")
         ax.set_title(name, fontsize=8)
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
@@ -60,7 +64,8 @@ def qc_page(records: list[dict], images: dict[str, Path], page: Path, min_score:
 <h1>Prepared dataset: quality control</h1>
 <p>{counts["ok"]} ok (in <code>images/</code>), {counts["poor"]} rejected for an alignment score below {min_score}
 (in <code>rejected/</code>), {counts["failed"]} failed. Score: global correlation with the template, both pooled
-to 4 mm (1 = identical up to intensity scale). Red: the template's outline.</p>
+to 4 mm (1 = identical up to intensity scale). Red: the template's outline; cyan: the brain mask of a
+whole-head scan that was brain-extracted first (<code>masks/</code>).</p>
 <table><tr><th>subject</th><th>state</th><th>score</th><th>reason</th><th>source</th><th>mid slices</th></tr>
 {rows}
 </table></body></html>"""

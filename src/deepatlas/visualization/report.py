@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from deepatlas.data import DataError
-from deepatlas.data.io import Volume, load_image, load_label_codes
+from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.subjects import Subject
 from deepatlas.evaluation.evaluate_run import evaluate_run, labelled_subjects
 from deepatlas.evaluation.metrics import folded_fraction
@@ -77,8 +77,9 @@ def _example_pair(run: TrainedRun, dataset: Path, split: str | None):
 
 def register_example(run: TrainedRun, moving: Subject, fixed: Subject) -> ExamplePair:
     """Load the example pair, register it and segment its fixed image."""
-    moving_image, fixed_image = load_image(moving.image), load_image(fixed.image)
-    moving_labels, fixed_labels = load_label_codes(moving.label), load_label_codes(fixed.label)
+    (moving_image, moving_labels), (fixed_image, fixed_labels) = (
+        load_labelled(s.image, s.label) for s in (moving, fixed)
+    )
     registration = register_volumes(run, moving_image, fixed_image, moving_labels)
     predicted = segment_volume(run, fixed_image)
     return ExamplePair(
