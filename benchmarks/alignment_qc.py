@@ -10,12 +10,14 @@ sequences and pipelines change them, then aligned to the shipped template as ``p
 - good: as shipped (pre-aligned); moved (random affine up to 20 degrees / 20 % / 20 mm) onto a
   1 mm or 1.5 mm grid with a random axis order and other field of view; the same with T1-like
   intensity remaps (random smooth monotone curves with a mild non-monotonic bump, gamma), a
-  multiplicative bias field and noise; with the cerebellum or the top of the head cropped; the
-  whole-head scan of ixi-heads stripped by its own brain mask;
+  multiplicative bias field and noise; with the lower cerebellum or the top of the head cut off
+  by the field of view; the whole-head scan of ixi-heads stripped by its own brain mask;
 - failed: the brain flipped anterior-posterior or superior-inferior before alignment; the
   alignment found, then rotated by 30-90 degrees (a stage that stopped far off); contrast-inverted
   brains (a T2-like look: the model is T1-only); whole heads (not skull-stripped); a sphere, an
-  ellipsoid, smooth noise in an ellipsoid, uniform noise.
+  ellipsoid, smooth noise in an ellipsoid, uniform noise;
+- neither: most of the cerebellum missing (aligned well, segmented partly: a warning fits), and
+  the moved brains before alignment (what ``--align auto`` must not leave as they are).
 
 Every candidate score is computed on the same aligned images; the chosen one
 (:func:`deepatlas.inference.alignment.alignment_score`) decides ``prepare --min-score`` and the
@@ -43,15 +45,18 @@ sys.path.insert(0, str(ROOT))
 from registration import cpu_model  # noqa: E402
 
 from deepatlas import options  # noqa: E402
-from deepatlas.data.io import Volume, load_image, normalize_intensity  # noqa: E402
+from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity  # noqa: E402
 from deepatlas.data.splits import load_splits  # noqa: E402
 from deepatlas.data.template import load_template  # noqa: E402
 from deepatlas.inference import alignment as al  # noqa: E402
 from deepatlas.inference.geometry import apply_affine, sample, world_coordinates  # noqa: E402
 from tests.moved_brains import random_affine  # noqa: E402
 
-GOOD = ("as shipped", "moved, 1.5 mm", "other scanner, 1 mm", "cerebellum cropped", "top cropped", "stripped head")
+GOOD = ("as shipped", "moved, 1.5 mm", "other scanner, 1 mm", "cerebellum clipped", "top cropped", "stripped head")
 BAD = ("AP flipped", "SI flipped", "rotated 30-90 deg", "contrast inverted", "whole head", "phantom")
+OTHER = ("cerebellum missing", "moved, unaligned")
+"""Neither: a scan without most of its cerebellum is aligned well but segmented partly (a warning
+fits it); a raw scan before alignment is what ``--align auto`` must not leave as it is."""
 
 
 # ---------------------------------------------------------------- what other scanners do to a brain
@@ -179,8 +184,8 @@ def gradient_ncc(image: np.ndarray, template: np.ndarray) -> float:
 
 
 def candidates(image: np.ndarray, template: np.ndarray) -> dict[str, float]:
-    out = {"ncc (old)": _pearson(_pooled(image).ravel(), _pooled(template).ravel())}
-    out["rank ncc in mask"] = rank_ncc(image, template, dilate=0)
+    out = {"alignment score": al.alignment_score(image, template)}
+    out["ncc (old)"] = _pearson(_pooled(image).ravel(), _pooled(template).ravel())
     out["rank ncc in mask+4mm"] = rank_ncc(image, template, dilate=1)
     out["rank ncc in mask+8mm"] = rank_ncc(image, template, dilate=2)
     out["rank ncc 2mm in mask+4mm"] = rank_ncc(image, template, pooled=False, dilate=2)
@@ -197,10 +202,12 @@ def subject_cases(image: Volume, rng: np.random.Generator) -> list[tuple[str, Vo
     """Good and failed versions of one pre-aligned brain (see module doc), before alignment."""
     other = resample_to(image, rng, 1.0, move=True)
     other = Volume(remap(other.array, rng), other.affine, other.path)
-    low, high = rng.uniform(-45, -30), rng.uniform(50, 62)  # MNI z (mm): cerebellum from -70, vertex at +75
+    # MNI z (mm): the cerebellum spans about -70..-20, the vertex is at +75
+    clip, low, high = rng.uniform(-55, -45), rng.uniform(-40, -30), rng.uniform(50, 62)
     cases = [("as shipped", image), ("moved, 1.5 mm", resample_to(image, rng, 1.5, move=True))]
     cases += [("other scanner, 1 mm", other)]
-    for case, cut in (("cerebellum cropped", crop(image, 2, None, low)), ("top cropped", crop(image, 2, high, None))):
+    cuts = {"cerebellum clipped": (None, clip), "cerebellum missing": (None, low), "top cropped": (high, None)}
+    for case, cut in ((case, crop(image, 2, *limits)) for case, limits in cuts.items()):
         moved = resample_to(cut, rng, 1.5, move=True)
         cases.append((case, Volume(remap(moved.array, rng), moved.affine, moved.path)))
     for case, axis in (("AP flipped", 1), ("SI flipped", 2)):
@@ -221,7 +228,8 @@ def head_cases(heads: Path, rng: np.random.Generator) -> list[tuple[str, Volume]
         cases += [("whole head", head), ("whole head", Volume(remap(moved.array, rng), moved.affine, path))]
         label = heads / "labels" / path.name
         if label.exists():
-            brain = Volume(np.where(load_image(label).array > 0, head.array, 0).astype(np.float32), head.affine, path)
+            mask = load_label_codes(label).array > 0
+            brain = Volume(np.where(mask, head.array, 0).astype(np.float32), head.affine, path)
             moved = resample_to(brain, rng, 1.0, move=True)
             cases += [("stripped head", brain), ("stripped head", Volume(remap(moved.array, rng), moved.affine, path))]
     return cases
@@ -257,7 +265,7 @@ def separation(rows: list[dict], score: str) -> dict:
 
 def write_markdown(result: dict, path: Path) -> None:
     machine, rows, chosen = result["machine"], result["rows"], result["chosen"]
-    cases = [c for c in (*GOOD, *BAD, "moved, unaligned") if any(r["case"] == c for r in rows)]
+    cases = [c for c in (*GOOD, *BAD, *OTHER) if any(r["case"] == c for r in rows)]
     lines = [
         "# Alignment QC: good alignments of other scanners' brains vs failed ones",
         "",
@@ -285,7 +293,7 @@ def write_markdown(result: dict, path: Path) -> None:
     ]
     for case in cases:
         values = [r[chosen] for r in rows if r["case"] == case]
-        kind = "good" if case in GOOD else "failed" if case in BAD else "before alignment"
+        kind = "good" if case in GOOD else "failed" if case in BAD else "neither"
         lines.append(
             f"| {case} | {kind} | {min(values):.3f} | {np.median(values):.3f} | {max(values):.3f} | {len(values)} |"
         )
@@ -298,7 +306,7 @@ def write_figure(result: dict, path: Path) -> None:
     from deepatlas.visualization.slices import save_figure
 
     plt, rows, chosen = _plt(), result["rows"], result["chosen"]
-    cases = [c for c in (*GOOD, *BAD, "moved, unaligned") if any(r["case"] == c for r in rows)]
+    cases = [c for c in (*GOOD, *BAD, *OTHER) if any(r["case"] == c for r in rows)]
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for k, case in enumerate(cases):
         values = [r[chosen] for r in rows if r["case"] == case]
@@ -318,6 +326,17 @@ def write_figure(result: dict, path: Path) -> None:
     save_figure(fig, path, dpi=90)
 
 
+def all_cases(args: argparse.Namespace, ids: list[str], rng: np.random.Generator):
+    """``(id, case, volume)`` of every case, made one subject at a time (1 mm copies are large)."""
+    for sid in ids:
+        for case, volume in subject_cases(load_image(args.data / "images" / f"{sid}.nii.gz"), rng):
+            yield sid, case, volume
+    for case, volume in head_cases(args.heads, rng):
+        yield volume.path.name.split(".")[0], case, volume
+    for name, volume in phantoms().items():
+        yield name, "phantom", volume
+
+
 def main() -> None:
     from experiment import git_commit
 
@@ -330,10 +349,7 @@ def main() -> None:
     splits = load_splits(args.data / "splits.json")
     ids = (splits["validation"] + splits["train"])[: args.subjects]
     template, rng, rows = load_template(), np.random.default_rng(0), []
-    cases = [(sid, case, v) for sid in ids for case, v in subject_cases(load_image(args.data / "images" / f"{sid}.nii.gz"), rng)]
-    cases += [(v.path.name.split(".")[0], case, v) for case, v in head_cases(args.heads, rng)]
-    cases += [(name, "phantom", v) for name, v in phantoms().items()]
-    for sid, case, volume in cases:
+    for sid, case, volume in all_cases(args, ids, rng):
         rows += measure(sid, case, volume, template, rng)
         print(json.dumps(rows[-1]), flush=True)
     names = [k for k in rows[0] if k not in ("case", "id", "seconds")]

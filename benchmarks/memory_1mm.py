@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -118,6 +119,11 @@ def commands(model: Path, inputs: dict[str, Path], out: Path) -> dict[str, list[
     }
 
 
+def short_sha(text: str) -> str:
+    """``text`` with each full commit hash cut to 12 characters."""
+    return re.sub("([0-9a-f]{12})[0-9a-f]{28}", r"\1", text)
+
+
 def write_results(results: dict, out: Path) -> None:
     """``memory_1mm.json`` (every label measured) and ``memory_1mm.md`` (one row per label and verb)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -137,7 +143,7 @@ def write_results(results: dict, out: Path) -> None:
         for verb, row in entry["commands"].items():
             lines.append(
                 f"| {label} | {verb} | {row['peak_rss_mib']:.0f} | {row['wall_s']:.1f} | {len(row['all_rss_mib'])} "
-                f"| {entry['commit'][:12]}{'+' if 'uncommitted' in entry['commit'] else ''} | {entry['date']} |"
+                f"| {short_sha(entry['commit'])} | {entry['date']} |"
             )
     lines += ["", "Machines:"]
     for label, entry in results["measurements"].items():

@@ -153,7 +153,8 @@ def test_workers_write_what_one_process_writes(trained_3d, phantoms_3d, tmp_path
         assert main(["segment", str(trained_3d), *images, "-o", out, "--workers", workers]) == 0
         register = ["register", str(trained_3d), "--moving", str(moving), "--fixed", images[1], "-o", out]
         assert main(register + ["--workers", workers]) == 0
-    one, two = sorted((tmp_path / "w1").iterdir()), sorted((tmp_path / "w2").iterdir())
-    assert [p.name for p in one] == [p.name for p in two] and len(one) == 3 + 2 * 3
+    one, two = (sorted(p for p in (tmp_path / w).iterdir() if p.name.endswith(".nii.gz")) for w in ("w1", "w2"))
+    # 3 label maps; per pair: warped, displacement (RAS), _Warp (LPS, for ITK/ANTs), jacdet
+    assert [p.name for p in one] == [p.name for p in two] and len(one) == 3 + 2 * 4
     for a, b in zip(one, two):
         np.testing.assert_allclose(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj), atol=1e-4)

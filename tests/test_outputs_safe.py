@@ -44,7 +44,7 @@ def files(tmp_path, phantoms_3d) -> Path:
 def test_segment_names_each_input_its_own_output(trained_3d, files, capsys):
     out = files / "out"
     assert main(["segment", str(trained_3d), str(files / "a/s.nii.gz"), str(files / "b/s.nii.gz"), "-o", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a_s_seg.nii.gz", "b_s_seg.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a_s_seg.nii.gz", "b_s_seg.nii.gz"]
     assert "2 label map(s) written" in capsys.readouterr().out
     assert (out / "a_s_seg.nii.gz").read_bytes() != (out / "b_s_seg.nii.gz").read_bytes()
 
@@ -62,7 +62,7 @@ def test_atlas_segment_targets_with_one_name(trained_3d, files, phantoms_3d, cap
     out = files / "out"
     argv = ["atlas-segment", str(trained_3d), "--atlas", *atlas, "--net-only", "--no-affine", "-o", str(out)]
     assert main([*argv, str(files / "a/s.nii.gz"), str(files / "b/s.nii.gz")]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a_s_atlas_seg.nii.gz", "b_s_atlas_seg.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["a_s_atlas_seg.nii.gz", "b_s_atlas_seg.nii.gz"]
     assert "2 label map(s) from 1 atlas(es)" in capsys.readouterr().out
 
 
@@ -138,7 +138,7 @@ def test_a_folder_of_inputs_leaves_its_label_maps_out(trained_3d, files, capsys)
     assert main(["segment", str(trained_3d), str(files / "flat"), "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "1 label map(s) left out of the images" in printed and "2 label map(s) written" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["p0_seg.nii.gz", "p1_seg.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["p0_seg.nii.gz", "p1_seg.nii.gz"]
 
 
 def test_the_users_label_maps_survive_overwrite(trained_3d, files, capsys):

@@ -51,10 +51,17 @@ looks like a head, :mod:`deepatlas.inference.strip`)."""
 AFFINE_AUTO_THRESHOLD = 0.93
 """``auto``: the affine stage runs when the pair's alignment NCC (both images pooled 4x) is below this
 (pre-aligned ixi-2mm pairs 0.97-0.99; brains moved by 20 degrees / 20 % / 20 mm 0.60-0.86)."""
-PREPARE_MIN_SCORE = 0.93
-"""``prepare``: subjects whose alignment score (NCC with the template pooled 2x) is below this are
-rejected (aligned ixi-2mm brains 0.979-0.988, also when moved first; spheres, ellipsoids, smooth
-noise and contrast-inverted brains 0.79-0.89)."""
+ALIGNMENT_MIN_SCORE = 0.785
+"""An alignment to the template whose score (rank correlation inside the template's brain, at 4 mm:
+``inference.alignment.alignment_score``) is below this is doubtful: midway between the lowest good
+alignment (T1 brains of other scanners and contrasts, cropped) and the highest failed one (flipped,
+heads, phantoms) in benchmarks/results/alignment_qc/results.md."""
+ALIGNMENT_REFUSE_SCORE = 0.70
+"""``segment`` / ``register`` refuse (unless ``--force``) an input whose alignment score is below this:
+what non-brains, contrast-inverted brains, most whole heads and turned brains score, well below any
+good alignment (benchmarks/results/alignment_qc/results.md)."""
+PREPARE_MIN_SCORE = ALIGNMENT_MIN_SCORE
+"""``prepare``: subjects whose alignment score is below this are rejected."""
 
 
 def switch_on(value: str | bool, auto: bool) -> bool:

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from deepatlas import options
 from deepatlas.cli.main import main
 from deepatlas.data.errors import DataError
 from deepatlas.data.io import load_image, load_label_codes
@@ -67,7 +68,9 @@ def test_prepare_puts_moved_brains_back_and_names_bad_files(tmp_path, capsys):
         assert load_image(out / "images" / f"{sid}.nii.gz").array.shape == (80, 96, 80)
     manifest = json.loads((out / "manifest.json").read_text())
     assert sorted(r["id"] for r in manifest["subjects"]) == sorted(SUBJECTS)
-    assert [(r["id"], r["reason"]) for r in manifest["rejected"]] == [("sphere", "alignment score 0.886 < 0.93")]
+    [sphere] = manifest["rejected"]
+    assert sphere["id"] == "sphere" and sphere["score"] < options.ALIGNMENT_REFUSE_SCORE
+    assert sphere["reason"] == f"alignment score {sphere['score']:.3f} < {options.PREPARE_MIN_SCORE}"
     assert (out / "rejected" / "images" / "sphere.nii.gz").exists()
     reasons = {r["id"]: r["reason"] for r in manifest["failed"]}
     assert "2D image" in reasons["slice2d"] and "cannot read" in reasons["truncated"]

@@ -77,3 +77,16 @@ def test_a_head_without_deepbet_is_refused_in_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "deepatlas[strip]" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "IXI012-HH-1211_seg.nii.gz").exists()
+
+
+def test_register_a_head_to_its_own_prealigned_brain(tmp_path):
+    """``register`` strips the moving head (mask written beside the outputs) and the affine stage
+    brings it to MNI: the head's labels land on the same subject's pre-aligned labels."""
+    fixed = IXI / "images" / HEAD.name
+    args = ["register", str(MODEL), "--moving", str(HEAD), "--fixed", str(fixed), "-o", str(tmp_path)]
+    assert main(args + ["--moving-labels", str(HEADS / "labels" / HEAD.name)]) == 0
+    stem = tmp_path / "IXI012-HH-1211_to_IXI012-HH-1211"
+    assert Path(f"{stem}_moving_brainmask.nii.gz").exists() and not Path(f"{stem}_fixed_brainmask.nii.gz").exists()
+    run = load_run(MODEL)
+    warped = np.asarray(nib.load(f"{stem}_labels.nii.gz").dataobj)
+    assert _dice(run, warped, load_label_codes(IXI / "labels" / HEAD.name).array) > 0.75

@@ -156,6 +156,9 @@ def cmd_register(args: argparse.Namespace) -> int:
         registration_paths(out, m, f, lab is not None, options.inverse, summary, name)
         for (_, _, lab, name), m, f in zip(pairs, movers, fixeds)
     ]
+    if options.strip != "off":  # the brain masks of scans that turn out to be heads
+        for plan in plans:
+            plan |= {f"{side}_mask": mask_path(plan["warped"], side) for side in ("moving", "fixed")}
     inputs = {p: "label map" for p in skipped} | ({Path(args.pairs): "pairs file"} if args.pairs else {})
     for moving, fixed, labels, _ in pairs:
         inputs |= {moving: "moving image", fixed: "fixed image"} | ({labels: "moving label map"} if labels else {})
@@ -183,8 +186,10 @@ def _registration_options(args: argparse.Namespace, inverse: bool = False):
     """The affine-stage and inverse settings of ``register`` / ``atlas-segment``."""
     from deepatlas.inference.apply import RegistrationOptions
 
-    strip = getattr(args, "strip", "off")
-    return RegistrationOptions(affine=getattr(args, "affine", "auto"), align=args.align, inverse=inverse, strip=strip)
+    strip, force = getattr(args, "strip", "off"), getattr(args, "force", False)
+    return RegistrationOptions(
+        affine=getattr(args, "affine", "auto"), align=args.align, inverse=inverse, strip=strip, force=force
+    )
 
 
 def _register_job(run, job: tuple) -> str:
@@ -196,9 +201,8 @@ def _register_job(run, job: tuple) -> str:
     moving, fixed, labels, paths, options = job
     name = f"{subject_id(moving)}_to_{subject_id(fixed)}"
     moving_labels = load_label_codes(labels) if labels else None
-    masks = {side: mask_path(paths["warped"], side) for side in ("moving", "fixed")}
-    moving_image = load_scan(moving, options.strip, masks["moving"])
-    fixed_image = load_scan(fixed, options.strip, masks["fixed"])
+    moving_image = load_scan(moving, options.strip, paths.get("moving_mask"))
+    fixed_image = load_scan(fixed, options.strip, paths.get("fixed_mask"))
     result = _register_and_say(run, options, name, moving_image, fixed_image, moving_labels)
     write_registration(result, paths)
     if result.inverse_consistency is not None:
@@ -211,10 +215,15 @@ def _register_job(run, job: tuple) -> str:
 
 
 def _register_and_say(run, options, name: str, moving, fixed, moving_labels=None):
-    """``register_volumes``, printing one line when ``auto`` switched the affine stage on."""
+    """``register_volumes``, printing one line when ``auto`` switched the affine stage on, and one
+    when the fixed image's alignment score is low (refusing, before anything is written, when far below)."""
+    from deepatlas.inference.alignment import alignment_warning
     from deepatlas.inference.apply import register_volumes
 
     result = register_volumes(run, moving, fixed, moving_labels, options=options)
+    warning = result.model_space and alignment_warning(result.model_space, fixed.path, options.force)
+    if warning:
+        print(warning)
     stage = result.affine_stage
     if options.affine == "auto" and stage is not None and stage.ran:
         print(f"{name}: affine stage {stage.why}")
@@ -244,27 +253,53 @@ def _write_label_maps(
     inputs = {p: "label map" for p in skipped} | {p: "image" for p in images}
     for image, labels in atlases or []:
         inputs |= {image: "atlas image", labels: "atlas label map"}
-    check_outputs([(str(p), [t]) for p, t in zip(images, targets)], inputs, "rename one of them")
-    fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", 0.0))
     options = _registration_options(args)
+    masks = {t: [mask_path(t)] if options.strip != "off" else [] for t in targets}  # written for heads only
+    check_outputs([(str(p), [t, *masks[t]]) for p, t in zip(images, targets)], inputs, "rename one of them")
+    fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", 0.0))
     jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
     with output_lock(args):
-        check_free(targets, args.overwrite)
-        written = run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
-    return out, len(set(written))
+        check_free(targets + [m for t in targets for m in masks[t]], args.overwrite)
+        records = run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
+        if atlases is None and any(r["score"] is not None for r in records):
+            _write_segment_records(out / "segment.json", records)
+    return out, len({r["output"] for r in records})
 
 
-def _label_job(run, job: tuple) -> str:
+def _write_segment_records(path: Path, records: list[dict]) -> None:
+    """``segment.json``: one record per input (source, output, aligned, why, score, warning), sorted by
+    output; records of earlier runs into the folder are kept unless this run wrote the same output.
+    Written where there are scores to keep: a run with a template and ``--align`` on or auto."""
+    from deepatlas.files import atomic_write_text
+
+    try:
+        earlier = json.loads(path.read_text()) if path.exists() else []
+    except (OSError, ValueError):
+        raise DataError(f"{path}: not a segment record file; move it away or delete it") from None
+    merged = {r["output"]: r for r in earlier if isinstance(r, dict) and "output" in r}
+    merged |= {r["output"]: r for r in records}
+    atomic_write_text(path, json.dumps([merged[k] for k in sorted(merged)], indent=1))
+
+
+def _label_job(run, job: tuple) -> dict:
     """``job``: image, output path, atlases (None: the seg net), :class:`AtlasFusion`, ``RegistrationOptions``;
-    returns the path written."""
+    returns the record of the path written (the seg net's: how the image was aligned, its alignment
+    score, the warning printed; a score far below a brain's refuses before writing, unless ``force``)."""
     from deepatlas.data.io import save_volume
-    from deepatlas.inference.apply import atlas_segment_volume, read_atlases, segment_volume
+    from deepatlas.inference.alignment import alignment_warning
+    from deepatlas.inference.apply import atlas_segment_volume, read_atlases, segment_with_report
     from deepatlas.inference.outputs import label_dtype
 
     path, target, atlases, fusion, options = job
     image = load_scan(path, options.strip, mask_path(target))
+    record = {"source": str(path), "output": str(target)}
     if atlases is None:
-        codes = segment_volume(run, image, options.align)
+        codes, space = segment_with_report(run, image, options.align)
+        warning = alignment_warning(space, path, options.force)
+        if warning:
+            print(warning)
+        score = None if space.score is None else round(space.score, 4)
+        record |= {"aligned": space.aligned, "why": space.why, "score": score, "warning": warning}
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))
@@ -278,7 +313,7 @@ def _label_job(run, job: tuple) -> str:
             align=options.align,  # the seg net sees the target as the registration does
         )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
-    return str(target)
+    return record
 
 
 def cmd_segment(args: argparse.Namespace) -> int:

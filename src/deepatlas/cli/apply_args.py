@@ -36,6 +36,18 @@ def _affine_flags(p) -> None:
     )
 
 
+def _force_flag(p) -> None:
+    """``--force`` of the commands that check an input's alignment score (``--align`` on or auto)."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="go on with an image whose alignment score (rank correlation with the template inside its brain, "
+        f"at 4 mm) is below {options.ALIGNMENT_REFUSE_SCORE}: no skull-stripped T1 brain where the template's "
+        f"is (a whole head, another contrast, not a brain); by default such an image is refused. Below "
+        f"{options.ALIGNMENT_MIN_SCORE} a warning is printed either way",
+    )
+
+
 def _align_flag(p, default: str) -> None:
     """``--align`` of ``segment`` (default auto), ``register`` and ``atlas-segment`` (default off)."""
     p.add_argument(
@@ -126,6 +138,7 @@ def _add_register(sub) -> None:
     _registration_flags(r)
     _affine_flags(r)
     _align_flag(r, "off")
+    _force_flag(r)
     strip_flag(r)
     r.add_argument(
         "--inverse",
@@ -143,6 +156,7 @@ def _add_segment(sub) -> None:
     _common(s)
     s.add_argument("images", nargs="+", help="images or folders")
     _align_flag(s, "auto")
+    _force_flag(s)
     strip_flag(s)
     s.add_argument("--overwrite", action="store_true")
     _workers_flag(s)
@@ -165,6 +179,7 @@ def _add_atlas_segment(sub) -> None:
     _registration_flags(a)
     _affine_flags(a)
     _align_flag(a, "off")
+    _force_flag(a)
     strip_flag(a)
     a.add_argument("--overwrite", action="store_true")
     _workers_flag(a)

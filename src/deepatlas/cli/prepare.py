@@ -108,8 +108,9 @@ def add_command(sub) -> None:
         "--min-score",
         type=float,
         default=options.PREPARE_MIN_SCORE,
-        help=f"reject subjects whose alignment score (correlation with the template at 4 mm) is below this "
-        f"(default {options.PREPARE_MIN_SCORE}; aligned brains score about 0.98, non-brain volumes below 0.89)",
+        help=f"reject subjects whose alignment score (rank correlation with the template inside its brain, "
+        f"at 4 mm) is below this (default {options.PREPARE_MIN_SCORE}; aligned T1 brains of any scanner score "
+        f"about 0.81-0.94, whole heads, flipped brains and non-brain volumes below 0.77)",
     )
     strip_flag(p)
     p.add_argument("--redo", action="store_true", help="prepare every subject again, even those already done")

@@ -24,7 +24,8 @@ def mask_path(output: Path, side: str = "") -> Path:
 
 def load_scan(path: Path, strip: str, mask: Path | None):
     """The image at ``path``, brain-extracted as ``strip`` says (:func:`deepatlas.inference.strip.strip`);
-    when it was, its mask (uint8, on the scan's own grid) is written to ``mask``."""
+    when it was, its mask (uint8, on the scan's own grid) is written to ``mask`` (planned and checked
+    free by the command before any work)."""
     from deepatlas.data.io import load_image, save_volume
     from deepatlas.inference.strip import strip as extract
 
@@ -33,4 +34,6 @@ def load_scan(path: Path, strip: str, mask: Path | None):
         print(f"{path}: brain-extracted ({report.why}; brain {report.brain_ml:.0f} mL)")
         if mask is not None:
             save_volume(report.mask.astype(np.uint8), volume.affine, mask)
+    elif mask is not None:  # not a head this time: no mask, and none left from an earlier run (--overwrite)
+        mask.unlink(missing_ok=True)
     return volume

@@ -102,13 +102,15 @@ class RegistrationOptions:
     fixed-to-moving field and its inverse-consistency error (``inverse_iterations`` fixed-point
     iterations when the run is not diffeomorphic); ``strip``: the commands' brain extraction of
     whole-head scans as they read them (:func:`deepatlas.inference.strip.strip`; ``register_volumes``
-    takes volumes as they are).
+    takes volumes as they are); ``force``: the commands go on with an input whose alignment score is
+    far below a brain's (:func:`~deepatlas.inference.alignment.alignment_warning`).
     """
 
     affine: str = "off"
     align: str = "off"
     inverse: bool = False
     strip: str = "off"
+    force: bool = False
     affine_settings: AffineSettings = field(default_factory=AffineSettings)
     inverse_iterations: int = 30
 
@@ -350,13 +352,16 @@ def _inverse_consistency(residual: torch.Tensor, fixed: Volume) -> dict[str, flo
     return {"mean_mm": float(values.mean()), "p95_mm": float(np.percentile(values, 95))}
 
 
-def _network_probabilities(run: TrainedRun, image: Volume, align: str) -> tuple[torch.Tensor, np.ndarray]:
-    """The seg net's class probabilities of ``image`` on the network grid, and that grid's affine."""
+def _network_probabilities(
+    run: TrainedRun, image: Volume, align: str
+) -> tuple[torch.Tensor, np.ndarray, ModelSpaceReport]:
+    """The seg net's class probabilities of ``image`` on the network grid, that grid's affine, and
+    how the image was brought into the model's space."""
     look_up_option(align, options.AFFINE, "align")
-    on_grid, _, affine, _ = _prepare(run, image, align)
+    on_grid, _, affine, report = _prepare(run, image, align)
     with torch.no_grad():
         probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].float().cpu(), 0)
-    return probs, affine
+    return probs, affine, report
 
 
 def segment_probabilities(run: TrainedRun, image: Volume, align: str = "off") -> torch.Tensor:
@@ -364,7 +369,7 @@ def segment_probabilities(run: TrainedRun, image: Volume, align: str = "off") ->
     (class ``c`` of ``run.scheme`` in row ``c``); ``align`` as :func:`segment_volume`'s. For callers
     that need the probabilities (a vote): 4 bytes per class and voxel, where labels alone are
     :func:`segment_volume`'s job."""
-    probs, affine = _network_probabilities(run, image, align)
+    probs, affine, _ = _network_probabilities(run, image, align)
     # probabilities, not labels, go back to the input grid: linear interpolation, argmax later
     return resample(probs, affine, image.array.shape, image.affine, padding="border")
 
@@ -376,9 +381,15 @@ def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.nda
     The argmax of :func:`segment_probabilities`, taken slab by slab of the input grid
     (:func:`~deepatlas.inference.geometry.resample_argmax`): a 1 mm image's full-resolution
     probabilities would need gigabytes."""
-    probs, affine = _network_probabilities(run, image, align)
+    return segment_with_report(run, image, align)[0]
+
+
+def segment_with_report(run: TrainedRun, image: Volume, align: str = "off") -> tuple[np.ndarray, ModelSpaceReport]:
+    """:func:`segment_volume`'s label map, and how the image was brought into the model's space
+    (its ``score``: how well what the seg net saw lines up with the template, the QC of ``segment``)."""
+    probs, affine, report = _network_probabilities(run, image, align)
     classes = resample_argmax(probs, affine, image.array.shape, image.affine, padding="border")
-    return run.scheme.decode(classes.numpy())
+    return run.scheme.decode(classes.numpy()), report
 
 
 Registrar = Callable[[Volume, Volume, Volume], Registration]

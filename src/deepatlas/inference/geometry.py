@@ -76,10 +76,14 @@ def sample(
     matrix, offset = _linear(source_affine, dims)
     inverse = np.linalg.inv(matrix)
     values = source.unsqueeze(0).to(torch.float32)
-    out = torch.empty((source.shape[0], *points.shape[1:]), dtype=source.dtype)
-    for rows in slabs(tuple(points.shape[1:]), chunk):
+    parts = slabs(tuple(points.shape[1:]), chunk)
+    out = None if len(parts) == 1 else torch.empty((source.shape[0], *points.shape[1:]), dtype=source.dtype)
+    for rows in parts:
         part = _sample_slab(values, (inverse, offset), points[:, rows], mode, padding)
-        out[:, rows] = part.round().to(source.dtype) if not source.dtype.is_floating_point else part
+        part = part.round().to(source.dtype) if not source.dtype.is_floating_point else part.to(source.dtype)
+        if out is None:  # one slab (as resample() passes them): no second copy
+            return part
+        out[:, rows] = part
     return out
 
 

@@ -132,9 +132,9 @@ def write_registration(result: Registration, paths: dict[str, Path]) -> None:
     ``_Warp`` / ``_InverseWarp`` are the same fields along LPS axes and ``_Affine.txt`` the affine
     stage alone, for ITK, ANTs, SimpleITK and Slicer (:mod:`deepatlas.inference.itk`).
     """
-    save_volume(result.warped.astype(np.float32), result.affine, paths["warped"])
+    save_volume(result.warped.astype(np.float32, copy=False), result.affine, paths["warped"])
     _save_fields(result.displacement, result.affine, paths, ("displacement", "itk_warp"), FORWARD)
-    save_volume(result.jacobian.astype(np.float32), result.affine, paths["jacobian"], compress=False)
+    save_volume(result.jacobian.astype(np.float32, copy=False), result.affine, paths["jacobian"], compress=False)
     if "labels" in paths and result.warped_labels is not None:
         save_volume(result.warped_labels.astype(label_dtype(result.warped_labels)), result.affine, paths["labels"])
     if "inverse" in paths and result.inverse is not None:
@@ -173,7 +173,7 @@ def _save_field(field: np.ndarray, affine: np.ndarray, path: Path, description: 
     vector = np.moveaxis(field, 0, -1)
     vector = vector.reshape(vector.shape[:-1] + (1,) * (4 - dims) + (dims,))
     save_volume(
-        vector.astype(np.float32),
+        vector.astype(np.float32, copy=False),  # a view of the field: no copy of a 1 mm field (200 MB)
         affine,
         path,
         intent="vector",
@@ -185,15 +185,15 @@ def _save_field(field: np.ndarray, affine: np.ndarray, path: Path, description: 
 def registration_summary(result: Registration) -> dict:
     """What the ``_registration.json`` beside a pair's outputs records: the affine stage (ran, why,
     alignment NCC, the 4x4 world map fixed point -> moving point before the deformation), the fixed
-    image's alignment to the model's template when ``--align`` did it, and,
+    image's alignment to the model's template and its alignment score when ``--align`` was asked, and,
     with an inverse, the inverse-consistency error in mm over the fixed image's foreground.
     Empty when the affine stage did not run and there is no inverse."""
     stage, space = result.affine_stage, result.model_space
-    aligned = space is not None and space.aligned
-    if (stage is None or not stage.ran) and result.inverse_consistency is None and not aligned:
+    scored = space is not None and (space.aligned or space.score is not None)
+    if (stage is None or not stage.ran) and result.inverse_consistency is None and not scored:
         return {}
     summary: dict = {"affine_stage": None}
-    if aligned:  # the fixed image was brought into the model's space (--align): how
+    if scored:  # --align brought the fixed image into the model's space, or checked it was there: how, its score
         summary["model_space"] = space.as_dict()
     if stage is not None:
         matrix = None if stage.matrix is None else np.round(stage.matrix, 6).tolist()

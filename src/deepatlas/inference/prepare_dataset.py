@@ -49,7 +49,7 @@ STATES = ("ok", "poor", "failed")
 @dataclass(frozen=True)
 class PrepareSettings:
     """``template``: the image to align to (None: the shipped one, ``deepatlas/templates/t1_2mm``);
-    ``min_score``: the alignment score (global NCC with the template, pooled 2x) below which a subject
+    ``min_score``: the alignment score (:func:`~deepatlas.inference.alignment.alignment_score`) below which a subject
     is rejected; ``strip``: brain extraction of whole heads first (:func:`~deepatlas.inference.strip.strip`)."""
 
     template: str | None = None
