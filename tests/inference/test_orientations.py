@@ -53,3 +53,23 @@ def test_48_orientations_land_on_the_same_world_positions(brain, pad):
             labels = back(segment_volume(run, Volume(data, moved, brain.path), align="off"))
             agree = (labels == reference).mean()
             assert agree > 0.999, f"axes {order}, flips {flips}: {agree:.4f} of voxels agree"
+
+
+def test_a_left_right_flipped_file_on_the_model_grid_through_the_cli(brain, tmp_path):
+    """The reported case: LAS storage of a brain on the model's own grid shape and voxel size."""
+    import nibabel as nib
+
+    from deepatlas.cli.main import main
+
+    data, affine, back = stored(brain.array, brain.affine, (0, 1, 2), (True, False, False))
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "flipped.nii.gz")
+    nib.save(nib.Nifti1Image(brain.array, brain.affine), tmp_path / "as_is.nii.gz")
+    assert nib.aff2axcodes(affine)[0] == "L"
+    out = tmp_path / "seg"
+    assert (
+        main(["segment", str(MODEL), str(tmp_path / "flipped.nii.gz"), str(tmp_path / "as_is.nii.gz"), "-o", str(out)])
+        == 0
+    )
+    flipped = back(np.asarray(nib.load(out / "flipped_seg.nii.gz").dataobj))
+    as_is = np.asarray(nib.load(out / "as_is_seg.nii.gz").dataobj)
+    assert (flipped == as_is).mean() > 0.999 and (as_is > 0).mean() > 0.2

@@ -90,3 +90,9 @@ def test_register_a_head_to_its_own_prealigned_brain(tmp_path):
     run = load_run(MODEL)
     warped = np.asarray(nib.load(f"{stem}_labels.nii.gz").dataobj)
     assert _dice(run, warped, load_label_codes(IXI / "labels" / HEAD.name).array) > 0.75
+
+
+def test_morphometry_refuses_a_head_and_says_to_prepare_it(tmp_path, capsys):
+    assert main(["morphometry", str(MODEL), str(HEAD), "-o", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "whole-head" in err and "deepatlas prepare" in err

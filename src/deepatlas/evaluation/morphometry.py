@@ -45,6 +45,7 @@ from deepatlas.inference.apply import atlas_segment_volume, read_atlases, regist
 from deepatlas.inference.geometry import resample
 from deepatlas.inference.outputs import check_free, label_dtype
 from deepatlas.inference.run import TrainedRun
+from deepatlas.inference.strip import HEAD_MIN_ML, foreground_ml
 from deepatlas.options import look_up_option
 
 JACOBIAN_FLOOR = 1e-3
@@ -184,14 +185,28 @@ def read_groups(path: Path, subjects: list[str]) -> dict[str, list[str]]:
     return groups
 
 
+def brain_image(path: Path) -> Volume:
+    """The image at ``path``, refused (one line, with what to do) when it is a whole-head scan: morphometry
+    compares brains aligned as the model's training images were, which ``prepare`` makes of heads
+    (brain extraction and alignment to the template); stripping alone would leave them unaligned."""
+    volume = load_image(path)
+    if volume.array.ndim == 3 and (size := foreground_ml(volume)) > HEAD_MIN_ML:
+        raise DataError(
+            f"{path}: a whole-head scan (foreground {size:.0f} mL > {HEAD_MIN_ML:.0f}); morphometry needs brains "
+            "aligned as the model's training images: run `deepatlas prepare` on the scans (it strips and aligns "
+            "them), then morphometry on its images/ folder"
+        )
+    return volume
+
+
 def mean_template(paths: list[Path], path: Path) -> Volume:
     """The voxel-wise mean of the images, intensities normalised to 0..1 (percentiles), on the
     first image's grid (linear resampling in world coordinates: the images must be pre-aligned,
     as the model's training images were)."""
-    first = load_image(paths[0])
+    first = brain_image(paths[0])
     total = torch.from_numpy(normalize_intensity(first.array)).double()
     for other in paths[1:]:
-        volume = load_image(other)
+        volume = brain_image(other)
         if volume.array.ndim != first.array.ndim:
             raise DataError(f"{other}: a {volume.array.ndim}D image among {first.array.ndim}D images")
         array = torch.from_numpy(normalize_intensity(volume.array))[None]
@@ -237,7 +252,7 @@ def check_atlases(run: TrainedRun, atlases: tuple[tuple[Path, Path], ...]) -> No
 def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
     """Segment one subject (label map on its own grid, original codes) and write its
     log-Jacobian map on the template grid (subject registered to the template)."""
-    image = load_image(job.image)
+    image = brain_image(job.image)
     if job.atlases is None:
         codes = segment_volume(run, image)
     else:
