@@ -437,7 +437,7 @@ def make_examples(out: Path, data: Path, plan: dict, n: int, training: str | Non
             run = load_run(model_dir(out, training), "best")  # fused as the scored rows are
             codes = atlas_segment_volume(run, atlases, image, fusion=plan["fusion"])
         else:
-            codes = segment_volume(load_run(model_dir(out, training), "best"), image)
+            codes = segment_volume(load_run(model_dir(out, training), "best"), image, align="off")
         save_example(out, panel, codes)
 
 

@@ -50,7 +50,7 @@ def score_run(run_dir: Path, data: Path, split: str, weights: list[float], per_s
     for subject in subjects:
         sid, target, truth = subject.id, load_image(subject.image), load_label_codes(subject.label)
         votes = atlas_votes(atlases, target, registrar, "weighted", run.scheme, unknown=unknown)
-        probs = segment_probabilities(run, target).double()
+        probs = segment_probabilities(run, target, align="off").double()
         truth_classes = torch.from_numpy(run.scheme.encode(truth.array, unknown="background").astype(np.int64))
         scores, per_class[sid] = {}, {}
         for w in weights:

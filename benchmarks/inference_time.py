@@ -73,7 +73,7 @@ def main() -> int:
         register_volumes(run, volumes[i][0], volumes[i + 1][0], volumes[i][1])
         reg.append(time.perf_counter() - start)
         start = time.perf_counter()
-        segment_volume(run, volumes[i][0])
+        segment_volume(run, volumes[i][0], align="off")
         seg.append(time.perf_counter() - start)
     cli_reg, cli_seg = [], []
     exe = [sys.executable, "-m", "deepatlas.cli.main"]

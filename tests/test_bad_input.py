@@ -196,6 +196,11 @@ CASES = {
     "ids that YAML reads as numbers": (_train("data.labelled_ids=[001,010]"), "data.labelled_ids"),
     "unknown option value": (_train("loss.similarity=ssim"), "loss.similarity"),
     "bad refinement setting": (_register("{good}", "{good}", "{run}", "--refine", "lr=-1"), "refine.lr"),
+    "greedy refinement with an anatomy term": (
+        _register("{good}", "{good}", "{run}", "--refine", "method=greedy", "--refine", "anatomy_weight=1"),
+        "refine.anatomy_weight must be 0 with refine.method=greedy",
+    ),
+    "unknown refinement method": (_register("{good}", "{good}", "{run}", "--refine", "method=lbfgs"), "refine.method"),
     "unknown device": (_train("--device", "gpu7"), "gpu7"),
     "output folder under a file": (["segment", "{run}", "{good}", "-o", "{config}/out"], "config.yaml/out"),
     "run folder under a file": (["train", "{config}", "-o", "{config}/run", "--no-progress"], "config.yaml/run"),

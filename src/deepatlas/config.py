@@ -141,9 +141,32 @@ class RefineConfig:
     """Weight of the soft Dice between the warped moving and the fixed segmentation (seg net
     softmax, or manual labels where given); 0 switches the seg net off in refinement."""
     anatomy_downsample: int = 2
+    method: str = "adam"
+    """``adam`` (the settings above: additive Adam steps, diffusion penalty) or ``greedy`` (compositive
+    steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as
+    PICSL greedy: :mod:`deepatlas.registration.greedy`, settings ``greedy_*``; no anatomy term).
+    ixi-2mm validation figures against adam: benchmarks/results/registration/greedy_mode.md."""
+    greedy_levels: list[int] = field(default_factory=lambda: [4, 2, 1])
+    """Image pooling factor of each greedy level, coarse to fine (greedy's three levels)."""
+    greedy_iterations: list[int] = field(default_factory=lambda: [40, 20, 5])
+    """Greedy steps at each level (greedy itself: 100x50x10 from the identity; from the net's field
+    fewer do, and a full-resolution step costs ~60 coarse ones)."""
+    greedy_sigma_grad: float = 1.732
+    """Gaussian sigma (voxels of the level) of the step: greedy's default ``-s 1.732vox``."""
+    greedy_sigma_field: float = 0.7071
+    """Gaussian sigma (voxels of the level) applied to the composed field: greedy's ``0.7071vox``."""
+    greedy_epsilon: float = 1.0
+    """Largest displacement of one step, voxels of the level (greedy's ``-e``, default 1)."""
+    greedy_step_quantile: float = 1.0
+    """Which displacement of a step is ``greedy_epsilon`` long: 1, the largest (greedy); 0.99, the 99th
+    percentile of the voxels' (the few largest go further): larger steps in most of the brain."""
+    greedy_residual: bool = False
+    """Optimise ``psi`` in ``phi = phi_net o psi`` (the moving image seen through the net's field) and
+    smooth ``psi`` only, instead of smoothing the whole field, the net's detail included."""
 
     def validate(self) -> None:
         """Refuse settings that cannot run, with the key to change."""
+        self._validate_greedy()
         if not self.levels or len(self.levels) != len(self.iterations):
             raise ValueError(
                 f"config refine.levels and refine.iterations need the same, non-zero number of "
@@ -163,6 +186,33 @@ class RefineConfig:
         if self.lncc_window < 1 or self.lncc_window % 2 == 0:
             raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
         options.look_up_option(self.similarity, options.REFINE_SIMILARITY, "config refine.similarity")
+
+    def _validate_greedy(self) -> None:
+        """The ``method`` and ``greedy_*`` checks of :meth:`validate`."""
+        options.look_up_option(self.method, options.REFINE_METHOD, "config refine.method")
+        levels, iterations = self.greedy_levels, self.greedy_iterations
+        if not levels or len(levels) != len(iterations):
+            raise ValueError(
+                f"config refine.greedy_levels and refine.greedy_iterations need the same, non-zero number of "
+                f"entries, got {levels} and {iterations}"
+            )
+        for key, values in (("greedy_levels", levels), ("greedy_iterations", iterations)):
+            low = 0 if key == "greedy_iterations" else 1  # 0 steps: skip a level
+            if any(not isinstance(v, int) or isinstance(v, bool) or v < low for v in values):
+                raise ValueError(f"config refine.{key}: every entry must be an integer >= {low}, got {values}")
+        if not 0 < self.greedy_step_quantile <= 1:
+            raise ValueError(f"config refine.greedy_step_quantile must be in (0, 1], got {self.greedy_step_quantile}")
+        for key in ("greedy_sigma_grad", "greedy_sigma_field", "greedy_epsilon"):
+            value = getattr(self, key)
+            if not value >= 0 or (key == "greedy_epsilon" and value == 0):
+                raise ValueError(
+                    f"config refine.{key} must be {'> 0' if key == 'greedy_epsilon' else '>= 0'}, got {value}"
+                )
+        if self.method == "greedy" and self.anatomy_weight > 0:
+            raise ValueError(
+                "config refine.anatomy_weight must be 0 with refine.method=greedy (it has no anatomy term yet): "
+                "set refine.anatomy_weight=0 or refine.method=adam"
+            )
 
     def with_overrides(self, overrides: list[str]) -> RefineConfig:
         """A copy with ``key=value`` overrides (values as YAML: ``iterations=[60,30]``), checked."""

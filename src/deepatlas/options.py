@@ -11,6 +11,9 @@ SIMILARITY = ("lncc", "mse")
 REFINE_SIMILARITY = ("lncc", "mi", "mind")
 """Similarity of per-pair refinement (``mind``: MIND-SSC descriptors, and ``mi``: mutual
 information, for other contrasts)."""
+REFINE_METHOD = ("adam", "greedy")
+"""How per-pair refinement steps (``refine.method``): additive Adam steps against a diffusion penalty,
+or greedy's compositive Gaussian-smoothed steps (:mod:`deepatlas.registration.greedy`)."""
 TEACHERS = ("auto", "on", "off")
 """Refined weak supervision (``teachers.enabled``); ``auto``: on with few labelled images."""
 TEACHERS_AUTO_MAX_LABELLED = 2

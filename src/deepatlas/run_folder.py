@@ -9,9 +9,9 @@
     checkpoints/best.pt    best validation score so far
     best_validation.json   the validation metrics of best.pt
     metrics.jsonl          one record per step and per validation
-    tensorboard/           the same, for TensorBoard
+    tensorboard/           the same, for TensorBoard (with the tensorboard extra installed)
     summary.json           final validation metrics and timing
-    evaluation-<split>/    what ``deepatlas evaluate`` wrote for that split
+    evaluation-<split>/    the evaluation ``deepatlas report`` made for that split (``evaluate`` writes into -o)
 """
 
 from __future__ import annotations
@@ -23,6 +23,40 @@ from typing import Any
 
 from deepatlas import options
 from deepatlas.files import atomic_write_text
+
+SHIPPED_MODELS = Path(__file__).resolve().parent / "models"
+"""The run folders that ship inside the package (``brain-2mm``), each with its model card
+(README.md): package data, so a wheel or ``pip install git+...`` has them, found by name from any
+directory (:func:`resolve_run`)."""
+
+
+def shipped_models() -> list[str]:
+    """The names of the shipped models (their folders under :data:`SHIPPED_MODELS`), sorted."""
+    if not SHIPPED_MODELS.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_MODELS.iterdir() if (p / "checkpoints").is_dir())
+
+
+def resolve_run(run: str | Path) -> Path:
+    """The run folder ``run`` names: a folder as given (a path wins over a name), else a shipped
+    model by its bare name (``brain-2mm``), so the same command works from any directory. A path with
+    folders in it is returned as it is (:func:`~deepatlas.inference.run.load_run` says what it lacks).
+
+    Raises:
+        FileNotFoundError: a bare name that is neither a folder here nor a shipped model's, in one line
+        that lists the shipped models.
+    """
+    path = Path(run)
+    if path.is_dir() or len(path.parts) != 1:
+        return path
+    shipped = shipped_models()
+    if str(run) in shipped:
+        return SHIPPED_MODELS / str(run)
+    names = ", ".join(shipped) or "none installed"
+    raise FileNotFoundError(
+        f"{run}: no such run folder, nor the name of a shipped model ({names}); give the folder "
+        "`deepatlas train -o` wrote, or a shipped model's name"
+    )
 
 
 @dataclass(frozen=True)
@@ -74,7 +108,8 @@ class RunFolder:
         return self.root / "checkpoints" / f"{name}.pt"
 
     def evaluation(self, split: str) -> Path:
-        """Where ``deepatlas evaluate`` writes (and ``report`` reads) the evaluation of ``split``."""
+        """Where ``report`` reads the evaluation of ``split`` (and keeps the one it makes when there is none);
+        ``evaluate`` writes where its ``-o`` says."""
         return self.root / f"evaluation-{split}"
 
     def write_json(self, path: Path, value: Any) -> Path:

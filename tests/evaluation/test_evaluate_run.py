@@ -114,6 +114,8 @@ def test_atlas_segmentation_evaluation(trained_2d, phantoms_2d, tmp_path, capsys
                 "--pairs",
                 "none",
                 "--no-progress",
+                "-o",
+                str(tmp_path / "self"),
             ]
         )
         != 0

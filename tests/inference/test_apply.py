@@ -89,7 +89,7 @@ def test_segment_a_folder_and_atlas_segment(request, which, tmp_path):
     dataset = request.getfixturevalue("phantoms_2d" if which == "trained_2d" else "phantoms_3d")
     images = sorted((dataset / "images").iterdir())
     assert main(["segment", str(run), str(dataset / "images"), "-o", str(tmp_path / "seg")]) == 0
-    outputs = sorted((tmp_path / "seg").iterdir())
+    outputs = sorted((tmp_path / "seg").glob("*_seg.nii.gz"))  # beside them: labels.txt, labels.ctbl
     assert len(outputs) == len(images)
     first = nib.load(str(outputs[0]))
     assert first.shape == nib.load(str(images[0])).shape

@@ -14,7 +14,7 @@ from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 from deepatlas.data.subjects import IMAGE_SUFFIXES, LABEL_SUFFIXES, label_map_owners, subject_id
 from deepatlas.files import folder_lock
-from deepatlas.run_folder import RunFolder
+from deepatlas.run_folder import resolve_run
 
 PAIR_KEYS = ("moving", "fixed", "moving_labels", "output")
 """The keys of a ``--pairs`` entry; ``output`` (optional) names the pair's outputs ``<output>_warped.nii.gz`` ...
@@ -240,12 +240,13 @@ def _atlas_registrar(run, options, moving, fixed, moving_labels):
 
 
 def _write_label_maps(
-    args, images: list[Path], suffix: str, atlases: list | None = None, skipped: list[Path] = ()
+    args, images: list[Path], suffix: str, atlases: list | None = None, skipped: list[Path] = (), extras=None
 ) -> tuple[Path, int]:
     """Segment each image (seg net, or ``atlases`` registered to it) into ``args.output``, as
     ``<name>_<suffix>.nii.gz`` (``name``: :func:`~deepatlas.inference.outputs.unique_names`);
     returns the folder and how many label maps were written. ``skipped``: label maps left out of
-    the input folders, never written over."""
+    the input folders, never written over. ``extras``: ``segment``'s other outputs
+    (:class:`~deepatlas.cli.segment_outputs.SegmentExtras`), planned and checked with the label maps."""
     from deepatlas.inference.outputs import check_free, check_outputs, unique_names
 
     out = Path(args.output)
@@ -255,12 +256,24 @@ def _write_label_maps(
         inputs |= {image: "atlas image", labels: "atlas label map"}
     options = _registration_options(args)
     masks = {t: [mask_path(t)] if options.strip != "off" else [] for t in targets}  # written for heads only
-    check_outputs([(str(p), [t, *masks[t]]) for p, t in zip(images, targets)], inputs, "rename one of them")
+    if extras is not None:  # beside each label map, and the folder's own (the lookup tables: check_tables)
+        masks = {t: masks[t] + extras.image_outputs(t) for t in targets}
+    planned = [(str(p), [t, *masks[t]]) for p, t in zip(images, targets)]
+    tables = [("the lookup and volume tables", list(extras.tables) + extras.folder_outputs())] if extras else []
+    check_outputs(planned + tables, inputs, "rename one of them")
     fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", 0.0))
-    jobs = [(path, target, atlases, fusion, options) for path, target in zip(images, targets)]
+    jobs = [(path, target, atlases, fusion, options, extras) for path, target in zip(images, targets)]
+    loader, run = load_run_from_args, None
     with output_lock(args):
-        check_free(targets + [m for t in targets for m in masks[t]], args.overwrite)
-        records = run_jobs(args, jobs, _label_job, load_run_from_args, suffix)
+        folder_files = extras.folder_outputs() if extras else []
+        check_free(targets + [m for t in targets for m in masks[t]] + folder_files, args.overwrite)
+        if extras is not None:  # the lookup tables need the run's label scheme, before any work
+            run = load_run_from_args(args)
+            extras.check_tables(run.scheme, args.overwrite)
+            loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
+        records = run_jobs(args, jobs, _label_job, loader, suffix)
+        if extras is not None:
+            extras.write(run.scheme, records)
         if atlases is None and any(r["score"] is not None for r in records):
             _write_segment_records(out / "segment.json", records)
     return out, len({r["output"] for r in records})
@@ -282,19 +295,22 @@ def _write_segment_records(path: Path, records: list[dict]) -> None:
 
 
 def _label_job(run, job: tuple) -> dict:
-    """``job``: image, output path, atlases (None: the seg net), :class:`AtlasFusion`, ``RegistrationOptions``;
-    returns the record of the path written (the seg net's: how the image was aligned, its alignment
-    score, the warning printed; a score far below a brain's refuses before writing, unless ``force``)."""
+    """``job``: image, output path, atlases (None: the seg net), :class:`AtlasFusion`, ``RegistrationOptions``,
+    ``segment``'s extra outputs (or None); returns the record of the path written (the seg net's: how the
+    image was aligned, its alignment score, the warning printed; a score far below a brain's refuses
+    before writing, unless ``force``)."""
+    from deepatlas.cli.segment_outputs import segment_image, write_image_extras
     from deepatlas.data.io import save_volume
     from deepatlas.inference.alignment import alignment_warning
-    from deepatlas.inference.apply import atlas_segment_volume, read_atlases, segment_with_report
+    from deepatlas.inference.apply import atlas_segment_volume, read_atlases
     from deepatlas.inference.outputs import label_dtype
 
-    path, target, atlases, fusion, options = job
+    path, target, atlases, fusion, options, extras = job
     image = load_scan(path, options.strip, mask_path(target))
     record = {"source": str(path), "output": str(target)}
+    probabilities = None
     if atlases is None:
-        codes, space = segment_with_report(run, image, options.align)
+        codes, probabilities, space = segment_image(run, image, options.align, extras)
         warning = alignment_warning(space, path, options.force)
         if warning:
             print(warning)
@@ -313,13 +329,21 @@ def _label_job(run, job: tuple) -> dict:
             align=options.align,  # the seg net sees the target as the registration does
         )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
-    return record
+    return record | write_image_extras(run, extras, image, target, probabilities)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from deepatlas.cli.segment_outputs import SegmentExtras
+
     images, skipped = expand_inputs(args.images)
-    out, written = _write_label_maps(args, images, "seg", skipped=skipped)
-    print(f"{written} label map(s) written to {out}/ (original label codes, input geometry)")
+    extras = SegmentExtras(Path(args.output), args.volumes, args.probabilities)
+    out, written = _write_label_maps(args, images, "seg", skipped=skipped, extras=extras)
+    more = ", volumes.csv (mm^3)" if args.volumes else ""
+    more += ", <name>_probabilities.nii.gz" if args.probabilities else ""
+    print(
+        f"{written} label map(s) written to {out}/ (original label codes, input geometry; labels.txt, labels.ctbl: "
+        f"their names and colours for ITK-SNAP and Slicer{more})"
+    )
     return 0
 
 
@@ -338,11 +362,15 @@ def cmd_atlas_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepatlas.evaluation.evaluate_run import evaluate_run, format_summary
+    """Writes where ``-o`` says (never into the run folder: a shipped model's is the installed package),
+    refusing an earlier evaluation there unless ``--overwrite``."""
+    from deepatlas.evaluation.evaluate_run import EVALUATION_FILES, evaluate_run, format_summary
+    from deepatlas.inference.outputs import check_free
 
+    out = Path(args.output)
+    check_free([out / name for name in EVALUATION_FILES], args.overwrite)
     run = load_run_from_args(args)
     split = None if args.split == "all" else args.split
-    out = Path(args.output) if args.output else RunFolder(args.run).evaluation(args.split)
     summary = evaluate_run(
         run,
         args.data,
@@ -366,7 +394,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run = load_run_from_args(args)
     path = build_report(
-        run, Path(args.run), Path(args.output), dataset=args.data, split=args.split, overwrite=args.overwrite
+        run, resolve_run(args.run), Path(args.output), dataset=args.data, split=args.split, overwrite=args.overwrite
     )
     print(f"report: {path}")
     return 0

@@ -56,10 +56,9 @@ def _align_flag(p, default: str) -> None:
         default=default,
         help="bring each image (register: the fixed one) into the model's space first: affine alignment to "
         "the run's template (its template.nii.gz, or the shipped template for runs on its grid such as "
-        "models/brain-2mm); the networks then see it as they saw their training images, and results are "
+        "brain-2mm); the networks then see it as they saw their training images, and results are "
         f"mapped back onto the image's own grid. auto: when the image correlates with the template with NCC < "
-        f"{options.AFFINE_AUTO_THRESHOLD} (pooled 4x, by world coordinates): raw scans, not pre-aligned ones "
-        f"(default {default})",
+        f"{options.AFFINE_AUTO_THRESHOLD} (pooled 4x, by world coordinates): raw scans, not pre-aligned ones",
     )
 
 
@@ -71,7 +70,7 @@ def strip_flag(p) -> None:
         default="auto",
         help="brain extraction (deepbet: pip install 'deepatlas[strip]') before anything else, for whole-head "
         "scans; the mask is written beside the outputs. auto: when the scan's filled foreground exceeds "
-        "the volume of any brain (a head), not for skull-stripped brains (default auto)",
+        "the volume of any brain (a head), not for skull-stripped brains",
     )
 
 
@@ -84,11 +83,20 @@ def unknown_labels_flag(p, applies: str = "") -> None:
     )
 
 
-def _common(p, output_required=True):
-    p.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
-    p.add_argument("-o", "--output", required=output_required, help="output folder")
-    p.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+RUN_HELP = "run folder (from deepatlas train), or the name of a shipped model: brain-2mm"
+DEVICE_HELP = "where the networks run: auto (a GPU if there is one), cpu, cuda, cuda:1 ..."
+OVERWRITE_HELP = "replace earlier outputs of the same names (never an input); by default they are refused"
+
+
+def _common(p):
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint of the run")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def overwrite_flag(p) -> None:
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
 
 
 def _workers_flag(p):
@@ -146,7 +154,7 @@ def _add_register(sub) -> None:
         help="also write the fixed-to-moving field (<moving>_to_<fixed>_inverse_displacement.nii.gz, on the "
         "moving grid, mm RAS, fixed = q + v(q)) and report its inverse-consistency error",
     )
-    r.add_argument("--overwrite", action="store_true")
+    overwrite_flag(r)
     _workers_flag(r)
     r.set_defaults(func=cmd_register)
 
@@ -158,7 +166,19 @@ def _add_segment(sub) -> None:
     _align_flag(s, "auto")
     _force_flag(s)
     strip_flag(s)
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument(
+        "--volumes",
+        action="store_true",
+        help="also write volumes.csv: per image and structure its voxels and mm^3 on the image's own grid "
+        "(the columns and numbers of morphometry's volumes.csv)",
+    )
+    s.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write <name>_probabilities.nii.gz: the seg net's class probabilities on the image's grid "
+        "(4D, float32, classes last in the order of labels.txt's rows; 4 bytes per class and voxel)",
+    )
+    overwrite_flag(s)
     _workers_flag(s)
     s.set_defaults(func=cmd_segment)
 
@@ -166,7 +186,14 @@ def _add_segment(sub) -> None:
 def _add_atlas_segment(sub) -> None:
     a = sub.add_parser("atlas-segment", help="segment images by registering labelled atlases to them")
     _common(a)
-    a.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "LABELS"))
+    a.add_argument(
+        "--atlas",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("IMAGE", "LABELS"),
+        help="a labelled atlas: its image and its label map (on the image's grid); repeat for more atlases",
+    )
     a.add_argument("targets", nargs="+", help="images or folders to segment")
     a.add_argument(
         "--fusion",
@@ -181,18 +208,22 @@ def _add_atlas_segment(sub) -> None:
     _align_flag(a, "off")
     _force_flag(a)
     strip_flag(a)
-    a.add_argument("--overwrite", action="store_true")
+    overwrite_flag(a)
     _workers_flag(a)
     a.set_defaults(func=cmd_atlas_segment)
 
 
 def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="Dice, HD95, folds, SDlogJ of a run on a labelled split")
-    _common(e, output_required=False)
+    _common(e)
     e.add_argument("--data", required=True, help="dataset (folder, manifest or OASIS root)")
-    e.add_argument("--split", default="test", help="split to evaluate, or 'all' (default test)")
+    e.add_argument("--split", default="test", help="split to evaluate, or 'all'")
     e.add_argument("--splits", help="splits file (default: DATA/splits.json)")
-    e.add_argument("--pairs", default="next", help="next (default), all, none, or a JSON file of [moving, fixed] ids")
+    e.add_argument(
+        "--pairs",
+        default="next",
+        help="pairs to register: next (each subject to the next), all, none, or a JSON file of [moving, fixed] ids",
+    )
     e.add_argument(
         "--atlases",
         nargs="+",
@@ -207,8 +238,9 @@ def _add_evaluate(sub) -> None:
     )
     _seg_net_weight_flag(e)
     unknown_labels_flag(e)
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     _registration_flags(e)
+    overwrite_flag(e)
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -218,7 +250,7 @@ def _add_report(sub) -> None:
     p.add_argument("--data", help="dataset for the example figures (default: the run's training dataset)")
     p.add_argument("--split", default=None, help="split for the example pair (default: the run's validation split)")
     unknown_labels_flag(p, " in the example pair's label maps")
-    p.add_argument("--overwrite", action="store_true")
+    overwrite_flag(p)
     p.set_defaults(func=cmd_report)
 
 

@@ -105,8 +105,32 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows every flag's default, except where its help already says it in its own words
+    (``default``: "(default: as in training)" says more than "(default: None)") or there is no value
+    to show (None, an empty list, a switch that is off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of ``deepatlas`` and of each verb (``add_subparsers`` makes its verbs of this class):
+    :class:`HelpFormatter` everywhere, without each verb's module having to ask for it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepatlas", description="Joint registration and segmentation (DeepAtlas).")
+    from deepatlas import __version__
+
+    parser = Parser(prog="deepatlas", description="Joint registration and segmentation (DeepAtlas).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser(
@@ -139,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     d = sub.add_parser("demo", help="train and evaluate on built-in brain phantoms (no data needed, a few minutes)")
-    d.add_argument("-o", "--output", default="deepatlas-demo", help="output folder (default: deepatlas-demo)")
+    d.add_argument("-o", "--output", default="deepatlas-demo", help="output folder")
     d.add_argument("--quick", action="store_true", help="a seconds-long smoke version")
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     d.set_defaults(func=_demo)
 
     from deepatlas.cli.apply_args import add_commands

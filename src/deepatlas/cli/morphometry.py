@@ -7,7 +7,7 @@ import math
 
 from deepatlas import options
 from deepatlas.cli.apply import expand_inputs, load_run_from_args, output_lock
-from deepatlas.cli.apply_args import unknown_labels_flag
+from deepatlas.cli.apply_args import DEVICE_HELP, RUN_HELP, overwrite_flag, unknown_labels_flag
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 
@@ -88,7 +88,7 @@ def add_command(sub) -> None:
         "With --groups: per-structure group differences (Cohen's d, Welch t-test) and the difference "
         "of the groups' mean log-Jacobian maps.",
     )
-    m.add_argument("run", help="run folder (from deepatlas train), e.g. models/brain-2mm")
+    m.add_argument("run", help=RUN_HELP)
     m.add_argument("images", nargs="+", help="images or folders")
     m.add_argument("-o", "--output", required=True, help="output folder")
     m.add_argument("--template", metavar="IMAGE", help=TEMPLATE_HELP)
@@ -99,15 +99,19 @@ def add_command(sub) -> None:
         "the difference is the second minus the first group in file order",
     )
     m.add_argument(
-        "--from", dest="source", choices=("seg", "atlas"), default="seg", help="label maps: seg net (default), atlases"
+        "--from",
+        dest="source",
+        choices=("seg", "atlas"),
+        default="seg",
+        help="label maps from the seg net, or the atlases",
     )
     m.add_argument("--atlas", nargs=2, action="append", metavar=("IMAGE", "LABELS"), help="with --from atlas")
     m.add_argument("--fusion", choices=options.FUSION, default="weighted", help="label fusion with --from atlas")
     unknown_labels_flag(m, " in the atlases (--from atlas); background: not counted in any structure")
-    m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint (default best)")
-    m.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint of the run")
+    m.add_argument("--device", default="auto", help=DEVICE_HELP)
     m.add_argument("--net-only", action="store_true", help="register with the net alone (no per-pair refinement)")
     m.add_argument("--refine", action="append", metavar="KEY=VALUE", help="refinement setting, as for register")
-    m.add_argument("--overwrite", action="store_true")
+    overwrite_flag(m)
     m.add_argument("--workers", type=int, default=1, help="processes working through the images")
     m.set_defaults(func=cmd_morphometry)

@@ -120,7 +120,7 @@ class Method:
                 self.run, self.atlases, image, self.fusion, registrar=self.registrar, seg_net_weight=self.seg_net_weight
             )
             if self.atlases is not None
-            else segment_volume(self.run, image)
+            else segment_volume(self.run, image, align="off")  # a labelled split: on the training alignment
         )
         return self.scheme.encode(codes, unknown="background")
 
@@ -310,6 +310,10 @@ def score(tables: Tables, names: list[str]) -> dict:
             }
         )
     return summary
+
+
+EVALUATION_FILES = ("segmentation.csv", "registration.csv", "pairs.csv", "summary.json")
+"""What :func:`write_tables` writes into its folder (``evaluate`` refuses to replace them without ``--overwrite``)."""
 
 
 def write_tables(output: str | Path, tables: Tables, summary: dict) -> None:

@@ -364,7 +364,7 @@ def _network_probabilities(
     return probs, affine, report
 
 
-def segment_probabilities(run: TrainedRun, image: Volume, align: str = "off") -> torch.Tensor:
+def segment_probabilities(run: TrainedRun, image: Volume, align: str = "auto") -> torch.Tensor:
     """The seg net's class probabilities of ``image`` on its own grid: ``classes x *image grid``
     (class ``c`` of ``run.scheme`` in row ``c``); ``align`` as :func:`segment_volume`'s. For callers
     that need the probabilities (a vote): 4 bytes per class and voxel, where labels alone are
@@ -374,9 +374,11 @@ def segment_probabilities(run: TrainedRun, image: Volume, align: str = "off") ->
     return resample(probs, affine, image.array.shape, image.affine, padding="border")
 
 
-def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.ndarray:
+def segment_volume(run: TrainedRun, image: Volume, align: str = "auto") -> np.ndarray:
     """Label map of ``image`` on its own grid, in the original label codes; ``align``: bring it
     into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`).
+    The default is ``segment``'s (``--align auto``), so the API and the command give one answer for one
+    scan; ``off`` for images known to be on the training images' alignment (a prepared dataset).
 
     The argmax of :func:`segment_probabilities`, taken slab by slab of the input grid
     (:func:`~deepatlas.inference.geometry.resample_argmax`): a 1 mm image's full-resolution
@@ -384,12 +386,23 @@ def segment_volume(run: TrainedRun, image: Volume, align: str = "off") -> np.nda
     return segment_with_report(run, image, align)[0]
 
 
-def segment_with_report(run: TrainedRun, image: Volume, align: str = "off") -> tuple[np.ndarray, ModelSpaceReport]:
+def segment_with_report(run: TrainedRun, image: Volume, align: str = "auto") -> tuple[np.ndarray, ModelSpaceReport]:
     """:func:`segment_volume`'s label map, and how the image was brought into the model's space
     (its ``score``: how well what the seg net saw lines up with the template, the QC of ``segment``)."""
     probs, affine, report = _network_probabilities(run, image, align)
     classes = resample_argmax(probs, affine, image.array.shape, image.affine, padding="border")
     return run.scheme.decode(classes.numpy()), report
+
+
+def segment_with_probabilities(
+    run: TrainedRun, image: Volume, align: str = "auto"
+) -> tuple[np.ndarray, torch.Tensor, ModelSpaceReport]:
+    """:func:`segment_with_report`'s label map and report with :func:`segment_probabilities`'s class
+    probabilities (``classes x *image grid``; the labels are their argmax), from one pass of the seg net
+    and one alignment: ``segment --probabilities``, which asks for the 4 bytes per class and voxel."""
+    probs, affine, report = _network_probabilities(run, image, align)
+    probs = resample(probs, affine, image.array.shape, image.affine, padding="border")
+    return run.scheme.decode(probs.argmax(0).numpy()), probs, report
 
 
 Registrar = Callable[[Volume, Volume, Volume], Registration]

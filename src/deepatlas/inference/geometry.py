@@ -21,12 +21,13 @@ def _linear(affine: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     return affine[:dims, :dims], affine[:dims, 3]
 
 
-CHUNK_VOXELS = 2**20
+CHUNK_VOXELS = 2**19
 """Voxels of an output grid evaluated at once by :func:`sample`, :func:`resample`,
-:func:`resample_argmax` and :func:`jacobian_determinant_world` (whole rows of the first axis):
-each output voxel costs some 100 bytes of float64 coordinates and interpolation weights while it
-is evaluated, and a class-probability volume 4 bytes per class, so a 256^3 1 mm grid evaluated
-at once needs gigabytes where a slab of this size needs tens of megabytes."""
+:func:`resample_argmax` and :func:`jacobian_determinant_world` (whole rows of the first axis).
+Each voxel being evaluated holds some 200 bytes of float64 coordinates, interpolation weights and
+derivatives, plus 4 bytes per class of probabilities: a 256^3 1 mm grid at once needs gigabytes, a
+slab of this size about a hundred megabytes. Smaller slabs save little more memory and cost time
+in per-slab overhead (many small parallel loops), most on a loaded machine."""
 
 
 def slabs(shape: tuple[int, ...], chunk: int | None = None) -> list[slice]:

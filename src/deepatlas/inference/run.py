@@ -17,7 +17,7 @@ from deepatlas.data.template import TEMPLATE_PATH, load_template
 from deepatlas.networks import RegistrationNet, SegmentationNet
 from deepatlas.networks.factory import build_networks
 from deepatlas.registration import RegistrationPipeline, build_pipeline
-from deepatlas.run_folder import RunFolder
+from deepatlas.run_folder import RunFolder, resolve_run, shipped_models
 
 
 @dataclass
@@ -50,8 +50,11 @@ class TrainedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
-    """Load ``checkpoints/<checkpoint>.pt`` of a run (``best``, falling back to ``last``), in eval mode."""
-    run_dir = Path(run_dir)
+    """Load ``checkpoints/<checkpoint>.pt`` of a run (``best``, falling back to ``last``), in eval mode.
+
+    ``run_dir``: a run folder, or the name of a shipped model (``brain-2mm``:
+    :func:`~deepatlas.run_folder.resolve_run`)."""
+    run_dir = resolve_run(run_dir)
     folder = RunFolder(run_dir)
     path = folder.checkpoint(checkpoint)
     if checkpoint == "best" and not path.exists():
@@ -59,7 +62,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     if not path.exists():
         raise FileNotFoundError(
             f"{run_dir}: not a trained run (no {path.relative_to(run_dir)}); give the folder "
-            f"`deepatlas train -o` wrote, or a shipped model such as models/brain-2mm"
+            f"`deepatlas train -o` wrote, or a shipped model's name ({', '.join(shipped_models()) or 'none installed'})"
         )
     state = load_checkpoint(path, map_location=device)
     missing = [

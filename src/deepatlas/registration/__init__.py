@@ -1,6 +1,7 @@
 """Registering a pair: an affine stage, the net's prediction, refined per pair (instance optimisation), inverses."""
 
 from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc
+from deepatlas.registration.greedy import GreedyOptimizer
 from deepatlas.registration.inverse import invert_deformation, invert_field
 from deepatlas.registration.pipeline import NetStage, RefineStage, RegistrationPipeline, build_pipeline
 from deepatlas.registration.refine import Anatomy, Deformation, InstanceOptimizer
@@ -10,6 +11,7 @@ __all__ = [
     "AffineStage",
     "Anatomy",
     "Deformation",
+    "GreedyOptimizer",
     "InstanceOptimizer",
     "NetStage",
     "RefineStage",

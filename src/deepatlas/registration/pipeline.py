@@ -17,6 +17,7 @@ import torch
 from deepatlas.config import Config, RefineConfig
 from deepatlas.losses.anatomy import AnatomyLoss
 from deepatlas.networks import RegistrationNet, SegmentationNet
+from deepatlas.registration.greedy import GreedyOptimizer
 from deepatlas.registration.refine import Anatomy, Deformation, InstanceOptimizer
 
 
@@ -42,9 +43,9 @@ class NetStage:
 
 
 class RefineStage:
-    """Instance optimisation (:class:`InstanceOptimizer`) of the deformation so far."""
+    """Instance optimisation (:class:`InstanceOptimizer` or :class:`GreedyOptimizer`) of the deformation so far."""
 
-    def __init__(self, optimizer: InstanceOptimizer) -> None:
+    def __init__(self, optimizer: InstanceOptimizer | GreedyOptimizer) -> None:
         self.optimizer = optimizer
 
     def __call__(self, moving, fixed, start=None, anatomy=None) -> Deformation:
@@ -100,7 +101,9 @@ def build_pipeline(
     refine = refine or config.refine
     refine.validate()
     stages: list[Stage] = [NetStage(reg_net)] if reg_net is not None else []
-    if refine.enabled:
+    if refine.enabled and refine.method == "greedy":
+        stages.append(RefineStage(GreedyOptimizer(refine)))
+    elif refine.enabled:
         diffeomorphic = reg_net.integrate is not None if reg_net is not None else config.reg_net.diffeomorphic
         stages.append(RefineStage(InstanceOptimizer(refine, diffeomorphic, config.reg_net.integration_steps)))
     if not stages:

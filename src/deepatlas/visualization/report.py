@@ -81,7 +81,7 @@ def register_example(run: TrainedRun, moving: Subject, fixed: Subject) -> Exampl
         load_labelled(s.image, s.label) for s in (moving, fixed)
     )
     registration = register_volumes(run, moving_image, fixed_image, moving_labels)
-    predicted = segment_volume(run, fixed_image)
+    predicted = segment_volume(run, fixed_image, align="off")  # a pair of the run's own dataset
     return ExamplePair(
         moving.id, fixed.id, moving_image, fixed_image, moving_labels, fixed_labels, registration, predicted
     )

@@ -1,0 +1,427 @@
+"""Morphometry against the truth: do structure volumes follow the reference, and a known change?
+
+Usage:
+    python benchmarks/morphometry.py [--data ../shared/data/ixi-2mm] [--model models/brain-2mm]
+        [--atlas-subjects 6] [--atlas-atrophy 2] [--cache /tmp/deepatlas-morphometry.jsonl]
+
+Two methods, as ``morphometry`` runs them on pre-aligned brains: the shipped model's seg net
+(``segment_volume``, ``--from seg``) and ``--from atlas`` with the 5 atlases :data:`ATLASES` (the first 5
+ixi-2mm training subjects, fixed here) registered by the shipped model (net + refinement) and fused by
+local NCC (``atlas_segment_volume``). Volumes: voxels of each brain31 class times the voxel volume (mm^3).
+
+Measured:
+
+- **(a) test split** (25 subjects): per structure, Pearson r, ICC(2,1) (two-way random effects, absolute
+  agreement, single measure: a bias lowers it), mean and worst relative bias (method / reference - 1) of
+  volumes against the reference (DLMUSE) label maps;
+- **(b) the test subjects with the largest lateral ventricles** (the top quarter): the same;
+- **(c) synthetic atrophy** (:func:`deepatlas.evaluation.atrophy.synthesize_atrophy`): each test brain
+  and its labels deformed together by a diffeomorphism that enlarges the lateral ventricles and shrinks
+  the hippocampi by :data:`STRENGTHS`; the true change is that of the reference masks warped linearly
+  (partial volumes). Per method, structure and strength: the fraction of the true change recovered
+  (mean measured change / mean true change, mm^3), the pooled slope of measured against true change
+  (least squares through 0, all strengths), and Cohen's d between the atrophied and the original
+  brains, measured and true;
+- **the flag margin** of ``morphometry``: per structure, the 95th percentile over the ixi-2mm *validation*
+  subjects of |seg - atlas| / mean(seg, atlas).
+
+The atlas path registers 5 atlases per image (about 40 s on one CPU thread): it runs on a subset, stated in
+the results (``--atlas-subjects``: the first half in split order and the half with the largest ventricles;
+``--atlas-atrophy``: the first of the test split, at every strength). One thread (``torch.set_num_threads(1)``:
+the machine's 2 cores are shared). Writes ``benchmarks/results/morphometry/results.{json,md,png}`` with the CPU
+model and commit; per-image volumes are cached in ``--cache`` so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from experiment import git_commit  # noqa: E402
+from registration import cpu_model  # noqa: E402
+
+from deepatlas.data.io import Volume, load_labelled  # noqa: E402
+from deepatlas.evaluation.atrophy import synthesize_atrophy  # noqa: E402
+from deepatlas.evaluation.morphometry import cohens_d  # noqa: E402
+from deepatlas.inference import load_run  # noqa: E402
+from deepatlas.inference.apply import atlas_segment_volume, segment_volume  # noqa: E402
+
+ATLASES = ["IXI013-HH-1212", "IXI014-HH-1236", "IXI015-HH-1258", "IXI033-HH-1259", "IXI048-HH-1326"]
+"""The first 5 ixi-2mm training subjects (splits.json order), the atlases of ``--from atlas``."""
+
+STRENGTHS = [
+    {"LateralVentricle-L": 0.10, "LateralVentricle-R": 0.10, "Hippocampus-L": -0.05, "Hippocampus-R": -0.05},
+    {"LateralVentricle-L": 0.25, "LateralVentricle-R": 0.25, "Hippocampus-L": -0.10, "Hippocampus-R": -0.10},
+    {"LateralVentricle-L": 0.50, "LateralVentricle-R": 0.50, "Hippocampus-L": -0.15, "Hippocampus-R": -0.15},
+    {"LateralVentricle-L": 1.00, "LateralVentricle-R": 1.00, "Hippocampus-L": -0.20, "Hippocampus-R": -0.20},
+]
+"""Requested relative changes per synthetic-atrophy level (ventricles enlarge, hippocampi shrink)."""
+
+TARGETS = list(STRENGTHS[0])
+METHODS = ("seg", "atlas")
+
+
+class Bench:
+    """The run, the atlases, the data and the cache of per-image volumes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.data = Path(args.data)
+        self.run = load_run(args.model)
+        self.scheme = self.run.scheme
+        self.splits = json.loads((self.data / "splits.json").read_text())
+        self.atlases = [self.labelled(s) for s in ATLASES]
+        self.cache_path = Path(args.cache)
+        self.cache = {}
+        if self.cache_path.exists():
+            for line in self.cache_path.read_text().splitlines():
+                row = json.loads(line)
+                self.cache[row["key"]] = row["value"]
+
+    def labelled(self, subject: str) -> tuple[Volume, Volume]:
+        return load_labelled(self.data / "images" / f"{subject}.nii.gz", self.data / "labels" / f"{subject}.nii.gz")
+
+    def volumes(self, codes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+        """mm^3 per class of the scheme (codes outside it: background)."""
+        classes = self.scheme.encode(np.asarray(codes), unknown="background")
+        counts = np.bincount(classes.ravel().astype(np.int64), minlength=self.scheme.num_classes)
+        unit = float(abs(np.linalg.det(affine[:3, :3])))
+        return {self.scheme.names[k]: float(counts[k] * unit) for k in range(1, self.scheme.num_classes)}
+
+    def cached(self, key: str, compute) -> dict:
+        if key not in self.cache:
+            started = time.perf_counter()
+            self.cache[key] = compute()
+            print(f"{key}: {time.perf_counter() - started:.1f} s", flush=True)
+            with self.cache_path.open("a") as handle:
+                handle.write(json.dumps({"key": key, "value": self.cache[key]}) + "\n")
+        return self.cache[key]
+
+    def measure(self, key: str, image: Volume, method: str) -> dict[str, float]:
+        def compute() -> dict[str, float]:
+            if method == "seg":
+                codes = segment_volume(self.run, image, align="off")  # as morphometry: pre-aligned inputs
+            else:
+                codes = atlas_segment_volume(self.run, self.atlases, image, fusion="weighted")
+            return self.volumes(codes, image.affine)
+
+        return self.cached(f"{key}/{method}", compute)
+
+    def original(self, subject: str, methods: tuple[str, ...]) -> dict:
+        image, labels = self.labelled(subject)
+        row = {
+            "subject": subject,
+            "reference": self.cached(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine)),
+        }
+        for method in methods:
+            row[method] = self.measure(subject, image, method)
+        return row
+
+    def atrophied(self, subject: str, level: int, methods: tuple[str, ...]) -> dict:
+        """One test brain at one atrophy level; the truth: reference volume times (1 + achieved change)."""
+        key = f"{subject}/atrophy{level}"
+        needed = [m for m in methods if f"{key}/{m}" not in self.cache]
+        image, labels = self.labelled(subject)
+        reference = self.cached(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine))
+        synth = None
+        if needed or f"{key}/truth" not in self.cache:
+            spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
+            targets = {n: (self.scheme.codes[self.scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
+            synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
+        truth = self.cached(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
+        row = {"subject": subject, "level": level, "truth": truth}
+        warped = Volume(synth.image, image.affine, Path(f"{key}.nii.gz")) if synth is not None else None
+        for method in methods:
+            row[method] = self.measure(key, warped, method)
+        return row
+
+
+def icc_2_1(x: np.ndarray, y: np.ndarray) -> float:
+    """ICC(2,1) of two raters (Shrout and Fleiss: two-way random, absolute agreement, single measure)."""
+    data = np.stack([x, y], axis=1).astype(np.float64)
+    n, k = data.shape
+    grand = data.mean()
+    ssr = k * ((data.mean(1) - grand) ** 2).sum()
+    ssc = n * ((data.mean(0) - grand) ** 2).sum()
+    sse = ((data - grand) ** 2).sum() - ssr - ssc
+    msr, msc, mse = ssr / (n - 1), ssc / (k - 1), sse / ((n - 1) * (k - 1))
+    denominator = msr + (k - 1) * mse + k * (msc - mse) / n
+    return float((msr - mse) / denominator) if denominator > 0 else float("nan")
+
+
+def agreement(rows: list[dict], method: str, names: list[str]) -> dict[str, dict]:
+    """Per structure: n, r, ICC(2,1), mean and worst (largest |.|, signed) relative bias against the reference."""
+    rows = [r for r in rows if method in r]
+    out = {}
+    for name in names:
+        ref = np.array([r["reference"][name] for r in rows])
+        got = np.array([r[method][name] for r in rows])
+        keep = ref > 0
+        bias = got[keep] / ref[keep] - 1
+        with np.errstate(all="ignore"):
+            r = float(np.corrcoef(ref, got)[0, 1]) if len(rows) > 2 else float("nan")
+        out[name] = {
+            "n": len(rows),
+            "r": r,
+            "icc21": icc_2_1(ref, got) if len(rows) > 2 else float("nan"),
+            "mean_bias": float(bias.mean()) if bias.size else float("nan"),
+            "worst_bias": float(bias[np.argmax(np.abs(bias))]) if bias.size else float("nan"),
+            "mean_ref_mm3": float(ref.mean()),
+        }
+    return out
+
+
+def recovery(originals: dict[str, dict], atrophied: list[dict], method: str) -> dict[str, dict]:
+    """Per target structure: per level the mean true and measured change (mm^3 and %), the recovered
+    fraction and Cohen's d (true and measured); and the pooled slope (through 0) over all levels."""
+    out = {}
+    for name in TARGETS:
+        levels, true_all, got_all = [], [], []
+        for level in range(len(STRENGTHS)):
+            rows = [r for r in atrophied if r["level"] == level and method in r and method in originals[r["subject"]]]
+            if not rows:
+                continue
+            ref0 = np.array([originals[r["subject"]]["reference"][name] for r in rows])
+            got0 = np.array([originals[r["subject"]][method][name] for r in rows])
+            true1 = np.array([r["truth"][name] for r in rows])
+            got1 = np.array([r[method][name] for r in rows])
+            true_all += list(true1 - ref0)
+            got_all += list(got1 - got0)
+            levels.append(
+                {
+                    "level": level,
+                    "n": len(rows),
+                    "requested": STRENGTHS[level][name],
+                    "true_change": float((true1 / ref0 - 1).mean()),
+                    "measured_change": float((got1 / np.maximum(got0, 1e-9) - 1).mean()),
+                    "recovered": float((got1 - got0).mean() / (true1 - ref0).mean()),
+                    "d_true": cohens_d(ref0, true1) if len(rows) > 1 else float("nan"),
+                    "d_measured": cohens_d(got0, got1) if len(rows) > 1 else float("nan"),
+                }
+            )
+        true_all, got_all = np.array(true_all), np.array(got_all)
+        slope = float((true_all * got_all).sum() / (true_all**2).sum()) if true_all.size else float("nan")
+        out[name] = {"levels": levels, "slope": slope}
+    return out
+
+
+def flag_margins(rows: list[dict], names: list[str]) -> dict[str, float]:
+    """Per structure: the 95th percentile over subjects of |seg - atlas| / mean(seg, atlas)."""
+    out = {}
+    for name in names:
+        seg = np.array([r["seg"][name] for r in rows])
+        atlas = np.array([r["atlas"][name] for r in rows])
+        mean = (seg + atlas) / 2
+        out[name] = float(np.percentile(np.abs(seg - atlas) / np.maximum(mean, 1e-9), 95))
+    return out
+
+
+def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
+    test = bench.splits["test"][: args.limit or None]
+    names = list(bench.scheme.names[1:])
+    refs = {s: bench.original(s, ()) for s in test}
+    ventricles = {
+        s: refs[s]["reference"]["LateralVentricle-L"] + refs[s]["reference"]["LateralVentricle-R"] for s in test
+    }
+    largest = sorted(test, key=lambda s: -ventricles[s])[: max(2, len(test) // 4)]
+    half = args.atlas_subjects // 2
+    atlas_set = list(dict.fromkeys(test[: args.atlas_subjects - half] + largest[:half]))
+    atrophy_atlas = test[: args.atlas_atrophy]
+    atlas_set = list(dict.fromkeys(atlas_set + atrophy_atlas))
+    originals = {s: bench.original(s, ("seg", "atlas") if s in atlas_set else ("seg",)) for s in test}
+    atrophied = [
+        bench.atrophied(s, level, ("seg", "atlas") if s in atrophy_atlas else ("seg",))
+        for s in test
+        for level in range(len(STRENGTHS))
+    ]
+    validation = [bench.original(s, ("seg", "atlas")) for s in bench.splits["validation"][: args.limit or None]]
+    rows = list(originals.values())
+    big = [originals[s] for s in largest]
+    return {
+        "structures": names,
+        "atlases": ATLASES,
+        "atlas_subjects": atlas_set,
+        "atlas_atrophy_subjects": atrophy_atlas,
+        "largest_ventricles": {s: ventricles[s] for s in largest},
+        "test": {m: agreement(rows, m, names) for m in METHODS},
+        "largest": {m: agreement(big, m, names) for m in METHODS},
+        "atrophy": {m: recovery(originals, atrophied, m) for m in METHODS},
+        "flag_margin": flag_margins(validation, names),
+        "points": {"originals": originals, "atrophied": atrophied},
+    }
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:+.0f} %"
+
+
+def _agreement_lines(block: dict, names: list[str]) -> list[str]:
+    lines = [
+        "| structure | seg n | seg r | seg ICC | seg bias mean / worst | atlas n | atlas r | atlas ICC "
+        "| atlas bias mean / worst |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        cells = [name]
+        for m in METHODS:
+            a = block[m][name]
+            cells += [
+                str(a["n"]),
+                f"{a['r']:.2f}",
+                f"{a['icc21']:.2f}",
+                f"{_pct(a['mean_bias'])} / {_pct(a['worst_bias'])}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    medians = [f"{np.nanmedian([block[m][n]['r'] for n in names]):.2f}" for m in METHODS]
+    lines.append(f"| median r, {len(names)} structures | | {medians[0]} | | | | {medians[1]} | | |")
+    return lines
+
+
+def _atrophy_lines(result: dict) -> list[str]:
+    lines = [
+        "| structure | method | requested | true change | measured change | recovered | Cohen's d true "
+        "/ measured | n |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in TARGETS:
+        for m in METHODS:
+            for lv in result["atrophy"][m][name]["levels"]:
+                lines.append(
+                    f"| {name} | {m} | {_pct(lv['requested'])} | {_pct(lv['true_change'])} | "
+                    f"{_pct(lv['measured_change'])} | {lv['recovered']:.2f} | {lv['d_true']:.2f} / "
+                    f"{lv['d_measured']:.2f} | {lv['n']} |"
+                )
+            lines.append(
+                f"| {name} | {m} | pooled slope (measured vs true change) | | | "
+                f"{result['atrophy'][m][name]['slope']:.2f} | | |"
+            )
+    return lines
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    names = result["structures"]
+    key = TARGETS + ["3rdVentricle", "Amygdala-L", "Amygdala-R"]
+    key = [n for n in key if n in names]
+    lines = [
+        "# Morphometry against the truth (`benchmarks/morphometry.py`)",
+        "",
+        f"{result['cpu']}, {result['date']}, commit {result['commit']}, torch {result['torch']}, 1 thread, "
+        f"{result['minutes']:.0f} min.",
+        "",
+        "Methods: `seg` = the shipped model's seg net (`morphometry --from seg`); `atlas` = `--from atlas` with 5 "
+        f"ixi-2mm training subjects ({', '.join(result['atlases'])}), registered by the shipped model (net + "
+        "refinement), weighted fusion. Volumes in mm^3 on the images' own 2 mm grid (MNI-aligned). ICC: ICC(2,1), "
+        "absolute agreement. Bias: method / reference - 1 (mean over subjects; worst: largest |.|, signed).",
+        f"The atlas path (40 s per image on 1 thread) ran on {len(result['atlas_subjects'])} of the 25 test subjects "
+        f"({', '.join(result['atlas_subjects'])}) and on the atrophy of {len(result['atlas_atrophy_subjects'])} "
+        f"({', '.join(result['atlas_atrophy_subjects'])}); the seg net on all.",
+        "",
+        "## (a) ixi-2mm test split: key structures",
+        "",
+        *_agreement_lines(result["test"], key),
+        "",
+        f"All {len(names)} structures: results.json (`test`).",
+        "",
+        "## (b) the test subjects with the largest lateral ventricles",
+        "",
+        "Subjects (L + R reference, mm^3): "
+        + ", ".join(f"{s} {v:.0f}" for s, v in result["largest_ventricles"].items()),
+        "",
+        *_agreement_lines(result["largest"], key),
+        "",
+        "## (c) synthetic atrophy (test brains)",
+        "",
+        "Each brain and its labels deformed together (`deepatlas.evaluation.atrophy`: velocity = gradient of the "
+        "Gaussian-smoothed (4 mm) structure mask times a strength, scaling and squaring; image linear, labels "
+        "nearest). True change: the reference masks warped linearly (partial volumes). Recovered: mean measured "
+        "change / mean true change (mm^3); Cohen's d between atrophied and original brains (independent groups).",
+        "",
+        *_atrophy_lines(result),
+        "",
+        "## Flag margin (`morphometry`'s `flag` column), ixi-2mm validation split",
+        "",
+        "95th percentile over the 10 validation subjects of |seg - atlas| / mean(seg, atlas):",
+        "",
+        "| structure | margin |",
+        "| --- | --- |",
+        *[f"| {n} | {v:.3f} |" for n, v in result["flag_margin"].items()],
+        "",
+        "![measured against true volume](results.png)",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    originals, atrophied = result["points"]["originals"], result["points"]["atrophied"]
+    fig, axes = plt.subplots(len(METHODS), len(TARGETS), figsize=(4 * len(TARGETS), 4 * len(METHODS)))
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(STRENGTHS) + 1))
+    for i, method in enumerate(METHODS):
+        for j, name in enumerate(TARGETS):
+            ax = axes[i, j]
+            rows = [r for r in originals.values() if method in r]
+            ax.scatter(
+                [r["reference"][name] / 1000 for r in rows],
+                [r[method][name] / 1000 for r in rows],
+                s=12,
+                color=colors[0],
+                label="original",
+            )
+            for level in range(len(STRENGTHS)):
+                rows = [r for r in atrophied if r["level"] == level and method in r]
+                ax.scatter(
+                    [r["truth"][name] / 1000 for r in rows],
+                    [r[method][name] / 1000 for r in rows],
+                    s=12,
+                    color=colors[level + 1],
+                    label=f"{_pct(STRENGTHS[level][name])}",
+                )
+            low, high = ax.get_xlim()
+            ax.plot([low, high], [low, high], "k--", lw=0.8)
+            ax.set_title(f"{name}, {method}")
+            ax.set_xlabel("true volume (cm^3)")
+            ax.set_ylabel("measured (cm^3)")
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ixi-2mm"))
+    parser.add_argument("--model", default=str(ROOT / "models" / "brain-2mm"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "morphometry"))
+    parser.add_argument("--atlas-subjects", type=int, default=6, help="test subjects the atlas path measures")
+    parser.add_argument("--atlas-atrophy", type=int, default=2, help="test subjects whose atrophy it measures")
+    parser.add_argument("--limit", type=int, default=0, help="first N test and validation subjects (a smoke run)")
+    parser.add_argument("--cache", default="/tmp/deepatlas-morphometry.jsonl", help="per-image volumes (resume)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    bench = Bench(args)
+    result = {"cpu": cpu_model(), "date": date.today().isoformat(), "commit": git_commit(), "torch": torch.__version__}
+    result |= measure_all(bench, args)
+    result["minutes"] = (time.perf_counter() - started) / 60
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    write_markdown(result, out / "results.md")
+    write_figure(result, out / "results.png")
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
