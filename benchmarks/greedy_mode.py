@@ -24,15 +24,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 GREEDY = ["method=greedy"]
+THREE = ["greedy_levels=[4,2,1]", "greedy_residual=false"]  # greedy's own levels and form
 VARIANTS = {
     "net alone": None,
     "default (adam: 2x 20 + full 5 steps)": [],
-    "greedy 4x 40 + 2x 20 + full 5, sigmas 1.732/0.707, eps 1 (the mode's defaults)": GREEDY,
-    "greedy residual (psi after the net), 4x 40 + 2x 20 + full 5": [*GREEDY, "greedy_residual=true"],
-    "greedy residual, 2x 20 + full 10": [*GREEDY, "greedy_residual=true", "greedy_iterations=[0,20,10]"],
-    "greedy residual, step's 99th percentile at eps": [*GREEDY, "greedy_residual=true", "greedy_step_quantile=0.99"],
-    "from the identity: greedy 4x 100 + 2x 50 + full 10 (greedy's own schedule)": [
+    "greedy's form (whole field smoothed), 4x 40 + 2x 20 + full 5": [*GREEDY, *THREE, "greedy_iterations=[40,20,5]"],
+    "greedy residual (psi after the net), 4x 40 + 2x 20 + full 5": [
         *GREEDY,
+        "greedy_levels=[4,2,1]",
+        "greedy_iterations=[40,20,5]",
+    ],
+    "greedy residual, 2x 20 + full 10 (the mode's defaults)": GREEDY,
+    "greedy residual, 2x 10 + full 10": [*GREEDY, "greedy_iterations=[10,10]"],
+    "greedy residual, 2x 20 + full 6": [*GREEDY, "greedy_iterations=[20,6]"],
+    "greedy residual, 2x 20 + full 10, step's 99th percentile at eps": [*GREEDY, "greedy_step_quantile=0.99"],
+    "greedy residual, 2x 20 + full 10, sigma_field 0.5": [*GREEDY, "greedy_sigma_field=0.5"],
+    "greedy residual, 2x 20 + full 10, eps 0.5": [*GREEDY, "greedy_epsilon=0.5"],
+    "from the identity: greedy's form and schedule, 4x 100 + 2x 50 + full 10": [
+        *GREEDY,
+        *THREE,
         "greedy_iterations=[100,50,10]",
     ],
 }

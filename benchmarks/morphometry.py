@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/morphometry.py [--data ../shared/data/ixi-2mm] [--model models/brain-2mm]
-        [--atlas-subjects 6] [--atlas-atrophy 2] [--cache /tmp/deepatlas-morphometry.jsonl]
+        [--atlas-subjects 4] [--atlas-atrophy 1] [--validation 6] [--atrophy-subjects 0]
+        [--cache /tmp/deepatlas-morphometry.jsonl]
 
 Two methods, as ``morphometry`` runs them on pre-aligned brains: the shipped model's seg net
 (``segment_volume``, ``--from seg``) and ``--from atlas`` with the 5 atlases :data:`ATLASES` (the first 5
@@ -22,8 +23,8 @@ Measured:
   (mean measured change / mean true change, mm^3), the pooled slope of measured against true change
   (least squares through 0, all strengths), and Cohen's d between the atrophied and the original
   brains, measured and true;
-- **the flag margin** of ``morphometry``: per structure, the 95th percentile over the ixi-2mm *validation*
-  subjects of |seg - atlas| / mean(seg, atlas).
+- **the flag margin** of ``morphometry``: per structure, the 95th percentile over ixi-2mm *validation*
+  subjects (the first ``--validation``) of |seg - atlas| / mean(seg, atlas).
 
 The atlas path registers 5 atlases per image (about 40 s on one CPU thread): it runs on a subset, stated in
 the results (``--atlas-subjects``: the first half in split order and the half with the largest ventricles;
@@ -237,12 +238,14 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
     atrophy_atlas = test[: args.atlas_atrophy]
     atlas_set = list(dict.fromkeys(atlas_set + atrophy_atlas))
     originals = {s: bench.original(s, ("seg", "atlas") if s in atlas_set else ("seg",)) for s in test}
+    validation = [
+        bench.original(s, ("seg", "atlas")) for s in bench.splits["validation"][: args.limit or args.validation]
+    ]
     atrophied = [
         bench.atrophied(s, level, ("seg", "atlas") if s in atrophy_atlas else ("seg",))
-        for s in test
+        for s in test[: args.atrophy_subjects or None]
         for level in range(len(STRENGTHS))
     ]
-    validation = [bench.original(s, ("seg", "atlas")) for s in bench.splits["validation"][: args.limit or None]]
     rows = list(originals.values())
     big = [originals[s] for s in largest]
     return {
@@ -255,6 +258,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
         "largest": {m: agreement(big, m, names) for m in METHODS},
         "atrophy": {m: recovery(originals, atrophied, m) for m in METHODS},
         "flag_margin": flag_margins(validation, names),
+        "validation_n": len(validation),
         "points": {"originals": originals, "atrophied": atrophied},
     }
 
@@ -348,7 +352,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         "## Flag margin (`morphometry`'s `flag` column), ixi-2mm validation split",
         "",
-        "95th percentile over the 10 validation subjects of |seg - atlas| / mean(seg, atlas):",
+        f"95th percentile over {result['validation_n']} validation subjects of |seg - atlas| / mean(seg, atlas):",
         "",
         "| structure | margin |",
         "| --- | --- |",
@@ -404,8 +408,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ixi-2mm"))
     parser.add_argument("--model", default=str(ROOT / "models" / "brain-2mm"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "morphometry"))
-    parser.add_argument("--atlas-subjects", type=int, default=6, help="test subjects the atlas path measures")
-    parser.add_argument("--atlas-atrophy", type=int, default=2, help="test subjects whose atrophy it measures")
+    parser.add_argument("--atlas-subjects", type=int, default=4, help="test subjects the atlas path measures")
+    parser.add_argument("--atlas-atrophy", type=int, default=1, help="test subjects whose atrophy it measures")
+    parser.add_argument("--atrophy-subjects", type=int, default=0, help="test subjects atrophied (0: all)")
+    parser.add_argument("--validation", type=int, default=6, help="validation subjects for the flag margin")
     parser.add_argument("--limit", type=int, default=0, help="first N test and validation subjects (a smoke run)")
     parser.add_argument("--cache", default="/tmp/deepatlas-morphometry.jsonl", help="per-image volumes (resume)")
     args = parser.parse_args()

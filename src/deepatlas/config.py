@@ -146,11 +146,15 @@ class RefineConfig:
     steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as
     PICSL greedy: :mod:`deepatlas.registration.greedy`, settings ``greedy_*``; no anatomy term).
     ixi-2mm validation figures against adam: benchmarks/results/registration/greedy_mode.md."""
-    greedy_levels: list[int] = field(default_factory=lambda: [4, 2, 1])
-    """Image pooling factor of each greedy level, coarse to fine (greedy's three levels)."""
-    greedy_iterations: list[int] = field(default_factory=lambda: [40, 20, 5])
-    """Greedy steps at each level (greedy itself: 100x50x10 from the identity; from the net's field
-    fewer do, and a full-resolution step costs ~60 coarse ones)."""
+    # The greedy mode's own defaults, chosen on the ixi-2mm validation pairs from the shipped net's
+    # field (benchmarks/results/registration/greedy_mode.md): greedy's sigmas and step; the net's
+    # field kept and a residual optimised after it; no 4x level (greedy's first level, from the
+    # identity), since the net has done that part, and steps at full resolution, where the gain is.
+    greedy_levels: list[int] = field(default_factory=lambda: [2, 1])
+    """Image pooling factor of each greedy level, coarse to fine (greedy itself: 4, 2, 1)."""
+    greedy_iterations: list[int] = field(default_factory=lambda: [20, 10])
+    """Greedy steps at each level (greedy itself: 100x50x10 from the identity). A full-resolution
+    step costs ~8 at 2x, so the full-resolution count sets the time."""
     greedy_sigma_grad: float = 1.732
     """Gaussian sigma (voxels of the level) of the step: greedy's default ``-s 1.732vox``."""
     greedy_sigma_field: float = 0.7071
@@ -160,9 +164,10 @@ class RefineConfig:
     greedy_step_quantile: float = 1.0
     """Which displacement of a step is ``greedy_epsilon`` long: 1, the largest (greedy); 0.99, the 99th
     percentile of the voxels' (the few largest go further): larger steps in most of the brain."""
-    greedy_residual: bool = False
+    greedy_residual: bool = True
     """Optimise ``psi`` in ``phi = phi_net o psi`` (the moving image seen through the net's field) and
-    smooth ``psi`` only, instead of smoothing the whole field, the net's detail included."""
+    smooth ``psi`` only; false: greedy's own form, the whole field composed and smoothed, which
+    smooths the net's detail away too (less Dice from the net's field: greedy_mode.md)."""
 
     def validate(self) -> None:
         """Refuse settings that cannot run, with the key to change."""

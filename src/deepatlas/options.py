@@ -54,12 +54,12 @@ looks like a head, :mod:`deepatlas.inference.strip`)."""
 AFFINE_AUTO_THRESHOLD = 0.93
 """``auto``: the affine stage runs when the pair's alignment NCC (both images pooled 4x) is below this
 (pre-aligned ixi-2mm pairs 0.97-0.99; brains moved by 20 degrees / 20 % / 20 mm 0.60-0.86)."""
-ALIGNMENT_MIN_SCORE = 0.785
+ALIGNMENT_MIN_SCORE = 0.82
 """An alignment to the template whose score (rank correlation inside the template's brain, at 4 mm:
 ``inference.alignment.alignment_score``) is below this is doubtful: midway between the lowest good
 alignment (T1 brains of other scanners and contrasts, cropped) and the highest failed one (flipped,
 heads, phantoms) in benchmarks/results/alignment_qc/results.md."""
-ALIGNMENT_REFUSE_SCORE = 0.70
+ALIGNMENT_REFUSE_SCORE = 0.72
 """``segment`` / ``register`` refuse (unless ``--force``) an input whose alignment score is below this:
 what non-brains, contrast-inverted brains, most whole heads and turned brains score, well below any
 good alignment (benchmarks/results/alignment_qc/results.md)."""

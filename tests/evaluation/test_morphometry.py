@@ -7,20 +7,27 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from deepatlas.cli.main import main
 from deepatlas.data import DataError, LabelScheme
-from deepatlas.data.io import Volume, save_volume
+from deepatlas.data.io import Volume, normalize_intensity, save_volume
 from deepatlas.data.synthetic import label_map_spec, make_phantom
 from deepatlas.evaluation.morphometry import (
+    FLAG_MARGIN,
+    FLAG_MARGINS,
+    FOREGROUND,
     TOTAL,
     cohens_d,
+    disagreement_flag,
     log_jacobian,
     plan_morphometry,
     structure_volumes,
     voxel_volume,
 )
+from deepatlas.inference.strip import foreground_ml
+from deepatlas.registration.affine import foreground
 
 SHAPE = (24, 28, 24)  # the grid of the phantoms_3d run: 2 mm
 VENTRICLE_L = 51
@@ -73,12 +80,21 @@ def test_morphometry_command_writes_volumes_maps_and_figure(trained_3d, phantoms
     out = tmp_path / "out"
     assert main(["morphometry", str(trained_3d), str(images), "-o", str(out), "--net-only"]) == 0
     rows = _read_csv(out / "volumes.csv")
-    assert list(rows[0]) == ["subject", "structure", "code", "voxels", "mm3"]
+    assert list(rows[0]) == ["subject", "structure", "code", "voxels", "mm3", "template_mm3", "atlas_mm3", "flag"]
     template = nib.load(out / "template.nii.gz")
+    mask = foreground(torch.from_numpy(normalize_intensity(template.get_fdata().astype(np.float32)))[None, None])
     for subject in ("phantom000", "phantom001", "phantom002"):
         codes = np.asarray(nib.load(out / f"{subject}_seg.nii.gz").dataobj)
         mine = {r["structure"]: r for r in rows if r["subject"] == subject}
-        assert int(mine[TOTAL]["voxels"]) == int((codes != 0).sum())
+        assert TOTAL == "brain" and int(mine[TOTAL]["voxels"]) == int((codes != 0).sum())
+        image = Volume(np.asarray(nib.load(images / f"{subject}.nii.gz").dataobj), _affine((1.5, 2.0, 2.5)), Path())
+        assert float(mine[FOREGROUND]["mm3"]) == pytest.approx(foreground_ml(image) * 1000, abs=1e-2)
+        # template mm^3: divided by the subject's scale, its map's mean Jacobian over the template's foreground
+        scale = np.exp(nib.load(out / f"{subject}_logjac.nii.gz").get_fdata())[mask[0, 0].numpy()].mean()
+        assert all(r["atlas_mm3"] == "" and r["flag"] == "" for r in mine.values())  # no atlases, no check
+        for row in mine.values():
+            assert float(row["template_mm3"]) == pytest.approx(float(row["mm3"]) / scale, rel=1e-4, abs=1e-3)
+        del mine[FOREGROUND]
         for row in mine.values():
             voxels = int((codes == int(row["code"])).sum()) if row["code"] else int((codes != 0).sum())
             assert int(row["voxels"]) == voxels
@@ -166,3 +182,32 @@ def test_bad_groups_and_settings_are_named(trained_3d, phantoms_3d, tmp_path, ca
     assert not (tmp_path / "o").exists()  # nothing written before the inputs are checked
     with pytest.raises(DataError, match="template image not found"):
         plan_morphometry([images / "phantom000.nii.gz"], tmp_path / "o", template=tmp_path / "none.nii.gz")
+
+
+def test_atlases_with_the_seg_net_check_its_volumes_and_flag_disagreements(trained_3d, phantoms_3d, tmp_path):
+    """--atlas with --from seg: volumes from the seg net, the atlases' label map beside them, atlas_mm3 and a
+    flag exactly where |seg - atlas| / mean exceeds the structure's margin."""
+    atlas_image, atlas_labels = make_phantom(SHAPE, np.random.default_rng(700))
+    save_volume(atlas_image, _affine(), tmp_path / "atlas.nii.gz")
+    save_volume(atlas_labels, _affine(), tmp_path / "atlas_labels.nii.gz")
+    images = tmp_path / "images"
+    for path in sorted((phantoms_3d / "images").iterdir())[:2]:
+        save_volume(np.asarray(nib.load(path).dataobj), _affine(), images / path.name)
+    out = tmp_path / "out"
+    atlas = ["--atlas", str(tmp_path / "atlas.nii.gz"), str(tmp_path / "atlas_labels.nii.gz"), "--net-only"]
+    assert main(["morphometry", str(trained_3d), str(images), "-o", str(out), *atlas]) == 0
+    rows = _read_csv(out / "volumes.csv")
+    for subject in ("phantom000", "phantom001"):
+        seg = np.asarray(nib.load(out / f"{subject}_seg.nii.gz").dataobj)
+        fused = np.asarray(nib.load(out / f"{subject}_atlas_seg.nii.gz").dataobj)
+        mine = [r for r in rows if r["subject"] == subject and r["structure"] != FOREGROUND]
+        for row in mine:
+            voxels = [(m == int(row["code"])).sum() if row["code"] else (m != 0).sum() for m in (seg, fused)]
+            assert int(row["voxels"]) == voxels[0]  # the volumes are the seg net's
+            assert float(row["atlas_mm3"]) == pytest.approx(voxels[1] * 8.0)
+            mean = (voxels[0] + voxels[1]) / 2
+            far = mean > 0 and abs(voxels[0] - voxels[1]) / mean > FLAG_MARGINS.get(row["structure"], FLAG_MARGIN)
+            assert row["flag"] == ("disagree" if far else "")
+    assert {r["flag"] for r in rows} <= {"", "disagree"}
+    assert disagreement_flag("x", 100.0, 100.0 * (1 + 3 * FLAG_MARGIN)) == "disagree"  # vs the mean
+    assert disagreement_flag("x", 100.0, 100.0) == disagreement_flag("x", 0.0, 0.0) == ""

@@ -119,7 +119,8 @@ def test_from_the_shipped_net_greedy_raises_dice_without_folds():
     moving_id, fixed_id = load_splits(IXI / "splits.json")["validation"][:2]
     moving, fixed = (load_image(IXI / "images" / f"{i}.nii.gz") for i in (moving_id, fixed_id))
     labels = load_label_codes(IXI / "labels" / f"{moving_id}.nii.gz")
-    truth = torch.from_numpy(scheme.encode(load_label_codes(IXI / "labels" / f"{fixed_id}.nii.gz").array))
+    truth = load_label_codes(IXI / "labels" / f"{fixed_id}.nii.gz").array
+    truth = torch.from_numpy(scheme.encode(truth, unknown="background"))
     scores = {}
     for name, overrides in (("net", ["enabled=false"]), ("greedy", ["method=greedy"])):
         pipeline = build_pipeline(run.config, run.reg_net, run.seg_net, run.config.refine.with_overrides(overrides))

@@ -25,10 +25,9 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
 
     if args.source == "atlas" and not args.atlas:
         raise DataError("--from atlas needs --atlas IMAGE LABELS (one or more)")
-    if args.atlas and args.source != "atlas":
-        raise DataError("--atlas is used with --from atlas only (the default, --from seg, uses the seg net)")
     images, skipped = expand_inputs(args.images)
-    plan = plan_morphometry(images, args.output, args.template, args.groups, args.atlas, args.fusion)
+    cross_check = args.source == "seg"  # --atlas with the seg net: the atlases check its volumes (flag)
+    plan = plan_morphometry(images, args.output, args.template, args.groups, args.atlas, args.fusion, cross_check)
     _check_outputs(plan, args, skipped)
     run = load_run_from_args(args)
     if plan.atlases is not None:
@@ -41,7 +40,8 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
         morphometry_figures(result, plan.output)
     print(
         f"{len(plan.subjects)} subject(s) in {plan.output}/: volumes.csv (mm^3), <id>_{plan.suffix}.nii.gz, "
-        f"<id>_logjac.nii.gz (log det J on the template grid, > 0: subject larger than the template), morphometry.png"
+        + ("<id>_atlas_seg.nii.gz (the atlases' check: volumes.csv's flag), " if plan.cross_check else "")
+        + "<id>_logjac.nii.gz (log det J on the template grid, > 0: subject larger than the template), morphometry.png"
     )
     if result.differences:
         _print_differences(result, len(plan.subjects))
@@ -105,7 +105,14 @@ def add_command(sub) -> None:
         default="seg",
         help="label maps from the seg net, or the atlases",
     )
-    m.add_argument("--atlas", nargs=2, action="append", metavar=("IMAGE", "LABELS"), help="with --from atlas")
+    m.add_argument(
+        "--atlas",
+        nargs=2,
+        action="append",
+        metavar=("IMAGE", "LABELS"),
+        help="an atlas; with --from seg (the default) the atlases' volumes check the seg net's: "
+        "volumes.csv's atlas_mm3 and flag (5 atlases: the flag margins' setting)",
+    )
     m.add_argument("--fusion", choices=options.FUSION, default="weighted", help="label fusion with --from atlas")
     unknown_labels_flag(m, " in the atlases (--from atlas); background: not counted in any structure")
     m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint of the run")

@@ -110,7 +110,7 @@ def add_command(sub) -> None:
         default=options.PREPARE_MIN_SCORE,
         help=f"reject subjects whose alignment score (rank correlation with the template inside its brain, "
         f"at 4 mm) is below this (default {options.PREPARE_MIN_SCORE}; aligned T1 brains of any scanner score "
-        f"about 0.81-0.94, whole heads, flipped brains and non-brain volumes below 0.77)",
+        f"0.87-0.94, whole heads, flipped brains and non-brain volumes 0.78 or less)",
     )
     strip_flag(p)
     p.add_argument("--redo", action="store_true", help="prepare every subject again, even those already done")

@@ -5,6 +5,28 @@ For each subject image:
 - **structure volumes** (mm^3): the voxels of each class of the run's label scheme in the
   subject's label map (seg net, or atlases registered to it and fused), times the volume of
   one voxel from the image's own affine (``|det|`` of its 3x3 part; mm^2 for 2D images);
+
+  ``volumes.csv``, one row per subject and structure, columns:
+
+  - ``subject``, ``structure`` (a class of the label scheme, or ``brain``: all its structures together,
+    or ``foreground``: the image's filled foreground, the brain mask of a skull-stripped image, a proxy of
+    intracranial volume as far as the mask keeps the CSF around the brain), ``code`` (the class's first
+    label code), ``voxels`` (in the subject's label map; empty for ``foreground``);
+  - ``mm3``: voxels x voxel volume **on the image's own grid**. Native (the head's real size) only when
+    the input was not normalised: morphometry takes images pre-aligned as the model's training images
+    were, and an image affinely aligned to MNI (as ixi-2mm's, or ``prepare``'s output) has had its head
+    size scaled to the template's already;
+  - ``template_mm3``: ``mm3`` divided by the subject's scale relative to the template, the mean Jacobian
+    determinant of its registration to the template over the template's foreground (its brain volume
+    over the template's): volumes with brain size removed, for comparisons where head size is a nuisance;
+  - ``atlas_mm3`` and ``flag``: only when atlases are given with the seg net (``--from seg --atlas ...``),
+    which also writes ``<id>_atlas_seg.nii.gz``: the atlases' volume of the structure, and ``disagree``
+    when |seg - atlas| / mean(seg, atlas) exceeds the structure's margin (:data:`FLAG_MARGINS`, the 95th
+    percentile on validation brains with 5 atlases): a volume to check by eye. Empty otherwise.
+
+  Limits: at 2 mm a voxel is 8 mm^3 and a hippocampus some 500 voxels whose boundary layer alone is a
+  third of it: small structures' volumes follow the truth across subjects far less than large ones'
+  (``benchmarks/morphometry.py``);
 - **log-Jacobian map** on the template grid: the subject (moving) is registered to the
   template (fixed); ``phi(p) = p + u(p)`` maps a template point to the matching subject point,
   and the map holds ``log det D phi`` (natural log of the dimensionless Jacobian determinant
@@ -47,12 +69,29 @@ from deepatlas.inference.outputs import check_free, label_dtype
 from deepatlas.inference.run import TrainedRun
 from deepatlas.inference.strip import HEAD_MIN_ML, foreground_ml
 from deepatlas.options import look_up_option
+from deepatlas.registration.affine import foreground
 
 JACOBIAN_FLOOR = 1e-3
 """Jacobian determinants below this (folds, J <= 0) count as this in the log-Jacobian maps."""
 
-TOTAL = "total"
-"""The structure name of the row of all non-background voxels in ``volumes.csv``."""
+TOTAL = "brain"
+"""The structure name of the row of all non-background voxels (every structure) in ``volumes.csv``."""
+
+FOREGROUND = "foreground"
+"""The structure name of the row of the image's filled foreground in ``volumes.csv`` (the brain mask of a
+skull-stripped image: brain and the CSF its mask kept; :func:`~deepatlas.inference.strip.foreground_ml`)."""
+
+SUMMARY_ROWS = (TOTAL, FOREGROUND)
+"""The rows of ``volumes.csv`` that are not one structure of the label scheme."""
+
+FLAG_MARGIN = 0.25
+"""|seg - atlas| / mean(seg, atlas) above which a structure's volume is flagged, for a structure missing
+from :data:`FLAG_MARGINS` (another label scheme than brain31)."""
+
+FLAG_MARGINS: dict[str, float] = {}
+"""Per brain31 structure, the flag margin: the 95th percentile over ixi-2mm validation subjects of
+|seg - atlas| / mean(seg, atlas) with the shipped model and 5 training atlases (``benchmarks/morphometry.py``,
+which measures it): a disagreement the two methods rarely reach on brains like the training set's."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +104,7 @@ class SubjectJob:
     logjac_out: Path
     atlases: tuple[tuple[Path, Path], ...] | None = None
     fusion: str = "weighted"
+    check_out: Path | None = None  # with seg net labels: the atlases' label map too, for the flag
 
 
 @dataclass
@@ -83,16 +123,29 @@ class MorphometryPlan:
     atlases: tuple[tuple[Path, Path], ...] | None = None
     fusion: str = "weighted"
     groups: dict[str, list[str]] | None = None
+    cross_check: bool = False
     suffix: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.suffix = "seg" if self.atlases is None else "atlas_seg"
+        self.suffix = "seg" if self.atlases is None or self.cross_check else "atlas_seg"
 
     def jobs(self) -> list[SubjectJob]:
         return [
-            SubjectJob(image, self.template, self.labels_path(s), self.logjac_path(s), self.atlases, self.fusion)
+            SubjectJob(
+                image,
+                self.template,
+                self.labels_path(s),
+                self.logjac_path(s),
+                self.atlases,
+                self.fusion,
+                self.check_path(s) if self.cross_check else None,
+            )
             for image, s in zip(self.images, self.subjects)
         ]
+
+    def check_path(self, subject: str) -> Path:
+        """The atlases' label map of a subject whose volumes come from the seg net (``cross_check``)."""
+        return self.output / f"{subject}_atlas_seg.nii.gz"
 
     def labels_path(self, subject: str) -> Path:
         return self.output / f"{subject}_{self.suffix}.nii.gz"
@@ -106,6 +159,7 @@ class MorphometryPlan:
         names += ["template.nii.gz"] if self.make_template else []
         names += ["group_differences.csv", "logjac_difference.nii.gz", "logjac_difference.png"] if self.groups else []
         subjects = [p for s in self.subjects for p in (self.labels_path(s), self.logjac_path(s))]
+        subjects += [self.check_path(s) for s in self.subjects] if self.cross_check else []
         return [self.output / n for n in names] + subjects
 
 
@@ -128,8 +182,10 @@ def plan_morphometry(
     groups_file: str | Path | None = None,
     atlases: list[tuple[Path, Path]] | None = None,
     fusion: str = "weighted",
+    cross_check: bool = False,
 ) -> MorphometryPlan:
-    """Check the subjects, the groups file and the atlases' settings; say what will be written."""
+    """Check the subjects, the groups file and the atlases' settings; say what will be written.
+    ``cross_check``: the volumes come from the seg net and the ``atlases`` only check them (the flag)."""
     look_up_option(fusion, options.FUSION, "fusion")
     images = [Path(p) for p in images]
     if not images:
@@ -153,6 +209,7 @@ def plan_morphometry(
         tuple((Path(i), Path(lab)) for i, lab in atlases) if atlases else None,
         fusion,
         groups,
+        cross_check and bool(atlases),
     )
 
 
@@ -253,11 +310,14 @@ def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
     """Segment one subject (label map on its own grid, original codes) and write its
     log-Jacobian map on the template grid (subject registered to the template)."""
     image = brain_image(job.image)
-    if job.atlases is None:
+    if job.atlases is None or job.check_out is not None:
         codes = segment_volume(run, image, align="off")  # inputs are pre-aligned (brain_image's rule)
     else:
         codes = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
     save_volume(codes.astype(label_dtype(codes)), image.affine, job.labels_out)
+    if job.check_out is not None:
+        atlas = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
+        save_volume(atlas.astype(label_dtype(atlas)), image.affine, job.check_out)
     template = load_image(job.template)
     result = register_volumes(run, image, template)
     save_volume(
@@ -311,13 +371,12 @@ def summarize(plan: MorphometryPlan, scheme: LabelScheme, unknown: str = "error"
     """Read the subjects' label maps and log-Jacobian maps back; write ``volumes.csv`` and, with
     groups, ``group_differences.csv`` and ``logjac_difference.nii.gz`` (second - first group).
     ``unknown``: as :func:`structure_volumes` (atlas codes outside ``scheme`` that were let through)."""
-    volumes = [
-        r for s in plan.subjects for r in structure_volumes(s, load_label_codes(plan.labels_path(s)), scheme, unknown)
-    ]
+    template = load_image(plan.template)
+    mask = foreground(torch.from_numpy(normalize_intensity(template.array))[None, None])[0, 0].numpy()
+    volumes = [r for s in plan.subjects for r in subject_rows(plan, s, scheme, unknown, mask)]
     atomic_write_csv(plan.output / "volumes.csv", volumes)
     groups = plan.groups or {"all": list(plan.subjects)}
     means = {g: sum(_read_map(plan.logjac_path(s)) for s in members) / len(members) for g, members in groups.items()}
-    template = load_image(plan.template)
     result = MorphometryResult(volumes, groups, means, template)
     if plan.groups:
         first, second = means.values()
@@ -326,6 +385,37 @@ def summarize(plan: MorphometryPlan, scheme: LabelScheme, unknown: str = "error"
         result.differences = group_differences(volumes, plan.groups)
         atomic_write_csv(plan.output / "group_differences.csv", result.differences)
     return result
+
+
+def subject_rows(plan: MorphometryPlan, subject: str, scheme: LabelScheme, unknown: str, mask: np.ndarray) -> list:
+    """One subject's rows of ``volumes.csv`` (the columns: the module doc): its structures, ``brain`` and
+    ``foreground``; ``template_mm3`` divides by the subject's scale, the mean Jacobian determinant of its map
+    over the template's foreground ``mask``; with ``plan.cross_check``, the atlases' volumes and the flag."""
+    rows = structure_volumes(subject, load_label_codes(plan.labels_path(subject)), scheme, unknown)
+    size = foreground_ml(brain_image(plan.images[plan.subjects.index(subject)])) * 1000
+    rows.append({"subject": subject, "structure": FOREGROUND, "code": "", "voxels": "", "mm3": round(size, 3)})
+    jacobian = np.exp(_read_map(plan.logjac_path(subject)))
+    scale = float(jacobian[mask].mean()) if mask.shape == jacobian.shape and mask.any() else float(jacobian.mean())
+    atlas = None
+    if plan.cross_check:
+        atlas = structure_volumes(subject, load_label_codes(plan.check_path(subject)), scheme, unknown)
+        atlas = {r["structure"]: r["mm3"] for r in atlas}
+    for row in rows:
+        row["template_mm3"] = round(row["mm3"] / scale, 3)
+        row["atlas_mm3"], row["flag"] = "", ""
+        if atlas is not None and row["structure"] in atlas:
+            row["atlas_mm3"] = atlas[row["structure"]]
+            row["flag"] = disagreement_flag(row["structure"], row["mm3"], atlas[row["structure"]])
+    return rows
+
+
+def disagreement_flag(structure: str, seg_mm3: float, atlas_mm3: float) -> str:
+    """``disagree`` when |seg - atlas| / mean(seg, atlas) exceeds the structure's margin
+    (:data:`FLAG_MARGINS`, else :data:`FLAG_MARGIN`), else empty."""
+    mean = (seg_mm3 + atlas_mm3) / 2
+    if mean <= 0:
+        return ""
+    return "disagree" if abs(seg_mm3 - atlas_mm3) / mean > FLAG_MARGINS.get(structure, FLAG_MARGIN) else ""
 
 
 def prepare(plan: MorphometryPlan, overwrite: bool = False) -> None:

@@ -13,7 +13,12 @@ the same problem, which FireANTs generalises. This is that form, written for thi
 - it is composed, ``phi <- phi o (id + step)`` (a displacement ``u(x) = step(x) + u(x + step(x))``),
   which follows large deformations where additive updates lag, and the composed field is smoothed
   by a Gaussian of ``sigma_field`` voxels (the elastic-like prior that keeps it from folding);
-- coarse to fine over image pyramids (4x, 2x, full), starting from the net's field.
+- coarse to fine over image pyramids (greedy: 4x, 2x, full), starting from the net's field.
+
+From the net's field, greedy's form (smoothing the whole composed field) smooths the net's detail
+away; by default (``greedy_residual``) the net's deformation is kept and a residual ``psi`` is
+optimised after it, ``phi = phi_net o psi``, with the moving image seen through the net's field:
+only ``psi`` is smoothed, as greedy smooths its own field.
 
 The gradient is ``dL/dW * grad W`` with ``W`` the warped moving image (central differences), the
 derivative of the similarity along a displacement applied before the deformation: no autograd
@@ -98,7 +103,8 @@ class GreedyOptimizer:
 
     Works on the displacement field whatever the net integrates (a net's velocity is not kept:
     the result is a displacement, whose folds the field smoothing keeps rare). ``losses`` holds
-    the similarity at each iteration of the last call (coarse levels first), for inspection.
+    the similarity at each iteration of the last call (coarse levels first; with ``greedy_residual``,
+    of the moving image seen through the net's field), for inspection.
     """
 
     def __init__(self, config: RefineConfig) -> None:

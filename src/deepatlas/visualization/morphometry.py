@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepatlas.evaluation.morphometry import TOTAL, MorphometryResult
+from deepatlas.evaluation.morphometry import SUMMARY_ROWS, MorphometryResult
 from deepatlas.visualization.figures import _plt, planes
 from deepatlas.visualization.slices import save_figure
 
@@ -32,7 +32,7 @@ def _logjac_row(axes, logjac: np.ndarray, template: np.ndarray, limit: float, na
 
 def _volume_strips(ax, result: MorphometryResult) -> None:
     """Volumes (mm^3, log axis) per structure, one point per subject, groups side by side, bars at the means."""
-    structures = [s for s in dict.fromkeys(r["structure"] for r in result.volumes) if s != TOTAL]
+    structures = [s for s in dict.fromkeys(r["structure"] for r in result.volumes) if s not in SUMMARY_ROWS]
     volume = {(r["subject"], r["structure"]): r["mm3"] for r in result.volumes}
     width = 0.8 / len(result.groups)
     rng = np.random.default_rng(0)
