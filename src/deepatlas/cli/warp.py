@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepatlas.cli.apply import expand_paths
+from deepatlas.cli.apply import expand_paths, output_lock
 
 
 def cmd_warp(args: argparse.Namespace) -> int:
     from deepatlas.inference.warp import warp_files
 
     inputs = expand_paths(args.images)
-    field = warp_files(Path(args.displacement), inputs, Path(args.output), args.labels, args.overwrite)
+    with output_lock(args):  # one writer per output folder, as for register and segment
+        field = warp_files(Path(args.displacement), inputs, Path(args.output), args.labels, args.overwrite)
     grid = "fixed" if field.forward else "moving"
     kind = "label map(s), nearest neighbour" if args.labels else "image(s), linear"
     print(f"{len(inputs)} {kind}, warped onto the {grid} image's grid: {args.output}/<id>_warped.nii.gz")
