@@ -285,8 +285,8 @@ def _agreement_lines(block: dict, names: list[str]) -> list[str]:
                 f"{_pct(a['mean_bias'])} / {_pct(a['worst_bias'])}",
             ]
         lines.append("| " + " | ".join(cells) + " |")
-    medians = [f"{np.nanmedian([block[m][n]['r'] for n in names]):.2f}" for m in METHODS]
-    lines.append(f"| median r, {len(names)} structures | | {medians[0]} | | | | {medians[1]} | | |")
+    medians = [f"{np.nanmedian([a['r'] for a in block[m].values()]):.2f}" for m in METHODS]
+    lines.append(f"| median r, all {len(block['seg'])} structures | | {medians[0]} | | | | {medians[1]} | | |")
     return lines
 
 
@@ -309,6 +309,23 @@ def _atrophy_lines(result: dict) -> list[str]:
                 f"{result['atrophy'][m][name]['slope']:.2f} | | |"
             )
     return lines
+
+
+def _outliers(result: dict, names: list[str]) -> str:
+    """The reference volumes of tissue structures far from the test median (under a third or over 1.6 times
+    it): label errors of the reference, which weigh on r and bias whatever the method measures."""
+    found = []
+    for name in [n for n in names if "Ventricle" not in n]:  # ventricles do vary that much
+        volumes = {s: r["reference"][name] for s, r in result["points"]["originals"].items()}
+        median = float(np.median(list(volumes.values())))
+        found += [f"{s} {name} {v:.0f} mm^3" for s, v in volumes.items() if not median / 3 <= v <= 1.6 * median]
+    if not found:
+        return ""
+    return (
+        "Reference volumes far from the test median (under 1/3 or over 1.6 x; likely label errors): "
+        + ", ".join(found)
+        + "."
+    )
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -334,7 +351,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         *_agreement_lines(result["test"], key),
         "",
-        f"All {len(names)} structures: results.json (`test`).",
+        f"All {len(names)} structures: results.json (`test`). " + _outliers(result, key),
         "",
         "## (b) the test subjects with the largest lateral ventricles",
         "",

@@ -1,4 +1,5 @@
-"""The README's Python API paragraph names only what its packages export."""
+"""The Python API paragraph of docs/usage.md (where the README points for the API) names only what its
+packages export."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import inspect
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+USAGE = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 
 
 def api_paragraph() -> str:
-    text = README.read_text()
+    text = USAGE.read_text()
     start = text.index("The pieces are separate:")
     return text[start : text.index("\n\n", start)]
 
@@ -28,7 +29,7 @@ def named_exports(paragraph: str) -> dict[str, list[str]]:
     return found
 
 
-def test_every_name_in_the_readme_api_paragraph_imports_from_its_package():
+def test_every_name_in_the_api_paragraph_of_usage_imports_from_its_package():
     paragraph = api_paragraph()
     exports = named_exports(paragraph)
     assert set(exports) == {f"deepatlas.{p}" for p in ("networks", "registration", "losses", "data", "evaluation")}
@@ -41,4 +42,4 @@ def test_every_name_in_the_readme_api_paragraph_imports_from_its_package():
         for n in names
         if inspect.ismodule(getattr(importlib.import_module(p), n, inspect))
     ]
-    assert not missing, f"README names these, but their packages do not export them: {missing}"
+    assert not missing, f"docs/usage.md names these, but their packages do not export them: {missing}"

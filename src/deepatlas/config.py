@@ -141,10 +141,17 @@ class RefineConfig:
     """Weight of the soft Dice between the warped moving and the fixed segmentation (seg net
     softmax, or manual labels where given); 0 switches the seg net off in refinement."""
     anatomy_downsample: int = 2
+    label_weight: float = 5.0
+    """Weight of the label term (``method=adam`` only): the moving image's own labels, one-hot and warped,
+    against the seg net's softmax of the fixed image, as ConvexAdam's class-weighted squared difference
+    (:func:`deepatlas.registration.refine.label_loss`) on the anatomy grid. Used only where the moving
+    image's labels reach the refinement: ``atlas-segment`` (its atlases), ``register --label-term``;
+    never for unlabelled pairs. Chosen on ixi-2mm validation atlas pairs
+    (benchmarks/results/registration/label_term.md); 0 switches it off."""
     method: str = "adam"
     """``adam`` (the settings above: additive Adam steps, diffusion penalty) or ``greedy`` (compositive
     steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as
-    PICSL greedy: :mod:`deepatlas.registration.greedy`, settings ``greedy_*``; no anatomy term).
+    PICSL greedy: :mod:`deepatlas.registration.greedy`, settings ``greedy_*``; no anatomy or label term).
     ixi-2mm validation figures against adam: benchmarks/results/registration/greedy_mode.md."""
     # The greedy mode's own defaults, chosen on the ixi-2mm validation pairs from the shipped net's
     # field (benchmarks/results/registration/greedy_mode.md): greedy's sigmas and step; the net's
@@ -180,7 +187,7 @@ class RefineConfig:
         for key, values in (("levels", self.levels), ("iterations", self.iterations)):
             if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
                 raise ValueError(f"config refine.{key}: every entry must be an integer >= 1, got {values}")
-        for key in ("lr", "regularizer_weight", "anatomy_weight", "adam_eps"):
+        for key in ("lr", "regularizer_weight", "anatomy_weight", "label_weight", "adam_eps"):
             value = getattr(self, key)
             if not value >= 0 or (key == "lr" and value == 0):
                 raise ValueError(f"config refine.{key} must be {'> 0' if key == 'lr' else '>= 0'}, got {value}")

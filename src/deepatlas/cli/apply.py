@@ -148,6 +148,8 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     options = _registration_options(args, inverse=args.inverse)
     pairs, skipped = _pairs(args)
+    if options.label_term and not any(labels for _, _, labels, _ in pairs):
+        raise ValueError("--label-term needs the moving labels: give --moving-labels (or moving_labels in --pairs)")
     _check_label_files(pairs)
     out = Path(args.output)
     summary = options.affine != "off" or options.align != "off"
@@ -187,8 +189,15 @@ def _registration_options(args: argparse.Namespace, inverse: bool = False):
     from deepatlas.inference.apply import RegistrationOptions
 
     strip, force = getattr(args, "strip", "off"), getattr(args, "force", False)
+    # atlas-segment's atlases always have labels: they guide its registrations (refine.label_weight)
+    label_term = getattr(args, "command", None) == "atlas-segment" or getattr(args, "label_term", False)
     return RegistrationOptions(
-        affine=getattr(args, "affine", "auto"), align=args.align, inverse=inverse, strip=strip, force=force
+        affine=getattr(args, "affine", "auto"),
+        align=args.align,
+        inverse=inverse,
+        strip=strip,
+        force=force,
+        label_term=label_term,
     )
 
 

@@ -143,6 +143,12 @@ def _add_register(sub) -> None:
     r.add_argument("--fixed", help="fixed image, or a folder with the same file names")
     r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
+    r.add_argument(
+        "--label-term",
+        action="store_true",
+        help="let the moving labels guide the refinement too (against the seg net's prediction of the fixed "
+        "image, weight refine.label_weight), as atlas-segment does; without it they are only warped",
+    )
     _registration_flags(r)
     _affine_flags(r)
     _align_flag(r, "off")

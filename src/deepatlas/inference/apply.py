@@ -103,7 +103,9 @@ class RegistrationOptions:
     iterations when the run is not diffeomorphic); ``strip``: the commands' brain extraction of
     whole-head scans as they read them (:func:`deepatlas.inference.strip.strip`; ``register_volumes``
     takes volumes as they are); ``force``: the commands go on with an input whose alignment score is
-    far below a brain's (:func:`~deepatlas.inference.alignment.alignment_warning`).
+    far below a brain's (:func:`~deepatlas.inference.alignment.alignment_warning`); ``label_term``: the
+    moving labels, where given, also guide the refinement (``refine.label_weight``; ``atlas-segment``
+    and ``register --label-term``), rather than only being warped.
     """
 
     affine: str = "off"
@@ -111,6 +113,7 @@ class RegistrationOptions:
     inverse: bool = False
     strip: str = "off"
     force: bool = False
+    label_term: bool = False
     affine_settings: AffineSettings = field(default_factory=AffineSettings)
     inverse_iterations: int = 30
 
@@ -220,7 +223,10 @@ def register_volumes(
         points = apply_affine(world_coordinates(grid_shape, grid_affine), report.matrix)
         moving_t = sample(_normalized(run, moving), moving.affine, points)
     device = _device(run)
-    deformation = (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device))
+    labels_t = None
+    if options.label_term and moving_labels is not None:
+        labels_t = _labels_on_grid(run, moving, moving_labels, (grid_shape, grid_affine), report.matrix)[None]
+    deformation = (pipeline or run.pipeline)(moving_t[None].to(device), fixed_t[None].to(device), labels_t)
     world = field_to_world(deformation.field[0].detach().cpu().double(), grid_affine)
     inverse = None
     if options.inverse:  # first: the fixed grid's outputs measure its consistency slab by slab
@@ -233,6 +239,26 @@ def register_volumes(
         result.inverse, result.inverse_affine = inverse.numpy(), moving.affine
         result.inverse_consistency = _inverse_consistency(out.residual, fixed)
     return result
+
+
+def _labels_on_grid(
+    run: TrainedRun,
+    moving: Volume,
+    labels: Volume,
+    grid: tuple[tuple[int, ...], np.ndarray],
+    matrix: np.ndarray | None,
+) -> torch.Tensor:
+    """The moving label map as ``1 x *grid`` class indices of ``run.scheme`` (codes outside it as
+    background: the label term then leaves them alone) on the network grid ``grid``, sampled as the
+    moving image is (through the affine stage's world map ``matrix`` when there is one), nearest neighbour."""
+    check_label_grid(moving, labels)
+    codes = torch.from_numpy(labels.array.astype(np.int32))[None]
+    points = world_coordinates(*grid)
+    if matrix is not None:
+        points = apply_affine(points, matrix)
+    on_grid = sample(codes, labels.affine, points, mode="nearest")[0].numpy()
+    classes = run.scheme.encode(on_grid, source=str(labels.path or "moving labels"), unknown="background")
+    return torch.from_numpy(classes.astype(np.int64))[None]
 
 
 @dataclass

@@ -57,34 +57,50 @@ class RegistrationPipeline:
     """Stages applied in order to one pair (or a batch of pairs on one grid).
 
     Call with ``moving``, ``fixed`` (``B x 1 x *spatial``, intensities normalised as in
-    training); returns the final :class:`Deformation` (field in voxels of that grid).
-    ``seg_net``: when given and a stage uses anatomy, its softmax of both images is computed
-    once per pair and handed to every stage.
+    training) and optionally ``moving_labels`` (``B x 1 x *spatial`` class indices of the moving
+    image, on the same grid); returns the final :class:`Deformation` (field in voxels of that grid).
+    ``seg_net``: when given, its softmax is computed once per pair and handed to every stage: of
+    both images when ``both_sides`` (the anatomy term), of the fixed one alone when only the label
+    term (``use_labels``) needs it, which it does only for a pair whose moving labels are given.
     """
 
     def __init__(
-        self, stages: Sequence[Stage], seg_net: SegmentationNet | None = None, anatomy_downsample: int = 2
+        self,
+        stages: Sequence[Stage],
+        seg_net: SegmentationNet | None = None,
+        anatomy_downsample: int = 2,
+        both_sides: bool = True,
+        use_labels: bool = False,
     ) -> None:
         if not stages:
             raise ValueError("a registration pipeline needs at least one stage")
         self.stages = list(stages)
         self.seg_net = seg_net
         self.anatomy_downsample = anatomy_downsample
+        self.both_sides, self.use_labels = both_sides, use_labels
 
-    def __call__(self, moving: torch.Tensor, fixed: torch.Tensor) -> Deformation:
-        anatomy = self._anatomy(moving, fixed) if self.seg_net is not None else None
+    def __call__(
+        self, moving: torch.Tensor, fixed: torch.Tensor, moving_labels: torch.Tensor | None = None
+    ) -> Deformation:
+        anatomy = self._anatomy(moving, fixed, moving_labels if self.use_labels else None)
         deformation = None
         for stage in self.stages:
             deformation = stage(moving, fixed, deformation, anatomy)
         return deformation
 
     @torch.no_grad()
-    def _anatomy(self, moving: torch.Tensor, fixed: torch.Tensor) -> Anatomy:
+    def _anatomy(self, moving: torch.Tensor, fixed: torch.Tensor, labels: torch.Tensor | None) -> Anatomy | None:
+        """The seg net's probabilities the stages use (and the moving labels), or None when none does."""
+        if self.seg_net is None or not (self.both_sides or labels is not None):
+            return None
         device = next(self.seg_net.parameters()).device
         pool = AnatomyLoss(self.anatomy_downsample)
-        logits = self.seg_net(torch.cat([moving, fixed]).to(device))
-        probs = pool.from_logits(logits)
-        return Anatomy(probs[: len(moving)], probs[len(moving) :], self.anatomy_downsample)
+        images = torch.cat([moving, fixed]) if self.both_sides else fixed
+        probs = pool.from_logits(self.seg_net(images.to(device)))
+        anatomy = Anatomy(
+            probs[: len(moving)] if self.both_sides else None, probs[-len(fixed) :], self.anatomy_downsample
+        )
+        return anatomy if labels is None else anatomy.with_labels(labels.to(device))
 
 
 def build_pipeline(
@@ -96,7 +112,9 @@ def build_pipeline(
     """The pipeline a run's settings describe: the net (if any), then refinement if enabled.
 
     ``refine`` replaces ``config.refine`` (e.g. with command-line overrides). Without a net,
-    refinement starts from the identity; the seg net is used only when the anatomy weight is > 0.
+    refinement starts from the identity; the seg net is used only when the anatomy weight is > 0
+    (both images) or, for pairs whose moving labels are given, the label weight is (the fixed image;
+    ``method=adam`` only: greedy has no label term).
     """
     refine = refine or config.refine
     refine.validate()
@@ -110,5 +128,9 @@ def build_pipeline(
         raise ValueError(
             "nothing registers this pair: no registration net and refinement disabled (refine.enabled=false)"
         )
-    use_seg = seg_net is not None and refine.enabled and refine.anatomy_weight > 0
-    return RegistrationPipeline(stages, seg_net if use_seg else None, refine.anatomy_downsample)
+    both_sides = refine.enabled and refine.anatomy_weight > 0
+    use_labels = refine.enabled and refine.method == "adam" and refine.label_weight > 0
+    use_seg = seg_net is not None and (both_sides or use_labels)
+    return RegistrationPipeline(
+        stages, seg_net if use_seg else None, refine.anatomy_downsample, both_sides, use_labels and use_seg
+    )

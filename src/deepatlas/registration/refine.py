@@ -6,7 +6,9 @@ optimisation fits exactly this pair: starting from the net's field (or from zero
 minimises ``similarity + regularizer_weight * diffusion (+ anatomy_weight * anatomy)``
 coarse to fine with Adam, as uniGradICON, ConvexAdam and VoxelMorph's test-time
 optimisation do. DeepAtlas adds what they lack: the anatomy term, soft Dice between the
-seg net's (or the user's) segmentations of the two images.
+seg net's (or the user's) segmentations of the two images, and, where the moving image has
+labels (an atlas), the label term: its one-hot labels warped against the seg net's softmax of
+the fixed image, ConvexAdam's class-weighted squared difference (:func:`label_loss`).
 
 Parameterisation, per level ``l`` with image pooling factor ``f_l``: a residual on a
 control grid ``max(f_l, control_spacing)`` voxels apart, smoothed by ``smoothing`` box
@@ -24,6 +26,7 @@ import torch
 
 from deepatlas.config import RefineConfig
 from deepatlas.losses.anatomy import soft_dice_loss
+from deepatlas.losses.downsample import label_fractions
 from deepatlas.losses.similarity import LocalNCCToFixed, MINDToFixed, MutualInformationToFixed
 from deepatlas.registration.fields import (
     coarse_shape,
@@ -35,15 +38,52 @@ from deepatlas.registration.fields import (
     warp,
 )
 
+LABEL_CLASS_POWER = 0.3
+"""The label term weighs each class by ``count ** -LABEL_CLASS_POWER``: ConvexAdam's choice."""
+
 
 @dataclass
 class Anatomy:
-    """Segmentations of both images of a pair as probability maps ``B x (K+1) x *coarse``,
-    on the grid of the full-resolution images pooled by ``factor``."""
+    """Segmentations of a pair as probability maps ``B x (K+1) x *coarse``, on the grid of the
+    full-resolution images pooled by ``factor``: the moving image's (None where only the label term
+    needs the fixed one), the fixed image's, and the moving image's own labels (class fractions per
+    coarse voxel, :meth:`with_labels`) with their class weights ``B x (K+1)``, or None."""
 
-    moving: torch.Tensor
+    moving: torch.Tensor | None
     fixed: torch.Tensor
     factor: int
+    moving_labels: torch.Tensor | None = None
+    label_weights: torch.Tensor | None = None
+
+    def with_labels(self, labels: torch.Tensor) -> Anatomy:
+        """This anatomy with the moving image's label map ``B x 1 x *spatial`` (class indices, full
+        resolution) for the label term: pooled to class fractions on the anatomy grid, weighted by
+        :func:`label_class_weights`."""
+        classes = self.fixed.shape[1]
+        fractions = label_fractions(labels, classes, self.factor).to(self.fixed.device)
+        weights = label_class_weights(labels, classes).to(self.fixed.device)
+        return Anatomy(self.moving, self.fixed, self.factor, fractions, weights)
+
+
+def label_class_weights(labels: torch.Tensor, classes: int, power: float = LABEL_CLASS_POWER) -> torch.Tensor:
+    """``B x classes``: ``count ** -power`` per class of each label map ``B x 1 x *spatial``, normalised
+    to mean 1 over the classes it holds (absent classes 0). ConvexAdam's weighting: a small structure
+    counts more per voxel than the background or the white matter, so it is not traded away for them,
+    yet less than in proportion to its size (power 1 would let a few voxels of a tiny class dominate)."""
+    counts = torch.stack([torch.bincount(m.reshape(-1).long(), minlength=classes)[:classes] for m in labels])
+    present = counts > 0
+    weights = torch.where(present, counts.double().clamp_min(1).pow(-power), torch.zeros((), dtype=torch.float64))
+    mean = (weights.sum(1, keepdim=True) / present.sum(1, keepdim=True).clamp_min(1)).clamp_min(1e-12)
+    return (weights / mean).float()
+
+
+def label_loss(warped: torch.Tensor, fixed: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """ConvexAdam's label term: ``mean over voxels of sum_c w_c (warped_c - fixed_c) ** 2`` between the
+    warped moving labels and the fixed probabilities (``B x classes x *coarse``), ``weights``
+    ``B x classes`` (:func:`label_class_weights`). A squared difference, not a Dice: its gradient does
+    not vanish where the fixed softmax is unsure, and it needs no smoothing constant for absent classes."""
+    shape = tuple(weights.shape) + (1,) * (warped.ndim - 2)
+    return ((warped - fixed).pow(2) * weights.view(shape)).sum(1).mean()
 
 
 @dataclass
@@ -123,8 +163,8 @@ class InstanceOptimizer:
         for iteration in range(iterations):
             field = self._level_field(base, residual, level_shape)
             loss = similarity(warp(source, field)) + cfg.regularizer_weight * diffusion_energy(field)
-            if anatomy is not None and cfg.anatomy_weight > 0:
-                loss = loss + cfg.anatomy_weight * self._anatomy_loss(anatomy, field, full_shape)
+            if anatomy is not None:
+                loss = self._anatomy_terms(loss, anatomy, field, full_shape)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if iteration == 0 and cfg.adam_eps > 0:  # the gradient's scale depends on grid and loss
@@ -149,9 +189,21 @@ class InstanceOptimizer:
             return self._integrate(base + resize_field(update, tuple(base.shape[2:])), level_shape)
         return base + resize_field(update, level_shape)
 
-    def _anatomy_loss(self, anatomy: Anatomy, field: torch.Tensor, full_shape: tuple[int, ...]) -> torch.Tensor:
-        """Soft Dice of the moving segmentation warped by ``field`` against the fixed one, on the
-        anatomy grid."""
+    def _anatomy_terms(
+        self, loss: torch.Tensor, anatomy: Anatomy, field: torch.Tensor, full_shape: tuple[int, ...]
+    ) -> torch.Tensor:
+        """``loss`` plus, on the anatomy grid, the anatomy term (soft Dice of the moving segmentation
+        warped by ``field`` against the fixed one) and the label term (:func:`label_loss` of the moving
+        labels warped), each where its weight is > 0 and its moving side is there."""
+        cfg = self.config
+        use_anatomy = anatomy.moving is not None and cfg.anatomy_weight > 0
+        use_labels = anatomy.moving_labels is not None and cfg.label_weight > 0
+        if not (use_anatomy or use_labels):
+            return loss
         coarse = resize_field(field, coarse_shape(full_shape, anatomy.factor))
-        warped = warp(anatomy.moving, coarse)
-        return soft_dice_loss(warped, anatomy.fixed)
+        if use_anatomy:
+            loss = loss + cfg.anatomy_weight * soft_dice_loss(warp(anatomy.moving, coarse), anatomy.fixed)
+        if use_labels:
+            warped = warp(anatomy.moving_labels, coarse)
+            loss = loss + cfg.label_weight * label_loss(warped, anatomy.fixed, anatomy.label_weights)
+        return loss

@@ -1,0 +1,194 @@
+"""The README is a front door: short, the set-up commands on its first screen, and every figure it
+quotes equal to the committed result file it comes from (issue 37).
+
+Each quoted figure has one entry in FIGURES: the README's words around it, with ``{}`` where the
+value goes, and the result file and key it is read from, rounded as the README prints it. A
+decimal number in the README's prose that no entry covers fails the test: a new figure needs a
+source here, so the README cannot drift from the measurements it quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+RESULTS = ROOT / "benchmarks" / "results"
+REGISTRATION = RESULTS / "registration" / "results.json"
+SEEDS = RESULTS / "experiment-seeds" / "summary.md"
+SEEDS_JSON = RESULTS / "experiment-seeds" / "summary.json"
+AUGMENT_N1 = RESULTS / "tuning" / "amd-epyc" / "n1-augment.md"
+AUGMENT_N5 = RESULTS / "tuning" / "amd-epyc-zen3" / "n5-augment.md"
+HEADS = RESULTS / "raw_scans" / "heads.json"
+
+# decimal numbers in the README that are not measurements (the Python version)
+NOT_FIGURES = {"3.10"}
+
+
+@cache
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@cache
+def _table(path: Path) -> list[dict[str, str]]:
+    """The rows of the first markdown table in a result file, keyed by its header."""
+    rows = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    header, body = cells[0], [c for c in cells[1:] if not set("".join(c)) <= set("- ")]
+    return [dict(zip(header, row)) for row in body]
+
+
+def _first_number(text: str) -> float:
+    return float(re.search(r"[-+]?\d+\.\d+", text).group())
+
+
+def _registration(method: str, key: str) -> float:
+    return _json(REGISTRATION)["methods"][method][key]
+
+
+def _seeds(method: str, n: int) -> float:
+    """A mean over seeds of summary.md's table: 'seg Dice: mean (sd over seeds)'."""
+    (row,) = [r for r in _table(SEEDS) if r["method"] == method and r["N"] == str(n)]
+    return _first_number(row["seg Dice: mean (sd over seeds)"])
+
+
+def _gain(n: int) -> float:
+    """The joint seg net minus the seg net alone, mean over seeds, in Dice points."""
+    return 100 * _json(SEEDS_JSON)["paired"]["DeepAtlas suggested recipe (seg net) - seg-only"][str(n)]["mean"]
+
+
+def _sweep(path: Path, variant: str) -> float:
+    (row,) = [r for r in _table(path) if r["variant"] == variant]
+    return _first_number(row["seg Dice, best checkpoint (step)"])
+
+
+def _head(key: str) -> float:
+    """The IXI head of ixi-heads (the one with labels)."""
+    (head,) = _json(HEADS)["heads"]
+    return head[key]
+
+
+def _budget_minutes() -> str:
+    return re.search(r"budget per training: (\d+) min", SEEDS.read_text()).group(1)
+
+
+NET, DEFAULT = "net alone", "net + refine (default: 2x 20 + full 5 steps)"
+CLI, ANTS = (
+    "deepatlas register (command line, default)",
+    "ANTs SyNQuick (antsRegistrationSyNQuick[so], deformable only)",
+)
+JOINT, ALONE = "DeepAtlas suggested recipe (seg net)", "seg-only"
+BOTH = "DeepAtlas suggested recipe (seg net + reg net + atlas)"
+
+# (README words with {} for each value, the values as the README prints them)
+FIGURES = [
+    ("On the {} consecutive test pairs", lambda: [str(_json(REGISTRATION)["num_pairs"])]),
+    (
+        "the net alone reaches Dice {} in {} s a pair",
+        lambda: [f"{_registration(NET, 'dice'):.3f}", f"{_registration(NET, 'seconds_per_pair'):.2f}"],
+    ),
+    (
+        "net + refinement (the default) {} in {} s",
+        lambda: [f"{_registration(DEFAULT, 'dice'):.3f}", f"{_registration(DEFAULT, 'seconds_per_pair'):.2f}"],
+    ),
+    ("({} s a pair through the command line", lambda: [f"{_registration(CLI, 'seconds_per_pair'):.2f}"]),
+    ("against {} unregistered", lambda: [f"{_registration('identity', 'dice'):.3f}"]),
+    (
+        "and {} in {} s for ANTs SyNQuick",
+        lambda: [f"{_registration(ANTS, 'dice'):.3f}", f"{_registration(ANTS, 'seconds_per_pair'):.2f}"],
+    ),
+    ("Joint training, {} minutes on 2 CPU cores", lambda: [_budget_minutes()]),
+    (
+        "means over {} draws of the labelled subjects",
+        lambda: [str(len(_json(SEEDS_JSON)["seeds"]))],
+    ),
+    (
+        "the DeepAtlas seg net reaches test Dice {} against {} for the same seg net trained alone",
+        lambda: [f"{_seeds(JOINT, 1):.3f}", f"{_seeds(ALONE, 1):.3f}"],
+    ),
+    ("without augmentation ({} points)", lambda: [f"{_gain(1):+.1f}"]),
+    (
+        "with five {} against {} ({})",
+        lambda: [f"{_seeds(JOINT, 5):.3f}", f"{_seeds(ALONE, 5):.3f}", f"{_gain(5):+.1f}"],
+    ),
+    (
+        "reach {} and {} (`atlas-segment --seg-net-weight 1`)",
+        lambda: [f"{_seeds(BOTH, 1):.3f}", f"{_seeds(BOTH, 5):.3f}"],
+    ),
+    (
+        "the seg net trained on all {} training label maps, {}.",
+        lambda: ["150", f"{_seeds('seg-only, every training label (ceiling)', 150):.3f}"],
+    ),
+    (
+        "{} alone against {} joint with one labelled subject",
+        lambda: [f"{_sweep(AUGMENT_N1, 'seg-only,augment'):.3f}", f"{_sweep(AUGMENT_N1, 'suggested,augment'):.3f}"],
+    ),
+    (
+        "{} alone against {} joint with five",
+        lambda: [f"{_sweep(AUGMENT_N5, 'seg-only,augment'):.3f}", f"{_sweep(AUGMENT_N5, 'suggested,augment'):.3f}"],
+    ),
+    (
+        "reaches Dice {} against its own labels, {} without stripping",
+        lambda: [f"{_head('seg_dice_default'):.3f}", f"{_head('seg_dice_unstripped'):.3f}"],
+    ),
+]
+
+
+def prose() -> str:
+    """The README without its code blocks, whitespace (line breaks) made single spaces."""
+    text = re.sub(r"```.*?```", " ", README.read_text(), flags=re.DOTALL)
+    return " ".join(text.split())
+
+
+def test_every_figure_the_readme_quotes_equals_its_result_file():
+    text = prose()
+    wrong = []
+    for words, values in FIGURES:
+        expected = words.format(*values())
+        if expected not in text:
+            wrong.append(expected)
+    assert not wrong, "README should say (from benchmarks/results/):\n" + "\n".join(wrong)
+
+
+def test_the_readme_quotes_no_figure_without_a_source():
+    text = prose()
+    covered = []
+    for words, values in FIGURES:
+        start = text.find(words.format(*values()))
+        if start >= 0:
+            covered.append(range(start, start + len(words.format(*values()))))
+    unsourced = [
+        m.group()
+        for m in re.finditer(r"[-+]?\d+\.\d+", text)
+        if m.group() not in NOT_FIGURES and not any(m.start() in span for span in covered)
+    ]
+    assert not unsourced, f"README figures with no entry in FIGURES (give each its result file): {unsourced}"
+
+
+def test_the_readme_is_short_and_starts_with_the_set_up_commands():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 250, f"README has {len(lines)} lines; details belong in docs/"
+    first_screen = [line.split("#")[0].strip() for line in lines[:40]]
+    for command in ("bash scripts/demo.sh", "bash scripts/test.sh"):
+        assert command in first_screen, f"{command} not within the README's first 40 lines"
+        assert (ROOT / command.split()[1]).exists()
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's anchors of a markdown file's headings."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_the_readme_links_to_files_and_headings_that_exist():
+    for target in re.findall(r"\]\(([^)\s]+)\)", README.read_text()):
+        if target.startswith("http"):
+            continue
+        path, _, anchor = target.partition("#")
+        assert (ROOT / path).exists(), f"README links to {path}, which does not exist"
+        if anchor:
+            assert anchor in _anchors(ROOT / path), f"README links to {target}: no such heading"
