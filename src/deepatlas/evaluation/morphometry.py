@@ -24,9 +24,9 @@ For each subject image:
     when |seg - atlas| / mean(seg, atlas) exceeds the structure's margin (:data:`FLAG_MARGINS`, the 95th
     percentile on validation brains with 5 atlases): a volume to check by eye. Empty otherwise.
 
-  Limits: at 2 mm a voxel is 8 mm^3 and a hippocampus some 500 voxels whose boundary layer alone is a
-  third of it: small structures' volumes follow the truth across subjects far less than large ones'
-  (``benchmarks/morphometry.py``);
+  Limits: at 2 mm a voxel is 8 mm^3 and a hippocampus some 700 voxels, many of them on its boundary:
+  small structures' volumes, and changes smaller than a voxel at a structure's surface, follow the truth
+  far less than large ones' (``benchmarks/morphometry.py``: reference labels and synthetic atrophy);
 - **log-Jacobian map** on the template grid: the subject (moving) is registered to the
   template (fixed); ``phi(p) = p + u(p)`` maps a template point to the matching subject point,
   and the map holds ``log det D phi`` (natural log of the dimensionless Jacobian determinant
