@@ -31,10 +31,9 @@ ATLASES = 5
 DEFAULT = "default (no label term)"
 VARIANTS = {
     DEFAULT: ["label_weight=0"],
-    "label term, weight 2": ["label_weight=2"],
-    "label term, weight 5": ["label_weight=5"],
-    "label term, weight 10": ["label_weight=10"],
-    "label term, weight 5, full-resolution grid": ["label_weight=5", "anatomy_downsample=1"],
+    "label term, weight 5, anatomy grid 2x": ["label_weight=5"],
+    "label term, weight 5, grid 4x": ["label_weight=5", "anatomy_downsample=4"],
+    "label term, weight 10, grid 4x": ["label_weight=10", "anatomy_downsample=4"],
 }
 
 

@@ -79,3 +79,18 @@ def test_segment_refuses_a_non_brain_unless_forced_and_records_scores(tmp_path, 
     assert records["sphere.nii.gz"]["aligned"] and records["sphere.nii.gz"]["warning"] == warnings[0]
     assert records[brain.name]["score"] >= options.ALIGNMENT_MIN_SCORE and records[brain.name]["warning"] is None
     assert Path(records[brain.name]["output"]).exists()
+
+
+def test_prepare_accepts_another_scanners_brain_through_the_cli(tmp_path):
+    """The reported case: a brain-extracted 1 mm scan of another scanner and axis order, well aligned,
+    was rejected by ``prepare``; now it is prepared, and a flipped one is still rejected."""
+    brain = _validation_brain()
+    other = _other_scanner(brain, tmp_path)
+    raw = tmp_path / "raw"
+    save_volume(other.array, other.affine, raw / "other.nii.gz")
+    save_volume(np.flip(brain.array, 1).copy(), brain.affine, raw / "flipped.nii.gz")
+    out = tmp_path / "prepared"
+    assert main(["prepare", str(raw), "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["id"] for s in manifest["subjects"]] == ["other"]
+    assert [s["id"] for s in manifest["rejected"]] == ["flipped"]
