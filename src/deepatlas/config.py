@@ -145,9 +145,11 @@ class RefineConfig:
     """Weight of the label term (``method=adam`` only): the moving image's own labels, one-hot and warped,
     against the seg net's softmax of the fixed image, as ConvexAdam's class-weighted squared difference
     (:func:`deepatlas.registration.refine.label_loss`) on the anatomy grid. Used only where the moving
-    image's labels reach the refinement: ``atlas-segment`` (its atlases), ``register --label-term``;
-    never for unlabelled pairs. Chosen on ixi-2mm validation atlas pairs
-    (benchmarks/results/registration/label_term.md); 0 switches it off."""
+    image's labels reach the refinement, when asked (``register`` / ``atlas-segment --label-term``); never
+    for unlabelled pairs. Weight 5 on the 2x anatomy grid: on ixi-2mm validation atlas pairs it lifted
+    each atlas's Dice by ~2 points but the 5-atlas fused Dice by ~0.1 (the atlases all move
+    toward one seg net) at ~3x the refinement's time, so it is not on by default; a 4x grid is cheaper
+    but loses Dice (benchmarks/results/registration/label_term.md). 0 switches it off."""
     method: str = "adam"
     """``adam`` (the settings above: additive Adam steps, diffusion penalty) or ``greedy`` (compositive
     steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as

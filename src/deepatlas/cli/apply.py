@@ -189,8 +189,7 @@ def _registration_options(args: argparse.Namespace, inverse: bool = False):
     from deepatlas.inference.apply import RegistrationOptions
 
     strip, force = getattr(args, "strip", "off"), getattr(args, "force", False)
-    # atlas-segment's atlases always have labels: they guide its registrations (refine.label_weight)
-    label_term = getattr(args, "command", None) == "atlas-segment" or getattr(args, "label_term", False)
+    label_term = getattr(args, "label_term", False)  # the labels guide the refinement (refine.label_weight)
     return RegistrationOptions(
         affine=getattr(args, "affine", "auto"),
         align=args.align,

@@ -105,7 +105,7 @@ class RegistrationOptions:
     takes volumes as they are); ``force``: the commands go on with an input whose alignment score is
     far below a brain's (:func:`~deepatlas.inference.alignment.alignment_warning`); ``label_term``: the
     moving labels, where given, also guide the refinement (``refine.label_weight``; ``atlas-segment``
-    and ``register --label-term``), rather than only being warped.
+    and ``register`` with ``--label-term``), rather than only being warped.
     """
 
     affine: str = "off"
