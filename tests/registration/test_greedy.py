@@ -10,7 +10,8 @@ from deepatlas.registration import GreedyOptimizer, InstanceOptimizer, build_pip
 from deepatlas.registration.fields import warp
 from deepatlas.registration.greedy import compose_step, gaussian_kernel, gaussian_smooth
 from deepatlas.registration.refine import Deformation
-from tests.conftest import IXI, real_brains_4mm
+from tests.conftest import IXI
+from tests.registration.conftest import pair_dice
 
 needs_data = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
 SHAPE = (12, 14, 10)
@@ -64,18 +65,6 @@ def test_settings_are_checked_and_select_the_optimiser():
     assert isinstance(build_pipeline(config, None).stages[-1].optimizer, InstanceOptimizer)
 
 
-@pytest.fixture(scope="module")
-def pair():
-    """Two real brains at 4 mm (40x48x40) with their brain31 classes."""
-    images, labels, scheme = real_brains_4mm(2)
-    return [images[:1], images[1:]], [labels[:1], labels[1:]], scheme
-
-
-def _dice(field, labels, scheme):
-    warped = warp(labels[0].double(), field.double(), mode="nearest").round().long()
-    return finite_mean(dice_per_class(warped[0, 0], labels[1][0, 0], scheme.num_classes))
-
-
 @needs_data
 def test_greedy_lowers_the_loss_raises_dice_and_does_not_fold(pair):
     """Default greedy settings from the identity (its levels, at 4 mm, on 10 x 12 x 10 to 40 x 48 x 40)."""
@@ -84,7 +73,7 @@ def test_greedy_lowers_the_loss_raises_dice_and_does_not_fold(pair):
     field = optimizer(moving, fixed).field
     lncc = LocalNCCLoss(window=5)
     assert float(lncc(warp(moving, field), fixed)) < float(lncc(moving, fixed)) - 0.05
-    assert _dice(field, labels, scheme) > _dice(torch.zeros_like(field), labels, scheme) + 0.05
+    assert pair_dice(field, labels, scheme) > pair_dice(torch.zeros_like(field), labels, scheme) + 0.05
     assert fold_fraction(field) < 0.0005  # 0.05 % of the voxels
     finest = optimizer.losses[-RefineConfig().greedy_iterations[-1] :]
     assert finest[-1] < finest[0]
@@ -95,11 +84,11 @@ def test_greedy_improves_on_its_start_in_either_form(pair):
     """From a deformation (as from the net's field), both forms keep it and add to it."""
     (moving, fixed), labels, scheme = pair
     start = GreedyOptimizer(RefineConfig(greedy_levels=[4], greedy_iterations=[15]))(moving, fixed)
-    before = _dice(start.field, labels, scheme)
+    before = pair_dice(start.field, labels, scheme)
     for residual in (False, True):
         settings = RefineConfig(greedy_levels=[2, 1], greedy_iterations=[15, 5], greedy_residual=residual)
         refined = GreedyOptimizer(settings)(moving, fixed, Deformation(start.field))
-        assert _dice(refined.field, labels, scheme) > before + 0.01
+        assert pair_dice(refined.field, labels, scheme) > before + 0.01
         assert fold_fraction(refined.field) < 0.0005
 
 

@@ -4,26 +4,15 @@ import pytest
 import torch
 
 from deepatlas.config import Config, RefineConfig
-from deepatlas.evaluation.metrics import dice_per_class, finite_mean, fold_fraction
+from deepatlas.evaluation.metrics import fold_fraction
 from deepatlas.losses.similarity import LocalNCCLoss
 from deepatlas.networks import RegistrationNet
 from deepatlas.registration import InstanceOptimizer, build_pipeline
 from deepatlas.registration.fields import warp
-from tests.conftest import IXI, real_brains_4mm
+from tests.conftest import IXI
+from tests.registration.conftest import pair_dice
 
 pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
-
-
-@pytest.fixture(scope="module")
-def pair():
-    """Two real brains at 4 mm (40x48x40) with their brain31 classes (nearest, by striding)."""
-    images, labels, scheme = real_brains_4mm(2)
-    return [images[:1], images[1:]], [labels[:1], labels[1:]], scheme
-
-
-def _dice(field, labels, scheme):
-    warped = warp(labels[0].double(), field.double(), mode="nearest").round().long()
-    return finite_mean(dice_per_class(warped[0, 0], labels[1][0, 0], scheme.num_classes))
 
 
 def _settings(**kw):
@@ -35,8 +24,8 @@ def test_refinement_lowers_the_loss_and_raises_dice(pair):
     field = InstanceOptimizer(_settings())(moving, fixed).field
     lncc = LocalNCCLoss(window=5)
     assert float(lncc(warp(moving, field), fixed)) < float(lncc(moving, fixed)) - 0.05
-    before = _dice(torch.zeros_like(field), labels, scheme)
-    assert _dice(field, labels, scheme) > before + 0.05
+    before = pair_dice(torch.zeros_like(field), labels, scheme)
+    assert pair_dice(field, labels, scheme) > before + 0.05
     assert fold_fraction(field) < 0.001
 
 
@@ -45,7 +34,7 @@ def test_refinement_improves_on_its_start(pair):
     (moving, fixed), labels, scheme = pair
     coarse = InstanceOptimizer(_settings(levels=[2], iterations=[20]))(moving, fixed)
     refined = InstanceOptimizer(_settings(levels=[1], iterations=[20]))(moving, fixed, coarse)
-    assert _dice(refined.field, labels, scheme) > _dice(coarse.field, labels, scheme)
+    assert pair_dice(refined.field, labels, scheme) > pair_dice(coarse.field, labels, scheme)
 
 
 def test_diffeomorphic_refinement_does_not_fold(pair):
@@ -54,7 +43,7 @@ def test_diffeomorphic_refinement_does_not_fold(pair):
     assert result.velocity is not None
     assert fold_fraction(result.field) < 1e-4
     # the velocity lives on a grid 2x coarser than these (already 4 mm) images: a smaller gain
-    assert _dice(result.field, labels, scheme) > _dice(torch.zeros_like(result.field), labels, scheme) + 0.03
+    assert pair_dice(result.field, labels, scheme) > pair_dice(torch.zeros_like(result.field), labels, scheme) + 0.03
 
 
 def test_anatomy_term_pulls_segmentations_together(pair):
@@ -71,7 +60,7 @@ def test_anatomy_term_pulls_segmentations_together(pair):
     )
     plain = InstanceOptimizer(_settings())(moving, fixed).field
     guided = InstanceOptimizer(_settings(anatomy_weight=2.0))(moving, fixed, None, anatomy).field
-    assert _dice(guided, labels, scheme) > _dice(plain, labels, scheme) + 0.01
+    assert pair_dice(guided, labels, scheme) > pair_dice(plain, labels, scheme) + 0.01
 
 
 def test_pipeline_starts_from_the_net_and_net_only_matches_the_net(pair):
@@ -113,8 +102,8 @@ def test_mutual_information_registers_a_remapped_contrast(pair):
     (moving, fixed), labels, scheme = pair
     remapped = torch.where(moving > 0.05, 0.5 + 0.45 * torch.sin(3 * torch.pi * moving), torch.zeros_like(moving))
     field = InstanceOptimizer(_settings(similarity="mi", iterations=[40, 20]))(remapped, fixed).field
-    before = _dice(torch.zeros_like(field), labels, scheme)
-    assert _dice(field, labels, scheme) > before + 0.04
+    before = pair_dice(torch.zeros_like(field), labels, scheme)
+    assert pair_dice(field, labels, scheme) > before + 0.04
     assert fold_fraction(field) < 0.001
 
 
@@ -124,8 +113,8 @@ def test_mind_registers_an_inverted_contrast(pair):
     (moving, fixed), labels, scheme = pair
     inverted = torch.where(moving > 0.05, 1.05 - moving, torch.zeros_like(moving))
     field = InstanceOptimizer(_settings(similarity="mind", regularizer_weight=0.1))(inverted, fixed).field
-    before = _dice(torch.zeros_like(field), labels, scheme)
-    assert _dice(field, labels, scheme) > before + 0.05
+    before = pair_dice(torch.zeros_like(field), labels, scheme)
+    assert pair_dice(field, labels, scheme) > before + 0.05
     assert fold_fraction(field) < 0.001
 
 
@@ -138,4 +127,4 @@ def test_pipeline_refines_the_velocity_of_a_diffeomorphic_net(pair):
     result = build_pipeline(config, net)(moving, fixed)
     assert result.velocity is not None and result.field.shape == (1, 3, 40, 48, 40)
     assert fold_fraction(result.field) < 1e-4
-    assert _dice(result.field, labels, scheme) > _dice(torch.zeros_like(result.field), labels, scheme) + 0.02
+    assert pair_dice(result.field, labels, scheme) > pair_dice(torch.zeros_like(result.field), labels, scheme) + 0.02
