@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install deepatlas with its test tools into it.
-# torch is pinned to the CPU build this project is tested with; on a CUDA
-# machine, install the CUDA build of torch into .venv first and it is kept.
+# torch is pinned to the version this project is tested with (2.13.0; where a local wheel
+# store provides it, as on the project's CI machines, the CPU build; from PyPI on Linux, the
+# CUDA build). A torch already in .venv is kept: install the build you want there first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
