@@ -50,7 +50,7 @@ from deepatlas.data.splits import load_splits  # noqa: E402
 from deepatlas.data.template import load_template  # noqa: E402
 from deepatlas.inference import alignment as al  # noqa: E402
 from deepatlas.inference.geometry import apply_affine, sample, world_coordinates  # noqa: E402
-from tests.moved_brains import random_affine  # noqa: E402
+from tests.moved_brains import moved_grid, random_affine  # noqa: E402
 
 GOOD = ("as shipped", "moved, 1.5 mm", "other scanner, 1 mm", "cerebellum clipped", "top cropped", "stripped head")
 BAD = ("AP flipped", "SI flipped", "rotated 30-90 deg", "contrast inverted", "whole head", "phantom")
@@ -71,12 +71,7 @@ def resample_to(volume: Volume, rng: np.random.Generator, spacing: float, move: 
     axes *= spacing
     shape = tuple(int(n) for n in np.ceil((np.array([160, 200, 170]) + rng.uniform(10, 40, 3)) / spacing))
     shape = tuple(shape[int(np.argmax(np.abs(axes[:, k])))] for k in range(3))  # along each voxel axis
-    grid = np.eye(4)
-    grid[:3, :3] = axes
-    centre = volume.affine[:3, :3] @ ((np.array(volume.array.shape) - 1) / 2) + volume.affine[:3, 3]
-    centre = np.linalg.solve(transform[:3, :3], centre - transform[:3, 3])
-    grid[:3, 3] = centre - axes @ ((np.array(shape) - 1) / 2)
-    points = apply_affine(world_coordinates(shape, grid), transform)
+    grid, points = moved_grid(volume, transform, axes, shape)
     moved = sample(torch.from_numpy(volume.array.astype(np.float32))[None], volume.affine, points)[0].numpy()
     return Volume(moved, grid, volume.path)
 

@@ -27,17 +27,23 @@ def random_affine(rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def write_moved(volume: Volume, transform: np.ndarray, path: Path, mode: str = "bilinear") -> Path:
-    """``volume`` moved by ``transform`` (its content at world ``q`` is the original's at ``T q``)
-    onto a 1.5 mm grid with axes (y, z, x), y reversed, wide enough for the moved brain."""
-    axes = np.array([[0, 0, 1], [-1, 0, 0], [0, 1, 0]], dtype=float) * 1.5
-    shape = (150, 140, 130)
+def moved_grid(volume: Volume, transform: np.ndarray, axes: np.ndarray, shape: tuple[int, ...]):
+    """A grid of voxel ``axes`` (3x3, mm) and ``shape`` centred on where ``transform`` moves the volume's
+    centre, and the world points of the original at which each of its voxels samples it (``T q``)."""
     grid = np.eye(4)
     grid[:3, :3] = axes
     centre = volume.affine[:3, :3] @ ((np.array(volume.array.shape) - 1) / 2) + volume.affine[:3, 3]
     centre = np.linalg.solve(transform[:3, :3], centre - transform[:3, 3])
     grid[:3, 3] = centre - axes @ ((np.array(shape) - 1) / 2)
-    points = apply_affine(world_coordinates(shape, grid), transform)
+    return grid, apply_affine(world_coordinates(shape, grid), transform)
+
+
+def write_moved(volume: Volume, transform: np.ndarray, path: Path, mode: str = "bilinear") -> Path:
+    """``volume`` moved by ``transform`` (its content at world ``q`` is the original's at ``T q``)
+    onto a 1.5 mm grid with axes (y, z, x), y reversed, wide enough for the moved brain."""
+    axes = np.array([[0, 0, 1], [-1, 0, 0], [0, 1, 0]], dtype=float) * 1.5
+    shape = (150, 140, 130)
+    grid, points = moved_grid(volume, transform, axes, shape)
     source = torch.from_numpy(volume.array.astype(np.float32 if mode == "bilinear" else np.int32))[None]
     moved = sample(source, volume.affine, points, mode=mode)[0].numpy()
     return save_volume(moved if mode == "bilinear" else moved.astype(np.int16), grid, path)

@@ -425,7 +425,8 @@ def subject_rows(plan: MorphometryPlan, subject: str, scheme: LabelScheme, unkno
     ``foreground``; ``template_mm3`` divides by the subject's scale, the mean Jacobian determinant of its map
     over the template's foreground ``mask``; with ``plan.cross_check``, the atlases' volumes and the flag."""
     rows = structure_volumes(subject, load_label_codes(plan.labels_path(subject)), scheme, unknown)
-    size = foreground_ml(brain_image(plan.images[plan.subjects.index(subject)])) * 1000
+    # heads were refused by measure_subject already: brain_image's check would label the image twice
+    size = foreground_ml(load_image(plan.images[plan.subjects.index(subject)])) * 1000
     rows.append({"subject": subject, "structure": FOREGROUND, "code": "", "voxels": "", "mm3": round(size, 3)})
     jacobian = np.exp(_read_map(plan.logjac_path(subject)))
     scale = float(jacobian[mask].mean()) if mask.shape == jacobian.shape and mask.any() else float(jacobian.mean())

@@ -38,11 +38,12 @@ INSTALL_HINT = "pip install 'deepatlas[strip]' (deepbet)"
 class StripReport:
     """Whether a scan was brain-extracted, why, and the mask (on the scan's own grid) if so.
 
-    ``foreground_ml``: the auto criterion (filled foreground, mL); ``brain_ml``: the mask's volume."""
+    ``foreground_ml``: the auto criterion (filled foreground, mL; None where it was not computed:
+    ``off``, 2D images); ``brain_ml``: the mask's volume."""
 
     stripped: bool
     why: str
-    foreground_ml: float
+    foreground_ml: float | None
     brain_ml: float | None = None
     mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -50,7 +51,7 @@ class StripReport:
         return {
             "stripped": self.stripped,
             "why": self.why,
-            "foreground_ml": round(self.foreground_ml, 1),
+            "foreground_ml": None if self.foreground_ml is None else round(self.foreground_ml, 1),
             "brain_ml": None if self.brain_ml is None else round(self.brain_ml, 1),
         }
 
@@ -112,10 +113,10 @@ def strip(volume: Volume, mode: str = "auto") -> tuple[Volume, StripReport]:
     if volume.array.ndim != 3:
         if mode == "on":
             raise DataError(f"{volume.path}: --strip on needs a 3D scan, this one is {volume.array.ndim}D")
-        return volume, StripReport(False, "2D image", 0.0)
+        return volume, StripReport(False, "2D image", None)
+    if mode == "off":  # the criterion is not needed: its labelling of a 1 mm scan costs seconds
+        return volume, StripReport(False, "off", None)
     size = foreground_ml(volume)
-    if mode == "off":
-        return volume, StripReport(False, "off", size)
     if mode == "auto" and size <= HEAD_MIN_ML:
         return volume, StripReport(False, f"a brain: foreground {size:.0f} mL <= {HEAD_MIN_ML:.0f}", size)
     why = "asked for" if mode == "on" else f"a whole head: foreground {size:.0f} mL > {HEAD_MIN_ML:.0f}"
