@@ -57,6 +57,10 @@ REG_ONLY = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=100000
 # the reg net alone with its anatomy loss from the first step (all of it registration steps)
 REG_CEILING = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "schedule.cycles=10000000"]
 REG_CEILING += ["schedule.reg_steps_per_cycle=1", "schedule.seg_steps_per_cycle=0"]
+# learned-transformation augmentation (issue 36): distilled steps whose taught places are synthesised
+# labelled images, one atlas each, teachers made once from zero with the recipe's refinement
+SYNTHESIS = [*RECIPES["distil"], "schedule.cycles=10000000", "schedule.reg_steps_per_cycle=2"]
+SYNTHESIS += ["teachers.atlases=1", "teachers.synthesis=1"]
 # benchmarks/experiment.py's seed-0 settings at N=1: its labelled draw, validation and checkpoints
 PROTOCOL_N1 = ['data.labelled_ids=["IXI067-HH-1356"]', "seed=0", "schedule.time_budget_minutes=45"]
 PROTOCOL_N1 += ["schedule.val_every=100", "schedule.checkpoint_every=50"]
@@ -278,6 +282,21 @@ SWEEPS = {
                 "suggested,augment,atlases=5",
                 SUGGESTED_N5 + ["augment.enabled=true", "teachers.atlases=5", "teachers.max_share=0.4"],
             ),
+        )
+    },
+    # issue 36: the registration as the seg net's augmenter (Zhao et al. 2019): each distilled step's
+    # taught place goes to a labelled image and its labels warped together onto an unlabelled subject
+    # by the teacher's refined registration, its appearance matched to that subject
+    # (`teachers.synthesis=1`; one atlas per pair; reg : seg steps 2 : 10, since the synthesised pairs,
+    # made once, read the reg net only as refinement's start), against the augmented seg net alone.
+    # The four run at once, one thread each, on one machine (`--only` per process): equal shares of
+    # the same 2 cores for the same wall-clock budget, whatever else runs beside them
+    "synthesis": {
+        f"{name},n={n}": protocol + ["threads=1", *spec, "schedule.time_budget_minutes=80"]
+        for n, protocol in ((1, PROTOCOL_N1), (5, PROTOCOL_N5))
+        for name, spec in (
+            ("seg-only,augment", SEG_ONLY + ["augment.enabled=true"]),
+            ("synthesis,augment", SYNTHESIS + ["augment.enabled=true"]),
         )
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates

@@ -203,6 +203,7 @@ def _summary(trainer: Trainer, start: int, started_at: float, validation: dict) 
         else {
             "images": len(trainer.teachers.teachers),
             "seconds": round(trainer.teachers.seconds, 1),
+            "synthesised": len(trainer.teachers.synthetic),
         },
         "augment": trainer.augmenting,  # what augment.enabled=auto resolved to
         "best_validation_score": trainer.best_score if trainer.best_score > float("-inf") else None,

@@ -35,6 +35,7 @@ from deepatlas.data.pairs import PairBatch
 from deepatlas.networks.warp import warp_image, warp_labels
 from deepatlas.registration.fusion import LabelVotes, similarity_weight
 from deepatlas.registration.pipeline import RegistrationPipeline
+from deepatlas.training.synthesis import match_appearance
 
 
 class TeacherCache:
@@ -50,6 +51,9 @@ class TeacherCache:
         device: where registration runs.
         atlases: labelled images warped and fused per teacher (at most all of them).
         max_share: most of the training time (``elapsed`` of :meth:`labels_for`) spent on teachers.
+        synthesise: with each teacher, also keep a synthesised labelled image
+            (:mod:`deepatlas.training.synthesis`): the first atlas's image and labels warped by the
+            same registration, its appearance matched to the unlabelled image (:meth:`synthetic_for`).
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class TeacherCache:
         device: torch.device | str = "cpu",
         atlases: int = 1,
         max_share: float = 1.0,
+        synthesise: bool = False,
     ) -> None:
         if not labelled:
             raise ValueError("teachers need at least one labelled image to warp")
@@ -77,6 +82,9 @@ class TeacherCache:
         self.made_at: dict[int, int] = {}  # image position -> training step of its teacher
         self.atlas: dict[int, list[int]] = {}  # image position -> the labelled images it was warped from
         self.seconds = 0.0  # total time spent making teachers
+        self.synthesise = synthesise
+        # image position -> (1 x *spatial float16 image, 1 x *spatial label map) made with its teacher
+        self.synthetic: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # class indices fit a byte for every label scheme but the largest atlases
         self.dtype = torch.uint8 if self.classes <= 256 else torch.int32
 
@@ -92,6 +100,19 @@ class TeacherCache:
             "atlas": torch.tensor([self.atlas[i] for i in positions], dtype=torch.long).view(-1, self.atlases),
             "generator": self.generator.get_state(),
             "seconds": self.seconds,
+            **self._synthetic_state(positions),
+        }
+
+    def _synthetic_state(self, positions: list[int]) -> dict:
+        """The synthesised pairs of ``positions`` (those that have one), stacked: images in float16
+        (the seg net's input precision is not what limits it) and label maps in the teachers' type."""
+        kept = [i for i in positions if i in self.synthetic]
+        if not kept:
+            return {}
+        return {
+            "synthetic_positions": torch.tensor(kept, dtype=torch.long),
+            "synthetic_images": torch.stack([self.synthetic[i][0] for i in kept]),
+            "synthetic_labels": torch.stack([self.synthetic[i][1] for i in kept]),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -102,6 +123,11 @@ class TeacherCache:
         self.atlas = dict(zip(positions, state["atlas"].reshape(len(positions), -1).tolist() if positions else []))
         self.generator.set_state(state["generator"])
         self.seconds = float(state["seconds"])
+        kept = state.get("synthetic_positions", torch.zeros(0, dtype=torch.long)).tolist()
+        self.synthetic = {
+            i: (state["synthetic_images"][k].to("cpu", torch.float16), state["synthetic_labels"][k].to("cpu", self.dtype))
+            for k, i in enumerate(kept)
+        }
 
     def stale(self, index: int, step: int) -> bool:
         return index not in self.teachers or step - self.made_at[index] >= self.refresh_steps
@@ -124,13 +150,21 @@ class TeacherCache:
         """Teachers of the images at ``indices`` as ``B x 1 x *spatial`` long on the device,
         making missing ones and, while :meth:`affordable` at ``elapsed`` seconds, remaking stale ones."""
         for index in indices:
-            if index not in self.teachers or (self.stale(index, step) and self.affordable(elapsed)):
+            missing = index not in self.teachers or (self.synthesise and index not in self.synthetic)
+            if missing or (self.stale(index, step) and self.affordable(elapsed)):
                 self._make(index, step)
         return self._stacked(indices)
 
     def _stacked(self, indices: list[int]) -> torch.Tensor:
         """The teachers of ``indices`` (all made) as ``B x 1 x *spatial`` long on the device."""
         return torch.stack([self.teachers[i] for i in indices]).to(self.device).long()
+
+    def synthetic_for(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The synthesised images (float32) and labels (long) made with the teachers of ``indices``
+        (all made, with ``synthesise`` on), ``B x 1 x *spatial`` on the device."""
+        images = torch.stack([self.synthetic[i][0] for i in indices]).to(self.device).float()
+        labels = torch.stack([self.synthetic[i][1] for i in indices]).to(self.device).long()
+        return images, labels
 
     def label_unlabelled_sides(self, batch: PairBatch) -> PairBatch:
         """``batch`` with teachers as the labels of each unlabelled side whose images all have one
@@ -154,23 +188,30 @@ class TeacherCache:
             order = torch.randperm(len(self.labelled), generator=self.generator)[: self.atlases]
             atlases = [self.labelled[int(k)] for k in order]
         fixed = self.images[index : index + 1].to(self.device).float()
+        warps = [self._warp(atlas, fixed) for atlas in atlases[:1]]
         if self.atlases == 1:
-            teacher = self._warp(atlases[0], fixed)[0][0]  # 1 x *spatial
+            teacher = warps[0][0][0]  # 1 x *spatial
         else:
             votes = LabelVotes(self.classes, tuple(fixed.shape[2:]), device=self.device)
-            for atlas in atlases:
-                votes.add(*self._warp(atlas, fixed))
+            for labels, weight, _ in warps + [self._warp(atlas, fixed) for atlas in atlases[1:]]:
+                votes.add(labels, weight)
             teacher = votes.winner()[None]
         self.teachers[index] = teacher.to("cpu", self.dtype)
+        if self.synthesise:  # the first atlas's image and labels, moved by the same field
+            labels, _, moved = warps[0]
+            image = match_appearance(moved, labels, fixed, self.classes)
+            self.synthetic[index] = (image[0].to("cpu", torch.float16), labels[0].to("cpu", self.dtype))
         self.made_at[index], self.atlas[index] = step, atlases
         self.seconds += time.perf_counter() - start
 
-    def _warp(self, atlas: int, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The atlas's labels warped onto ``fixed`` by the pipeline of now (``1 x 1 x *spatial``)
-        and, when several atlases vote, the weight of its vote (:func:`similarity_weight`)."""
+    def _warp(self, atlas: int, fixed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The atlas's labels warped onto ``fixed`` by the pipeline of now (``1 x 1 x *spatial``),
+        when several atlases vote the weight of its vote (:func:`similarity_weight`), and the atlas
+        image warped when something reads it (a vote's weight, a synthesised pair)."""
         moving = self.images[atlas : atlas + 1].to(self.device).float()
         field = self.pipeline()(moving, fixed).field
         labels = warp_labels(self.labels[atlas : atlas + 1].to(self.device), field)
-        if self.atlases == 1:  # nothing to weigh
-            return labels, None
-        return labels, similarity_weight(warp_image(moving, field), fixed)
+        if self.atlases == 1 and not self.synthesise:  # nothing to weigh or synthesise
+            return labels, None, None
+        moved = warp_image(moving, field)
+        return labels, None if self.atlases == 1 else similarity_weight(moved, fixed), moved

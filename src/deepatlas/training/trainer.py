@@ -107,6 +107,7 @@ class Trainer:
             device=self.device,
             atlases=cfg.teachers.atlases,
             max_share=cfg.teachers.max_share,
+            synthesise=cfg.teachers.synthesis > 0,
         )
 
     # ----------------------------------------------------------------- steps
@@ -185,10 +186,30 @@ class Trainer:
         images, labels = self.batches.to_device(chosen)
         if teachers is not None:  # the taught images come last in the batch
             labels = torch.cat([labels[: len(chosen) - len(mine)], teachers])
+            images, labels = self._synthesised_places(images, labels, mine)
         images, labels = self._augment(images, labels)
         with autocast(self.device, self.amp):
             losses = self.objectives.supervised_only(images, labels)
         return {**self._optimize(losses, self.seg_opt, self.batches.describe(chosen)), **extra}
+
+    def _synthesised_places(
+        self, images: torch.Tensor, labels: torch.Tensor, taught: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distilled batch (taught images last) with each taught place, at odds
+        ``teachers.synthesis``, given to the synthesised labelled image made with that image's
+        teacher (:mod:`deepatlas.training.synthesis`). One draw per place of the global batch from
+        the run's generator, whatever this process's share, so every process keeps drawing alike."""
+        share = self.config.teachers.synthesis
+        if share <= 0:
+            return images, labels
+        draws = torch.rand(self.batches.size, generator=self.generator)[: len(taught)] < share
+        first = len(images) - len(taught)
+        places = [first + k for k in range(len(taught)) if draws[k]]
+        if places:
+            synth_images, synth_labels = self.teachers.synthetic_for([taught[p - first] for p in places])
+            images, labels = images.clone(), labels.clone()
+            images[places], labels[places] = synth_images.to(images.dtype), synth_labels
+        return images, labels
 
     def _augment(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels for a supervised loss, randomly changed when augmenting
