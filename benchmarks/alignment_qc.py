@@ -1,7 +1,7 @@
 """Calibrating the alignment QC score: good alignments of T1 brains from other scanners vs failed ones.
 
 Usage:
-    python benchmarks/alignment_qc.py [--data ../shared/data/ixi-2mm] [--heads ../shared/data/ixi-heads]
+    python -m benchmarks.alignment_qc [--data $DEEPATLAS_DATA/ixi-2mm] [--heads $DEEPATLAS_DATA/ixi-heads]
         [--subjects 6] [--out DIR]
 
 Brains of ixi-2mm's validation and training splits (never test) are changed as other scanners,
@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
@@ -39,18 +37,17 @@ import torch
 from scipy.ndimage import binary_dilation, gaussian_filter
 from scipy.stats import rankdata
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
-from registration import cpu_model  # noqa: E402
+from benchmarks.moved_brains import moved_grid, random_affine
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+from deepatlas import options
+from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity
+from deepatlas.data.splits import load_splits
+from deepatlas.data.template import load_template
+from deepatlas.inference import alignment as al
+from deepatlas.inference.geometry import apply_affine, sample, world_coordinates
 
-from deepatlas import options  # noqa: E402
-from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity  # noqa: E402
-from deepatlas.data.splits import load_splits  # noqa: E402
-from deepatlas.data.template import load_template  # noqa: E402
-from deepatlas.inference import alignment as al  # noqa: E402
-from deepatlas.inference.geometry import apply_affine, sample, world_coordinates  # noqa: E402
-from tests.moved_brains import moved_grid, random_affine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GOOD = ("as shipped", "moved, 1.5 mm", "other scanner, 1 mm", "cerebellum clipped", "top cropped", "stripped head")
 BAD = ("AP flipped", "SI flipped", "rotated 30-90 deg", "contrast inverted", "whole head", "phantom")
@@ -264,9 +261,9 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# Alignment QC: good alignments of other scanners' brains vs failed ones",
         "",
-        f"Machine: {machine['cpu']}, {machine['threads']} threads; commit {machine['commit']}. "
+        f"{provenance_line(machine)} "
         f"{result['subjects']} ixi-2mm brains (validation, then training; never test) and ixi-heads. "
-        "`python benchmarks/alignment_qc.py` (module doc: the cases).",
+        "`python -m benchmarks.alignment_qc` (module doc: the cases).",
         "",
         f"Chosen: **{chosen}** (`alignment_score`). prepare `--min-score` {options.PREPARE_MIN_SCORE}; "
         f"segment / register warn below it and refuse (exit 2, unless `--force`) below "
@@ -301,10 +298,10 @@ def write_markdown(result: dict, path: Path) -> None:
 
 
 def write_figure(result: dict, path: Path) -> None:
-    from deepatlas.visualization.figures import _plt
+    from deepatlas.visualization.figures import pyplot
     from deepatlas.visualization.slices import save_figure
 
-    plt, rows, chosen = _plt(), result["rows"], result["chosen"]
+    plt, rows, chosen = pyplot(), result["rows"], result["chosen"]
     cases = [c for c in (*GOOD, *BAD, *OTHER) if any(r["case"] == c for r in rows)]
     fig, ax = plt.subplots(figsize=(8, 4.6))
     for k, case in enumerate(cases):
@@ -337,11 +334,9 @@ def all_cases(args: argparse.Namespace, ids: list[str], rng: np.random.Generator
 
 
 def main() -> None:
-    from experiment import git_commit
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
-    parser.add_argument("--heads", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-heads")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
+    parser.add_argument("--heads", type=Path, default=data_root() / "ixi-heads")
     parser.add_argument("--subjects", type=int, default=6, help="validation brains first, then training ones")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "alignment_qc")
     parser.add_argument(
@@ -357,9 +352,7 @@ def main() -> None:
         rows += measure(sid, case, volume, template, rng)
         print(json.dumps(rows[-1]), flush=True)
     names = [k for k in rows[0] if k not in ("case", "id", "seconds")]
-    machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform()}
-    machine["commit"] = git_commit()
-    result = {"machine": machine, "subjects": len(ids), "chosen": "alignment score"}
+    result = {"machine": provenance(), "subjects": len(ids), "chosen": "alignment score"}
     result |= {"separation": {name: separation(rows, name) for name in names}, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1))

@@ -1,7 +1,7 @@
 """Training throughput on 1 and 2 processes (torchrun, gloo) on this machine, on ixi-2mm.
 
 Usage:
-    python benchmarks/distributed.py [--data ../shared/data/ixi-2mm] [--steps 12] [--out DIR]
+    python -m benchmarks.distributed [--data $DEEPATLAS_DATA/ixi-2mm] [--steps 12] [--out DIR]
 
 Each configuration is a real ``torchrun --standalone --nproc_per_node=N -m deepatlas train``
 of the shipped defaults on ixi-2mm (5 labelled subjects; global batch 2 pairs: 1 pair per process
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,9 +24,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from registration import cpu_model  # noqa: E402
 
 
 def train_command(nproc: int, data: Path, out: Path, steps: int) -> list[str]:
@@ -62,7 +62,7 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = [
         "# Training throughput: 1 and 2 processes (torchrun, gloo)",
         "",
-        f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads; ixi-2mm 80x96x80, "
+        f"{provenance_line(results['machine'])} ixi-2mm 80x96x80, "
         f"shipped network defaults, global batch 2 pairs, {results['steps']} steps per run, "
         "median seconds per step after the first of each phase.",
         "",
@@ -97,7 +97,7 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ixi-2mm"))
+    parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distributed"))
     args = parser.parse_args()
@@ -105,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         rows = [measure(n, Path(args.data), args.steps, threads, Path(scratch)) for n in (1, 2)]
     results = {
-        "machine": {"cpu": cpu_model(), "threads": threads, "platform": platform.platform()},
+        "machine": provenance(),
         "steps": args.steps,
         "rows": rows,
         "reading": READING,

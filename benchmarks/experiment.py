@@ -1,9 +1,9 @@
 """The DeepAtlas experiment on ixi-2mm: does joint training beat each network alone?
 
 Usage:
-    python benchmarks/experiment.py [--data ../shared/data/ixi-2mm] [--out benchmarks/results/experiment]
+    python -m benchmarks.experiment [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/experiment]
                                     [--budget-minutes 45] [--labelled 1 5] [--no-ants]
-    python benchmarks/experiment.py --smoke      # the same pipeline in under 10 minutes
+    python -m benchmarks.experiment --smoke      # the same pipeline in under 10 minutes
 
 Protocol (every choice is written to ``<out>/results.json``):
 - N labelled training subjects drawn with a fixed seed from the train split (the N=1
@@ -34,7 +34,7 @@ which every seed's atlas rows use, a slim copy in ``models/reg-only``; a trainin
 and panel are made right after it, so a sitting that stops loses at most the training under way.
 Only a training with something left to evaluate is (re)trained. Each training records the CPU it ran on
 (``machines.txt``, in the report): minutes compare only within one machine.
-``benchmarks/experiment_seeds.py`` runs it for several seeds and summarises them.
+``python -m benchmarks.experiment_seeds`` runs it for several seeds and summarises them.
 Writes ``results.json``, ``results.md``, ``dice_vs_n.png``, ``validation_curves.png``,
 ``example.png`` and one folder of per-case CSVs per evaluation under ``eval/``.
 """
@@ -55,13 +55,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.experiment_report import CEILING, example_file, save_example, training_record
+from benchmarks.paths import data_root
+from benchmarks.provenance import command_line, cpu_model, provenance
 from deepatlas.files import atomic_write_text
 from deepatlas.recipes import recipe_overrides, suggested_recipe
 from deepatlas.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_report import CEILING, example_file, save_example, training_record  # noqa: E402
 
 PRESETS = {
     "full": {
@@ -135,19 +136,6 @@ def seg_net_flags(method: str, preset: dict) -> list[str]:
     return [f"augment.enabled={'on' if preset.get('augment') else 'off'}"]
 
 
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return commit + ("+uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def per_subject_dice(eval_dir: Path) -> dict[str, float]:
     rows = list(csv.DictReader((eval_dir / "segmentation.csv").open()))
     out: dict[str, list[float]] = {}
@@ -210,21 +198,17 @@ def model_dir(out: Path, training: str) -> Path:
 def package_reg_only(out: Path, record: dict) -> None:
     """Keep reg-only's best checkpoint as a slim run folder under ``<out>/models`` (~3 MB, committed):
     every seed's atlas rows use it, and its training takes a whole budget to redo."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from package_model import package
-
     target = out / "models" / "reg-only"
     if (target / PACKAGED_RECORD).exists() or (out / "runs" / "reg-only" / PACKAGED_RECORD).exists():
         return
-    package(out / "runs" / "reg-only", target)
+    packaging = [sys.executable, str(ROOT / "scripts" / "package_model.py"), str(out / "runs" / "reg-only")]
+    subprocess.run([*packaging, str(target)], check=True, stdout=subprocess.DEVNULL)
     atomic_write_text(target / PACKAGED_RECORD, json.dumps(record, indent=1))
 
 
 def record_machine(run_dir: Path) -> None:
     """Append this machine's CPU to ``<run>/machines.txt`` at every (re)start: a budget in minutes
     compares only within one machine, so a run resumed elsewhere must be visible."""
-    from registration import cpu_model
-
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / "machines.txt").open("a") as handle:
         handle.write(cpu_model() + "\n")
@@ -259,7 +243,7 @@ def evaluate(row: str, out: Path, data_dir: Path, splits_file: Path, **kwargs) -
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/experiment[-smoke])")
     parser.add_argument("--smoke", action="store_true", help="a small variant of the whole pipeline, < 10 min")
     parser.add_argument("--budget-minutes", type=float, help="wall-clock training budget per method")
@@ -497,8 +481,7 @@ def share_reg_only(source: Path, out: Path) -> bool:
 
 def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: Path) -> dict:
     """What is trained and evaluated: test subjects, nested labelled draws, data flags, ANTs or not."""
-    import ants_syn
-
+    from benchmarks import ants_syn
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import choose_labelled, load_splits
 
@@ -568,9 +551,7 @@ def main() -> int:
             make_examples(out, args.data, plan, n)
     share_registration_metrics(rows)
 
-    from experiment_report import example_figure, write_report
-    from registration import cpu_model
-
+    from benchmarks.experiment_report import example_figure, write_report
     from deepatlas.data.io import load_image
 
     panels = [p for p, _ in example_panels(plan, arms[0][0])]
@@ -579,20 +560,13 @@ def main() -> int:
         example = load_image(args.data / "images" / f"{plan['test_ids'][0]}.nii.gz")
         example_figure(out, example, panels, plan["scheme"])
     results = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "commit": git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": command_line(),
         "preset": "smoke" if args.smoke else "full",
         "protocol": {**preset, "fusion": args.fusion},
         "seed": args.seed,
         "labelled": plan["labelled"],
         "test_subjects": plan["test_ids"],
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": {**provenance(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "trainings": trainings,
         "rows": rows,
         "wall_minutes_this_call": round((time.time() - started) / 60, 1),

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import provenance_line
 from deepatlas.files import atomic_write, atomic_write_text
 from deepatlas.run_folder import RunFolder
+from deepatlas.visualization.figures import pyplot
 
 
 def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
@@ -47,20 +49,11 @@ def validation_history(run_dir: Path) -> list[tuple[float, dict]]:
     return out
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 CEILING = "seg-only, every training label (ceiling)"
 
 
 def dice_vs_n_figure(rows: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for r in (r for r in rows if r["method"] == CEILING):  # one N far off the axis: a line
         ax.axhline(r["seg_dice"], color="k", linestyle="--", linewidth=1, label=f"{CEILING}, N={r['n']}")
@@ -86,7 +79,7 @@ def dice_vs_n_figure(rows: list[dict], path: Path) -> None:
 
 def curves_figure(trainings: dict[str, dict], path: Path) -> None:
     """Validation seg and reg Dice against training minutes, from the trainings' records."""
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (name, record) in enumerate(trainings.items()):
@@ -135,8 +128,7 @@ def _protocol_lines(results: dict) -> list[str]:
         f"# DeepAtlas experiment on ixi-2mm ({results['preset']})",
         "",
         f"- command: `{results['command']}`",
-        f"- commit: `{results['commit']}`, {results['date']}",
-        f"- machine: {machine['cpu']}, {machine['cpu_count']} CPU cores, {machine['platform']}",
+        f"- {provenance_line(machine)} {machine['cpu_count']} CPU cores, {machine['platform']}.",
         f"- training budget per method: {p['budget_minutes']:g} min wall clock (validation included), "
         f"best validation checkpoint"
         + ("; every seg net trained with augmentation (`augment.enabled=on`)" if p.get("augment") else ""),
@@ -284,7 +276,7 @@ def _gain_panel(ax, rows: list[dict], joint: str, ns: list[int]) -> None:
 def seeds_figure(per_seed: dict[int, dict], joint: str, path: Path) -> None:
     """Test seg Dice of every method over seeds (a panel per N) and, last panel, ``joint`` minus
     seg-only per test subject; a legend says which marker is which seed."""
-    plt = _plt()
+    plt = pyplot()
     rows = [dict(r, seed=s) for s, res in per_seed.items() for r in res["rows"]]
     ns = sorted({r["n"] for r in rows if r["method"] != CEILING})
     fig, axes = plt.subplots(1, len(ns) + 1, figsize=(6.4 * len(ns) + 3.4, 4.8), squeeze=False)

@@ -1,13 +1,13 @@
 """The DeepAtlas experiment over several seeds (labelled draws): issue 10's protocol.
 
 Usage:
-    python benchmarks/experiment_seeds.py [--seeds 0 1 2] [--budget-minutes 45] [--labelled 1 5]
+    python -m benchmarks.experiment_seeds [--seeds 0 1 2] [--budget-minutes 45] [--labelled 1 5]
                                           [--variant suggested|defaults|distil]
                                           [--out benchmarks/results/experiment-seeds] [--no-ants]
                                           [--augment] [--no-ceiling] [--reg-only-run RUN]
-    python benchmarks/experiment_seeds.py --smoke --seeds 0 1     # the machinery, ~15 minutes
+    python -m benchmarks.experiment_seeds --smoke --seeds 0 1     # the machinery, ~15 minutes
 
-Runs ``benchmarks/experiment.py`` once per seed into ``<out>/seed-<s>/``: the recipe that
+Runs ``python -m benchmarks.experiment`` once per seed into ``<out>/seed-<s>/``: the recipe that
 ``deepatlas train`` suggests for N labelled images (``DeepAtlas suggested recipe``: the defaults at
 N = 1, ``distil`` at N = 5; ``--variant defaults`` or ``distil``: that one at every N) against seg-only, reg-only +
 atlas and ANTs SyN + atlas (multi-atlas segmentation with the N labelled images, refined
@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.experiment_report import seeds_figure
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
 from deepatlas.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_report import seeds_figure  # noqa: E402
 
 JOINT = {
     "defaults": "DeepAtlas defaults (seg net)",
@@ -52,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, help="default benchmarks/results/experiment-seeds[-smoke]")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--budget-minutes", type=float, help="per training (default: experiment.py's, 45)")
     parser.add_argument("--labelled", type=int, nargs="+", help="numbers of labelled subjects (default 1 5)")
     parser.add_argument(
@@ -80,7 +81,7 @@ def parse_args() -> argparse.Namespace:
 
 def seed_command(args: argparse.Namespace, seed: int, out: Path) -> list[str]:
     """The experiment.py call of one seed; the first seed trains reg-only and the ceiling."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--data", str(args.data)]
+    command = [sys.executable, "-m", "benchmarks.experiment", "--data", str(args.data)]
     command += ["--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--variants", args.variant]
     command += ["--fusion", "weighted"]  # atlas-segment's default
     if seed == args.seeds[0] and not args.no_ceiling:
@@ -198,6 +199,7 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
     joint_vs_reg = paired(per_seed, joint, "reg-only + atlas", key="reg_dice")
     cpus = cpu_models(per_seed)
     augmented = per_seed[seeds[0]]["protocol"].get("augment", False)
+    machine = provenance()  # of the summary; each seed's results.json has its own
     lines = [
         f"# DeepAtlas experiment over seeds {', '.join(map(str, seeds))} (ixi-2mm test split)",
         "",
@@ -206,6 +208,7 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
         *(["- every seg net trained with augmentation (`augment.enabled=on`)"] if augmented else []),
         f"- trainings ran on: {'; '.join(cpus) or 'unknown'}"
         + ("  **(more than one CPU model: minutes are not comparable)**" if len(cpus) > 1 else ""),
+        f"- summarised on: {provenance_line(machine)}",
         "",
         *seg_table(per_seed),
         "",
@@ -224,6 +227,7 @@ def summarise(out: Path, seeds: list[int], variant: str = "suggested") -> dict:
     summary = {
         "seeds": seeds,
         "machines": cpus,
+        "machine": machine,
         "joint_vs_seg_only": pairs[(joint, "seg-only")],
         "joint_vs_reg_only": joint_vs_reg,
         "paired": {f"{m} - {b}": diffs for (m, b), diffs in pairs.items()},

@@ -1,7 +1,7 @@
 """How much should the seg net's vote weigh beside the atlases'? (``atlas-segment --seg-net-weight``)
 
 Usage:
-    python benchmarks/fusion_weight.py RUN [RUN ...] [--data ../shared/data/ixi-2mm] [--split validation]
+    python -m benchmarks.fusion_weight RUN [RUN ...] [--data $DEEPATLAS_DATA/ixi-2mm] [--split validation]
 
 For each run folder (its ``best`` checkpoint, else ``last``), its labelled training images are the
 atlases: each is registered to every labelled subject of ``--split`` by the run's pipeline (net +
@@ -9,7 +9,7 @@ refinement) and votes with its local-NCC weight (``weighted`` fusion, as ``atlas
 the seg net's class probabilities are added times each weight of ``--weights`` (0: the atlases
 alone; ``inf``: the seg net alone). Registrations are made once per subject and every weight is
 scored on them. Dice over the run's classes (31 structures for ixi-2mm). Writes
-``<out>/fusion_weight.{json,md}`` with the CPU model. Choose the weight on validation, never test.
+``<out>/fusion_weight.{json,md}`` with the CPU model and commit. Choose the weight on validation, never test.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import sys
-import time
 import warnings
 from functools import partial
 from pathlib import Path
@@ -26,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, math.inf]
 
@@ -134,7 +135,7 @@ def loo_table(results: dict) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
@@ -146,15 +147,14 @@ def main() -> int:
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from registration import cpu_model
-
     from deepatlas.files import atomic_write_text
 
     results = {str(run): score_run(run, args.data, args.split, args.weights, args.per_structure) for run in args.runs}
+    machine = provenance()
     lines = [
         f"# Seg net weight in atlas fusion (ixi-2mm {args.split} split, weighted fusion, net + refinement)",
         "",
-        f"Machine: {cpu_model()}, {torch.get_num_threads()} threads; {time.strftime('%Y-%m-%d')}. Mean Dice over "
+        f"{provenance_line(machine)} Mean Dice over "
         "the run's classes; columns: the seg net's vote weight (`atlas-segment --seg-net-weight`).",
         "",
         *table(results, args.weights),
@@ -162,7 +162,7 @@ def main() -> int:
     if args.per_structure:
         lines += ["", *loo_table(results)]
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"machine": cpu_model(), "split": args.split, "runs": results}
+    record = {"machine": machine, "split": args.split, "runs": results}
     atomic_write_text(args.out / "fusion_weight.json", json.dumps(record, indent=1))
     atomic_write_text(args.out / "fusion_weight.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,10 +1,10 @@
 """``refine.method=greedy`` against today's default refinement on ixi-2mm's *validation* pairs (never test).
 
 Usage:
-    python benchmarks/greedy_mode.py [--model models/brain-2mm] [--pairs 9] [--out DIR]
+    python -m benchmarks.greedy_mode [--model models/brain-2mm] [--pairs 9] [--out DIR]
 
 Pairs: each validation subject to the next (9 pairs), from the shipped net's field, scored as
-``benchmarks/registration.py`` scores (Dice over brain31, folds and SDlogJ in the fixed brain).
+``benchmarks.registration`` scores (Dice over brain31, folds and SDlogJ in the fixed brain).
 One thread (``torch.set_num_threads(1)``): the machine is shared, so seconds are reported as the
 ratio to today's default, measured on the same pair right before (every pair runs every variant in
 turn, so load that comes and goes hits them alike); the median seconds are printed as measured.
@@ -20,8 +20,10 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 GREEDY = ["method=greedy"]
 THREE = ["greedy_levels=[4,2,1]", "greedy_residual=false"]  # greedy's own levels and form
@@ -51,10 +53,9 @@ DEFAULT = "default (adam: 2x 20 + full 5 steps)"
 
 
 def measure(args: argparse.Namespace) -> dict:
-    import registration as bench
     import torch
-    from experiment import git_commit
 
+    from benchmarks import registration as bench
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import load_splits
@@ -86,9 +87,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "split": "validation",
         "num_pairs": len(pairs),
-        "cpu": bench.cpu_model(),
-        "threads": 1,
-        "commit": git_commit(),
+        "machine": provenance(),  # torch's threads: 1
         "methods": {name: summarize(rows[name], rows[DEFAULT], VARIANTS[name]) for name in VARIANTS},
     }
 
@@ -111,10 +110,9 @@ def write_table(results: dict, path: Path) -> None:
     lines = [
         f"# refine.method=greedy vs the default refinement, ixi-2mm validation pairs ({results['num_pairs']})",
         "",
-        f"Machine: {results['cpu']}, 1 thread, shared with other work: seconds are relative (median over pairs "
+        f"{provenance_line(results['machine'])} Shared with other work: seconds are relative (median over pairs "
         "of the ratio to the default on the same pair, run right before it); the measured median seconds are "
-        f"only for orientation. From the shipped net (models/brain-2mm). `python benchmarks/greedy_mode.py`. "
-        f"Commit {results['commit'][:12]}{' (+ uncommitted changes)' if 'uncommitted' in results['commit'] else ''}.",
+        "only for orientation. From the shipped net (models/brain-2mm). `python -m benchmarks.greedy_mode`.",
         "",
         "| variant | Dice | pairs above default | folds % | SDlogJ | time / default | s / pair (measured) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -129,7 +127,7 @@ def write_table(results: dict, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--pairs", type=int, default=9)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")

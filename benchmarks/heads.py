@@ -1,7 +1,7 @@
 """Whole-head scans: how ``--strip auto`` tells a head from a brain, and what stripping buys.
 
 Usage:
-    python benchmarks/heads.py [--data ../shared/data] [--model models/brain-2mm]
+    python -m benchmarks.heads [--data $DEEPATLAS_DATA] [--model models/brain-2mm]
 
 Measured:
 
@@ -22,24 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from experiment import git_commit  # noqa: E402
-from registration import cpu_model  # noqa: E402
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+from deepatlas.data.io import load_image, load_label_codes
+from deepatlas.evaluation.metrics import dice_per_class, finite_mean
+from deepatlas.inference import load_run
+from deepatlas.inference.apply import segment_volume
+from deepatlas.inference.strip import HEAD_MIN_ML, brain_mask, foreground_ml, strip
 
-from deepatlas.data.io import load_image, load_label_codes  # noqa: E402
-from deepatlas.evaluation.metrics import dice_per_class, finite_mean  # noqa: E402
-from deepatlas.inference import load_run  # noqa: E402
-from deepatlas.inference.apply import segment_volume  # noqa: E402
-from deepatlas.inference.strip import HEAD_MIN_ML, brain_mask, foreground_ml, strip  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def seg_dice(run, a: np.ndarray, b: np.ndarray) -> float:
@@ -84,9 +81,9 @@ def head_row(run, data: Path, name: str) -> dict:
 def write_markdown(result: dict, path: Path) -> None:
     c = result["criterion"]
     lines = [
-        "# Whole-head scans: detection and brain extraction (`benchmarks/heads.py`)",
+        "# Whole-head scans: detection and brain extraction (`python -m benchmarks.heads`)",
         "",
-        f"{result['cpu']}, {result['date']}, commit {result['commit']}, torch {result['torch']}.",
+        provenance_line(result["machine"]),
         "",
         f"`--strip auto` criterion, filled foreground (mL), threshold {c['threshold_ml']:.0f}:",
         f"- ixi-2mm brains (n={c['brains']['n']}, skull-stripped, MNI space): {c['brains']['min']:.0f} - "
@@ -115,7 +112,7 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--data", default=str(data_root()))
     parser.add_argument("--model", default=str(ROOT / "models" / "brain-2mm"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "raw_scans"))
     args = parser.parse_args()
@@ -123,10 +120,7 @@ def main() -> None:
     run = load_run(args.model)
     labelled = sorted(p.name for p in (data / "ixi-heads" / "labels").iterdir())
     result = {
-        "cpu": cpu_model(),
-        "date": date.today().isoformat(),
-        "commit": git_commit(),
-        "torch": torch.__version__,
+        "machine": provenance(),
         "criterion": criterion(data),
         "heads": [head_row(run, data, name) for name in labelled],
     }

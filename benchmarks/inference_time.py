@@ -1,14 +1,14 @@
 """Inference time of ``register`` and ``segment`` on ixi-2mm (80x96x80), default networks.
 
 Usage:
-    python benchmarks/inference_time.py [--data ../shared/data/ixi-2mm] [--run RUN] [--repeats 5]
+    python -m benchmarks.inference_time [--data $DEEPATLAS_DATA/ixi-2mm] [--run RUN] [--repeats 5]
 
 Without ``--run``, a run with the default configuration is made by training 2
 steps on 4 subjects (the weights do not change the time). Measures the median
 seconds per pair (``register``: warped image, displacement, Jacobian, warped labels)
 and per image (``segment``) inside one process, and the same through the command
 line with process start, imports and model loading included. Writes
-``benchmarks/results/inference_time.{json,md}``.
+``benchmarks/results/inference_time.{json,md}`` with the CPU model and commit.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +51,12 @@ def make_run(data: Path, folder: Path) -> Path:
 def main() -> int:
     # ~80 lines on purpose: the measurement protocol, read top to bottom (parse, load, time each verb, write)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--run", type=Path)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    import torch
-
     from deepatlas.data import find_subjects
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.inference import load_run
@@ -104,7 +105,7 @@ def main() -> int:
         )
         cli_seg.append(time.perf_counter() - start)
     report = {
-        "threads": torch.get_num_threads(),
+        "machine": provenance(),
         "shape": [80, 96, 80],
         "repeats": args.repeats,
         "register_s_per_pair": statistics.median(reg),
@@ -121,7 +122,7 @@ def main() -> int:
         f"| segment (per image) | {report['segment_s_per_image']:.2f} | {report['segment_cli_s']:.2f} |\n"
     )
     (args.out / "inference_time.md").write_text(
-        f"# Inference time, ixi-2mm 80x96x80, {report['threads']} threads\n\n{table}"
+        f"# Inference time, ixi-2mm 80x96x80\n\n{provenance_line(report['machine'])}\n\n{table}"
     )
     print(table)
     return 0

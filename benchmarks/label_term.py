@@ -1,11 +1,11 @@
 """The label term of refinement (``refine.label_weight``) on ixi-2mm's *validation* subjects (never test).
 
 Usage:
-    python benchmarks/label_term.py [--model models/brain-2mm] [--fixed 10] [--out DIR]
+    python -m benchmarks.label_term [--model models/brain-2mm] [--fixed 10] [--out DIR]
 
 Atlas-segment-style pairs: moving = each of the first 5 training subjects with its labels (the atlases),
 fixed = each validation subject. Per pair: Dice (brain31) of the warped atlas labels against the fixed
-labels, folds and SDlogJ in the fixed brain, as ``benchmarks/registration.py`` scores; per fixed subject:
+labels, folds and SDlogJ in the fixed brain, as ``benchmarks.registration`` scores; per fixed subject:
 the Dice of ``atlas_segment_volume``'s weighted fusion of the 5 warped atlases. Every variant registers
 with the moving labels handed to the refinement (``RegistrationOptions(label_term=True)``); the default
 row has ``label_weight=0``, which is today's refinement (the term off). One thread
@@ -24,8 +24,10 @@ import time
 from functools import partial
 from pathlib import Path
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 ATLASES = 5
 DEFAULT = "default (no label term)"
@@ -39,10 +41,9 @@ VARIANTS = {
 
 def measure(args: argparse.Namespace, write) -> dict:
     import numpy as np
-    import registration as bench
     import torch
-    from experiment import git_commit
 
+    from benchmarks import registration as bench
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import load_splits
@@ -72,9 +73,7 @@ def measure(args: argparse.Namespace, write) -> dict:
     results = {
         "split": "validation",
         "atlases": atlas_ids,
-        "cpu": bench.cpu_model(),
-        "threads": 1,
-        "commit": git_commit(),
+        "machine": provenance(),  # torch's threads: 1
         "variants": VARIANTS,
         "pairs": {name: [] for name in VARIANTS},
         "fused": {name: [] for name in VARIANTS},
@@ -125,16 +124,14 @@ def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "label_term.json").write_text(json.dumps(results, indent=1) + "\n")
     n, pairs = results["num_fixed"], len(results["pairs"][DEFAULT])
-    commit = results["commit"]
     lines = [
         f"# Label term in refinement: {ATLASES} training atlases -> {n} ixi-2mm validation subjects ({pairs} pairs)",
         "",
-        f"Machine: {results['cpu']}, 1 thread, shared with other work: time is the median over pairs of the "
+        f"{provenance_line(results['machine'])} Shared with other work: time is the median over pairs of the "
         "ratio to the default on the same pair, run right before it; the measured median seconds are only for "
         f"orientation. Shipped net (models/brain-2mm), default refinement settings otherwise; atlases "
         f"{', '.join(results['atlases'])}. Fused: `atlas_segment_volume`, weighted fusion of the {ATLASES} "
-        f"warped atlases. `python benchmarks/label_term.py`. Commit {commit[:12]}"
-        f"{' (+ uncommitted changes)' if 'uncommitted' in commit else ''}.",
+        "warped atlases. `python -m benchmarks.label_term`.",
         "",
         "| variant | pair Dice | pairs above default | fused Dice | fused above default | folds % | SDlogJ "
         "| time / default | s / pair (measured) |",
@@ -151,7 +148,7 @@ def write(results: dict, out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--fixed", type=int, default=10, help="validation subjects used as fixed images")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")

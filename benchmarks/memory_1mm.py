@@ -1,7 +1,7 @@
 """Peak memory of ``segment`` and ``register`` on a 256^3 1 mm image, through the command line.
 
 Usage:
-    python benchmarks/memory_1mm.py [--model models/brain-2mm] [--label after] [--repeats 3] [--keep DIR]
+    python -m benchmarks.memory_1mm [--model models/brain-2mm] [--label after] [--repeats 3] [--keep DIR]
 
 Builds two 256x256x256 1 mm images (and the first one's label map) from the first two ixi-2mm
 validation subjects: each resampled by world coordinates onto a 1 mm grid of 256^3 voxels
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -37,8 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 SHAPE = (256, 256, 256)
 SPACING = 1.0
@@ -132,7 +133,7 @@ def write_results(results: dict, out: Path) -> None:
         "# Peak memory of `segment` and `register` on a 256^3 1 mm image (command line)",
         "",
         "Inputs: the first two ixi-2mm validation subjects resampled to 1 mm and padded to 256x256x256 "
-        "(`benchmarks/memory_1mm.py`); `register` with the moving image's label map. Peak RSS: the child "
+        "(`python -m benchmarks.memory_1mm`); `register` with the moving image's label map. Peak RSS: the child "
         "process's `ru_maxrss` (median of the repeats), the headline figure: it does not depend on other load. "
         "Wall time is indicative only: measured on a machine whose cores were shared with other work.",
         "",
@@ -154,7 +155,7 @@ def write_results(results: dict, out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--label", default="current")
     parser.add_argument("--repeats", type=int, default=3)
@@ -163,10 +164,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--commit", help="the code measured, if not this checkout's (an export on PYTHONPATH)")
     args = parser.parse_args()
-    import torch
-    from experiment import git_commit
-    from registration import cpu_model
-
     import deepatlas
 
     with tempfile.TemporaryDirectory(prefix="deepatlas-memory-") as tmp:
@@ -183,19 +180,14 @@ def main() -> int:
             shutil.copytree(folder, args.keep, dirs_exist_ok=True)
     results_file = args.out / "memory_1mm.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {"measurements": {}}
+    machine = {**provenance(), "cpu_count": os.cpu_count()}  # its commit: this checkout's
     results["measurements"][args.label] = {
         "commands": rows,
         "shape": list(SHAPE),
-        "commit": args.commit or git_commit(),
+        "commit": args.commit or machine["commit"],
         "package": str(Path(deepatlas.__file__).parent),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {
-            "cpu": cpu_model(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-        },
+        "machine": machine,
     }
     write_results(results, args.out)
     print((args.out / "memory_1mm.md").read_text())

@@ -1,7 +1,7 @@
 """Morphometry against the truth: do structure volumes follow the reference, and a known change?
 
 Usage:
-    python benchmarks/morphometry.py [--data ../shared/data/ixi-2mm] [--model models/brain-2mm]
+    python -m benchmarks.morphometry [--data $DEEPATLAS_DATA/ixi-2mm] [--model models/brain-2mm]
         [--atlas-subjects 6] [--atlas-atrophy 2] [--validation 10] [--atrophy-subjects 0]
         [--cache /tmp/deepatlas-morphometry.jsonl]
 
@@ -37,24 +37,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from experiment import git_commit  # noqa: E402
-from registration import cpu_model  # noqa: E402
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+from deepatlas.data.io import Volume, load_labelled
+from deepatlas.evaluation.atrophy import synthesize_atrophy
+from deepatlas.evaluation.morphometry import cohens_d
+from deepatlas.inference import load_run
+from deepatlas.inference.apply import atlas_segment_volume, segment_volume
 
-from deepatlas.data.io import Volume, load_labelled  # noqa: E402
-from deepatlas.evaluation.atrophy import synthesize_atrophy  # noqa: E402
-from deepatlas.evaluation.morphometry import cohens_d  # noqa: E402
-from deepatlas.inference import load_run  # noqa: E402
-from deepatlas.inference.apply import atlas_segment_volume, segment_volume  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ATLASES = ["IXI013-HH-1212", "IXI014-HH-1236", "IXI015-HH-1258", "IXI033-HH-1259", "IXI048-HH-1326"]
 """The first 5 ixi-2mm training subjects (splits.json order), the atlases of ``--from atlas``."""
@@ -344,9 +341,9 @@ def write_markdown(result: dict, path: Path) -> None:
     key = TARGETS + ["3rdVentricle", "Amygdala-L", "Amygdala-R"]
     key = [n for n in key if n in names]
     lines = [
-        "# Morphometry against the truth (`benchmarks/morphometry.py`)",
+        "# Morphometry against the truth (`python -m benchmarks.morphometry`)",
         "",
-        f"{result['cpu']}, {result['date']}, commit {result['commit']}, torch {result['torch']}, 1 thread, "
+        f"{provenance_line(result['machine'])} "
         f"{result['minutes']:.0f} min for the last invocation (volumes cached by earlier ones reused).",
         "",
         "Methods: `seg` = the shipped model's seg net (`morphometry --from seg`); `atlas` = `--from atlas` with 5 "
@@ -442,7 +439,7 @@ def write_figure(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "ixi-2mm"))
+    parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
     parser.add_argument("--model", default=str(ROOT / "models" / "brain-2mm"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "morphometry"))
     parser.add_argument("--atlas-subjects", type=int, default=6, help="test subjects the atlas path measures")
@@ -455,7 +452,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     bench = Bench(args)
-    result = {"cpu": cpu_model(), "date": date.today().isoformat(), "commit": git_commit(), "torch": torch.__version__}
+    result = {"machine": provenance()}  # torch's threads: 1
     result |= measure_all(bench, args)
     result["minutes"] = (time.perf_counter() - started) / 60
     out = Path(args.out)

@@ -1,9 +1,9 @@
 """Where does each method win? Per-structure test Dice of the protocol's methods, over seeds.
 
 Usage:
-    python benchmarks/per_structure.py [--out benchmarks/results/experiment-seeds] [--seeds 0 1 2]
+    python -m benchmarks.per_structure [--out benchmarks/results/experiment-seeds] [--seeds 0 1 2]
 
-Reads the committed evaluations of ``benchmarks/experiment_seeds.py`` (``seed-S/eval/*/segmentation.csv``:
+Reads the committed evaluations of ``python -m benchmarks.experiment_seeds`` (``seed-S/eval/*/segmentation.csv``:
 one row per test subject and structure), averages each structure's Dice over the test subjects and
 then over the seeds that have that evaluation, and writes ``<out>/per_structure.{md,png}``: for each
 N, every structure's Dice for the seg net alone, the joint seg net, reg-only + atlases, both joint nets
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from experiment_report import _plt  # noqa: E402
+from benchmarks.provenance import provenance, provenance_line
+from deepatlas.files import atomic_write_text
+from deepatlas.visualization.figures import pyplot
 
-from deepatlas.files import atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # column -> evaluation folder (N filled in), as benchmarks/experiment.py names them
 METHODS = {
@@ -61,6 +61,7 @@ def method_table(out: Path, seeds: list[int], n: int) -> dict[str, dict[str, flo
 
 def markdown(tables: dict[int, dict[str, dict[str, float]]], seeds: list[int]) -> str:
     lines = [f"# Test Dice per structure, mean over seeds {', '.join(map(str, seeds))} (ixi-2mm, 25 test subjects)", ""]
+    lines += [provenance_line(provenance()), ""]  # the code that tabulated them
     for n, table in tables.items():
         methods = list(table)
         order = sorted(table["seg-only"], key=lambda k: table["DeepAtlas seg net"][k] - table["seg-only"][k])
@@ -78,7 +79,7 @@ def markdown(tables: dict[int, dict[str, dict[str, float]]], seeds: list[int]) -
 
 def figure(tables: dict[int, dict[str, dict[str, float]]], path: Path) -> None:
     """A dot per method and structure, a panel per N; structures sorted by the ceiling's Dice."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 8.5), sharey=True, squeeze=False)
     for ax, (n, table) in zip(axes[0], tables.items()):
         order = sorted(table["seg-only"], key=lambda k: table.get("ceiling (all labels)", table["seg-only"])[k])

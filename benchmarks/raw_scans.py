@@ -1,11 +1,11 @@
 """Raw scans on ixi-2mm's validation split: what ``prepare`` and ``--align`` do for brains that are not pre-aligned.
 
 Usage:
-    python benchmarks/raw_scans.py [--data ../shared/data/ixi-2mm] [--model models/brain-2mm] [--out DIR]
+    python -m benchmarks.raw_scans [--data $DEEPATLAS_DATA/ixi-2mm] [--model models/brain-2mm] [--out DIR]
 
 Each validation brain is also written "raw": moved by a seeded random affine (rotations up to
 20 degrees, scalings up to 20 %, shifts up to 20 mm) onto a 1.5 mm grid with its axes swapped
-and flipped, as a scan from another scanner position would come (``tests/moved_brains.py``).
+and flipped, as a scan from another scanner position would come (``benchmarks/moved_brains.py``).
 Measured per subject, for the pre-aligned and the raw copy:
 
 - ``prepare``'s alignment to the shipped template: its score, the Dice (brain31) of the prepared
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,20 +32,19 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT))
-from registration import cpu_model  # noqa: E402
+from benchmarks.moved_brains import random_affine, write_moved
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+from deepatlas.data.io import Volume, load_image, load_label_codes
+from deepatlas.data.labels import LabelScheme
+from deepatlas.data.splits import load_splits
+from deepatlas.data.template import load_template
+from deepatlas.evaluation.metrics import dice_per_class, finite_mean
+from deepatlas.inference import load_run
+from deepatlas.inference.alignment import align_to_template, labels_to_template
+from deepatlas.inference.apply import RegistrationOptions, register_volumes, segment_volume
 
-from deepatlas.data.io import Volume, load_image, load_label_codes  # noqa: E402
-from deepatlas.data.labels import LabelScheme  # noqa: E402
-from deepatlas.data.splits import load_splits  # noqa: E402
-from deepatlas.data.template import load_template  # noqa: E402
-from deepatlas.evaluation.metrics import dice_per_class, finite_mean  # noqa: E402
-from deepatlas.inference import load_run  # noqa: E402
-from deepatlas.inference.alignment import align_to_template, labels_to_template  # noqa: E402
-from deepatlas.inference.apply import RegistrationOptions, register_volumes, segment_volume  # noqa: E402
-from tests.moved_brains import random_affine, write_moved  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def dice(scheme: LabelScheme, a: np.ndarray, b: np.ndarray) -> float:
@@ -107,7 +104,7 @@ def prepare_figure(data: Path, sid: str, template: Volume, folder: Path, path: P
     coordinates onto the template grid (no alignment), and the same scan after ``prepare``'s alignment."""
     from deepatlas.data.io import normalize_intensity
     from deepatlas.inference.geometry import resample
-    from deepatlas.visualization.figures import _plt, planes
+    from deepatlas.visualization.figures import planes, pyplot
     from deepatlas.visualization.prepare_qc import OUTLINE_LEVEL
     from deepatlas.visualization.slices import save_figure
 
@@ -121,7 +118,7 @@ def prepare_figure(data: Path, sid: str, template: Volume, folder: Path, path: P
     shape = tuple(template.array.shape)
     unaligned = resample(torch.from_numpy(normalize_intensity(raw.array))[None], raw.affine, shape, template.affine)[0]
     prepared = align_to_template(raw, template).image
-    plt, outline = _plt(), planes(normalize_intensity(template.array))
+    plt, outline = pyplot(), planes(normalize_intensity(template.array))
     fig, axes = plt.subplots(2, 3, figsize=(7.8, 5.6))
     for row, (title, image) in enumerate(
         (("raw scan, as its header places it", unaligned.numpy()), ("after prepare (affine to the template)", prepared))
@@ -159,9 +156,9 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# Raw scans: prepare and --align (ixi-2mm validation split)",
         "",
-        f"Machine: {machine['cpu']}, {machine['threads']} threads. {len(result['rows'])} validation subjects, "
+        f"{provenance_line(machine)} {len(result['rows'])} validation subjects, "
         "each also written raw (random affine: up to 20 degrees, 20 %, 20 mm; 1.5 mm grid, axes swapped and "
-        "flipped). `python benchmarks/raw_scans.py`.",
+        "flipped). `python -m benchmarks.raw_scans`.",
         "",
         "| | pre-aligned | raw |",
         "| --- | --- | --- |",
@@ -189,7 +186,7 @@ def write_markdown(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "raw_scans")
     args = parser.parse_args()
@@ -204,8 +201,7 @@ def main() -> None:
             rows.append(subject_rows(ctx, sid, ids[(k + 1) % len(ids)], k, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
     others = non_brains(ctx["template"], load_image(args.data / "images" / f"{ids[0]}.nii.gz"))
-    machine = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform()}
-    result = {"machine": machine, "summary": summarize(rows, others), "non_brains": others, "rows": rows}
+    result = {"machine": provenance(), "summary": summarize(rows, others), "non_brains": others, "rows": rows}
     (args.out / "results.json").write_text(json.dumps(result, indent=1))
     write_markdown(result, args.out / "results.md")
     print((args.out / "results.md").read_text())

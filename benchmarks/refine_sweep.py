@@ -1,13 +1,13 @@
 """Refinement settings on ixi-2mm's *validation* pairs (never test), from the shipped net's field.
 
 Usage:
-    python benchmarks/refine_sweep.py [--model models/brain-2mm] [--variants default,full10,...] [--out DIR]
+    python -m benchmarks.refine_sweep [--model models/brain-2mm] [--variants default,full10,...] [--out DIR]
 
 Pairs: each validation subject to the next (9 pairs). Each variant is a list of ``--refine``
-overrides scored as ``benchmarks/registration.py`` scores (Dice over brain31, folds and SDlogJ
+overrides scored as ``benchmarks.registration`` scores (Dice over brain31, folds and SDlogJ
 in the fixed brain, median seconds per pair in process after one warm-up pair). Rows are
 appended to ``<out>/refine_sweep.jsonl`` as they finish (a variant already there is skipped:
-the sweep resumes) and summarised in ``<out>/refine_sweep.md`` with the CPU model. Time it
+the sweep resumes) and summarised in ``<out>/refine_sweep.md`` with the CPU model and commit. Time it
 alone on the machine.
 """
 
@@ -18,8 +18,10 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 VARIANTS = {
     "default (2x 20 + full 5 steps)": [],
@@ -99,9 +101,7 @@ def change_contrast(registrar, kind: str):
 
 
 def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None:
-    import registration as bench
-    from experiment import git_commit
-
+    from benchmarks import registration as bench
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import load_splits
@@ -123,11 +123,17 @@ def measure(args: argparse.Namespace, names: list[str], rows_file: Path) -> None
                 registrar = change_contrast(registrar, kind)
         bench.run_method(registrar, pairs[:1], volumes, classes, scheme)  # warm-up
         result = bench.run_method(registrar, pairs, volumes, classes, scheme)
-        row = {"name": name, "overrides": VARIANTS[name], "cpu": bench.cpu_model(), "commit": git_commit()}
+        row = {"name": name, "overrides": VARIANTS[name], "machine": provenance()}
         row |= {k: result[k] for k in ("dice", "dice_sd", "folds_pct", "sdlogj", "seconds_per_pair")}
         with rows_file.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+
+
+def recorded(row: dict, key: str) -> str:
+    """A row's CPU or commit: its ``machine`` record, or the flat keys of rows written before it."""
+    value = row["machine"][key] if "machine" in row else row.get(key, "unknown")
+    return value[:12] if key == "commit" and len(value) >= 40 else value  # older rows: the full hash
 
 
 def write_table(rows_file: Path, path: Path) -> None:
@@ -135,8 +141,8 @@ def write_table(rows_file: Path, path: Path) -> None:
     lines = [
         "# Refinement settings, ixi-2mm validation pairs (9), from the shipped net",
         "",
-        f"Machine: {', '.join(sorted({r['cpu'] for r in rows}))}, 2 threads. `python benchmarks/refine_sweep.py`. "
-        f"Commit {', '.join(sorted({r.get('commit', 'unknown')[:12] for r in rows}))}.",
+        f"Machine: {', '.join(sorted({recorded(r, 'cpu') for r in rows}))}, 2 threads. "
+        f"`python -m benchmarks.refine_sweep`. Commit {', '.join(sorted({recorded(r, 'commit') for r in rows}))}.",
         "",
         "| variant | Dice | folds % | SDlogJ | s / pair |",
         "| --- | --- | --- | --- | --- |",
@@ -150,7 +156,7 @@ def write_table(rows_file: Path, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--variants", help="comma-separated names (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")

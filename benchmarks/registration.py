@@ -1,7 +1,7 @@
 """Registration on ixi-2mm test pairs: accuracy against seconds per pair, every method scored alike.
 
 Usage:
-    python benchmarks/registration.py [--model models/brain-2mm] [--split test] [--pairs 24] [--ants quick]
+    python -m benchmarks.registration [--model models/brain-2mm] [--split test] [--pairs 24] [--ants quick]
 
 Pairs: each subject of the split to the next one (``--pairs`` of them, in split order).
 Methods (each a registrar ``(moving, fixed, moving_labels) -> Registration`` scored by the
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import command_line, provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # name -> refinement overrides (None: the net alone); "zero:" rows start from the identity
 BUDGETS = {
@@ -57,25 +58,6 @@ BASELINE_SETTINGS = [
     "smoothing=2",
     "anatomy_weight=0",
 ]
-
-
-def cpu_model() -> str:
-    """The CPU's name, family/model and whether it has native bf16: virtual machines often report
-    a bare "AMD EPYC", which hides a Zen 3 (no bf16, ~1.3x slower steps) from a Zen 5."""
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break  # the first processor is enough
-            key, _, value = line.partition(":")
-            info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    if "model name" not in info:
-        return platform.processor() or "unknown"
-    flags = set(info.get("flags", "").split())
-    bf16 = "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no bf16"
-    return f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, {bf16})"
 
 
 def score(warped_labels: np.ndarray, jacobian: np.ndarray, fixed_classes: np.ndarray, scheme) -> dict:
@@ -210,8 +192,7 @@ def write_tables(results: dict, out: Path) -> None:
     lines = [
         f"# Registration, ixi-2mm {results['split']} pairs ({results['num_pairs']} consecutive pairs)",
         "",
-        f"Machine: {results['machine']['cpu']}, {results['machine']['threads']} threads. "
-        f"Commit {results['commit']}. Command: `{results['command']}`",
+        f"{provenance_line(results['machine'])} Command: `{results['command']}`",
         "",
         "| method | Dice | sd | folds % (brain) | SDlogJ | s / pair |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -234,7 +215,7 @@ def write_tables(results: dict, out: Path) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--split", default="test")
     parser.add_argument("--pairs", type=int, default=24, help="how many consecutive pairs (default 24)")
@@ -280,7 +261,7 @@ def identity_method(pairs, volumes, classes, scheme) -> dict:
 
 def make_registrars(run, ants: list[str]) -> dict:
     """Every method timed in process: the baseline, the refinement budgets, diffeomorphic, ANTs."""
-    import ants_syn
+    from benchmarks import ants_syn
 
     registrars = {BASELINE: pipeline_registrar(run, BASELINE_SETTINGS, use_net=False)}
     registrars.update({name: pipeline_registrar(run, overrides) for name, overrides in BUDGETS.items()})
@@ -318,7 +299,6 @@ def main() -> int:
     args = parse_args()
     warnings.filterwarnings("ignore")
     import torch
-    from experiment import git_commit
 
     from deepatlas.inference import load_run
 
@@ -333,14 +313,12 @@ def main() -> int:
         print(f"[{time.strftime('%H:%M:%S')}] command line", flush=True)
         methods["deepatlas register (command line, default)"] = run_cli(args.model, *data, [])
     results = {
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
-        "commit": git_commit(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": command_line(),
         "split": args.split,
         "num_pairs": len(pairs),
         "model": str(args.model),
         "refine_defaults": run.config.refine.__dict__,
-        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "platform": platform.platform()},
+        "machine": provenance(),
         "wall_minutes": round((time.time() - started) / 60, 1),
         "methods": methods,
     }

@@ -1,14 +1,14 @@
 """How step time and memory grow with the volume and the batch (shipped defaults).
 
 Usage:
-    python benchmarks/scaling.py [--data ../shared/data/ixi-2mm] [--repeats 3]
+    python -m benchmarks.scaling [--data $DEEPATLAS_DATA/ixi-2mm] [--repeats 3]
 
 Each configuration runs in a fresh process (so its peak memory is its own) on 8
 ixi-2mm subjects (3 labelled) resampled to the size under test (trilinear images,
 nearest-neighbour labels): one warm-up, then the median of ``--repeats`` registration
 steps and segmentation steps (pair groups drawn as in training), and the median
 time of inference (one pair registered, one image segmented, no gradients).
-Writes ``benchmarks/results/scaling.{json,md}``.
+Writes ``benchmarks/results/scaling.{json,md}`` with the CPU model and commit.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -24,6 +23,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
+
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = [(40, 48, 40), (80, 96, 80), (160, 192, 160)]
@@ -84,7 +86,7 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
 def main() -> int:
     # ~70 lines on purpose: the protocol read top to bottom (one fresh process per configuration)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--single", help=argparse.SUPPRESS)
@@ -103,7 +105,8 @@ def main() -> int:
         proc = subprocess.run(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                "benchmarks.scaling",
                 "--single",
                 json.dumps([shape, batch]),
                 "--data",
@@ -120,7 +123,7 @@ def main() -> int:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     ref = next(r for r in results if r["shape"] == list(SHAPES[1]) and r["batch"] == 2)
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": {**provenance(), "cpu_count": os.cpu_count()},
         "repeats": args.repeats,
         "reference": "80x96x80, batch 2",
         "results": results,
@@ -147,7 +150,8 @@ def main() -> int:
     (args.out / "scaling.md").write_text(
         f"# Scaling: step time and memory against volume and batch (median of {args.repeats}, "
         f"{os.cpu_count()} CPU cores)\n\n'voxels vs ref' is the work (voxels x pairs) relative to 80x96x80 "
-        f"with 2 pairs; linear growth means the time ratios equal it.\n\n{table}\n"
+        f"with 2 pairs; linear growth means the time ratios equal it.\n\n{provenance_line(report['machine'])}\n\n"
+        f"{table}\n"
     )
     print(table)
     return 0

@@ -1,7 +1,7 @@
 """Training step time and peak memory: this project's defaults vs the MONAI tutorial's networks.
 
 Usage:
-    python benchmarks/step_time.py [--data ../shared/data/ixi-2mm] [--repeats 5]
+    python -m benchmarks.step_time [--data $DEEPATLAS_DATA/ixi-2mm] [--repeats 5]
 
 Times one registration step per pair group and one segmentation step per group
 (2 pairs each, 80x96x80 ixi-2mm volumes, 31 structures + background), median of
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import resource
 import statistics
 import subprocess
@@ -42,9 +42,10 @@ import time
 import warnings
 from pathlib import Path
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from registration import cpu_model  # noqa: E402
 
 CONFIGS = (
     "deepatlas",
@@ -123,7 +124,7 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
 def main() -> int:
     # ~65 lines on purpose: the protocol read top to bottom (one fresh process per configuration)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -139,7 +140,8 @@ def main() -> int:
     for name in args.configs:
         print(f"timing {name} ...", flush=True)
         proc = subprocess.run(
-            [sys.executable, __file__, "--single", name, "--data", str(args.data), "--repeats", str(args.repeats)],
+            [sys.executable, "-m", "benchmarks.step_time", "--single", name, "--data", str(args.data)]
+            + ["--repeats", str(args.repeats)],
             capture_output=True,
             text=True,
             check=True,
@@ -147,7 +149,7 @@ def main() -> int:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = next((r for r in results if r["config"] == "tutorial"), results[0])
     report = {
-        "machine": {"cpu": cpu_model(), "cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {**provenance(), "cpu_count": os.cpu_count()},
         "shape": [80, 96, 80],
         "pairs_per_step": 2,
         "repeats": args.repeats,
@@ -193,7 +195,7 @@ def main() -> int:
     table = "\n".join(lines)
     (args.out / "step_time.md").write_text(
         f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n"
-        f"Machine: {report['machine']['cpu']} (bf16 autocast where the CPU has native bf16).\n\n{table}\n"
+        f"{provenance_line(report['machine'])} bf16 autocast where the CPU has native bf16.\n\n{table}\n"
     )
     print(table)
     return 0

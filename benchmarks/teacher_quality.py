@@ -1,7 +1,7 @@
 """How good and how dear are teachers? Dice of teacher label maps against true labels, and seconds each.
 
 Usage:
-    python benchmarks/teacher_quality.py RUN [--data ../shared/data/ixi-2mm] [--labelled 5] [--targets 10]
+    python -m benchmarks.teacher_quality RUN [--data $DEEPATLAS_DATA/ixi-2mm] [--labelled 5] [--targets 10]
 
 A teacher is a labelled training image's labels warped onto an unlabelled image by the reg net
 of ``RUN`` (a run folder: its ``last`` checkpoint, e.g. a DeepAtlas run stopped after its reg
@@ -9,7 +9,7 @@ pre-training) and the refinement; with ``teachers.atlases`` > 1 several warps ar
 weighted vote (``training/teachers.py``). Each recipe here teaches the validation subjects
 (their labels are known, so the teacher's Dice can be measured) from the ``--labelled`` atlases
 that training with ``data.seed=0`` draws. Writes
-``benchmarks/results/tuning/teacher_quality.{json,md}`` with the CPU model; run it alone.
+``benchmarks/results/tuning/teacher_quality.{json,md}`` with the CPU model and commit; run it alone.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # name -> (atlases per teacher, refine overrides)
 RECIPES = {
@@ -64,14 +65,12 @@ def teach(run, data, recipe: tuple[int, list[str]], targets: list[int]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--labelled", type=int, default=5)
     parser.add_argument("--targets", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-
-    from registration import cpu_model
 
     from deepatlas.config import load_config
     from deepatlas.data import prepare_data
@@ -88,18 +87,19 @@ def main() -> int:
         results[name] = teach(run, data, recipe, targets)
         print(name, results[name], flush=True)
     shown = args.run.resolve().relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run
+    machine = provenance()
     lines = [
         f"# Teacher quality (ixi-2mm validation subjects as unlabelled images, {args.labelled} atlases)",
         "",
-        f"Machine: {cpu_model()}, {torch.get_num_threads()} threads; reg net: `{shown}` (last); "
-        f"{len(targets)} targets; {time.strftime('%Y-%m-%d')}.",
+        f"{provenance_line(machine)} Reg net: `{shown}` (last); {len(targets)} targets.",
         "",
         "| recipe | teacher Dice | s / teacher |",
         "| --- | --- | --- |",
         *(f"| {k} | {v['dice']:.3f} | {v['seconds_per_teacher']:.2f} |" for k, v in results.items()),
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "teacher_quality.json").write_text(json.dumps({"run": str(shown), **results}, indent=1))
+    record = {"run": str(shown), "machine": machine, **results}
+    (args.out / "teacher_quality.json").write_text(json.dumps(record, indent=1))
     (args.out / "teacher_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

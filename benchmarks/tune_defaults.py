@@ -1,13 +1,13 @@
 """Choosing defaults on ixi-2mm's *validation* split (never the test split).
 
 Usage:
-    python benchmarks/tune_defaults.py SWEEP [--data ../shared/data/ixi-2mm] [--out benchmarks/results/tuning]
+    python -m benchmarks.tune_defaults SWEEP [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/tuning]
 
 Each sweep is a list of named variants (config overrides) trained from the same
 seed on the train split and evaluated on the validation split: segmentation Dice
 (31 structures), registration Dice (each validation subject to the next), folds.
 Results are appended to ``<out>/<sweep>.jsonl`` as each variant finishes and
-summarised in ``<out>/<sweep>.md``.
+summarised in ``<out>/<sweep>.md``, each with the CPU model and commit.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from benchmarks.paths import data_root
+from benchmarks.provenance import provenance, provenance_line
+from deepatlas.recipes import RECIPES
 
-from deepatlas.recipes import RECIPES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE = ["data.unknown_labels=background", "schedule.val_every=0", "schedule.checkpoint_every=100000"]
 # every sweep was measured without augmentation unless a variant turns it on (the default became
@@ -346,9 +347,6 @@ def score(name: str, overrides: list[str], run_dir: Path, validation, seconds: f
 
 def write_table(log: Path, out: Path) -> None:
     """``<sweep>.md``: every record of ``log`` (``<sweep>.jsonl``) as one table row."""
-    import torch
-    from registration import cpu_model
-
     records = [json.loads(line) for line in log.read_text().splitlines()]
     lines = [
         "| variant | seg Dice | reg Dice | reg Dice before | folds (%) | train s | steps |",
@@ -366,12 +364,14 @@ def write_table(log: Path, out: Path) -> None:
         if best:
             lines[-1] += f" {r['best_seg_dice']:.3f} ({r['best_step']}) |" if "best_seg_dice" in r else " - |"
     out.write_text(
-        f"# Sweep {log.stem} (ixi-2mm validation split)\n\nMachine: {cpu_model()}, "
-        f"{torch.get_num_threads()} threads.\n\n" + "\n".join(lines) + "\n"
+        f"# Sweep {log.stem} (ixi-2mm validation split)\n\n{provenance_line(provenance())}\n\n"
+        + "\n".join(lines)
+        + "\n"
     )
 
 
 def append(log: Path, record: dict) -> None:
+    record = {**record, "machine": provenance()}
     with log.open("a") as handle:
         handle.write(json.dumps(record) + "\n")
     print(json.dumps(record), flush=True)
@@ -381,7 +381,7 @@ def main() -> int:
     # the sweep protocol read top to bottom (train, evaluate, append, tabulate)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", choices=sorted(SWEEPS))
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ixi-2mm")
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
     parser.add_argument("--only", nargs="+", default=[], help="run only these variants")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""The protocol's summary over seeds (benchmarks/experiment_seeds.summarise) on hand-made results:
+"""The protocol's summary over seeds (benchmarks.experiment_seeds.summarise) on hand-made results:
 seeds that lack a row, subjects paired within their own seed. No data, no training."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import experiment_seeds  # noqa: E402
+from benchmarks import experiment_seeds
 
 JOINT = "DeepAtlas suggested recipe (seg net)"
 FUSED = "DeepAtlas suggested recipe (seg net + reg net + atlas)"
@@ -75,7 +74,7 @@ def test_summary_warns_when_trainings_ran_on_different_cpus(two_seeds):
 
 
 def test_per_structure_averages_subjects_then_finished_seeds(tmp_path, monkeypatch):
-    import per_structure
+    from benchmarks import per_structure
 
     values = {  # seed -> evaluation folder -> (structure A, structure B) Dice of its two test subjects
         0: {"seg-only-n1": ((0.5, 0.7), (0.8, 0.8)), "suggested-n1": ((0.7, 0.9), (0.8, 0.8))},
@@ -103,7 +102,7 @@ def test_per_structure_averages_subjects_then_finished_seeds(tmp_path, monkeypat
 
 
 def test_structure_weights_pick_each_structures_best_weight_over_subjects():
-    import fusion_weight
+    from benchmarks import fusion_weight
 
     nan = float("nan")
     per_class = {  # subject -> weight -> Dice of structures 1, 2, 3 (3 absent everywhere)
@@ -122,8 +121,7 @@ def _seed_args(**changes) -> argparse.Namespace:
 
 
 def test_augmented_protocol_reaches_every_seg_net_and_not_reg_only(tmp_path):
-    import experiment
-
+    from benchmarks import experiment
     from deepatlas.config import load_config
 
     # experiment_seeds hands --augment on to each seed; the first trains the ceiling unless told not to
@@ -134,7 +132,7 @@ def test_augmented_protocol_reaches_every_seg_net_and_not_reg_only(tmp_path):
     first = experiment_seeds.seed_command(_seed_args(reg_only_run=shared, no_ceiling=True), 0, tmp_path)
     assert first[first.index("--reg-only-run") + 1] == str(shared) and "--ceiling" not in first
     assert "--augment" not in first
-    # experiment.py: the seg nets' configs augment, reg-only's and an unaugmented protocol's do not
+    # benchmarks.experiment: the seg nets' configs augment, reg-only's and an unaugmented protocol's do not
     preset = dict(experiment.PRESETS["smoke"], augment=True)
     for method in ("seg-only", "suggested", "ceiling"):
         overrides = experiment.method_overrides(method, preset) + experiment.seg_net_flags(method, preset)

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.skipif(
 
 def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     out = tmp_path / "experiment"
-    command = [sys.executable, str(ROOT / "benchmarks" / "experiment.py"), "--smoke", "--no-ants"]
+    command = [sys.executable, "-m", "benchmarks.experiment", "--smoke", "--no-ants"]
     command += ["--budget-minutes", "0.15", "--data", str(IXI), "--out", str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
+    assert results["machine"]["cpu"] and results["machine"]["commit"]
     methods = [r["method"] for r in results["rows"]]
     assert methods == [
         "seg-only",
@@ -49,7 +50,7 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     # evaluation and example panel in the committed files and only rewrites the report
     shutil.rmtree(out / "runs")
     assert json.loads((out / "trainings" / "reg-only.json").read_text())["steps"] > 0
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "training" not in again.stdout.split("# DeepAtlas")[0] and not (out / "runs").exists()
     rerun = json.loads((out / "results.json").read_text())
@@ -59,16 +60,16 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     # an evaluation added after a training whose run folder is gone is left out, not retrained for
     fused = next(r["eval"] for r in results["rows"] if r["method"] == "DeepAtlas (seg net + reg net + atlas)")
     shutil.rmtree(out / "eval" / fused)
-    third = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert third.returncode == 0 and "training" not in third.stdout.split("# DeepAtlas")[0], third.stderr[-2000:]
     assert len(json.loads((out / "results.json").read_text())["rows"]) == len(results["rows"]) - 1
 
 
 def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
     out = tmp_path / "seeds"
-    command = [sys.executable, str(ROOT / "benchmarks" / "experiment_seeds.py"), "--smoke", "--no-ants"]
+    command = [sys.executable, "-m", "benchmarks.experiment_seeds", "--smoke", "--no-ants"]
     command += ["--seeds", "0", "1", "--budget-minutes", "0.1", "--data", str(IXI), "--out", str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     # reg-only sees no labels: seed 1 segments with its own atlases but seed 0's trained net,
     # packaged into seed 0's committed models folder
@@ -106,7 +107,8 @@ def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "registration.py"),
+            "-m",
+            "benchmarks.registration",
             "--pairs",
             "1",
             "--ants",
@@ -120,6 +122,7 @@ def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
         capture_output=True,
         text=True,
         timeout=900,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
@@ -135,13 +138,14 @@ def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
 def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tmp_path):
     """The seg net weight sweep on phantoms: weight 0 is the atlases alone, a huge weight the seg net alone."""
     out = tmp_path / "fusion"
-    command = [sys.executable, str(ROOT / "benchmarks" / "fusion_weight.py"), str(trained_2d), "--data"]
+    command = [sys.executable, "-m", "benchmarks.fusion_weight", str(trained_2d), "--data"]
     command += [str(phantoms_2d), "--weights", "0", "1", "1e9", "inf", "--out", str(out), "--per-structure"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     record = json.loads((out / "fusion_weight.json").read_text())
     mean = record["runs"][str(trained_2d)]["mean"]
-    assert set(mean) == {"0.0", "1.0", "1000000000.0", "inf"} and record["machine"]
+    assert set(mean) == {"0.0", "1.0", "1000000000.0", "inf"}
+    assert record["machine"]["cpu"] and record["machine"]["commit"]
     assert mean["1000000000.0"] == pytest.approx(mean["inf"])
     assert all(0 < v <= 1 for v in mean.values())
     assert "seg net alone" in (out / "fusion_weight.md").read_text()

@@ -99,6 +99,12 @@ class RunFolder:
         return self.root / "template.nii.gz"
 
     @property
+    def volume_range(self) -> Path:
+        """The training labels' structure volumes (:mod:`deepatlas.evaluation.volume_range`): morphometry
+        flags a volume outside them. Absent with few labelled training images, and in runs made before it."""
+        return self.root / "volume_range.json"
+
+    @property
     def best_validation(self) -> Path:
         return self.root / "best_validation.json"
 

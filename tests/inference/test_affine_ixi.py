@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.moved_brains import label_dice, random_affine, write_moved
 from deepatlas.cli.main import main
 from deepatlas.data.io import load_image, load_label_codes
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.splits import load_splits
 from tests.conftest import IXI
-from tests.moved_brains import label_dice, random_affine, write_moved
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "brain-2mm"
 pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates
 
+from benchmarks.moved_brains import random_affine, write_moved
 from deepatlas import options
 from deepatlas.cli.main import main
 from deepatlas.data.io import Volume, load_image, save_volume
@@ -15,7 +16,6 @@ from deepatlas.data.splits import load_splits
 from deepatlas.data.template import load_template
 from deepatlas.inference.alignment import align_to_template
 from tests.conftest import IXI
-from tests.moved_brains import random_affine, write_moved
 
 HEADS = IXI.parent / "ixi-heads" / "images"
 MODEL = Path(__file__).resolve().parents[2] / "models" / "brain-2mm"

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from benchmarks.moved_brains import label_dice, random_affine, write_moved
 from deepatlas import options
 from deepatlas.cli.main import main
 from deepatlas.data.errors import DataError
@@ -21,7 +22,6 @@ from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import find_subjects
 from deepatlas.inference.prepare_dataset import PrepareSettings, find_raw_subjects
 from tests.conftest import IXI
-from tests.moved_brains import label_dice, random_affine, write_moved
 
 needs_ixi = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
 SUBJECTS = ("IXI012-HH-1211", "IXI057-HH-1342")  # validation split

@@ -16,6 +16,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from benchmarks.moved_brains import label_dice, random_affine, write_moved
 from deepatlas.cli.main import main
 from deepatlas.data.io import Volume, load_image, load_label_codes, save_volume
 from deepatlas.data.labels import LabelScheme
@@ -24,7 +25,6 @@ from deepatlas.inference.apply import AffineStageReport, Registration
 from deepatlas.inference.geometry import resample
 from deepatlas.inference.outputs import registration_paths, write_registration
 from tests.conftest import IXI
-from tests.moved_brains import label_dice, random_affine, write_moved
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "brain-2mm"
 LPS = np.diag([-1.0, -1.0, 1.0])

@@ -11,7 +11,7 @@ from deepatlas.registration import build_pipeline
 from deepatlas.training.run import train
 from deepatlas.training.synthesis import GAIN_RANGE, class_statistics, match_appearance
 from deepatlas.training.teachers import TeacherCache
-from tests.conftest import IXI, real_brains_4mm, tiny_config
+from tests.conftest import real_brains_4mm, tiny_config
 
 
 def _blocks() -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,9 +52,7 @@ def test_appearance_takes_the_target_contrast_and_keeps_the_texture():
 
 
 @pytest.fixture(scope="module")
-def brains():
-    if not (IXI / "splits.json").exists():
-        pytest.skip(f"real data not found at {IXI}")
+def brains(ixi):
     return real_brains_4mm(3)
 
 

@@ -21,6 +21,7 @@ TEMPLATE_HELP = (
 
 def cmd_morphometry(args: argparse.Namespace) -> int:
     from deepatlas.evaluation.morphometry import check_atlases, measure_subject, plan_morphometry, prepare, summarize
+    from deepatlas.evaluation.volume_range import read_volume_range
     from deepatlas.visualization.morphometry import morphometry_figures
 
     if args.source == "atlas" and not args.atlas:
@@ -36,7 +37,8 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
         prepare(plan, args.overwrite)
         loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
         run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
-        result = summarize(plan, run.scheme, run.config.data.unknown_labels)
+        ranges = read_volume_range(run.folder.volume_range)
+        result = summarize(plan, run.scheme, run.config.data.unknown_labels, ranges)
         morphometry_figures(result, plan.output)
     print(
         f"{len(plan.subjects)} subject(s) in {plan.output}/: volumes.csv (mm^3), <id>_{plan.suffix}.nii.gz, "

@@ -19,10 +19,13 @@ For each subject image:
   - ``template_mm3``: ``mm3`` divided by the subject's scale relative to the template, the mean Jacobian
     determinant of its registration to the template over the template's foreground (its brain volume
     over the template's): volumes with brain size removed, for comparisons where head size is a nuisance;
-  - ``atlas_mm3`` and ``flag``: only when atlases are given with the seg net (``--from seg --atlas ...``),
-    which also writes ``<id>_atlas_seg.nii.gz``: the atlases' volume of the structure, and ``disagree``
-    when |seg - atlas| / mean(seg, atlas) exceeds the structure's margin (:data:`FLAG_MARGINS`, the 95th
-    percentile on validation brains with 5 atlases): a volume to check by eye. Empty otherwise.
+  - ``atlas_mm3``: only when atlases are given with the seg net (``--from seg --atlas ...``), which also
+    writes ``<id>_atlas_seg.nii.gz``: the atlases' volume of the structure. Empty otherwise;
+  - ``flag``: empty, or ``;``-joined reasons to check a volume by eye: ``disagree`` (with atlases) when
+    |seg - atlas| / mean(seg, atlas) exceeds the structure's margin (:data:`FLAG_MARGINS`, the 95th
+    percentile on validation brains with 5 atlases); ``above_training`` / ``below_training`` when ``mm3``
+    lies outside the run's training volumes (:mod:`deepatlas.evaluation.volume_range`; runs trained with
+    enough labelled images), where a seg net tends to saturate toward the range it learned.
 
   Limits: at 2 mm a voxel is 8 mm^3 and a hippocampus some 700 voxels, many of them on its boundary:
   small structures' volumes, and changes smaller than a voxel at a structure's surface, follow the truth
@@ -62,6 +65,7 @@ from deepatlas.data.errors import DataError
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity, save_volume
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import subject_id
+from deepatlas.evaluation.volume_range import join_flags, range_flag, read_volume_range
 from deepatlas.files import atomic_write_csv
 from deepatlas.inference.apply import atlas_segment_volume, read_atlases, register_volumes, segment_volume
 from deepatlas.inference.geometry import resample
@@ -400,13 +404,17 @@ def group_differences(volumes: list[dict], groups: dict[str, list[str]]) -> list
     return rows
 
 
-def summarize(plan: MorphometryPlan, scheme: LabelScheme, unknown: str = "error") -> MorphometryResult:
+def summarize(
+    plan: MorphometryPlan, scheme: LabelScheme, unknown: str = "error", ranges: dict | None = None
+) -> MorphometryResult:
     """Read the subjects' label maps and log-Jacobian maps back; write ``volumes.csv`` and, with
     groups, ``group_differences.csv`` and ``logjac_difference.nii.gz`` (second - first group).
-    ``unknown``: as :func:`structure_volumes` (atlas codes outside ``scheme`` that were let through)."""
+    ``unknown``: as :func:`structure_volumes` (atlas codes outside ``scheme`` that were let through);
+    ``ranges``: the run's training volumes (:func:`deepatlas.evaluation.volume_range.read_volume_range`),
+    which flag volumes outside them."""
     template = load_image(plan.template)
     mask = foreground(torch.from_numpy(normalize_intensity(template.array))[None, None])[0, 0].numpy()
-    volumes = [r for s in plan.subjects for r in subject_rows(plan, s, scheme, unknown, mask)]
+    volumes = [r for s in plan.subjects for r in subject_rows(plan, s, scheme, unknown, mask, ranges)]
     atomic_write_csv(plan.output / "volumes.csv", volumes)
     groups = plan.groups or {"all": list(plan.subjects)}
     means = {g: sum(_read_map(plan.logjac_path(s)) for s in members) / len(members) for g, members in groups.items()}
@@ -420,10 +428,12 @@ def summarize(plan: MorphometryPlan, scheme: LabelScheme, unknown: str = "error"
     return result
 
 
-def subject_rows(plan: MorphometryPlan, subject: str, scheme: LabelScheme, unknown: str, mask: np.ndarray) -> list:
+def subject_rows(
+    plan: MorphometryPlan, subject: str, scheme: LabelScheme, unknown: str, mask: np.ndarray, ranges: dict | None
+) -> list:
     """One subject's rows of ``volumes.csv`` (the columns: the module doc): its structures, ``brain`` and
     ``foreground``; ``template_mm3`` divides by the subject's scale, the mean Jacobian determinant of its map
-    over the template's foreground ``mask``; with ``plan.cross_check``, the atlases' volumes and the flag."""
+    over the template's foreground ``mask``; with ``plan.cross_check``, the atlases' volumes; the flags."""
     rows = structure_volumes(subject, load_label_codes(plan.labels_path(subject)), scheme, unknown)
     # heads were refused by measure_subject already: brain_image's check would label the image twice
     size = foreground_ml(load_image(plan.images[plan.subjects.index(subject)])) * 1000
@@ -436,10 +446,11 @@ def subject_rows(plan: MorphometryPlan, subject: str, scheme: LabelScheme, unkno
         atlas = {r["structure"]: r["mm3"] for r in atlas}
     for row in rows:
         row["template_mm3"] = round(row["mm3"] / scale, 3)
-        row["atlas_mm3"], row["flag"] = "", ""
+        row["atlas_mm3"], disagree = "", ""
         if atlas is not None and row["structure"] in atlas:
             row["atlas_mm3"] = atlas[row["structure"]]
-            row["flag"] = disagreement_flag(row["structure"], row["mm3"], atlas[row["structure"]])
+            disagree = disagreement_flag(row["structure"], row["mm3"], atlas[row["structure"]])
+        row["flag"] = join_flags(disagree, range_flag(row["structure"], row["mm3"], ranges))
     return rows
 
 
@@ -468,4 +479,5 @@ def morphometry(run: TrainedRun, plan: MorphometryPlan, overwrite: bool = False)
     prepare(plan, overwrite)
     for job in plan.jobs():
         measure_subject(run, job)
-    return summarize(plan, run.scheme, run.config.data.unknown_labels)
+    ranges = read_volume_range(run.folder.volume_range)
+    return summarize(plan, run.scheme, run.config.data.unknown_labels, ranges)

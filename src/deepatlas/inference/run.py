@@ -42,6 +42,11 @@ class TrainedRun:
         if self.pipeline is None:
             self.set_refinement(self.config.refine)
 
+    @property
+    def folder(self) -> RunFolder:
+        """The run folder of the checkpoint (``path`` is ``<run>/checkpoints/<name>.pt``)."""
+        return RunFolder(self.path.parent.parent)
+
     def set_refinement(self, refine: RefineConfig | None) -> None:
         """Register with these refinement settings from now on; ``None``: the net alone."""
         if refine is None:

@@ -16,6 +16,7 @@ from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.prepare import TrainingData, prepare_data
 from deepatlas.device import select_device
+from deepatlas.evaluation.volume_range import volume_range
 from deepatlas.files import FolderBusyError, folder_lock, remove_orphans
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.distributed import World, world_from_env
@@ -159,6 +160,11 @@ def _write_run_description(folder: RunFolder, config: Config, data: TrainingData
             "affine": np.asarray(data.train.affines[0]).tolist(),
         },
     )
+    labelled = data.train.labels[data.train.has_label].numpy()[:, 0]
+    voxel = abs(float(np.linalg.det(np.asarray(data.train.affines[0])[:3, :3])))
+    ranges = volume_range(labelled, voxel, data.scheme.names)
+    if ranges is not None:
+        folder.write_json(folder.volume_range, ranges)
 
 
 def _fit(trainer: Trainer, folder: RunFolder, max_steps: int | None) -> dict:

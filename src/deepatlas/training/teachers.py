@@ -125,7 +125,10 @@ class TeacherCache:
         self.seconds = float(state["seconds"])
         kept = state.get("synthetic_positions", torch.zeros(0, dtype=torch.long)).tolist()
         self.synthetic = {
-            i: (state["synthetic_images"][k].to("cpu", torch.float16), state["synthetic_labels"][k].to("cpu", self.dtype))
+            i: (
+                state["synthetic_images"][k].to("cpu", torch.float16),
+                state["synthetic_labels"][k].to("cpu", self.dtype),
+            )
             for k, i in enumerate(kept)
         }
 

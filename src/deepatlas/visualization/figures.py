@@ -11,7 +11,9 @@ from deepatlas.visualization.slices import save_figure
 PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: figures are written, never shown (no display
+    needed), and matplotlib is imported only when a figure is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,7 +36,7 @@ def slices_figure(
     num_classes: int | None = None,
 ) -> Path:
     """Rows: the named images; columns: planes. With ``labels`` (same names), class overlays."""
-    plt = _plt()
+    plt = pyplot()
     names = list(images)
     cols = list(planes(images[names[0]]))
     fig, axes = plt.subplots(len(names), len(cols), figsize=(2.6 * len(cols), 2.6 * len(names)), squeeze=False)
@@ -68,7 +70,7 @@ def slices_figure(
 def grid_figure(displacement_vox: np.ndarray, background: np.ndarray, path: Path, spacing: int = 4) -> Path:
     """The deformation as a warped grid: lines of a regular grid pulled through the displacement
     (voxel units, ``dims x *shape``), drawn in each plane over the fixed image."""
-    plt = _plt()
+    plt = pyplot()
     dims = displacement_vox.shape[0]
     shape = displacement_vox.shape[1:]
     coords = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
@@ -99,7 +101,7 @@ def grid_figure(displacement_vox: np.ndarray, background: np.ndarray, path: Path
 
 def jacobian_figure(jacobian: np.ndarray, path: Path) -> Path:
     """Jacobian determinant per plane: blue = compression, red tones = expansion, solid red = fold (J <= 0)."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import ListedColormap, TwoSlopeNorm
 
     shown = planes(jacobian)
@@ -118,7 +120,7 @@ def jacobian_figure(jacobian: np.ndarray, path: Path) -> Path:
 
 def curves_figure(metrics_file: Path, path: Path) -> Path:
     """Training losses per phase (running median) and validation Dice against the step."""
-    plt = _plt()
+    plt = pyplot()
     from deepatlas.training.logger import read_metrics
 
     records = read_metrics(Path(metrics_file))  # a run killed mid-append has a cut last line

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from deepatlas.evaluation.morphometry import SUMMARY_ROWS, MorphometryResult
-from deepatlas.visualization.figures import _plt, planes
+from deepatlas.visualization.figures import planes, pyplot
 from deepatlas.visualization.slices import save_figure
 
 
@@ -31,19 +31,27 @@ def _logjac_row(axes, logjac: np.ndarray, template: np.ndarray, limit: float, na
 
 
 def _volume_strips(ax, result: MorphometryResult) -> None:
-    """Volumes (mm^3, log axis) per structure, one point per subject, groups side by side, bars at the means."""
+    """Volumes (mm^3, log axis) per structure, one point per subject, groups side by side, bars at the
+    means; a flagged volume (``volumes.csv``'s ``flag``: check it by eye) ringed in red."""
     structures = [s for s in dict.fromkeys(r["structure"] for r in result.volumes) if s not in SUMMARY_ROWS]
     volume = {(r["subject"], r["structure"]): r["mm3"] for r in result.volumes}
+    flagged = {(r["subject"], r["structure"]) for r in result.volumes if r.get("flag")}
     width = 0.8 / len(result.groups)
     rng = np.random.default_rng(0)
+    ringed = False
     for g, (name, members) in enumerate(result.groups.items()):
         colour = f"C{g}"
         for i, structure in enumerate(structures):
             x = i - 0.4 + width * (g + 0.5)
-            values = np.array([volume[(s, structure)] for s in members], dtype=float)
-            values = values[values > 0]  # a log axis cannot show empty structures
-            jitter = rng.uniform(-width / 4, width / 4, values.size)
-            ax.scatter(x + jitter, values, s=10, color=colour, label=name if i == 0 else None)
+            shown = [s for s in members if volume[(s, structure)] > 0]  # a log axis cannot show empty structures
+            values = np.array([volume[(s, structure)] for s in shown], dtype=float)
+            xs = x + rng.uniform(-width / 4, width / 4, values.size)
+            ax.scatter(xs, values, s=10, color=colour, label=name if i == 0 else None)
+            ring = np.array([(s, structure) in flagged for s in shown], dtype=bool)
+            if ring.any():
+                label = None if ringed else "flagged (volumes.csv: flag)"
+                ax.scatter(xs[ring], values[ring], s=60, facecolors="none", edgecolors="red", lw=1, label=label)
+                ringed = True
             if values.size:
                 ax.hlines(values.mean(), x - width / 3, x + width / 3, color=colour, lw=1.5)
     ax.set_yscale("log")
@@ -56,7 +64,7 @@ def _volume_strips(ax, result: MorphometryResult) -> None:
 def morphometry_figure(result: MorphometryResult, path: Path) -> Path:
     """Top: structure volumes with subjects as points; below: each group's mean log-Jacobian map
     on the template (mid slices; log J > 0 where the subjects are larger than the template)."""
-    plt = _plt()
+    plt = pyplot()
     cols = len(planes(result.template.array))
     rows = 1 + len(result.mean_logjac)
     structures = len({r["structure"] for r in result.volumes})
@@ -74,7 +82,7 @@ def morphometry_figure(result: MorphometryResult, path: Path) -> Path:
 
 def difference_figure(result: MorphometryResult, path: Path) -> Path:
     """Mid slices of the difference of the groups' mean log-Jacobian maps (second - first group)."""
-    plt = _plt()
+    plt = pyplot()
     first, second = result.groups
     cols = len(planes(result.template.array))
     fig, axes = plt.subplots(1, cols, figsize=(3.0 * cols + 1, 3.4), squeeze=False, layout="constrained")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from deepatlas.files import atomic_write_text
-from deepatlas.visualization.figures import _plt, planes
+from deepatlas.visualization.figures import planes, pyplot
 from deepatlas.visualization.slices import save_figure
 
 OUTLINE_LEVEL = 0.15
@@ -24,7 +24,7 @@ OUTLINE_LEVEL = 0.15
 def qc_figure(image: np.ndarray, template: np.ndarray, title: str, path: Path, mask: np.ndarray | None = None) -> Path:
     """Middle slices of ``image`` (on the template grid, 0..1) with the template's outline in red and,
     for a scan that was brain-extracted, the brain mask's outline in cyan: a PNG."""
-    plt = _plt()
+    plt = pyplot()
     shown, outline = planes(image), planes(template)
     masks = planes(mask.astype(np.float32)) if mask is not None else {}
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)

@@ -1,5 +1,5 @@
 """Real brains moved far from their pre-alignment, as a scanner in another position would give them
-(shared by the affine-stage and ``prepare`` tests)."""
+(shared by the benchmarks alignment_qc and raw_scans and by the affine-stage and ``prepare`` tests)."""
 
 from pathlib import Path
 
@@ -51,6 +51,6 @@ def write_moved(volume: Volume, transform: np.ndarray, path: Path, mode: str = "
 
 def label_dice(labels_path: Path, reference: np.ndarray, scheme) -> float:
     """Mean Dice over the structures of ``scheme`` (brain31) of a label map file against reference
-    codes, as benchmarks/registration.py scores."""
+    codes, as benchmarks.registration scores."""
     codes = [scheme.encode(c, unknown="background") for c in (load_label_codes(labels_path).array, reference)]
     return finite_mean(dice_per_class(*(torch.from_numpy(c) for c in codes), scheme.num_classes))

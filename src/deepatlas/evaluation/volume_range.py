@@ -1,0 +1,82 @@
+"""The training set's structure volumes: a measured volume outside them is flagged.
+
+A seg net saturates beyond the anatomy it was trained on: on elderly brains the shipped model
+measured left lateral ventricles of 43-84 cm3 as 24-37 cm3 (issue 38, docs/results.md). It cannot
+say so itself, but the run can keep the range of the volumes it learned from: each training run
+writes ``volume_range.json`` (:func:`volume_range`, from its labelled training images), and
+``morphometry`` flags a structure whose measured volume lies outside it (:func:`range_flag`):
+``above_training`` or ``below_training``, a volume to read with care, which may be under- or
+over-estimated toward the training range. Volumes are compared on the images' own grids, as
+both are (training images and morphometry's inputs are aligned to the same space).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+RANGE_PERCENTILES = (1.0, 99.0)
+"""The training volumes' percentiles that bound the range: the extreme 2 % of the training subjects
+(one per 50 healthy brains and structure) would be flagged too, rather than an outlier of the
+training set (a 110 cm3 ventricle in ixi-2mm's) widening the range for everyone."""
+
+RANGE_MIN_SUBJECTS = 20
+"""Fewer labelled training images than this give no range (none is written): the percentiles of a
+handful of volumes would flag most brains."""
+
+BRAIN = "brain"
+"""The row of all structures together (``volumes.csv``'s ``brain``), ranged like a structure."""
+
+
+def volume_range(labels: np.ndarray, voxel_mm3: float, names: list[str]) -> dict | None:
+    """Per structure (class names ``names``, class 0 the background) and for the whole ``brain``,
+    the :data:`RANGE_PERCENTILES` of the volumes (mm3) in ``labels`` (``N x *spatial`` class indices
+    of the labelled training images, ``voxel_mm3`` each voxel's volume), with the median and the
+    count; ``None`` with fewer than :data:`RANGE_MIN_SUBJECTS` images."""
+    labels = np.asarray(labels)
+    if len(labels) < RANGE_MIN_SUBJECTS:
+        return None
+    counts = np.stack([np.bincount(m.ravel().astype(np.int64), minlength=len(names)) for m in labels])
+    volumes = counts[:, : len(names)] * float(voxel_mm3)
+    columns = {name: volumes[:, k] for k, name in enumerate(names) if k > 0}
+    columns[BRAIN] = volumes[:, 1:].sum(axis=1)
+    low, high = RANGE_PERCENTILES
+    structures = {}
+    for name, values in columns.items():
+        lo, mid, hi = np.percentile(values, [low, 50.0, high])
+        structures[name] = {
+            "low_mm3": round(float(lo), 1),
+            "median_mm3": round(float(mid), 1),
+            "high_mm3": round(float(hi), 1),
+        }
+    return {"percentiles": list(RANGE_PERCENTILES), "subjects": len(labels), "structures": structures}
+
+
+def range_flag(structure: str, mm3: float, ranges: dict | None) -> str:
+    """``above_training`` / ``below_training`` when ``mm3`` lies outside the structure's range in
+    ``ranges`` (:func:`volume_range`'s dict), else empty (also without a range for it)."""
+    bounds = (ranges or {}).get("structures", {}).get(structure)
+    if bounds is None:
+        return ""
+    if mm3 > bounds["high_mm3"]:
+        return "above_training"
+    if mm3 < bounds["low_mm3"]:
+        return "below_training"
+    return ""
+
+
+def join_flags(*flags: str) -> str:
+    """Non-empty flags joined by ``;`` (``volumes.csv``'s ``flag`` column may hold several)."""
+    return ";".join(f for f in flags if f)
+
+
+def read_volume_range(path: Path) -> dict | None:
+    """A run's ``volume_range.json`` (``RunFolder.volume_range``), or None where the run has none (few
+    labelled images, or trained before ranges existed) or it does not read as one."""
+    try:
+        ranges = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return ranges if isinstance(ranges, dict) and isinstance(ranges.get("structures"), dict) else None
