@@ -34,7 +34,9 @@ def test_saved_config_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "override, match",
     [
-        ("schedule.cylces=3", "unknown config key.*schedule.cylces"),
+        ("schedule.cylces=3", r"unknown config key.*schedule.cylces.*did you mean schedule.cycles\?"),
+        ("loss.similarity=LNCC", "loss.similarity: 'LNCC' is not one of .*did you mean 'lncc'"),
+        ("teachers.loss=distill", "did you mean 'distil'"),
         ("schedule.cycles=many", "schedule.cycles: expected int"),
         ("amp=[1]", "amp: expected str"),
         ("amp=sometimes", "amp: 'sometimes' is not one of"),

@@ -9,6 +9,7 @@ applied to a raw mapping before it is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -25,7 +26,11 @@ def build_dataclass(kind, spec: dict[str, Any], where: str):
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = sorted(set(spec) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys here: {sorted(fields)}")
+        close = difflib.get_close_matches(str(unknown[0]), list(fields), n=1, cutoff=0.6)
+        hint = f"; did you mean {where}{close[0]}?" if close else ""
+        raise ValueError(
+            f"unknown config key(s) {[f'{where}{k}' for k in unknown]}{hint}; valid keys here: {sorted(fields)}"
+        )
     hints = typing.get_type_hints(kind)
     kwargs = {}
     for name, value in spec.items():

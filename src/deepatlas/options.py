@@ -4,6 +4,7 @@ place, and an unknown one is refused everywhere with the same sentence."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 SIMILARITY = ("lncc", "mse")
@@ -76,7 +77,11 @@ def switch_on(value: str | bool, auto: bool) -> bool:
 
 
 def look_up_option(value: object, options: Sequence[str], setting: str) -> str:
-    """``value`` if it is one of ``options``; otherwise a ``ValueError`` naming ``setting`` and the choices."""
+    """``value`` if it is one of ``options``; otherwise a ``ValueError`` naming ``setting``, the choices
+    and, when one is close to ``value`` (a typo, another case), that one: "did you mean 'lncc'?"."""
     if value not in options:
-        raise ValueError(f"{setting}: {value!r} is not one of {list(options)}")
+        by_lower = {str(option).lower(): str(option) for option in options}
+        close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1, cutoff=0.6)
+        hint = f"; did you mean {by_lower[close[0]]!r}?" if close else ""
+        raise ValueError(f"{setting}: {value!r} is not one of {list(options)}{hint}")
     return str(value)
