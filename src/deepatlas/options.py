@@ -28,6 +28,11 @@ AUGMENT_AUTO_MAX_LABELLED = 2
 At one (ixi-2mm validation, seed 0's draw, 45 minutes, two machines) it lifted the seg net alone
 from 0.635 to 0.764-0.766 and the joint seg net from 0.737 to 0.763 (docs/results.md); beyond two
 the joint recipe with it is not measured yet."""
+SEG_STEPS = ("pair", "distil", "supervised")
+"""The trainer's segmentation step variants, chosen once per run
+(:meth:`deepatlas.training.trainer.Trainer.seg_step_variant`, recorded in ``summary.json``): DeepAtlas'
+``pair`` step, the ``distil`` step (labelled and taught or synthesised images as labels, ``teachers.loss:
+distil``), or ``supervised`` steps on labelled images alone (every training image labelled)."""
 TEACHER_LOSS = ("anatomy", "supervised", "distil")
 """How the seg net learns from a teacher (``teachers.loss``). In DeepAtlas' pair step (a labelled
 and an unlabelled image): ``anatomy``, the anatomy loss's soft Dice on its coarse grid (as for the

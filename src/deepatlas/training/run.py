@@ -212,6 +212,7 @@ def _summary(trainer: Trainer, start: int, started_at: float, validation: dict) 
             "synthesised": len(trainer.teachers.synthetic),
         },
         "augment": trainer.augmenting,  # what augment.enabled=auto resolved to
+        "seg_step": trainer.seg_variant,  # which segmentation step the run took (options.SEG_STEPS)
         "best_validation_score": trainer.best_score if trainer.best_score > float("-inf") else None,
         "last_validation": validation,
     }

@@ -87,6 +87,7 @@ class Trainer:
         wanted = wanted and config.loss.anatomy_weight_seg > 0
         self.teachers = self._teacher_cache() if wanted else None
         self.augmenting = config.augment.active(len(self.labelled), config.data.normalize)
+        self.seg_variant = self.seg_step_variant()
         self.step = 0
         self.best_score = float("-inf")
         self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
@@ -142,12 +143,27 @@ class Trainer:
         pairs = self.batches.describe(batch.moving_index, batch.fixed_index)
         return {"group": batch.group, **self._optimize(losses, self.reg_opt, pairs)}
 
-    def seg_step(self, group: str | None = None) -> dict[str, float]:
-        """One segmentation step with the reg net frozen."""
+    def seg_step_variant(self) -> str:
+        """Which segmentation step this run takes (:data:`deepatlas.options.SEG_STEPS`), chosen once from its data and
+        settings: ``supervised`` when every training image is labelled (no pairs to draw), ``distil``
+        with teachers taught as labels (``teachers.loss: distil``; synthesised images among them with
+        ``teachers.synthesis``), else DeepAtlas' ``pair`` step."""
         if self.batches.seg_pairs is None:
-            return self.seg_pretrain_step()
-        if self.teachers is not None and self.config.teachers.loss == "distil":
-            return self.distil_step()
+            return "supervised"
+        return "distil" if self.teachers is not None and self.config.teachers.loss == "distil" else "pair"
+
+    def seg_step(self, group: str | None = None) -> dict[str, float]:
+        """One segmentation step with the reg net frozen, of this run's variant (:meth:`seg_step_variant`;
+        ``group``: the pair group of a ``pair`` step, None to draw one)."""
+        variant = self.seg_variant
+        if variant == "pair":
+            return self.pair_step(group)
+        return self.seg_pretrain_step() if variant == "supervised" else self.distil_step()
+
+    def pair_step(self, group: str | None = None) -> dict[str, float]:
+        """DeepAtlas' segmentation step on a pair (a labelled and an unlabelled image, or two of either):
+        supervised where labelled, the other image's labels warped by the frozen reg net (or its
+        teacher) where not."""
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
         swap = None if self.teachers is None else partial(self.teachers.teachable, elapsed=self.elapsed)
