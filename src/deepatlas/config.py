@@ -381,6 +381,12 @@ class AugmentConfig:
     """Largest contrast change: intensity to a power within 1/1.3 to 1.3."""
     noise: float = 0.02
     """Largest standard deviation of added Gaussian noise (images are normalised to [0, 1])."""
+    resize: float = 0.0
+    """Largest strength (voxels) of structure resizing (:mod:`deepatlas.training.resize`): per augmented
+    image, ``resize_structures`` structures grow or shrink by the flow of their smoothed mask's gradient,
+    labels with them: sizes beyond the training set's (large ventricles). 0: off."""
+    resize_structures: int = 3
+    """How many structures (drawn at random among those present) each resized image changes."""
 
     def active(self, labelled: int, normalized: bool = True) -> bool:
         """Whether a training set with ``labelled`` labelled images is augmented (``normalized``:
@@ -388,7 +394,7 @@ class AugmentConfig:
         return options.switch_on(self.enabled, normalized and labelled <= options.AUGMENT_AUTO_MAX_LABELLED)
 
     def validate(self) -> None:
-        for key in ("rotate_degrees", "scale", "translate_voxels", "gamma", "noise"):
+        for key in ("rotate_degrees", "scale", "translate_voxels", "gamma", "noise", "resize", "resize_structures"):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"config augment.{key} must be >= 0, got {getattr(self, key)!r}")
         if self.scale >= 1 or self.rotate_degrees > 180:
@@ -413,6 +419,11 @@ class Config:
     amp: str = "auto"
     """Mixed precision: ``auto`` = on for CUDA and for CPUs with native bf16, ``on``, ``off``."""
     threads: int | None = None
+    init_from: str | None = None
+    """A trained run (its folder, or a shipped model's name such as ``brain-2mm``) whose networks' weights
+    start this run: fine-tuning, e.g. the shipped model on your own labelled scans. Its network settings
+    (``seg_net``, ``reg_net``) and number of classes must be this run's; only the weights are read (its
+    best checkpoint), not its optimiser. A resumed run starts from its own checkpoint instead."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

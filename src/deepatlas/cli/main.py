@@ -49,6 +49,7 @@ def _train(args: argparse.Namespace) -> int:
         ("num_labelled", "data.num_labelled"),
         ("device", "device"),
         ("unknown_labels", "data.unknown_labels"),
+        ("init", "init_from"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -158,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         "multi-atlas teachers, for 3+ labelled images and 45+ minutes (default: the defaults)",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    t.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from the weights of a trained run (folder or shipped model name, e.g. brain-2mm): "
+        "fine-tuning; same network settings and label classes (config key init_from)",
+    )
     t.add_argument("--max-steps", type=int, help="stop after this many steps (resume later)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)

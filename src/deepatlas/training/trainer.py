@@ -17,12 +17,13 @@ from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.networks.factory import build_networks
 from deepatlas.registration.pipeline import build_pipeline
-from deepatlas.run_folder import RunFolder
+from deepatlas.run_folder import RunFolder, resolve_run
 from deepatlas.training.batches import BatchDrawer
 from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
+from deepatlas.training.resize import resize_structures
 from deepatlas.training.schedule import Schedule, lr_scale
 from deepatlas.training.teachers import TeacherCache
 
@@ -72,6 +73,8 @@ class Trainer:
         self.labelled, self.unlabelled = self.batches.labelled, self.batches.unlabelled
         self.num_classes = train.scheme.num_classes
         self.reg_net, self.seg_net = build_networks(config, train.spatial_dims, self.num_classes)
+        if config.init_from:
+            self._start_from(config.init_from)
         self.reg_net.to(self.device)
         self.seg_net.to(self.device)
         self.objectives = DeepAtlasObjectives(
@@ -92,6 +95,24 @@ class Trainer:
         self.best_score = float("-inf")
         self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
         self.stopped_by: str | None = None
+
+    def _start_from(self, run: str) -> None:
+        """Both networks' weights from the best checkpoint of ``run`` (``init_from``), checked to fit."""
+        path = RunFolder(resolve_run(run)).checkpoint("best")
+        state = load_checkpoint(path if path.exists() else path.with_name("last.pt"))
+        if int(state.get("num_classes", -1)) != self.num_classes:
+            raise ValueError(
+                f"config init_from={run}: it segments {state.get('num_classes')} classes (background included), "
+                f"this run's label map {self.num_classes}; fine-tune with the same label map"
+            )
+        try:
+            self.reg_net.load_state_dict(state["reg_net"])
+            self.seg_net.load_state_dict(state["seg_net"])
+        except RuntimeError:
+            raise ValueError(
+                f"config init_from={run}: its networks differ from this config's; give seg_net and reg_net "
+                f"the settings of its config.yaml"
+            ) from None
 
     def _teacher_cache(self) -> TeacherCache:
         """Refined atlas labels for unlabelled images (``teachers.enabled``, ``auto`` by default), registered by the
@@ -240,8 +261,10 @@ class Trainer:
             return images, labels
         seed = int(torch.randint(2**62, (1,), generator=self.generator))
         stream = torch.Generator().manual_seed(seed + self.world.rank)
+        cfg = self.config.augment
         with torch.autocast(self.device.type, enabled=False):
-            return augment(images, labels, self.config.augment, stream)
+            images, labels = resize_structures(images, labels, cfg.resize, cfg.resize_structures, stream)
+            return augment(images, labels, cfg, stream)
 
     def train_step(self) -> tuple[str, dict[str, float]]:
         """Run the step the schedule prescribes at ``self.step`` and advance."""

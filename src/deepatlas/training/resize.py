@@ -1,0 +1,67 @@
+"""Structure resizing: labelled training images whose structures grow or shrink, labels with them.
+
+A seg net trained on healthy adults saturates on anatomy beyond them: elderly ventricles twice the
+largest it has seen are measured at half their size (issue 38, docs/results.md). Label-driven
+deformations (as SynthSeg's synthesis varies shapes) show it sizes the training set does not hold:
+per labelled image, a few structures drawn at random are each grown or shrunk by the flow of the
+gradient of their smoothed mask (the deformation of :mod:`deepatlas.evaluation.atrophy`, which
+measures the same on test brains), image and labels moved together, so the pair stays exact.
+``augment.resize`` (largest strength, voxels) and ``augment.resize_structures`` (how many per image)
+switch it on; it runs inside the run's augmentation (``augment.enabled``), before the random affine.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from deepatlas.registration.fields import integrate_velocity, warp
+from deepatlas.registration.greedy import gaussian_smooth
+
+SIGMA_VOXELS = 2.0
+"""Gaussian smoothing of a structure's mask before its gradient: :data:`deepatlas.evaluation.atrophy.SIGMA_MM`
+(4 mm) at the 2 mm grid the models are trained on, smooth enough for an invertible flow."""
+
+
+def structure_directions(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """``len(classes) x dims x *spatial``: per class, the gradient of its smoothed mask in ``labels``
+    (``*spatial`` class indices), pointing into the structure, scaled to a largest magnitude of 1."""
+    masks = torch.stack([(labels == k).float() for k in classes])[:, None]  # K x 1 x *spatial
+    smooth = gaussian_smooth(masks, SIGMA_VOXELS)[:, 0]
+    dims = labels.dim()
+    grads = torch.stack(torch.gradient(smooth, dim=tuple(range(1, dims + 1))), dim=1)  # K x dims x *spatial
+    peak = grads.norm(dim=1).flatten(1).amax(dim=1).clamp_min(1e-6)
+    return grads / peak.view(-1, *[1] * (dims + 1))
+
+
+def resize_field(labels: torch.Tensor, classes: list[int], strengths: list[float]) -> torch.Tensor:
+    """``1 x dims x *spatial``: the displacement (voxels, pull back) that grows each class of ``classes``
+    in ``labels`` (``*spatial`` class indices) by its strength (< 0: shrinks it), the time-1 flow of
+    ``sum strength * direction`` (:func:`structure_directions`)."""
+    directions = structure_directions(labels, classes)
+    weights = torch.tensor(strengths, dtype=directions.dtype, device=directions.device)
+    velocity = (weights.view(-1, *[1] * (directions.dim() - 1)) * directions).sum(0)
+    return integrate_velocity(velocity[None].float())
+
+
+def resize_structures(
+    images: torch.Tensor, labels: torch.Tensor, strength: float, count: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` (linear) and ``labels`` (nearest) of each item (``B x 1 x *spatial``) moved by the flow
+    of ``sum_k s_k * direction_k`` over ``count`` structures present in it (drawn at random, background
+    excluded), each strength ``s_k`` uniform in ``[-strength, strength]`` voxels: > 0 grows a structure,
+    < 0 shrinks it. Every draw comes from ``generator`` (CPU)."""
+    if strength <= 0 or count <= 0:
+        return images, labels
+    moved_images, moved_labels = [], []
+    for image, label in zip(images, labels):
+        present = [int(k) for k in torch.unique(label) if int(k) > 0]
+        if not present:
+            moved_images.append(image)
+            moved_labels.append(label)
+            continue
+        order = torch.randperm(len(present), generator=generator)[:count].tolist()
+        strengths = ((torch.rand(len(order), generator=generator) * 2 - 1) * strength).tolist()
+        field = resize_field(label[0], [present[i] for i in order], strengths)
+        moved_images.append(warp(image[None].float(), field)[0].to(image.dtype))
+        moved_labels.append(warp(label[None].float(), field, "nearest")[0].round().to(label.dtype))
+    return torch.stack(moved_images), torch.stack(moved_labels)

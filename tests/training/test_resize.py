@@ -1,0 +1,70 @@
+"""Structure resizing: a structure grows or shrinks by its strength's sign, image and labels together."""
+
+import pytest
+import torch
+
+from deepatlas.config import Config
+from deepatlas.registration.fields import warp
+from deepatlas.training.resize import resize_field, resize_structures
+
+
+def _ball() -> torch.Tensor:
+    """32^3 class indices: a ball of class 1 (radius 6) inside a cube of class 2."""
+    grid = torch.stack(torch.meshgrid(*[torch.arange(32.0)] * 3, indexing="ij"))
+    labels = torch.zeros(32, 32, 32, dtype=torch.long)
+    labels[4:28, 4:28, 4:28] = 2
+    labels[((grid - 15.5) ** 2).sum(0) < 36] = 1
+    return labels
+
+
+def test_a_positive_strength_grows_the_structure_and_a_negative_one_shrinks_it():
+    labels = _ball()
+    before = int((labels == 1).sum())
+    counts = {}
+    for strength in (-2.0, 2.0):
+        field = resize_field(labels, [1], [strength])
+        moved = warp(labels[None, None].float(), field, "nearest")[0, 0].round().long()
+        counts[strength] = int((moved == 1).sum())
+        assert set(moved.unique().tolist()) <= {0, 1, 2}
+    assert counts[-2.0] < 0.8 * before and counts[2.0] > 1.2 * before
+    # far from the ball (the cube's corners) nothing moves
+    assert float(resize_field(labels, [1], [2.0])[0, :, 5, 5, 5].abs().max()) < 0.05
+
+
+def test_images_and_labels_move_together_and_zero_strength_changes_nothing():
+    labels = _ball()[None, None].repeat(2, 1, 1, 1, 1)
+    images = (labels == 1).float()  # an image that is its ball
+    generator = torch.Generator().manual_seed(0)
+    moved_images, moved_labels = resize_structures(images, labels, 3.0, 2, generator)
+    assert moved_labels.dtype == labels.dtype and moved_images.shape == images.shape
+    assert not torch.equal(moved_labels, labels)
+    agree = ((moved_images > 0.5) == (moved_labels == 1)).float().mean()
+    assert agree > 0.995
+    same_images, same_labels = resize_structures(images, labels, 0.0, 2, generator)
+    assert same_images is images and same_labels is labels
+
+
+def test_resizing_is_checked_in_the_config():
+    config = Config()
+    config.augment.resize = -1.0
+    with pytest.raises(ValueError, match="augment.resize must be >= 0"):
+        config.validate()
+
+
+def test_a_run_starts_from_another_runs_weights_and_refuses_other_networks(trained_3d, phantoms_3d):
+    from deepatlas.data import prepare_data
+    from deepatlas.inference import load_run
+    from deepatlas.training import Trainer
+    from tests.conftest import tiny_config
+
+    config = tiny_config(phantoms_3d)
+    config.init_from = str(trained_3d)
+    data = prepare_data(config.data, progress=False)
+    trainer = Trainer(config, data.train, progress=False)
+    source = load_run(trained_3d, "best")
+    for mine, theirs in ((trainer.seg_net, source.seg_net), (trainer.reg_net, source.reg_net)):
+        for key, value in theirs.state_dict().items():
+            assert torch.equal(mine.state_dict()[key], value), key
+    config.seg_net.channels = [4, 8, 8]
+    with pytest.raises(ValueError, match="init_from=.*networks differ from this config's"):
+        Trainer(config, data.train, progress=False)
