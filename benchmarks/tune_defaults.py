@@ -290,15 +290,24 @@ SWEEPS = {
     # by the teacher's refined registration, its appearance matched to that subject
     # (`teachers.synthesis=1`; one atlas per pair; reg : seg steps 2 : 10, since the synthesised pairs,
     # made once, read the reg net only as refinement's start), against the augmented seg net alone.
-    # The four run at once, one thread each, on one machine (`--only` per process): equal shares of
-    # the same 2 cores for the same wall-clock budget, whatever else runs beside them
+    # The two of one N run at once, one thread each, on one machine (`--only` per process): equal
+    # shares of the same 2 cores for the protocol's 45 minutes, whatever else runs beside them
     "synthesis": {
-        f"{name},n={n}": protocol + ["threads=1", *spec, "schedule.time_budget_minutes=80"]
+        f"{name},n={n}": protocol + ["threads=1", *spec, "schedule.time_budget_minutes=45"]
         for n, protocol in ((1, PROTOCOL_N1), (5, PROTOCOL_N5))
         for name, spec in (
             ("seg-only,augment", SEG_ONLY + ["augment.enabled=true"]),
             ("synthesis,augment", SYNTHESIS + ["augment.enabled=true"]),
         )
+    },
+    # issue 38 item 2: does structure resizing (`augment.resize`) teach the seg net sizes beyond the
+    # training set's? The shipped model fine-tuned on its own 150 training labels for 30 minutes,
+    # augmented, with and without resizing (both run at once, one thread each); scored by
+    # `benchmarks.atrophy_validation` (validation brains, synthetic atrophy: never the test split)
+    "resize": {
+        name: ["init_from=brain-2mm", "threads=1", *SEG_ONLY, "augment.enabled=true", *spec]
+        + ["schedule.time_budget_minutes=30", "schedule.val_every=100", "schedule.checkpoint_every=100"]
+        for name, spec in (("finetune,augment", []), ("finetune,augment,resize=1", ["augment.resize=1.0"]))
     },
     # the claim of DeepAtlas with 3 labelled images, same number of seg-net updates
     "joint-n3": {

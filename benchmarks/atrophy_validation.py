@@ -1,0 +1,279 @@
+"""Trained runs' seg nets compared on ixi-2mm's *validation* split: Dice, recovered atrophy, ventricle bias.
+
+Usage:
+    python -m benchmarks.atrophy_validation --runs NAME=RUN_DIR [NAME=RUN_DIR ...] [--limit N]
+        [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/atrophy_validation]
+        [--cache /tmp/deepatlas-atrophy-validation.jsonl]
+
+Why: issue 38 item 2 asks whether resizing structures while training (``augment.resize``) teaches the seg
+net volumes beyond the training set's. Choosing that augmentation is tuning, so it is measured on the
+validation split (the 10 subjects of ``splits.json``'s ``validation``), never on the test split that
+``benchmarks.morphometry`` reports. ``RUN_DIR``: a run folder (its ``best`` checkpoint, else ``last``) or
+a shipped model's name (``brain-2mm``).
+
+Measured per run:
+
+- **seg Dice** of the seg net on the validation brains (31 structures; ``evaluate_image_set``, as
+  ``benchmarks.tune_defaults`` scores a variant);
+- **recovered atrophy**: every validation brain and its labels deformed by
+  :func:`deepatlas.evaluation.atrophy.synthesize_atrophy` at ``benchmarks.morphometry``'s
+  :data:`~benchmarks.morphometry.STRENGTHS` (ventricles enlarged, hippocampi shrunk), segmented by the seg
+  net as ``morphometry --from seg`` does (``segment_volume``, images pre-aligned); per structure and
+  strength the fraction of the true change recovered (mean measured / mean true change, mm^3) and the
+  pooled slope (``benchmarks.morphometry.recovery``). Each atrophied brain is made once and segmented by
+  every run (the deformation does not depend on the run);
+- **lateral-ventricle bias**: mean relative bias (seg / reference - 1) of the ventricles' volumes on the
+  original validation brains against the reference label maps.
+
+One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-image volumes are cached in
+``--cache`` (keyed by the checkpoint and its step), so an interrupted run resumes. Writes
+``<out>/results.{json,md}`` with the CPU model and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, recovery
+from benchmarks.paths import data_root
+from benchmarks.provenance import command_line, provenance, provenance_line
+from deepatlas.data.dataset import ImageSet, load_image_set
+from deepatlas.data.io import Volume, load_labelled
+from deepatlas.data.labels import LabelScheme
+from deepatlas.data.prepare import select_split
+from deepatlas.data.subjects import find_subjects
+from deepatlas.evaluation.atrophy import synthesize_atrophy
+from deepatlas.evaluation.evaluate import evaluate_image_set
+from deepatlas.evaluation.morphometry import TOTAL, structure_volumes
+from deepatlas.inference import TrainedRun, load_run
+from deepatlas.inference.apply import segment_volume
+
+ROOT = Path(__file__).resolve().parents[1]
+VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
+RESERVED = {"subject", "level", "truth", "reference"}
+"""Keys of the rows ``benchmarks.morphometry.recovery`` reads: a run may not be named so."""
+
+
+class VolumeCache:
+    """Results by key, appended to a jsonl file as they are computed (an interrupted run resumes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.values[row["key"]] = row["value"]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str, compute):
+        if key not in self.values:
+            started = time.perf_counter()
+            self.values[key] = compute()
+            print(f"{key}: {time.perf_counter() - started:.1f} s", flush=True)
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"key": key, "value": self.values[key]}) + "\n")
+        return self.values[key]
+
+
+def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, TrainedRun]:
+    """``NAME=RUN_DIR`` -> the run's ``best`` checkpoint; a bad item ends the command with one line."""
+    runs = {}
+    for item in items:
+        name, _, folder = item.partition("=")
+        if not name or not folder or name in runs or name in RESERVED:
+            parser.error(f"--runs {item}: give NAME=RUN_DIR, each NAME once and none of {sorted(RESERVED)}")
+        try:
+            runs[name] = load_run(folder, "best")
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(f"--runs {item}: {error}")
+    return runs
+
+
+def run_key(run: TrainedRun) -> str:
+    """The cache's name for a checkpoint: its path, step and time (a retrained run is measured anew)."""
+    return f"{run.path.resolve()}@{run.step}@{run.path.stat().st_mtime_ns}"
+
+
+def volumes(subject: str, codes: np.ndarray, affine: np.ndarray, scheme: LabelScheme) -> dict[str, float]:
+    """mm^3 per structure of ``scheme`` of a label map (codes; codes outside the scheme: background)."""
+    rows = structure_volumes(subject, Volume(codes, affine, Path(f"{subject}.nii.gz")), scheme, unknown="background")
+    return {r["structure"]: r["mm3"] for r in rows if r["structure"] != TOTAL}
+
+
+def seg_volumes(run: TrainedRun, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
+    """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
+    validation brains are pre-aligned, ``align="off"``)."""
+    return volumes(subject, segment_volume(run, image, align="off"), image.affine, scheme)
+
+
+def seg_dice(cache: VolumeCache, run: TrainedRun, images: ImageSet) -> dict:
+    """Mean and per-structure seg Dice of the run's seg net on ``images`` (``evaluate_image_set``)."""
+
+    def compute() -> dict:
+        metrics = evaluate_image_set(images, run.seg_net)
+        names = images.scheme.names[1:]
+        return {"seg_dice": metrics["seg_dice"], "per_structure": dict(zip(names, metrics["seg_dice_per_class"]))}
+
+    return cache.get(f"{run_key(run)}/seg_dice/{','.join(images.ids)}", compute)
+
+
+def measure_subject(
+    cache: VolumeCache, runs: dict[str, TrainedRun], data: Path, subject: str, scheme: LabelScheme
+) -> tuple[dict, list[dict]]:
+    """One validation brain: its reference and per-run volumes, original and at every atrophy strength."""
+    image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
+    reference = cache.get(f"{subject}/ref", lambda: volumes(subject, labels.array, labels.affine, scheme))
+    original = {"subject": subject, "reference": reference}
+    for name, run in runs.items():
+        original[name] = cache.get(
+            f"{run_key(run)}/{subject}", lambda run=run: seg_volumes(run, subject, image, scheme)
+        )
+    atrophied = [
+        measure_atrophied(cache, runs, (subject, image, labels), reference, level, scheme)
+        for level in range(len(STRENGTHS))
+    ]
+    return original, atrophied
+
+
+def measure_atrophied(
+    cache: VolumeCache,
+    runs: dict[str, TrainedRun],
+    brain: tuple[str, Volume, Volume],
+    reference: dict[str, float],
+    level: int,
+    scheme: LabelScheme,
+) -> dict:
+    """One validation brain (subject, image, labels) at one atrophy strength, made once for every run and
+    only when a volume of it is not cached yet; the truth: reference volume times (1 + achieved change),
+    as ``benchmarks.morphometry``."""
+    subject, image, labels = brain
+    key = f"{subject}/atrophy{level}"
+    synth = None
+    if any(k not in cache for k in [f"{key}/truth"] + [f"{run_key(run)}/{key}" for run in runs.values()]):
+        targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
+        spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
+        started = time.perf_counter()
+        synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
+        print(f"{key}: synthesized in {time.perf_counter() - started:.1f} s", flush=True)
+    truth = cache.get(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
+    row = {"subject": subject, "level": level, "truth": truth}
+    warped = Volume(synth.image, image.affine, Path(f"{key}.nii.gz")) if synth is not None else None
+    for name, run in runs.items():
+        row[name] = cache.get(f"{run_key(run)}/{key}", lambda run=run: seg_volumes(run, key, warped, scheme))
+    return row
+
+
+def summarize(runs: dict[str, TrainedRun], dice: dict, originals: dict, atrophied: list[dict]) -> dict:
+    """Per run: where it came from, its seg Dice, recovered atrophy (per structure and strength, and the
+    pooled slope) and the lateral ventricles' bias on the original brains."""
+    out = {}
+    for name, run in runs.items():
+        bias = agreement(list(originals.values()), name, VENTRICLES)
+        out[name] = {
+            "run": str(run.folder.root),
+            "checkpoint": str(run.path),
+            "step": run.step,
+            **dice[name],
+            "atrophy": recovery(originals, atrophied, name),
+            "lateral_ventricle_bias": {n: bias[n]["mean_bias"] for n in VENTRICLES},
+        }
+    return out
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:+.0f} %"
+
+
+def _recovered(block: dict, level: int) -> str:
+    cells = []
+    for name in TARGETS:
+        found = [lv["recovered"] for lv in block[name]["levels"] if lv["level"] == level]
+        cells.append(f"{found[0]:.2f}" if found else "n/a")
+    return " / ".join(cells)
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    strengths = [" ".join(f"{_pct(s[n])}" for n in (TARGETS[0], TARGETS[2])) for s in STRENGTHS]
+    lines = [
+        "# Seg nets on ixi-2mm validation: Dice, recovered atrophy, ventricle bias "
+        "(`python -m benchmarks.atrophy_validation`)",
+        "",
+        f"{provenance_line(result['machine'])} {result['minutes']:.1f} min for the last invocation "
+        "(volumes cached by earlier ones reused).",
+        f"Command: `{result['command']}`.",
+        "",
+        f"{len(result['validation'])} validation subjects ({', '.join(result['validation'])}). Recovered: mean "
+        "measured / mean true change (mm^3) of LV-L / LV-R / Hip-L / Hip-R, per requested strength (ventricles, "
+        "hippocampi); slope: measured against true change, through 0, all strengths. LV bias: mean seg / "
+        "reference - 1 of the lateral ventricles (L / R) on the original brains.",
+        "",
+        "| run | val seg Dice | " + " | ".join(f"recovered at {s}" for s in strengths) + " | slope | LV bias L / R |",
+        "| --- | --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- | --- |",
+    ]
+    for name, run in result["runs"].items():
+        slope = " / ".join(f"{run['atrophy'][n]['slope']:.2f}" for n in TARGETS)
+        bias = " / ".join(_pct(run["lateral_ventricle_bias"][n]) for n in VENTRICLES)
+        recovered = " | ".join(_recovered(run["atrophy"], level) for level in range(len(STRENGTHS)))
+        lines.append(f"| {name} | {run['seg_dice']:.3f} | {recovered} | {slope} | {bias} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
+    """Dice, then every validation brain (original and atrophied) through every run."""
+    data = Path(args.data)
+    scheme = LabelScheme.from_file(data / "brain31.json")
+    for name, run in runs.items():
+        if list(run.scheme.names) != list(scheme.names):
+            raise SystemExit(f"{name}: its seg net's structures are not {data / 'brain31.json'}'s")
+    splits = json.loads((data / "splits.json").read_text())
+    subjects = select_split(find_subjects(data), splits, "validation", str(data / "splits.json"))
+    subjects = subjects[: args.limit or None]
+    cache = VolumeCache(Path(args.cache))
+    images = load_image_set(subjects, scheme, unknown_labels="background", progress=False)
+    dice = {name: seg_dice(cache, run, images) for name, run in runs.items()}
+    originals, atrophied = {}, []
+    for subject in subjects:
+        originals[subject.id], rows = measure_subject(cache, runs, data, subject.id, scheme)
+        atrophied += rows
+    return {
+        "validation": [s.id for s in subjects],
+        "strengths": STRENGTHS,
+        "runs": summarize(runs, dice, originals, atrophied),
+        "points": {"originals": originals, "atrophied": atrophied},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True, metavar="NAME=RUN_DIR", help="run folders or models")
+    parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "atrophy_validation"))
+    parser.add_argument("--limit", type=int, default=0, help="first N validation subjects (0: all 10)")
+    parser.add_argument("--cache", default="/tmp/deepatlas-atrophy-validation.jsonl", help="per-image volumes")
+    args = parser.parse_args()
+    if not (Path(args.data) / "splits.json").is_file():
+        parser.error(f"--data {args.data}: no splits.json there; give the ixi-2mm folder")
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    runs = load_runs(parser, args.runs)
+    result = {"machine": provenance(), "command": command_line()}  # torch's threads: 1
+    result |= measure_all(args, runs)
+    result["minutes"] = (time.perf_counter() - started) / 60
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    write_markdown(result, out / "results.md")
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
