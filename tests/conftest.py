@@ -1,4 +1,5 @@
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -10,7 +11,44 @@ from deepatlas.data.synthetic import make_dataset
 warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample.*")
 warnings.filterwarnings("ignore", message=".*non-tuple sequence for multidimensional indexing.*")
 
-IXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ixi-2mm"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+IXI = SHARED_DATA / "ixi-2mm"
+
+
+@pytest.fixture(scope="session")
+def ixi() -> Path:
+    """ixi-2mm for tests of real brains: a skip without it (a failure under CI, below)."""
+    if not (IXI / "splits.json").exists():
+        pytest.skip(f"real data not found at {IXI}")
+    return IXI
+
+
+def _needs_shared_data(item: pytest.Item) -> bool:
+    """Whether a test reads ../shared/data: it takes the ``ixi`` fixture (directly or through
+    another fixture), or carries a skipif whose reason names the data folder."""
+    reasons = (str(mark.kwargs.get("reason", "")) for mark in item.iter_markers("skipif"))
+    return "ixi" in getattr(item, "fixturenames", ()) or any("shared/data" in reason for reason in reasons)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The ``data`` and ``benchmark`` markers, set here once rather than in every file."""
+    for item in items:
+        if _needs_shared_data(item):
+            item.add_marker(pytest.mark.data)
+        if item.path.name.startswith("test_benchmarks"):
+            item.add_marker(pytest.mark.benchmark)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI (``CI=true``) a test that needs ../shared/data fails when the data is missing,
+    instead of skipping: a CI run without the data must not pass by testing less."""
+    report = yield
+    if report.skipped and os.environ.get("CI") == "true" and item.get_closest_marker("data"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a test of ../shared/data ({SHARED_DATA}) may not skip; it skipped: {reason}"
+    return report
 
 
 @pytest.fixture(scope="session")

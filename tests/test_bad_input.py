@@ -1,5 +1,5 @@
 """The bad-input corpus: every case runs through the real command line and must end in one
-clear line that names the file or setting, a non-zero exit, and no damage to earlier outputs
+clear line that names the file or setting, exit status 2, and no damage to earlier outputs
 (nothing overwritten, nothing half-written, no empty run folder left by a failed ``train``)."""
 
 import json
@@ -252,7 +252,7 @@ def test_bad_input_gets_one_clear_line(case, corpus, capsys):
     before = _snapshot(earlier)
     code = main(argv)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code != 0
+    assert code == 2  # README: refused with one line, exit status 2
     assert len(err) == 1 and err[0].startswith("deepatlas: error: "), err
     assert names in err[0], err[0]
     assert _snapshot(earlier) == before, "a failing command changed earlier outputs"

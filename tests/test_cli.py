@@ -4,10 +4,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from deepatlas.cli.main import main
 from deepatlas.config import load_config
+from deepatlas.data.synthetic import STRUCTURES
 from deepatlas.recipes import recipe_overrides
 from tests.conftest import tiny_config
 
@@ -103,9 +105,25 @@ def test_demo_quick_writes_results_and_figure(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "segmentation Dice" in proc.stdout
     results = json.loads((tmp_path / "d" / "results.json").read_text())
-    assert 0 <= results["deepatlas_seg_dice"] <= 1 and 0 <= results["seg_only_seg_dice"] <= 1
+    # the quick schedule (18 steps) is a smoke run: its two seg nets are equally untrained (0.144 and
+    # 0.142 measured), so the ranking of the full demo (docs/usage.md) is not its to show; what it
+    # claims is a fair comparison, printed as written
+    ours, alone = results["deepatlas_seg_dice"], results["seg_only_seg_dice"]
+    dice = f"DeepAtlas {ours:.3f}   seg net on labelled only {alone:.3f}"
+    assert dice in proc.stdout and f"registration Dice  {results['deepatlas_reg_dice']:.3f}" in proc.stdout
+    assert "3 labelled, 3 unlabelled for training" in proc.stdout
+    assert len(results["labelled"]) == 3 and results["unlabelled"] == 3
+
+    def steps(run):
+        kinds = [json.loads(line)["kind"] for line in (tmp_path / "d" / run / "metrics.jsonl").open()]
+        return {kind: kinds.count(kind) for kind in set(kinds) - {"validation"}}
+
+    joint, seg_only = steps("deepatlas"), steps("seg-only")
+    assert seg_only == {"seg_pretrain": joint["seg_pretrain"] + joint["seg"]}  # as many seg-net updates
+    assert joint["reg_pretrain"] + joint["reg"] > 0
+    assert set(results["per_class"]) == {name for name, _ in STRUCTURES.values()}  # every phantom structure
+    assert 0 < results["deepatlas_reg_dice"] <= 1 and results["deepatlas_folds"] < 0.01
     png = (tmp_path / "d" / "demo.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -128,13 +146,31 @@ def test_overrides_after_the_flags_are_accepted_as_the_readme_writes_them(tmp_pa
     assert code == 2 and "nothing: dataset not found" in capsys.readouterr().err
 
 
-def test_register_refine_flags_are_checked(trained_3d, phantoms_3d, tmp_path, capsys):
+def test_register_refine_flags_are_checked_and_change_the_result(trained_3d, phantoms_3d, tmp_path, capsys):
+    """``--refine`` settings reach the refinement: 3 steps at full resolution bring the warped image
+    and labels closer to the fixed ones than the session's barely trained net alone (measured: NCC
+    0.955 -> 0.982, Dice 0.739 -> 0.791)."""
+    from deepatlas.data.io import load_image, load_label_codes
+
     images = sorted((phantoms_3d / "images").iterdir())
     base = ["register", str(trained_3d), "--moving", str(images[0]), "--fixed", str(images[1])]
+    base += ["--moving-labels", str(phantoms_3d / "labels" / images[0].name)]
     assert main(base + ["-o", str(tmp_path / "a"), "--refine", "iterations=[0,5]"]) == 2
     assert "refine.iterations" in capsys.readouterr().err
     assert main(base + ["-o", str(tmp_path / "b"), "--refine", "levels=[1]", "--refine", "iterations=[3]"]) == 0
     assert main(base + ["-o", str(tmp_path / "c"), "--net-only"]) == 0
+    fixed = load_image(images[1]).array
+    truth = load_label_codes(phantoms_3d / "labels" / images[1].name).array
+
+    def scores(out):
+        warped = load_image(tmp_path / out / "phantom000_to_phantom001_warped.nii.gz").array
+        labels = load_label_codes(tmp_path / out / "phantom000_to_phantom001_labels.nii.gz").array
+        codes = np.unique(truth)[1:]
+        dice = [2 * ((labels == c) & (truth == c)).sum() / ((labels == c).sum() + (truth == c).sum()) for c in codes]
+        return np.corrcoef(warped.ravel(), fixed.ravel())[0, 1], np.mean(dice)
+
+    (refined_ncc, refined_dice), (net_ncc, net_dice) = scores("b"), scores("c")
+    assert refined_ncc > net_ncc + 0.01 and refined_dice > net_dice + 0.02
 
 
 def test_workers_write_what_one_process_writes(trained_3d, phantoms_3d, tmp_path):
@@ -158,3 +194,101 @@ def test_workers_write_what_one_process_writes(trained_3d, phantoms_3d, tmp_path
     assert [p.name for p in one] == [p.name for p in two] and len(one) == 3 + 2 * 4
     for a, b in zip(one, two):
         np.testing.assert_allclose(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def run_with_template(trained_3d, phantoms_3d, tmp_path_factory):
+    """The session's 3D run with a template (a phantom of its grid): what ``--align`` aligns to."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("templated") / "run"
+    shutil.copytree(trained_3d, run)
+    shutil.copy(phantoms_3d / "images" / "phantom004.nii.gz", run / "template.nii.gz")
+    return run
+
+
+def _mean_dice(out_file, truth_file) -> float:
+    from deepatlas.data.io import load_label_codes
+
+    codes, truth = load_label_codes(out_file).array, load_label_codes(truth_file).array
+    dice = [2 * ((codes == c) & (truth == c)).sum() / ((codes == c).sum() + (truth == c).sum()) for c in (2, 3)]
+    return float(np.mean(dice))  # white matter and cortex: the structures a barely trained run gets
+
+
+def test_register_aligns_to_the_template_and_reads_a_pairs_file(run_with_template, phantoms_3d, tmp_path):
+    images, labels = phantoms_3d / "images", phantoms_3d / "labels"
+    argv = ["register", str(run_with_template), "--moving", str(images / "phantom000.nii.gz")]
+    argv += ["--fixed", str(images / "phantom001.nii.gz"), "--moving-labels", str(labels / "phantom000.nii.gz")]
+    assert main([*argv, "--align", "on", "-o", str(tmp_path / "aligned")]) == 0
+    summary = json.loads((tmp_path / "aligned" / "phantom000_to_phantom001_registration.json").read_text())
+    assert summary["model_space"]["aligned"] and summary["model_space"]["why"] == "asked for"
+    warped = tmp_path / "aligned" / "phantom000_to_phantom001_labels.nii.gz"
+    before = _mean_dice(labels / "phantom000.nii.gz", labels / "phantom001.nii.gz")
+    # registered through the model space's detour (measured 0.78 -> 0.85)
+    assert _mean_dice(warped, labels / "phantom001.nii.gz") > before + 0.03
+    pairs = [
+        {"moving": str(images / f"phantom00{m}.nii.gz"), "fixed": str(images / f"phantom00{f}.nii.gz")}
+        for m, f in ((2, 3), (3, 2))
+    ]
+    pairs[0]["moving_labels"] = str(labels / "phantom002.nii.gz")
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    # a pairs file with the default refinement (and the model-space default, off)
+    argv = ["register", str(run_with_template), "--pairs", str(tmp_path / "pairs.json"), "-o", str(tmp_path / "p")]
+    assert main(argv) == 0
+    written = {p.name for p in (tmp_path / "p").iterdir()}
+    assert {"phantom002_to_phantom003_labels.nii.gz", "phantom003_to_phantom002_warped.nii.gz"} <= written
+    assert "phantom003_to_phantom002_labels.nii.gz" not in written  # no labels given for that pair
+    warped = tmp_path / "p" / "phantom002_to_phantom003_labels.nii.gz"
+    before = _mean_dice(labels / "phantom002.nii.gz", labels / "phantom003.nii.gz")
+    assert _mean_dice(warped, labels / "phantom003.nii.gz") > before + 0.03
+
+
+def test_atlas_segment_flags(run_with_template, phantoms_3d, tmp_path):
+    """--refine, --workers and --align in one call, --net-only in another: refinement earns its keep
+    (measured: Dice 0.83 / 0.83 against 0.79 / 0.80 with the net alone)."""
+    images, labels = phantoms_3d / "images", phantoms_3d / "labels"
+    argv = ["atlas-segment", str(run_with_template)]
+    for atlas in ("phantom000", "phantom001"):
+        argv += ["--atlas", str(images / f"{atlas}.nii.gz"), str(labels / f"{atlas}.nii.gz")]
+    argv += [str(images / "phantom006.nii.gz"), str(images / "phantom007.nii.gz")]
+    refined = ["--refine", "iterations=[2,1]", "--workers", "2", "--align", "on", "-o", str(tmp_path / "refined")]
+    assert main([*argv, *refined]) == 0
+    assert main([*argv, "--net-only", "-o", str(tmp_path / "net")]) == 0
+    for target in ("phantom006", "phantom007"):
+        truth = labels / f"{target}.nii.gz"
+        net = _mean_dice(tmp_path / "net" / f"{target}_atlas_seg.nii.gz", truth)
+        assert _mean_dice(tmp_path / "refined" / f"{target}_atlas_seg.nii.gz", truth) > net + 0.02, target
+
+
+def test_segment_reads_mgz_and_the_last_checkpoint(trained_3d, phantoms_3d, tmp_path):
+    """A FreeSurfer .mgz is segmented as the same image in NIfTI is; ``--checkpoint last`` is the
+    last checkpoint's seg net."""
+    import nibabel as nib
+
+    from deepatlas.data.io import load_image, load_label_codes
+    from deepatlas.inference import load_run
+    from deepatlas.inference.apply import segment_volume
+
+    nifti = phantoms_3d / "images" / "phantom003.nii.gz"
+    image = nib.load(nifti)
+    nib.save(nib.MGHImage(np.asarray(image.dataobj, dtype=np.float32), image.affine), tmp_path / "phantom003.mgz")
+    assert main(["segment", str(trained_3d), str(tmp_path / "phantom003.mgz"), "-o", str(tmp_path / "mgz")]) == 0
+    assert main(["segment", str(trained_3d), str(nifti), "-o", str(tmp_path / "nii")]) == 0
+    from_mgz = load_label_codes(tmp_path / "mgz" / "phantom003_seg.nii.gz")
+    np.testing.assert_array_equal(from_mgz.array, load_label_codes(tmp_path / "nii" / "phantom003_seg.nii.gz").array)
+    np.testing.assert_allclose(from_mgz.affine, image.affine, atol=1e-5)
+    assert main(["segment", str(trained_3d), str(nifti), "-o", str(tmp_path / "last"), "--checkpoint", "last"]) == 0
+    expected = segment_volume(load_run(trained_3d, "last"), load_image(nifti))
+    np.testing.assert_array_equal(load_label_codes(tmp_path / "last" / "phantom003_seg.nii.gz").array, expected)
+
+
+@pytest.mark.parametrize("recipe, kind", [("seg-only", "seg_pretrain"), ("reg-only", "reg_pretrain")])
+def test_the_baseline_recipes_train_one_net(recipe, kind, phantoms_3d, tmp_path):
+    config = tiny_config(phantoms_3d)
+    config.save(tmp_path / "config.yaml")
+    out = tmp_path / "run"
+    argv = ["train", str(tmp_path / "config.yaml"), "-o", str(out), "--recipe", recipe, "--no-progress"]
+    assert main([*argv, "--max-steps", "3", "schedule.val_every=0"]) == 0
+    kinds = {json.loads(line)["kind"] for line in (out / "metrics.jsonl").open()}
+    assert kinds == {kind}
+    assert load_config(out / "config.yaml", saved=True).schedule.time_budget_minutes == 45

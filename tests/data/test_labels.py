@@ -62,10 +62,6 @@ def test_invalid_label_files_are_refused(tmp_path, bad):
         LabelScheme.from_file(path)
 
 
-def test_reads_the_ixi_brain31_file_when_present():
-    from tests.conftest import IXI
-
-    if not (IXI / "brain31.json").exists():
-        pytest.skip(f"{IXI} not present")
-    scheme = LabelScheme.from_file(IXI / "brain31.json")
+def test_reads_the_ixi_brain31_file(ixi):
+    scheme = LabelScheme.from_file(ixi / "brain31.json")
     assert scheme.num_classes == 32

@@ -31,8 +31,11 @@ def test_evaluate_command_writes_csv_and_summary(request, tmp_path, which, capsy
     assert "WhiteMatter" in printed and "registration: Dice" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subjects"] == 6 and summary["pair_count"] == 6
-    for key in ("seg_dice", "reg_dice", "reg_dice_before", "folds", "sdlogj", "seg_hd95_mm"):
-        assert summary[key] == summary[key], key  # not NaN
+    # the session's small runs (measured: reg Dice 0.774 / 0.888 from 0.651 / 0.696 before, in 3D / 2D;
+    # seg Dice 0.153 / 0.178, its seg net barely trained; no folds; SDlogJ 0.17 / 0.22)
+    assert summary["reg_dice"] > summary["reg_dice_before"] + 0.05
+    assert 0.1 < summary["seg_dice"] < 1 and 0 < summary["seg_hd95_mm"] < float("inf")
+    assert summary["folds"] < 0.001 and 0 < summary["sdlogj"] < 0.5
     rows = list(csv.DictReader((out / "segmentation.csv").open()))
     assert len(rows) == 6 * 6 and set(rows[0]) == {"subject", "structure", "dice", "hd95_mm"}
     assert len(list(csv.DictReader((out / "pairs.csv").open()))) == 6

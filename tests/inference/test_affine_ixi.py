@@ -47,6 +47,7 @@ def test_register_with_affine_recovers_a_moved_brain(tmp_path):
     assert not (tmp_path / "a" / f"{moving_id}_to_{fixed_id}_registration.json").exists()
 
 
+@pytest.mark.slow
 def test_segment_aligns_a_raw_scan_to_the_model_space(tmp_path):
     """A moved brain (a raw scan's position and tilt) segments nearly as well as the pre-aligned one
     when ``segment`` first aligns it to the model's template (its default), and poorly without."""

@@ -39,6 +39,7 @@ def brain() -> Volume:
     return load_image(sorted((IXI / "images").iterdir())[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pad", [0, 1], ids=["model grid shape", "another shape"])
 def test_48_orientations_land_on_the_same_world_positions(brain, pad):
     run = load_run(MODEL)

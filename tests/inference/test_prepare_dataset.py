@@ -56,6 +56,7 @@ def _raw_folder(root: Path) -> Path:
     return raw
 
 
+@pytest.mark.slow
 @needs_ixi
 def test_prepare_puts_moved_brains_back_and_names_bad_files(tmp_path, capsys):
     raw, out = _raw_folder(tmp_path), tmp_path / "dataset"

@@ -41,6 +41,7 @@ def test_auto_strips_heads_and_leaves_brains_alone():
     assert (stripped.array[~report.mask] == 0).all()
 
 
+@pytest.mark.slow
 def test_segment_a_head_as_it_is_matches_the_prealigned_brain(tmp_path):
     """The issue's bar: default ``segment`` on the raw head within 2 Dice points of the same subject
     pre-aligned in ixi-2mm (each against its own DLMUSE map)."""
@@ -58,6 +59,7 @@ def test_segment_a_head_as_it_is_matches_the_prealigned_brain(tmp_path):
     assert head_dice >= brain_dice - 0.02, (head_dice, brain_dice)
 
 
+@pytest.mark.slow
 def test_prepare_accepts_both_heads_and_writes_their_masks(tmp_path):
     out = tmp_path / "prepared"
     assert main(["prepare", str(HEADS / "images"), "-o", str(out)]) == 0
@@ -79,6 +81,7 @@ def test_a_head_without_deepbet_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "out" / "IXI012-HH-1211_seg.nii.gz").exists()
 
 
+@pytest.mark.slow
 def test_register_a_head_to_its_own_prealigned_brain(tmp_path):
     """``register`` strips the moving head (mask written beside the outputs) and the affine stage
     brings it to MNI: the head's labels land on the same subject's pre-aligned labels."""

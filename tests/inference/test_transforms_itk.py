@@ -146,6 +146,7 @@ def sitk_resample(path: Path, reference: Path, field: Path, labels: bool, out: P
     return (load_label_codes(out) if labels else load_image(out)).array
 
 
+@pytest.mark.slow
 @real_data
 def test_simpleitk_applies_the_warp_as_register_did(registered, tmp_path):
     folder, moving, moving_labels, fixed, fixed_labels, stem = registered
@@ -170,6 +171,7 @@ def test_simpleitk_applies_the_warp_as_register_did(registered, tmp_path):
         np.testing.assert_allclose(transform.TransformPoint(tuple(LPS @ point)), expected, atol=1e-3)
 
 
+@pytest.mark.slow
 @real_data
 def test_deepatlas_warp_reproduces_register_and_its_inverse_brings_labels_back(registered, tmp_path):
     folder, moving, moving_labels, fixed, fixed_labels, stem = registered

@@ -33,6 +33,7 @@ def test_residual_is_differentiable_and_unknown_kind_is_refused():
         inverse_consistency_loss(forward, forward, "nope")
 
 
+@pytest.mark.slow
 def test_training_with_the_icon_loss_lowers_the_inverse_consistency_error(phantoms_3d, tmp_path):
     from deepatlas.data import prepare_data
     from deepatlas.inference import load_run

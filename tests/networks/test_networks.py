@@ -25,10 +25,28 @@ def test_registration_starts_at_identity_and_learns():
 
 
 def test_diffeomorphic_option_integrates_a_velocity_field():
-    reg = RegistrationNet(2, channels=(4, 8), strides=(2,), diffeomorphic=True, integration_steps=4)
+    """A smooth swirl (up to 3 radians at the centre, 11 voxels) folds 14 % of the grid when taken as
+    a displacement; integrated (7 scaling-and-squaring steps, the default) it does not fold, and
+    the flow of ``-v`` undoes it: ``phi_v(phi_-v)`` is the identity to a fraction of a voxel."""
+    from deepatlas.evaluation.metrics import fold_fraction, jacobian_determinant
+    from deepatlas.networks.warp import warp_image
+
+    reg = RegistrationNet(2, channels=(4, 8), strides=(2,), diffeomorphic=True)
+    x = torch.rand(1, 1, 32, 32)
     torch.nn.init.normal_(reg.head.weight, std=0.5)
-    x = torch.rand(1, 1, 16, 16)
-    assert reg(x, x.flip(-1)).abs().sum() > 0
+    assert not torch.allclose(reg(x, x.flip(-1)), reg.raw_field(x, x.flip(-1)))  # the head's field is integrated
+    axis = torch.arange(32, dtype=torch.float32) - 15.5
+    y0, y1 = torch.meshgrid(axis, axis, indexing="ij")
+    swirl = 3.0 * torch.exp(-(y0**2 + y1**2) / 72) * torch.stack([-y1, y0])[None]
+    assert fold_fraction(swirl) > 0.1
+    reg.raw_field = lambda moving, fixed: swirl
+    forward = reg(x, x)
+    assert fold_fraction(forward) == 0 and float(jacobian_determinant(forward).min()) > 0.5
+    assert float(forward.abs().max()) > 8  # a large deformation, not a near-identity one
+    reg.raw_field = lambda moving, fixed: -swirl
+    backward = reg(x, x)
+    round_trip = forward + warp_image(backward, forward)  # x -> x + forward(x) -> ... + backward(...)
+    assert float(round_trip.abs().mean()) < 0.1 and float(round_trip[..., 4:-4, 4:-4].abs().max()) < 0.5
 
 
 def test_pad_and_crop_roundtrip():

@@ -8,7 +8,7 @@ from tests.conftest import real_brains_4mm
 
 
 @pytest.fixture(scope="module")
-def pair():
+def pair(ixi):
     """Two real brains at 4 mm (40x48x40) with their brain31 classes (nearest, by striding)."""
     images, labels, scheme = real_brains_4mm(2)
     return [images[:1], images[1:]], [labels[:1], labels[1:]], scheme

@@ -9,10 +9,7 @@ from deepatlas.losses.similarity import LocalNCCLoss
 from deepatlas.networks import RegistrationNet
 from deepatlas.registration import InstanceOptimizer, build_pipeline
 from deepatlas.registration.fields import warp
-from tests.conftest import IXI
 from tests.registration.conftest import pair_dice
-
-pytestmark = pytest.mark.skipif(not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI}")
 
 
 def _settings(**kw):

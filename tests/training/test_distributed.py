@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import tiny_config
@@ -18,6 +19,7 @@ def _train_command(config_path, out, nproc: int) -> list[str]:
     return launcher + cli
 
 
+@pytest.mark.slow
 def test_two_processes_take_the_single_process_step(tmp_path, phantoms_3d):
     # step 1 trains the seg net, step 2 the reg net, each on a global batch of 2 pairs:
     # one pair per process under torchrun, both pairs in one process without it

@@ -49,6 +49,7 @@ def _kill_when(process: subprocess.Popen, run: Path, records: int, rng: random.R
     return True
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, phantoms_3d):
     config = _kill_test_config(phantoms_3d)
     reference = tmp_path / "reference"

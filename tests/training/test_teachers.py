@@ -16,14 +16,12 @@ from deepatlas.registration import build_pipeline
 from deepatlas.training import Trainer
 from deepatlas.training.run import train
 from deepatlas.training.teachers import TeacherCache
-from tests.conftest import IXI, real_brains_4mm, tiny_config
+from tests.conftest import real_brains_4mm, tiny_config
 
 
 @pytest.fixture(scope="module")
-def brains():
+def brains(ixi):
     """Five real brains at 4 mm (40x48x40) with their brain31 classes."""
-    if not (IXI / "splits.json").exists():
-        pytest.skip(f"real data not found at {IXI}")
     return real_brains_4mm(5)
 
 
