@@ -46,7 +46,7 @@ from benchmarks.provenance import command_line, provenance, provenance_line
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
-from deepatlas.data.prepare import select_split
+from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
 from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set

@@ -301,14 +301,14 @@ def train_all(
     Trainings not in ``todo`` (nothing left to evaluate) come from their records. ``after(name)``
     runs once each training is done (its evaluations), so a sitting's work is in committed files."""
     from deepatlas.config import load_config
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
 
     flags = plan["data_flags"] + [f"data.labelled_ids={json.dumps(plan['labelled'][n])}"]
     cache: dict = {}
 
     def load_data():  # ~160 volumes: once per N, only if something still trains
         if "data" not in cache:
-            cache["data"] = prepare_data(load_config(None, flags).data, progress=False)
+            cache["data"] = load_training_data(load_config(None, flags).data, progress=False)
         return cache["data"]
 
     names = [f"seg-only-n{n}"] + [f"{v}-n{n}" for v in plan["variants"]] + (["reg-only"] if first else [])
@@ -322,7 +322,7 @@ def train_all(
         after(name)
     if first and plan["ceiling"]:  # every training subject labelled: its own data
         ceiling = plan["data_flags"] + method_overrides("ceiling", preset) + seg_net_flags("ceiling", preset)
-        load_all = lambda: prepare_data(load_config(None, ceiling).data, progress=False)  # noqa: E731
+        load_all = lambda: load_training_data(load_config(None, ceiling).data, progress=False)  # noqa: E731
         trainings["ceiling"] = train_method("ceiling", ceiling, load_all, out, preset, "ceiling" in todo)
         after("ceiling")
     return trainings

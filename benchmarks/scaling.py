@@ -37,9 +37,9 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     import torch.nn.functional as F
 
     from deepatlas.config import Config
-    from deepatlas.data import find_subjects, prepare_data
+    from deepatlas.data import find_subjects, load_training_data
     from deepatlas.data.dataset import ImageSet
-    from deepatlas.inference.predict import register, segment
+    from deepatlas.inference.predict import register_with_net, segment_with_net
     from deepatlas.training import Trainer
 
     warnings.filterwarnings("ignore")
@@ -52,7 +52,7 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     config.data.dataset, config.data.label_map = str(manifest), str(data / "brain31.json")
     config.data.unknown_labels, config.data.num_labelled = "background", 3
     config.schedule.batch_size = batch
-    base = prepare_data(config.data, progress=False).train
+    base = load_training_data(config.data, progress=False).train
     images = F.interpolate(base.images, size=shape, mode="trilinear", align_corners=False)
     labels = F.interpolate(base.labels.float(), size=shape, mode="nearest").to(base.labels.dtype)
     train = ImageSet(base.ids, images.contiguous(), labels.contiguous(), base.has_label, base.affines, base.scheme)
@@ -67,8 +67,8 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     timed = {
         "reg_step_s": trainer.reg_step,
         "seg_step_s": trainer.seg_step,
-        "register_s": lambda: register(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp),
-        "segment_s": lambda: segment(trainer.seg_net, images[:1], amp=trainer.amp),
+        "register_s": lambda: register_with_net(trainer.reg_net, images[:1], images[1:2], amp=trainer.amp),
+        "segment_s": lambda: segment_with_net(trainer.seg_net, images[:1], amp=trainer.amp),
     }
     for name, fn in timed.items():
         fn()  # warm-up

@@ -88,7 +88,7 @@ def make_config(name: str, data: Path, manifest: Path):
 def run_single(name: str, data: Path, repeats: int) -> dict:
     import torch
 
-    from deepatlas.data import find_subjects, prepare_data
+    from deepatlas.data import find_subjects, load_training_data
     from deepatlas.training import Trainer
 
     warnings.filterwarnings("ignore")
@@ -98,7 +98,7 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
         json.dumps({"subjects": [{"id": s.id, "image": str(s.image), "label": str(s.label)} for s in subjects]})
     )
     config = make_config(name, data, manifest)
-    train = prepare_data(config.data, progress=False).train
+    train = load_training_data(config.data, progress=False).train
     trainer = Trainer(config, train, progress=False)
     result: dict = {"config": name, "threads": torch.get_num_threads(), "amp": str(trainer.amp), "reg": {}, "seg": {}}
     if trainer.teachers is not None:

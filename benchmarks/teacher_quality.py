@@ -73,13 +73,13 @@ def main() -> int:
     warnings.filterwarnings("ignore")
 
     from deepatlas.config import load_config
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
     from deepatlas.inference import load_run
 
     flags = [f"data.dataset={args.data}", f"data.label_map={args.data / 'brain31.json'}"]
     flags += [f"data.splits={args.data / 'splits.json'}", "data.unknown_labels=background"]
     flags += [f"data.num_labelled={args.labelled}", "data.seed=0"]
-    data = prepare_data(load_config(None, flags).data, progress=False)
+    data = load_training_data(load_config(None, flags).data, progress=False)
     run = load_run(args.run, "last")
     targets = data.validation.labelled_indices()[: args.targets]
     results = {}

@@ -408,7 +408,7 @@ def main() -> int:
     warnings.filterwarnings("ignore")
 
     from deepatlas.config import load_config
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
     from deepatlas.training.run import train
 
     data_flags = [
@@ -425,14 +425,14 @@ def main() -> int:
         config = load_config(None, BASE + data_flags + overrides)
         key = (config.data.num_labelled, config.data.seed, tuple(config.data.labelled_ids or []))
         if key not in cache:
-            cache[key] = prepare_data(config.data, progress=False)
+            cache[key] = load_training_data(config.data, progress=False)
         run_dir = args.out / "runs" / args.sweep / name.replace("=", "-").replace(",", "_")
         start = time.time()
         train(config, run_dir, progress=False, data=cache[key], resume=(run_dir / "checkpoints/last.pt").exists())
         record = score(name, overrides, run_dir, cache[key].validation, time.time() - start)
         append(log, {**record, "labelled": cache[key].labelled_ids[:5]})
     if args.score and not cache:  # the validation split is the same whatever the labelled draw
-        cache[None] = prepare_data(load_config(None, BASE + data_flags).data, progress=False)
+        cache[None] = load_training_data(load_config(None, BASE + data_flags).data, progress=False)
     for name, _, folder in (item.partition("=") for item in args.score):
         append(log, score(name, [f"run {folder}"], Path(folder), next(iter(cache.values())).validation))
     write_table(log, args.out / f"{args.sweep}.md")

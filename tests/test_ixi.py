@@ -5,7 +5,7 @@ import json
 import pytest
 
 from deepatlas.config import Config
-from deepatlas.data import find_subjects, prepare_data
+from deepatlas.data import find_subjects, load_training_data
 from deepatlas.training.run import train
 from tests.conftest import IXI
 
@@ -27,7 +27,7 @@ def test_train_a_few_steps_on_real_brains(tmp_path):
     config.data.num_labelled = 2
     s = config.schedule
     s.seg_pretrain_steps, s.reg_pretrain_steps, s.cycles, s.reg_steps_per_cycle, s.seg_steps_per_cycle = 1, 1, 1, 2, 2
-    data = prepare_data(config.data, progress=False)
+    data = load_training_data(config.data, progress=False)
     assert data.train.shape == (80, 96, 80) and data.scheme.num_classes == 32
     assert int(data.train.labels.max()) <= 31 and data.train.has_label.sum() == 2
     summary = train(config, tmp_path / "run", progress=False, data=data)
@@ -46,4 +46,4 @@ def test_unlisted_muse_codes_need_the_users_word():
     from deepatlas.data import DataError
 
     with pytest.raises(DataError, match="label codes not in the label-map file"):
-        prepare_data(config.data, progress=False)
+        load_training_data(config.data, progress=False)

@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 
 from deepatlas.config import Config
-from deepatlas.data import find_subjects, load_image_set, load_splits, prepare_data
-from deepatlas.data.prepare import select_split
+from deepatlas.data import find_subjects, load_image_set, load_splits, load_training_data
+from deepatlas.data.loading import select_split
 from deepatlas.data.synthetic import make_dataset
 from deepatlas.evaluation.evaluate import consecutive_pairs, evaluate_image_set
 from deepatlas.files import atomic_write_text
-from deepatlas.inference import load_run, register, segment
+from deepatlas.inference import load_run, register_with_net, segment_with_net
 from deepatlas.networks.warp import warp_image, warp_labels
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.run import train
@@ -79,7 +79,7 @@ def run_demo(output: str | Path = "deepatlas-demo", quick: bool = False, progres
             },
         )
     config = demo_config(dataset, quick)
-    data = prepare_data(config.data, progress=progress)
+    data = load_training_data(config.data, progress=progress)
     results: dict = {"labelled": data.labelled_ids, "unlabelled": len(data.train) - len(data.labelled_ids)}
     for name, cfg in (("deepatlas", config), ("seg-only", seg_only_config(config))):
         run_dir = output / name
@@ -117,10 +117,10 @@ def run_demo(output: str | Path = "deepatlas-demo", quick: bool = False, progres
 
 def _figure(test, deepatlas, seg_only, path: Path) -> Path:
     k = test.scheme.num_classes
-    ours = segment(deepatlas.seg_net, test.images[:1])[0, 0].numpy()
-    base = segment(seg_only.seg_net, test.images[:1])[0, 0].numpy()
+    ours = segment_with_net(deepatlas.seg_net, test.images[:1])[0, 0].numpy()
+    base = segment_with_net(seg_only.seg_net, test.images[:1])[0, 0].numpy()
     moving, fixed = consecutive_pairs(len(test))[0]
-    ddf = register(deepatlas.reg_net, test.images[[moving]], test.images[[fixed]])
+    ddf = register_with_net(deepatlas.reg_net, test.images[[moving]], test.images[[fixed]])
     warped = warp_image(test.images[[moving]], ddf)[0, 0].numpy()
     warped_labels = warp_labels(test.labels[[moving]].to(torch.int16), ddf)[0, 0].numpy()
     image = test.images[0, 0].numpy()

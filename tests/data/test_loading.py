@@ -93,12 +93,12 @@ def test_geometry_is_kept(tmp_path):
 
 def test_the_subject_selection_is_what_training_loads(phantoms_3d):
     """``select_subjects`` (a directory scan, used before training to suggest a recipe) chooses the
-    same training, validation and labelled subjects as ``prepare_data`` loads."""
+    same training, validation and labelled subjects as ``load_training_data`` loads."""
     from deepatlas.config import DataConfig
-    from deepatlas.data.prepare import prepare_data, select_subjects
+    from deepatlas.data.loading import load_training_data, select_subjects
 
     cfg = DataConfig(dataset=str(phantoms_3d), splits=str(phantoms_3d / "splits.json"), num_labelled=3, seed=4)
-    chosen, data = select_subjects(cfg), prepare_data(cfg, progress=False)
+    chosen, data = select_subjects(cfg), load_training_data(cfg, progress=False)
     assert [s.id for s in chosen.train] == data.train.ids and len(chosen.train) == 6
     assert [s.id for s in chosen.validation] == data.validation.ids
     assert chosen.labelled_ids == data.labelled_ids and len(chosen.labelled_ids) == 3 and chosen.unlabelled == 3

@@ -35,7 +35,7 @@ def test_residual_is_differentiable_and_unknown_kind_is_refused():
 
 @pytest.mark.slow
 def test_training_with_the_icon_loss_lowers_the_inverse_consistency_error(phantoms_3d, tmp_path):
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
     from deepatlas.inference import load_run
     from deepatlas.training.run import train
     from tests.conftest import tiny_config
@@ -45,7 +45,7 @@ def test_training_with_the_icon_loss_lowers_the_inverse_consistency_error(phanto
         config = tiny_config(phantoms_3d, seg_pretrain_steps=0, reg_pretrain_steps=40, cycles=0)
         config.loss.regularizer_weight = 0.1  # a loosely regularised net, so there is something to fix
         config.loss.inverse_consistency_weight = weight
-        data = prepare_data(config.data, progress=False)
+        data = load_training_data(config.data, progress=False)
         train(config, tmp_path / f"icon{weight}", progress=False, data=data)
         net = load_run(tmp_path / f"icon{weight}", "last").reg_net
         images = data.validation.images

@@ -130,5 +130,5 @@ def test_mind_to_fixed_is_zero_at_alignment_and_warps_prepared_descriptors():
     generator = torch.Generator().manual_seed(1)
     fixed = box_filter(torch.rand(1, 1, 12, 14, 10, generator=generator), 3)
     loss = MINDToFixed(fixed)
-    assert float(loss(loss.prepare(1 - fixed))) < 1e-6
-    assert float(loss(loss.prepare(fixed.roll(2, -1)))) > 1e-3
+    assert float(loss(loss.to_warp(1 - fixed))) < 1e-6
+    assert float(loss(loss.to_warp(fixed.roll(2, -1)))) > 1e-3

@@ -2,7 +2,7 @@
 
 import torch
 
-from deepatlas.data import prepare_data
+from deepatlas.data import load_training_data
 from deepatlas.training import Trainer
 from tests.conftest import tiny_config
 
@@ -17,7 +17,7 @@ def _same(a, b):
 
 def test_registration_step_leaves_seg_net_unchanged(phantoms_3d):
     config = tiny_config(phantoms_3d)
-    data = prepare_data(config.data, progress=False)
+    data = load_training_data(config.data, progress=False)
     trainer = Trainer(config, data.train, progress=False)
     for group in ("neither", "moving", "fixed", "both"):
         seg, reg = _snapshot(trainer.seg_net), _snapshot(trainer.reg_net)
@@ -29,7 +29,7 @@ def test_registration_step_leaves_seg_net_unchanged(phantoms_3d):
 
 def test_segmentation_step_leaves_reg_net_unchanged(phantoms_3d):
     config = tiny_config(phantoms_3d)
-    data = prepare_data(config.data, progress=False)
+    data = load_training_data(config.data, progress=False)
     trainer = Trainer(config, data.train, progress=False)
     trainer.reg_step()  # make the reg net non-trivial first
     for group in ("moving", "fixed"):
@@ -45,7 +45,7 @@ def test_weak_supervision_reaches_the_unlabelled_image(phantoms_3d):
     loss: with the supervised weight at 0 the seg net still learns, from warped labels alone."""
     config = tiny_config(phantoms_3d)
     config.loss.supervised_weight = 0.0
-    data = prepare_data(config.data, progress=False)
+    data = load_training_data(config.data, progress=False)
     trainer = Trainer(config, data.train, progress=False)
     before = _snapshot(trainer.seg_net)
     losses = trainer.seg_step(group="moving")
@@ -58,12 +58,12 @@ def test_supervised_batches_hold_distinct_images(phantoms_3d):
     config = tiny_config(phantoms_3d)
     config.data.num_labelled = 3
     config.schedule.batch_size = 2
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     draws = [trainer.batches.labelled_batch() for _ in range(50)]
     assert all(len(set(d)) == 2 and set(d) <= set(trainer.labelled) for d in draws)
     assert len({tuple(sorted(d)) for d in draws}) == 3  # every pair of the three comes up
     config.data.num_labelled = 1
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     assert trainer.batches.labelled_batch() == trainer.labelled and len(trainer.labelled) == 1
     losses = trainer.seg_pretrain_step()
     assert losses["loss"] > 0
@@ -75,7 +75,7 @@ def test_a_misspelt_pair_group_is_refused(phantoms_3d):
     config = tiny_config(phantoms_3d)
     config.schedule.seg_pair_weights = {"moving": 1.0, "fixd": 1.0}
     with pytest.raises(ValueError, match=r"schedule.seg_pair_weights: unknown pair groups \['fixd'\]"):
-        Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+        Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
 
 
 def test_augmentation_reaches_the_supervised_steps(phantoms_3d):
@@ -86,7 +86,7 @@ def test_augmentation_reaches_the_supervised_steps(phantoms_3d):
         for enabled in (False, True):
             config = tiny_config(phantoms_3d)
             config.augment.enabled = enabled
-            trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+            trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
             getattr(trainer, step)()
             after[enabled] = _snapshot(trainer.seg_net)
         assert not _same(after[False], after[True]), step
@@ -97,7 +97,7 @@ def test_augmentation_takes_one_draw_from_the_run_generator_whatever_the_batch(p
     labelled images than another, so augmenting takes the same draws for any batch."""
     config = tiny_config(phantoms_3d)
     config.augment.enabled = True
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     images, labels = trainer.batches.to_device(trainer.labelled)
     states = []
     for count in (1, 2):
@@ -137,5 +137,5 @@ def test_auto_augments_few_labelled_normalised_images_only(phantoms_3d):
     for labelled, wanted in [(2, True), (3, False)]:
         config = tiny_config(phantoms_3d)
         config.augment.enabled, config.data.num_labelled = "auto", labelled
-        trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+        trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
         assert trainer.augmenting is wanted

@@ -52,14 +52,14 @@ def test_resizing_is_checked_in_the_config():
 
 
 def test_a_run_starts_from_another_runs_weights_and_refuses_other_networks(trained_3d, phantoms_3d):
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
     from deepatlas.inference import load_run
     from deepatlas.training import Trainer
     from tests.conftest import tiny_config
 
     config = tiny_config(phantoms_3d)
     config.init_from = str(trained_3d)
-    data = prepare_data(config.data, progress=False)
+    data = load_training_data(config.data, progress=False)
     trainer = Trainer(config, data.train, progress=False)
     source = load_run(trained_3d, "best")
     for mine, theirs in ((trainer.seg_net, source.seg_net), (trainer.reg_net, source.reg_net)):

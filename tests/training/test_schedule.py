@@ -40,12 +40,12 @@ def test_learning_rate_decay_outside_0_1_is_refused():
 
 
 def test_with_a_time_budget_the_learning_rates_follow_the_clock(phantoms_2d):
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
     from deepatlas.training import Trainer
     from tests.conftest import tiny_config
 
     config = tiny_config(phantoms_2d, time_budget_minutes=10.0, lr_decay=0.2, cycles=1000, reg_lr=2e-3)
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     trainer.elapsed = 0.9 * 600  # 90 % of the budget spent, a few steps into a long schedule
     phase, losses = trainer.train_step()
     assert losses["lr_scale"] == pytest.approx(0.5)

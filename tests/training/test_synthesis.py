@@ -114,14 +114,14 @@ def test_a_distilled_run_trains_on_synthesised_images(tmp_path, phantoms_3d):
 
 
 def test_the_seg_step_variant_is_chosen_once_from_data_and_settings(phantoms_3d):
-    from deepatlas.data import prepare_data
+    from deepatlas.data import load_training_data
     from deepatlas.training import Trainer
 
     config = tiny_config(phantoms_3d)
-    data = prepare_data(config.data, progress=False)
+    data = load_training_data(config.data, progress=False)
     assert Trainer(config, data.train, progress=False).seg_variant == "pair"
     config.teachers.enabled, config.teachers.loss = "on", "distil"
     assert Trainer(config, data.train, progress=False).seg_variant == "distil"
     config.data.num_labelled = None  # every training image labelled: nothing to pair
-    every = prepare_data(config.data, progress=False)
+    every = load_training_data(config.data, progress=False)
     assert Trainer(config, every.train, progress=False).seg_variant == "supervised"

@@ -8,7 +8,7 @@ import torch
 
 from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config, RefineConfig
-from deepatlas.data import prepare_data
+from deepatlas.data import load_training_data
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.networks import RegistrationNet
 from deepatlas.networks.warp import warp_labels
@@ -162,7 +162,7 @@ def test_a_resumed_run_keeps_its_teachers_and_ends_as_an_uninterrupted_one(tmp_p
 def test_a_trainer_gets_teachers_by_default_with_few_labelled_images(phantoms_3d, labelled, wanted):
     config = tiny_config(phantoms_3d)
     config.teachers.enabled, config.data.num_labelled = "auto", labelled
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     assert (trainer.teachers is not None) == wanted
 
 
@@ -191,7 +191,7 @@ def test_a_distil_step_trains_on_a_labelled_and_a_taught_image_with_its_teacher(
     config = tiny_config(phantoms_3d, seg_pretrain_steps=0, reg_pretrain_steps=0, cycles=2)
     config.teachers.enabled, config.teachers.loss = "on", "distil"
     config.refine.iterations = [3, 2]
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     inputs, targets = [], []
     trainer.seg_net.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
     trainer.objectives.supervised.register_forward_hook(lambda module, args, out: targets.append(args[1]))
@@ -212,7 +212,7 @@ def test_a_distil_step_trains_on_a_labelled_and_a_taught_image_with_its_teacher(
 def test_teachers_register_with_their_own_levels_and_the_run_keeps_its_own(phantoms_3d):
     config = tiny_config(phantoms_3d)
     config.teachers.enabled, config.teachers.refine_levels, config.teachers.refine_iterations = "on", [4, 1], [7, 3]
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     optimizer = trainer.teachers.pipeline().stages[-1].optimizer
     assert optimizer.config.levels == [4, 1] and optimizer.config.iterations == [7, 3]
     assert optimizer.config.lr == config.refine.lr  # the rest of refinement is the run's
@@ -228,7 +228,7 @@ def test_guided_registration_reads_teachers_instead_of_the_seg_net(phantoms_3d, 
     config = tiny_config(phantoms_3d)
     config.teachers.enabled, config.teachers.guide_registration = "on", guide
     config.refine.iterations = [3, 2]
-    trainer = Trainer(config, prepare_data(config.data, progress=False).train, progress=False)
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     trainer.teachers.labels_for(trainer.unlabelled, trainer.step)  # every unlabelled image taught
     passes = []
     trainer.seg_net.register_forward_hook(lambda module, args, out: passes.append(args[0].shape[0]))

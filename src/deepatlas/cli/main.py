@@ -16,7 +16,7 @@ from deepatlas.recipes import RECIPES, recipe_overrides, suggested_recipe
 def _suggest_recipe(config) -> None:
     """One line naming a recipe measured to do better on a training set like this one's, if any."""
     from deepatlas.data.errors import DataError
-    from deepatlas.data.prepare import select_subjects
+    from deepatlas.data.loading import select_subjects
 
     if config.teachers.loss == "distil" or os.environ.get("RANK", "0") != "0":
         return  # distilling already, or not the process that speaks for a torchrun launch

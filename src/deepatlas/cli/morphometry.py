@@ -20,7 +20,13 @@ TEMPLATE_HELP = (
 
 
 def cmd_morphometry(args: argparse.Namespace) -> int:
-    from deepatlas.evaluation.morphometry import check_atlases, measure_subject, plan_morphometry, prepare, summarize
+    from deepatlas.evaluation.morphometry import (
+        check_atlases,
+        measure_subject,
+        plan_morphometry,
+        start_outputs,
+        summarize,
+    )
     from deepatlas.evaluation.volume_range import read_volume_range
     from deepatlas.visualization.morphometry import morphometry_figures
 
@@ -34,7 +40,7 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
     with output_lock(args):
-        prepare(plan, args.overwrite)
+        start_outputs(plan, args.overwrite)
         loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
         run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
         ranges = read_volume_range(run.folder.volume_range)

@@ -7,7 +7,7 @@ from torch import nn
 
 from deepatlas.data.dataset import ImageSet
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean, fold_fraction
-from deepatlas.inference.predict import register, segment
+from deepatlas.inference.predict import register_with_net, segment_with_net
 from deepatlas.networks.warp import warp_labels
 
 
@@ -24,12 +24,17 @@ def evaluate_image_set(
     amp: torch.dtype | None = None,
 ) -> dict:
     """Mean segmentation Dice (seg net vs labels), registration Dice (warped moving labels vs
-    fixed labels) and fold fraction, over the labelled subjects of ``images``."""
+    fixed labels) and fold fraction, over the labelled subjects of ``images``.
+
+    The nets alone on images already in memory on the training grid: what training validates
+    with and sweeps compare runs by. For a trained run's scores as ``deepatlas evaluate``
+    reports them (each image on its own grid, refinement, HD95, tables written), call
+    :func:`deepatlas.evaluation.evaluate_run.evaluate_run`."""
     labelled = images.labelled_indices()
     k = images.scheme.num_classes
     result: dict = {}
     if seg_net is not None and labelled:
-        pred = segment(seg_net, images.images[labelled], amp=amp)
+        pred = segment_with_net(seg_net, images.images[labelled], amp=amp)
         per_subject = [dice_per_class(p, images.labels[i], k) for p, i in zip(pred, labelled)]
         per_class = torch.stack(per_subject)
         result["seg_dice"] = finite_mean(per_class)
@@ -40,7 +45,7 @@ def evaluate_image_set(
         if pairs:
             moving = images.images[[a for a, _ in pairs]]
             fixed = images.images[[b for _, b in pairs]]
-            ddf = register(reg_net, moving, fixed, amp=amp)
+            ddf = register_with_net(reg_net, moving, fixed, amp=amp)
             warped = warp_labels(images.labels[[a for a, _ in pairs]].to(torch.int16), ddf)
             per_pair = torch.stack([dice_per_class(w, images.labels[b], k) for w, (_, b) in zip(warped, pairs)])
             before = torch.stack([dice_per_class(images.labels[a], images.labels[b], k) for a, b in pairs])

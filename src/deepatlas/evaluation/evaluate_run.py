@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from deepatlas.data import DataError, find_subjects, load_splits
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
-from deepatlas.data.prepare import select_split
+from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import Subject
 from deepatlas.evaluation.metrics import (
     dice_per_class,
@@ -329,7 +329,11 @@ def evaluate(
     run: TrainedRun | None, dataset: str | Path, options: EvaluationOptions, output: str | Path | None = None
 ) -> dict:
     """Evaluate ``run`` (or ``options.registrar``) on ``dataset`` as ``options`` say; returns the summary,
-    also written with the per-case tables into ``output`` when given."""
+    also written with the per-case tables into ``output`` when given.
+
+    For callers holding an :class:`EvaluationOptions`; with keywords, call :func:`evaluate_run`
+    (the same). For the nets alone on an in-memory image set (training validation), call
+    :func:`deepatlas.evaluation.evaluate.evaluate_image_set`."""
     if run is None and (options.registrar is None or options.scheme is None or not options.atlases):
         raise ValueError("evaluate_run without a trained run needs a registrar, a label scheme and atlases")
     subjects = collect_subjects(dataset, options)
@@ -357,6 +361,10 @@ def evaluate_run(
     **options,
 ) -> dict:
     """Evaluate ``run`` on the labelled subjects of ``split`` of ``dataset``; returns the summary.
+
+    The entry point for a trained run's scores (``deepatlas evaluate``, reports, benchmarks):
+    :func:`evaluate` with the options as keywords. For the nets alone on an in-memory image set
+    (training validation), call :func:`deepatlas.evaluation.evaluate.evaluate_image_set`.
 
     ``options`` are the other fields of :class:`EvaluationOptions` (``progress``, ``atlases``,
     ``fusion``, ``seg_net_weight``, ``registrar``, ``scheme``), as keywords; see :func:`evaluate`.

@@ -463,7 +463,7 @@ def disagreement_flag(structure: str, seg_mm3: float, atlas_mm3: float) -> str:
     return "disagree" if abs(seg_mm3 - atlas_mm3) / mean > FLAG_MARGINS.get(structure, FLAG_MARGIN) else ""
 
 
-def prepare(plan: MorphometryPlan, overwrite: bool = False) -> None:
+def start_outputs(plan: MorphometryPlan, overwrite: bool = False) -> None:
     """Refuse existing outputs (unless ``overwrite``), then write the mean template if the plan makes one."""
     check_free(plan.outputs(), overwrite)
     if plan.make_template:
@@ -476,7 +476,7 @@ def morphometry(run: TrainedRun, plan: MorphometryPlan, overwrite: bool = False)
     command line spreads :func:`measure_subject` over ``--workers``)."""
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
-    prepare(plan, overwrite)
+    start_outputs(plan, overwrite)
     for job in plan.jobs():
         measure_subject(run, job)
     ranges = read_volume_range(run.folder.volume_range)

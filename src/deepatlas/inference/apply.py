@@ -170,7 +170,7 @@ def min_extent_mm(run: TrainedRun) -> float | None:
     return min(MIN_EXTENT_MM, 0.5 * min(_grid_extent(run)))
 
 
-def _prepare(
+def _to_network_grid(
     run: TrainedRun, volume: Volume, align: str = "off"
 ) -> tuple[torch.Tensor, tuple[int, ...], np.ndarray, ModelSpaceReport]:
     """``volume`` on the grid the networks see it on (``1 x *shape``), that grid, and whether it was
@@ -214,7 +214,7 @@ def register_volumes(
     options = options or RegistrationOptions()
     options.validate()
     _check_dims(run, moving, fixed)
-    fixed_t, grid_shape, grid_affine, space = _prepare(run, fixed, options.align)
+    fixed_t, grid_shape, grid_affine, space = _to_network_grid(run, fixed, options.align)
     # the moving image goes onto the *fixed* image's network grid: one grid per pair keeps
     # their world relationship (pre-alignment) intact
     moving_t = _on_grid(run, moving, grid_shape, grid_affine)
@@ -384,7 +384,7 @@ def _network_probabilities(
     """The seg net's class probabilities of ``image`` on the network grid, that grid's affine, and
     how the image was brought into the model's space."""
     look_up_option(align, options.AFFINE, "align")
-    on_grid, _, affine, report = _prepare(run, image, align)
+    on_grid, _, affine, report = _to_network_grid(run, image, align)
     with torch.no_grad():
         probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].float().cpu(), 0)
     return probs, affine, report

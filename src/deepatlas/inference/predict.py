@@ -1,4 +1,6 @@
-"""Forward passes on tensors: segment images, register pairs (no gradients, batched)."""
+"""Forward passes of the networks alone on tensors: segment images, register pairs (no gradients,
+batched). The command line's ``segment`` and ``register`` (:mod:`deepatlas.inference.apply`) add
+the affine stage, refinement and resampling to each volume's own grid."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from deepatlas.device import autocast
 
 
 @torch.no_grad()
-def segment(
+def segment_with_net(
     seg_net: nn.Module, images: torch.Tensor, batch_size: int = 2, amp: torch.dtype | None = None
 ) -> torch.Tensor:
     """Class-index maps ``Nx1xHxW[xD]`` (uint8/int16 like the labels) for images ``Nx1xHxW[xD]``."""
@@ -27,7 +29,7 @@ def segment(
 
 
 @torch.no_grad()
-def register(
+def register_with_net(
     reg_net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor, batch_size: int = 2, amp: torch.dtype | None = None
 ) -> torch.Tensor:
     """Displacement fields ``N x dims x HxW[xD]`` (voxels, float32) taking each moving image onto its fixed one."""
@@ -41,3 +43,8 @@ def register(
         out.append(ddf.float().cpu())
     reg_net.train(was_training)
     return torch.cat(out)
+
+
+# the names before segment_with_net / register_with_net, kept for one release (docs/usage.md)
+segment = segment_with_net
+register = register_with_net

@@ -122,7 +122,7 @@ class LocalNCCToFixed(nn.Module):
         self.t_mean = t_mean
         self.t_var = _variance(t_mean, tt, self.n, eps)
 
-    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
+    def to_warp(self, moving: torch.Tensor) -> torch.Tensor:
         """What to warp at every step: the moving image itself."""
         return moving.float()
 
@@ -193,7 +193,7 @@ class MutualInformationToFixed(nn.Module):
         weights = torch.exp(-0.5 * distance * distance)
         return weights / weights.sum(-1, keepdim=True)
 
-    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
+    def to_warp(self, moving: torch.Tensor) -> torch.Tensor:
         """What to warp at every step: the moving image itself."""
         return moving.float()
 
@@ -247,7 +247,7 @@ def mind_ssc(image: torch.Tensor, dilation: int = 1, eps: float = 1e-6) -> torch
 class MINDToFixed(nn.Module):
     """Mean squared difference of MIND-SSC descriptors (:func:`mind_ssc`) against one fixed image.
 
-    The moving image's descriptors are computed once (:meth:`prepare`) and warped at every
+    The moving image's descriptors are computed once (:meth:`to_warp`) and warped at every
     step, as ConvexAdam does, instead of describing each warped image anew.
     """
 
@@ -256,7 +256,7 @@ class MINDToFixed(nn.Module):
         self.dilation = dilation
         self.fixed = mind_ssc(fixed, dilation)
 
-    def prepare(self, moving: torch.Tensor) -> torch.Tensor:
+    def to_warp(self, moving: torch.Tensor) -> torch.Tensor:
         """What to warp: the moving image's descriptors, ``B x K x *spatial``."""
         return mind_ssc(moving, self.dilation)
 

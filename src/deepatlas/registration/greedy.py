@@ -142,7 +142,7 @@ class GreedyOptimizer:
         """``iterations`` greedy steps on one level's images, from ``field`` (on that level's grid)."""
         cfg = self.config
         similarity = self._similarity(fixed)
-        source = similarity.prepare(moving)
+        source = similarity.to_warp(moving)
         for _ in range(iterations):
             warped = warp(source, field)
             gradient = self._gradient(similarity, warped)

@@ -154,7 +154,7 @@ class InstanceOptimizer:
         base_shape = control_shape if self.diffeomorphic else level_shape
         base = resize_field(state, base_shape)
         similarity = self._similarity(level_fixed)
-        source = similarity.prepare(level_moving)
+        source = similarity.to_warp(level_moving)
         residual = torch.zeros(
             (state.shape[0], state.shape[1]) + control_shape, device=state.device, requires_grad=True
         )

@@ -14,7 +14,7 @@ import numpy as np
 
 from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
-from deepatlas.data.prepare import TrainingData, prepare_data
+from deepatlas.data.loading import TrainingData, load_training_data
 from deepatlas.device import select_device
 from deepatlas.evaluation.volume_range import volume_range
 from deepatlas.files import FolderBusyError, folder_lock, remove_orphans
@@ -79,7 +79,7 @@ def _train_held(config, folder, world, created, resume, progress, data, max_step
     try:
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)  # an unwritable place fails now, not after loading
-        data = data or prepare_data(config.data, progress=progress and world.is_main)
+        data = data or load_training_data(config.data, progress=progress and world.is_main)
         trainer = Trainer(config, data.train, data.validation, run_dir, progress=progress, world=world)
         if world.is_main:
             _write_run_description(folder, config, data)

@@ -66,7 +66,7 @@ def select_subjects(cfg: DataConfig) -> TrainingSelection:
     return TrainingSelection(train, validation, labelled)
 
 
-def prepare_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
+def load_training_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
     """Find, check and load the training (and validation) subjects; hide the labels not chosen."""
     chosen = select_subjects(cfg)
     train, validation, labelled = chosen.train, chosen.validation, chosen.labelled_ids
