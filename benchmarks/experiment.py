@@ -59,6 +59,7 @@ from benchmarks.experiment_report import CEILING, example_file, save_example, tr
 from benchmarks.paths import data_root
 from benchmarks.provenance import command_line, cpu_model, provenance
 from deepatlas.files import atomic_write_text
+from deepatlas.options import UNTIL_BUDGET
 from deepatlas.recipes import recipe_overrides, suggested_recipe
 from deepatlas.run_folder import RunFolder
 
@@ -83,7 +84,6 @@ PRESETS = {
         "val_every": 20,
     },
 }
-MANY = 10**7  # a schedule longer than any budget: the clock ends it
 # DeepAtlas schedules compared (on the validation split, which picks the shipped default):
 # "deepatlas" is the schedule shipped before this experiment (with the preset's pre-training);
 # "deepatlas-seg-heavy" gives the seg net the time: longer supervised pre-training, 10:10 cycles
@@ -121,10 +121,10 @@ REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_p
 def method_overrides(method: str, preset: dict, n: int = 1) -> list[str]:
     """The settings of ``method`` (a baseline or a ``VARIANTS`` name) with ``n`` labelled images."""
     if method in ("seg-only", "ceiling"):
-        return [f"schedule.seg_pretrain_steps={MANY}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
+        return [f"schedule.seg_pretrain_steps={UNTIL_BUDGET}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
     if method == "reg-only":
-        return ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={MANY}", "schedule.cycles=0"]
-    return VARIANTS[method](preset, n) + [f"schedule.cycles={MANY}"]
+        return ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={UNTIL_BUDGET}", "schedule.cycles=0"]
+    return VARIANTS[method](preset, n) + [f"schedule.cycles={UNTIL_BUDGET}"]
 
 
 def seg_net_flags(method: str, preset: dict) -> list[str]:

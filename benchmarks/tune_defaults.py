@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
+from deepatlas.options import UNTIL_BUDGET
 from deepatlas.recipes import RECIPES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +42,10 @@ REG_STEPS = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=300",
 # (2 of 12 steps), each teacher the vote of 3 atlases registered with the from-zero schedule
 # (the reg net is new), made once, taught as manual labels in the pair step (4 images a step;
 # "-step": supervised steps on one labelled and one taught image); teachers may take 35 % (25 %)
+# cycles=100000 (not UNTIL_BUDGET) is what the committed distil sweeps ran with: the clock ends it too
 DISTIL = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "schedule.cycles=100000"]
 DISTIL += ["schedule.reg_steps_per_cycle=2", "schedule.seg_steps_per_cycle=10", "teachers.enabled=on"]
-DISTIL += ["teachers.atlases=3", "teachers.max_share=0.35", "teachers.refresh_steps=10000000"]
+DISTIL += ["teachers.atlases=3", "teachers.max_share=0.35", f"teachers.refresh_steps={UNTIL_BUDGET}"]  # never refresh
 DISTIL += ["teachers.loss=supervised", "refine.levels=[4,2,1]", "refine.iterations=[60,20,5]"]
 DISTIL_STEP = ["teachers.loss=distil", "teachers.max_share=0.25"]
 EVEN = ["schedule.reg_steps_per_cycle=10", "schedule.seg_steps_per_cycle=10"]
@@ -52,15 +54,15 @@ REG2X = ["schedule.reg_steps_per_cycle=20", "schedule.seg_steps_per_cycle=10", "
 # on distilled 3-atlas teachers; it sets refine.* where the recipe sets teachers.refine_*)
 GUIDED = DISTIL + DISTIL_STEP + ["teachers.guide_registration=true", *EVEN]
 # the seg net alone for the whole budget: supervised steps on the labelled images only
-SEG_ONLY = ["schedule.seg_pretrain_steps=10000000", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
+SEG_ONLY = [f"schedule.seg_pretrain_steps={UNTIL_BUDGET}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
 # the reg net alone for the whole budget, unsupervised (similarity + regulariser)
-REG_ONLY = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=10000000", "schedule.cycles=0"]
+REG_ONLY = ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={UNTIL_BUDGET}", "schedule.cycles=0"]
 # the reg net alone with its anatomy loss from the first step (all of it registration steps)
-REG_CEILING = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", "schedule.cycles=10000000"]
+REG_CEILING = ["schedule.seg_pretrain_steps=0", "schedule.reg_pretrain_steps=0", f"schedule.cycles={UNTIL_BUDGET}"]
 REG_CEILING += ["schedule.reg_steps_per_cycle=1", "schedule.seg_steps_per_cycle=0"]
 # learned-transformation augmentation (issue 36): distilled steps whose taught places are synthesised
 # labelled images, one atlas each, teachers made once from zero with the recipe's refinement
-SYNTHESIS = [*RECIPES["distil"], "schedule.cycles=10000000", "schedule.reg_steps_per_cycle=2"]
+SYNTHESIS = [*RECIPES["distil"], f"schedule.cycles={UNTIL_BUDGET}", "schedule.reg_steps_per_cycle=2"]
 SYNTHESIS += ["teachers.atlases=1", "teachers.synthesis=1"]
 # benchmarks/experiment.py's seed-0 settings at N=1: its labelled draw, validation and checkpoints
 PROTOCOL_N1 = ['data.labelled_ids=["IXI067-HH-1356"]', "seed=0", "schedule.time_budget_minutes=45"]
@@ -69,7 +71,7 @@ PROTOCOL_N1 += ["schedule.val_every=100", "schedule.checkpoint_every=50"]
 SEED0_N5 = ["IXI067-HH-1356", "IXI276-HH-1840", "IXI451-HH-2212", "IXI511-HH-2238", "IXI599-HH-2659"]
 PROTOCOL_N5 = [f"data.labelled_ids={json.dumps(SEED0_N5)}", *PROTOCOL_N1[1:]]
 # what `deepatlas train` suggests at N=5 (the distil recipe), its cycles unbounded as experiment.py sets them
-SUGGESTED_N5 = [*RECIPES["distil"], "schedule.cycles=10000000"]
+SUGGESTED_N5 = [*RECIPES["distil"], f"schedule.cycles={UNTIL_BUDGET}"]
 SWEEPS = {
     "regularizer": {
         "bending=0.5": REG + ["loss.regularizer_weight=0.5"],

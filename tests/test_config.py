@@ -46,6 +46,7 @@ def test_saved_config_round_trips(tmp_path):
         ("novalue", "section.key=value"),
         ("augment.scale=-0.1", "augment.scale must be >= 0"),
         ("schedule.lr_decay=2", "schedule.lr_decay must be in"),
+        ("schedule.cycles=10000000", r"schedule.cycles=10000000 means until the time budget.*set schedule.time_budget"),
     ],
 )
 def test_bad_config_is_explained(override, match):

@@ -271,6 +271,25 @@ class ScheduleConfig:
     A run may be resumed with decay switched on (to finish it off); one resumed with a longer
     budget after its decay had begun goes back to the rate of its new position in the run."""
 
+    def validate(self) -> None:
+        """Refuse a learning-rate decay outside [0, 1], a budget that is not positive, and a
+        schedule of :data:`deepatlas.options.UNTIL_BUDGET` steps with no budget to end it."""
+        if not 0 <= self.lr_decay <= 1:
+            raise ValueError(f"config schedule.lr_decay must be in [0, 1], got {self.lr_decay!r}")
+        budget = self.time_budget_minutes
+        if budget is not None and not budget > 0:
+            raise ValueError(f"config schedule.time_budget_minutes must be > 0 (or null), got {budget!r}")
+        endless = [
+            f"schedule.{key}={getattr(self, key)}"
+            for key in ("seg_pretrain_steps", "reg_pretrain_steps", "cycles")
+            if getattr(self, key) >= options.UNTIL_BUDGET
+        ]
+        if endless and budget is None:
+            raise ValueError(
+                f"config {', '.join(endless)} means until the time budget ends the run, and there is none: "
+                "set schedule.time_budget_minutes (or fewer steps)"
+            )
+
 
 @dataclass
 class TeacherConfig:
@@ -487,11 +506,7 @@ class Config:
             raise ValueError(
                 f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"
             )
-        if not 0 <= self.schedule.lr_decay <= 1:
-            raise ValueError(f"config schedule.lr_decay must be in [0, 1], got {self.schedule.lr_decay!r}")
-        budget = self.schedule.time_budget_minutes
-        if budget is not None and not budget > 0:
-            raise ValueError(f"config schedule.time_budget_minutes must be > 0 (or null), got {budget!r}")
+        self.schedule.validate()
         if self.schedule.batch_size < 1 or self.loss.anatomy_downsample < 1 or self.loss.lncc_window % 2 == 0:
             raise ValueError(
                 "config: schedule.batch_size and loss.anatomy_downsample must be >= 1, loss.lncc_window odd"

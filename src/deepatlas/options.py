@@ -71,6 +71,10 @@ what non-brains, contrast-inverted brains, most whole heads and turned brains sc
 good alignment (benchmarks/results/alignment_qc/results.md)."""
 PREPARE_MIN_SCORE = ALIGNMENT_MIN_SCORE
 """``prepare``: subjects whose alignment score is below this are rejected."""
+UNTIL_BUDGET = 10_000_000
+"""A step count for ``schedule.seg_pretrain_steps``, ``reg_pretrain_steps`` or ``cycles`` that means
+"until ``schedule.time_budget_minutes`` ends the run": a schedule longer than any budget, so the
+clock ends it. A schedule reaching it without a time budget is refused (it would never end)."""
 
 
 def switch_on(value: str | bool, auto: bool) -> bool:

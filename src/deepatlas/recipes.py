@@ -25,7 +25,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "distil": (
         "schedule.seg_pretrain_steps=0",
         "schedule.reg_pretrain_steps=0",
-        "schedule.cycles=100000",
+        f"schedule.cycles={options.UNTIL_BUDGET}",
         "schedule.reg_steps_per_cycle=10",
         "schedule.seg_steps_per_cycle=10",
         "teachers.guide_registration=true",
@@ -34,7 +34,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
         "teachers.loss=distil",
         "teachers.atlases=3",
         "teachers.max_share=0.25",
-        "teachers.refresh_steps=10000000",
+        f"teachers.refresh_steps={options.UNTIL_BUDGET}",  # never refresh: a teacher is made once
         "teachers.refine_levels=[4,2,1]",
         "teachers.refine_iterations=[60,20,5]",
     ),
@@ -43,7 +43,7 @@ RECIPES: dict[str, tuple[str, ...]] = {
     # on ixi-2mm validation, 45 minutes, seed 0's draw, augmentation lifted it from 0.635 to 0.764 at
     # 1 labelled image and from 0.740 to 0.813 at 5, where without it it memorised); the reg net alone, unsupervised
     "seg-only": (
-        "schedule.seg_pretrain_steps=10000000",
+        f"schedule.seg_pretrain_steps={options.UNTIL_BUDGET}",
         "schedule.reg_pretrain_steps=0",
         "schedule.cycles=0",
         "schedule.time_budget_minutes=45",
@@ -51,13 +51,14 @@ RECIPES: dict[str, tuple[str, ...]] = {
     ),
     "reg-only": (
         "schedule.seg_pretrain_steps=0",
-        "schedule.reg_pretrain_steps=10000000",
+        f"schedule.reg_pretrain_steps={options.UNTIL_BUDGET}",
         "schedule.cycles=0",
         "schedule.time_budget_minutes=45",
     ),
 }
 """Recipe name -> its overrides. Every recipe but ``default`` trains until
-``schedule.time_budget_minutes`` (45 unless overridden): its schedule has no other end."""
+``schedule.time_budget_minutes`` (45 unless overridden): its schedule is
+:data:`deepatlas.options.UNTIL_BUDGET` steps long, with no other end."""
 
 
 def recipe_overrides(name: str) -> list[str]:
