@@ -120,10 +120,9 @@ REG_KEYS = ("reg_dice", "reg_dice_before", "folds", "sdlogj", "reg_seconds_per_p
 
 def method_overrides(method: str, preset: dict, n: int = 1) -> list[str]:
     """The settings of ``method`` (a baseline or a ``VARIANTS`` name) with ``n`` labelled images."""
-    if method in ("seg-only", "ceiling"):
-        return [f"schedule.seg_pretrain_steps={UNTIL_BUDGET}", "schedule.reg_pretrain_steps=0", "schedule.cycles=0"]
-    if method == "reg-only":
-        return ["schedule.seg_pretrain_steps=0", f"schedule.reg_pretrain_steps={UNTIL_BUDGET}", "schedule.cycles=0"]
+    if method in ("seg-only", "ceiling", "reg-only"):  # the baselines' recipes; the protocol's budget and
+        # augmentation come after them (seg_net_flags, train_method) and win
+        return recipe_overrides("reg-only" if method == "reg-only" else "seg-only")
     return VARIANTS[method](preset, n) + [f"schedule.cycles={UNTIL_BUDGET}"]
 
 

@@ -136,6 +136,7 @@ def test_augmented_protocol_reaches_every_seg_net_and_not_reg_only(tmp_path):
     preset = dict(experiment.PRESETS["smoke"], augment=True)
     for method in ("seg-only", "suggested", "ceiling"):
         overrides = experiment.method_overrides(method, preset) + experiment.seg_net_flags(method, preset)
+        overrides += [f"schedule.time_budget_minutes={preset['budget_minutes']}"]  # as train_method adds it
         assert load_config(None, overrides).augment.active(150), method  # on at any N
     assert experiment.seg_net_flags("reg-only", preset) == []  # it trains as in any protocol
     plain = experiment.PRESETS["smoke"]  # the unaugmented protocol: off, whatever the default
