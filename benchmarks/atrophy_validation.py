@@ -43,6 +43,7 @@ import torch
 from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, recovery
 from benchmarks.paths import data_root
 from benchmarks.provenance import command_line, provenance, provenance_line
+from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
@@ -58,30 +59,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
 RESERVED = {"subject", "level", "truth", "reference"}
 """Keys of the rows ``benchmarks.morphometry.recovery`` reads: a run may not be named so."""
-
-
-class VolumeCache:
-    """Results by key, appended to a jsonl file as they are computed (an interrupted run resumes)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.values: dict = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                self.values[row["key"]] = row["value"]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.values
-
-    def get(self, key: str, compute):
-        if key not in self.values:
-            started = time.perf_counter()
-            self.values[key] = compute()
-            print(f"{key}: {time.perf_counter() - started:.1f} s", flush=True)
-            with self.path.open("a") as handle:
-                handle.write(json.dumps({"key": key, "value": self.values[key]}) + "\n")
-        return self.values[key]
 
 
 def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, TrainedRun]:
@@ -115,7 +92,7 @@ def seg_volumes(run: TrainedRun, subject: str, image: Volume, scheme: LabelSchem
     return volumes(subject, segment_volume(run, image, align="off"), image.affine, scheme)
 
 
-def seg_dice(cache: VolumeCache, run: TrainedRun, images: ImageSet) -> dict:
+def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:
     """Mean and per-structure seg Dice of the run's seg net on ``images`` (``evaluate_image_set``)."""
 
     def compute() -> dict:
@@ -127,7 +104,7 @@ def seg_dice(cache: VolumeCache, run: TrainedRun, images: ImageSet) -> dict:
 
 
 def measure_subject(
-    cache: VolumeCache, runs: dict[str, TrainedRun], data: Path, subject: str, scheme: LabelScheme
+    cache: JsonlCache, runs: dict[str, TrainedRun], data: Path, subject: str, scheme: LabelScheme
 ) -> tuple[dict, list[dict]]:
     """One validation brain: its reference and per-run volumes, original and at every atrophy strength."""
     image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
@@ -145,7 +122,7 @@ def measure_subject(
 
 
 def measure_atrophied(
-    cache: VolumeCache,
+    cache: JsonlCache,
     runs: dict[str, TrainedRun],
     brain: tuple[str, Volume, Volume],
     reference: dict[str, float],
@@ -237,7 +214,7 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
     splits = json.loads((data / "splits.json").read_text())
     subjects = select_split(find_subjects(data), splits, "validation", str(data / "splits.json"))
     subjects = subjects[: args.limit or None]
-    cache = VolumeCache(Path(args.cache))
+    cache = JsonlCache(Path(args.cache))
     images = load_image_set(subjects, scheme, unknown_labels="background", progress=False)
     dice = {name: seg_dice(cache, run, images) for name, run in runs.items()}
     originals, atrophied = {}, []
@@ -268,11 +245,7 @@ def main() -> None:
     result = {"machine": provenance(), "command": command_line()}  # torch's threads: 1
     result |= measure_all(args, runs)
     result["minutes"] = (time.perf_counter() - started) / 60
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    write_markdown(result, out / "results.md")
-    print((out / "results.md").read_text())
+    write_results(result, Path(args.out), write_markdown)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
+from benchmarks.records import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,10 +112,7 @@ def main() -> None:
         "reading": READING,
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    write_markdown(results, out / "results.md")
-    print((out / "results.md").read_text())
+    write_results(results, out, write_markdown)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ are indicative unless the machine was otherwise idle.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 
 from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
+from benchmarks.records import write_results
 from deepatlas.data.io import load_image, load_label_codes
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.inference import load_run
@@ -124,10 +124,7 @@ def main() -> None:
         "criterion": criterion(data),
         "heads": [head_row(run, data, name) for name in labelled],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "heads.json").write_text(json.dumps(result, indent=1))
-    write_markdown(result, out / "heads.md")
-    print((out / "heads.md").read_text())
+    write_results(result, out, write_markdown, name="heads")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import torch
 
 from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
+from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.morphometry import cohens_d
@@ -77,12 +78,7 @@ class Bench:
         self.scheme = self.run.scheme
         self.splits = json.loads((self.data / "splits.json").read_text())
         self.atlases = [self.labelled(s) for s in ATLASES]
-        self.cache_path = Path(args.cache)
-        self.cache = {}
-        if self.cache_path.exists():
-            for line in self.cache_path.read_text().splitlines():
-                row = json.loads(line)
-                self.cache[row["key"]] = row["value"]
+        self.cache = JsonlCache(Path(args.cache))
 
     def labelled(self, subject: str) -> tuple[Volume, Volume]:
         return load_labelled(self.data / "images" / f"{subject}.nii.gz", self.data / "labels" / f"{subject}.nii.gz")
@@ -94,15 +90,6 @@ class Bench:
         unit = float(abs(np.linalg.det(affine[:3, :3])))
         return {self.scheme.names[k]: float(counts[k] * unit) for k in range(1, self.scheme.num_classes)}
 
-    def cached(self, key: str, compute) -> dict:
-        if key not in self.cache:
-            started = time.perf_counter()
-            self.cache[key] = compute()
-            print(f"{key}: {time.perf_counter() - started:.1f} s", flush=True)
-            with self.cache_path.open("a") as handle:
-                handle.write(json.dumps({"key": key, "value": self.cache[key]}) + "\n")
-        return self.cache[key]
-
     def measure(self, key: str, image: Volume, method: str) -> dict[str, float]:
         def compute() -> dict[str, float]:
             if method == "seg":
@@ -111,13 +98,13 @@ class Bench:
                 codes = atlas_segment_volume(self.run, self.atlases, image, fusion="weighted")
             return self.volumes(codes, image.affine)
 
-        return self.cached(f"{key}/{method}", compute)
+        return self.cache.get(f"{key}/{method}", compute)
 
     def original(self, subject: str, methods: tuple[str, ...]) -> dict:
         image, labels = self.labelled(subject)
         row = {
             "subject": subject,
-            "reference": self.cached(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine)),
+            "reference": self.cache.get(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine)),
         }
         for method in methods:
             row[method] = self.measure(subject, image, method)
@@ -128,13 +115,13 @@ class Bench:
         key = f"{subject}/atrophy{level}"
         needed = [m for m in methods if f"{key}/{m}" not in self.cache]
         image, labels = self.labelled(subject)
-        reference = self.cached(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine))
+        reference = self.cache.get(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine))
         synth = None
         if needed or f"{key}/truth" not in self.cache:
             spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
             targets = {n: (self.scheme.codes[self.scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
             synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
-        truth = self.cached(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
+        truth = self.cache.get(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
         row = {"subject": subject, "level": level, "truth": truth}
         warped = Volume(synth.image, image.affine, Path(f"{key}.nii.gz")) if synth is not None else None
         for method in methods:
@@ -455,12 +442,8 @@ def main() -> None:
     result = {"machine": provenance()}  # torch's threads: 1
     result |= measure_all(bench, args)
     result["minutes"] = (time.perf_counter() - started) / 60
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    write_markdown(result, out / "results.md")
-    write_figure(result, out / "results.png")
-    print((out / "results.md").read_text())
+    write_results(result, Path(args.out), write_markdown)
+    write_figure(result, Path(args.out) / "results.png")
 
 
 if __name__ == "__main__":

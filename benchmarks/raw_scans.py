@@ -35,6 +35,7 @@ from scipy.ndimage import gaussian_filter
 from benchmarks.moved_brains import random_affine, write_moved
 from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
+from benchmarks.records import write_results
 from deepatlas.data.io import Volume, load_image, load_label_codes
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.splits import load_splits
@@ -202,9 +203,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     others = non_brains(ctx["template"], load_image(args.data / "images" / f"{ids[0]}.nii.gz"))
     result = {"machine": provenance(), "summary": summarize(rows, others), "non_brains": others, "rows": rows}
-    (args.out / "results.json").write_text(json.dumps(result, indent=1))
-    write_markdown(result, args.out / "results.md")
-    print((args.out / "results.md").read_text())
+    write_results(result, args.out, write_markdown)
 
 
 if __name__ == "__main__":

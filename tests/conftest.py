@@ -133,3 +133,14 @@ def real_brains_4mm(count: int):
     labels = [scheme.encode(load_label_codes(s.label).array, unknown="background") for s in subjects]
     labels = torch.stack([torch.from_numpy(lab[::2, ::2, ::2].astype(np.int64))[None] for lab in labels])
     return images, labels, scheme
+
+
+def refine_only(iterations: list[int]):
+    """A pipeline factory (as :class:`~deepatlas.training.teachers.TeacherCache` takes) that registers by
+    refinement alone, levels 2x then full resolution with ``iterations`` Adam steps: no net."""
+    from deepatlas.config import Config, RefineConfig
+    from deepatlas.registration import build_pipeline
+
+    config = Config()
+    config.refine = RefineConfig(levels=[2, 1], iterations=iterations)
+    return lambda: build_pipeline(config, None)

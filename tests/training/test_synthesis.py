@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-from deepatlas.config import Config, RefineConfig
-from deepatlas.registration import build_pipeline
+from deepatlas.config import Config
 from deepatlas.training.run import train
 from deepatlas.training.synthesis import GAIN_RANGE, class_statistics, match_appearance
 from deepatlas.training.teachers import TeacherCache
-from tests.conftest import real_brains_4mm, tiny_config
+from tests.conftest import real_brains_4mm, refine_only, tiny_config
 
 
 def _blocks() -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,15 +55,9 @@ def brains(ixi):
     return real_brains_4mm(3)
 
 
-def _refine_only(iterations):
-    config = Config()
-    config.refine = RefineConfig(levels=[2, 1], iterations=iterations)
-    return lambda: build_pipeline(config, None)
-
-
 def test_a_synthesised_image_is_the_atlas_moved_onto_the_subject_with_its_labels(brains):
     images, labels, _ = brains
-    cache = TeacherCache(images, labels, [0], _refine_only([30, 15]), refresh_steps=10, synthesise=True)
+    cache = TeacherCache(images, labels, [0], refine_only([30, 15]), refresh_steps=10, synthesise=True)
     teacher = cache.labels_for([1], step=0)
     image, synth_labels = cache.synthetic_for([1])
     assert torch.equal(synth_labels, teacher)  # one atlas: the teacher is the synthesised image's labels
@@ -78,14 +71,14 @@ def test_a_synthesised_image_is_the_atlas_moved_onto_the_subject_with_its_labels
     assert corr(image, images[1]) > corr(images[0], images[1]) + 0.03
     assert corr(image, images[1]) < 0.995
     # a resumed run trains on the same synthesised pairs
-    restored = TeacherCache(images, labels, [0], _refine_only([1, 1]), refresh_steps=10, synthesise=True)
+    restored = TeacherCache(images, labels, [0], refine_only([1, 1]), refresh_steps=10, synthesise=True)
     restored.load_state_dict(cache.state_dict())
     again, again_labels = restored.synthetic_for([1])
     assert torch.equal(again_labels, synth_labels) and torch.allclose(again, image)
     # a cache whose checkpoint had no synthesised pairs makes them when next drawn
-    plain = TeacherCache(images, labels, [0], _refine_only([1, 1]), refresh_steps=10)
+    plain = TeacherCache(images, labels, [0], refine_only([1, 1]), refresh_steps=10)
     plain.labels_for([2], step=0)
-    late = TeacherCache(images, labels, [0], _refine_only([1, 1]), refresh_steps=10, synthesise=True)
+    late = TeacherCache(images, labels, [0], refine_only([1, 1]), refresh_steps=10, synthesise=True)
     late.load_state_dict(plain.state_dict())
     assert 2 not in late.synthetic
     late.labels_for([2], step=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepatlas.checkpoint import load_checkpoint
-from deepatlas.config import Config, RefineConfig
+from deepatlas.config import Config
 from deepatlas.data import load_training_data
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.networks import RegistrationNet
@@ -16,7 +16,7 @@ from deepatlas.registration import build_pipeline
 from deepatlas.training import Trainer
 from deepatlas.training.run import train
 from deepatlas.training.teachers import TeacherCache
-from tests.conftest import real_brains_4mm, tiny_config
+from tests.conftest import real_brains_4mm, refine_only, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +29,13 @@ def _dice(a, b, scheme):
     return finite_mean(dice_per_class(a[0], b[0], scheme.num_classes))
 
 
-def _refine_only(iterations):
-    config = Config()
-    config.refine = RefineConfig(levels=[2, 1], iterations=iterations)
-    return lambda: build_pipeline(config, None)
-
-
 def test_teacher_beats_the_unregistered_atlas_and_follows_refresh(brains):
     images, labels, scheme = brains
     calls = []
 
     def pipeline():
         calls.append(1)
-        return _refine_only([30, 15])()
+        return refine_only([30, 15])()
 
     cache = TeacherCache(images, labels, [0], pipeline, refresh_steps=10)
     teacher = cache.labels_for([1, 2], step=0)
@@ -75,9 +69,9 @@ def test_teachers_come_from_the_current_reg_net(brains):
 def test_fused_teachers_beat_a_single_atlas(brains):
     images, labels, scheme = brains
     atlases, target, fixed = [0, 1, 2, 3], 4, images[4:5]
-    single = TeacherCache(images, labels, atlases, _refine_only([30, 15]), refresh_steps=10)
+    single = TeacherCache(images, labels, atlases, refine_only([30, 15]), refresh_steps=10)
     one = [_dice(single._warp(a, fixed)[0][0], labels[target], scheme) for a in atlases]
-    fused = TeacherCache(images, labels, atlases, _refine_only([30, 15]), refresh_steps=10, atlases=9)
+    fused = TeacherCache(images, labels, atlases, refine_only([30, 15]), refresh_steps=10, atlases=9)
     teacher = fused.labels_for([target], step=0)
     assert fused.atlases == 4 and sorted(fused.atlas[target]) == atlases  # capped at the labelled images
     assert _dice(teacher[0], labels[target], scheme) > max(one) + 0.02  # measured 0.779 against 0.727 (4 mm)
@@ -86,18 +80,18 @@ def test_fused_teachers_beat_a_single_atlas(brains):
 def test_a_cache_refuses_no_atlas_and_round_trips_empty_and_old_states(brains):
     images, labels, _ = brains
     with pytest.raises(ValueError, match="at least one atlas"):
-        TeacherCache(images, labels, [0], _refine_only([1, 1]), refresh_steps=10, atlases=0)
-    empty = TeacherCache(images, labels, [0, 1], _refine_only([1, 1]), refresh_steps=10, atlases=2)
+        TeacherCache(images, labels, [0], refine_only([1, 1]), refresh_steps=10, atlases=0)
+    empty = TeacherCache(images, labels, [0, 1], refine_only([1, 1]), refresh_steps=10, atlases=2)
     state = empty.state_dict()
     assert state["atlas"].shape == (0, 2)
     empty.load_state_dict(state)
     assert empty.teachers == {} and empty.atlas == {}
     # a checkpoint from before fused teachers: one atlas per teacher, a flat tensor
-    old = TeacherCache(images, labels, [0], _refine_only([1, 1]), refresh_steps=10)
+    old = TeacherCache(images, labels, [0], refine_only([1, 1]), refresh_steps=10)
     old.labels_for([2, 3], step=4)
     state = old.state_dict()
     state["atlas"] = state["atlas"].flatten()
-    restored = TeacherCache(images, labels, [0], _refine_only([1, 1]), refresh_steps=10)
+    restored = TeacherCache(images, labels, [0], refine_only([1, 1]), refresh_steps=10)
     restored.load_state_dict(state)
     assert restored.atlas == {2: [0], 3: [0]} and restored.made_at == {2: 4, 3: 4}
     assert torch.equal(restored.labels_for([2], step=5), old.labels_for([2], step=5))
@@ -105,7 +99,7 @@ def test_a_cache_refuses_no_atlas_and_round_trips_empty_and_old_states(brains):
 
 def test_past_their_share_of_the_time_teachers_teach_the_images_that_have_one(brains):
     images, labels, _ = brains
-    cache = TeacherCache(images, labels, [0], _refine_only([2, 1]), refresh_steps=5, max_share=0.25)
+    cache = TeacherCache(images, labels, [0], refine_only([2, 1]), refresh_steps=5, max_share=0.25)
     assert cache.teachable([1, 2], elapsed=0.0) == [1, 2]  # none made yet: the first one is always made
     cache.labels_for([1], step=0, elapsed=0.0)
     spent = cache.seconds
