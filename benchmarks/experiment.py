@@ -480,7 +480,7 @@ def share_reg_only(source: Path, out: Path) -> bool:
 
 def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: Path) -> dict:
     """What is trained and evaluated: test subjects, nested labelled draws, data flags, ANTs or not."""
-    from benchmarks import ants_syn
+    from benchmarks import peers
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import choose_labelled, load_splits
 
@@ -490,7 +490,7 @@ def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: 
     splits_file.write_text(json.dumps({**splits, "test": test_ids}, indent=1))
     # one draw of the largest N; smaller N take its first subjects, so the labelled sets are nested
     drawn = choose_labelled(splits["train"], max(preset["labelled"]), seed=args.seed)
-    use_ants = not args.no_ants and ants_syn.available()
+    use_ants = not args.no_ants and peers.available("ants")
     if not args.no_ants and not use_ants:
         print("antspyx not installed: ANTs SyN left out (pip install -e .[benchmark])", file=sys.stderr)
     return {
@@ -502,7 +502,7 @@ def make_plan(args: argparse.Namespace, preset: dict, variants: list[str], out: 
         "train_count": len(splits["train"]),
         "fusion": args.fusion,
         "scheme": LabelScheme.from_file(args.data / "brain31.json"),
-        "ants": ants_syn.syn_registrar() if use_ants else None,
+        "ants": peers.syn_registrar() if use_ants else None,
         "data_flags": [
             f"data.dataset={args.data}",
             f"data.label_map={args.data / 'brain31.json'}",

@@ -2,16 +2,18 @@
 
 Usage:
     python -m benchmarks.registration [--model models/brain-2mm] [--split test] [--pairs 24] [--ants quick]
+        [--peers greedy fireants]
 
 Pairs: each subject of the split to the next one (``--pairs`` of them, in split order).
 Methods (each a registrar ``(moving, fixed, moving_labels) -> Registration`` scored by the
 same code): identity; the net alone; net + refinement at several iteration budgets;
 refinement from zero (the "plain 2-level" baseline of issue 9: levels 4x then 2x, 60 Adam
 steps each, unknowns on the level's grid); ANTs SyNQuick / SyN when antspyx is installed
-(``--ants quick syn``); and the command line: one ``deepatlas register MODEL --pairs`` call,
-process start included. Dice: mean over the 31 brain31 structures of the warped moving
-labels against the fixed labels, averaged over pairs; folds: share of the fixed brain's
-voxels (labels > 0) with Jacobian determinant <= 0; SDlogJ inside the same mask.
+(``--ants quick syn``); PICSL greedy and FireANTs when installed (``--peers greedy fireants``,
+benchmarks/peers.py, with torch's thread count); and the command line: one ``deepatlas register
+MODEL --pairs`` call, process start included. Dice: mean over the 31 brain31 structures of the
+warped moving labels against the fixed labels, averaged over pairs; folds: share of the fixed
+brain's voxels (labels > 0) with Jacobian determinant <= 0; SDlogJ inside the same mask.
 
 Writes ``benchmarks/results/registration/{results.json,results.md,dice_vs_time.png}`` with
 the CPU model, the commit and the command. Time it alone: anything else running on the
@@ -48,6 +50,15 @@ BUDGETS = {
 BASELINE = "refine from zero, 4x+2x (plain 2-level baseline)"
 DIFFEO = "refine from zero, diffeomorphic (velocity field), 4x 60 + 2x 20 + full 5 steps"
 DIFFEO_SETTINGS = ["levels=[4,2,1]", "iterations=[60,20,5]"]
+# the external registrars of benchmarks/peers.py, by --peers choice and by --ants kind
+PEER_NAMES = {
+    "greedy": "PICSL greedy (NCC 2x2x2, 100x50x10, deformable only)",
+    "fireants": "FireANTs greedy (CC 5, 200/100/50 at 4x/2x/1x, deformable only, CPU)",
+}
+ANTS_KINDS = {
+    "quick": ("ANTs SyNQuick (antsRegistrationSyNQuick[so], deformable only)", "antsRegistrationSyNQuick[so]"),
+    "syn": ("ANTs SyN (SyNOnly, Mattes MI)", "SyNOnly"),
+}
 BASELINE_SETTINGS = [
     "levels=[4,2]",
     "iterations=[60,60]",
@@ -171,7 +182,7 @@ def figure(results: dict, path: Path) -> None:
             ax.axhline(row["dice"], color="grey", ls=":", lw=1)
             ax.text(0.05, row["dice"] + 0.002, name, fontsize=8, color="grey")
             continue
-        marker = "s" if name.startswith("ANTs") else ("D" if "command line" in name else "o")
+        marker = "s" if name.startswith(("ANTs", *PEER_NAMES.values())) else ("D" if "command line" in name else "o")
         ax.plot(row["seconds_per_pair"], row["dice"], marker, ms=7, label=f"{name} ({row['folds_pct']:.2f}% folds)")
     ax.set_xscale("log")
     ax.set_xlim(0.04, None)
@@ -226,6 +237,13 @@ def parse_args() -> argparse.Namespace:
         choices=["quick", "syn"],
         help="ANTs references when antspyx is installed (default quick; syn: SyNOnly, ~4 s/pair)",
     )
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=[],
+        choices=sorted(PEER_NAMES),
+        help="external registrars measured on the same pairs (installed ones; see benchmarks/peers.py)",
+    )
     parser.add_argument("--no-cli", action="store_true", help="leave out the command-line row")
     parser.add_argument("--resume", action="store_true", help="keep the methods an interrupted call measured")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
@@ -259,19 +277,21 @@ def identity_method(pairs, volumes, classes, scheme) -> dict:
     return {**summarize(rows), "seconds_per_pair": None}
 
 
-def make_registrars(run, ants: list[str]) -> dict:
-    """Every method timed in process: the baseline, the refinement budgets, diffeomorphic, ANTs."""
-    from benchmarks import ants_syn
+def make_registrars(run, ants: list[str], peer_names: list[str] = ()) -> dict:
+    """Every method timed in process: the baseline, the refinement budgets, diffeomorphic, and the
+    external peers asked for (ANTs, PICSL greedy, FireANTs) that are installed."""
+    from benchmarks import peers
 
     registrars = {BASELINE: pipeline_registrar(run, BASELINE_SETTINGS, use_net=False)}
     registrars.update({name: pipeline_registrar(run, overrides) for name, overrides in BUDGETS.items()})
     registrars[DIFFEO] = pipeline_registrar(run, DIFFEO_SETTINGS, use_net=False, diffeomorphic=True)
-    if ants and ants_syn.available():
-        kinds = {
-            "quick": ("ANTs SyNQuick (antsRegistrationSyNQuick[so], deformable only)", "antsRegistrationSyNQuick[so]"),
-            "syn": ("ANTs SyN (SyNOnly, Mattes MI)", "SyNOnly"),
-        }
-        registrars.update({kinds[k][0]: ants_syn.syn_registrar(kinds[k][1]) for k in ants})
+    for peer in (["ants"] if ants else []) + list(peer_names):
+        if not peers.available(peer):
+            print(peers.missing_message(peer), file=sys.stderr)
+        elif peer == "ants":
+            registrars.update({ANTS_KINDS[k][0]: peers.syn_registrar(ANTS_KINDS[k][1]) for k in ants})
+        else:
+            registrars[PEER_NAMES[peer]] = peers.REGISTRARS[peer]()
     return registrars
 
 
@@ -308,7 +328,7 @@ def main() -> int:
     started = time.time()
     methods = {"identity": identity_method(pairs, volumes, classes, run.scheme)}
     data = (pairs, volumes, classes, run.scheme)
-    methods.update(measure_all(make_registrars(run, args.ants), data, args.out, args.resume))
+    methods.update(measure_all(make_registrars(run, args.ants, args.peers), data, args.out, args.resume))
     if not args.no_cli:
         print(f"[{time.strftime('%H:%M:%S')}] command line", flush=True)
         methods["deepatlas register (command line, default)"] = run_cli(args.model, *data, [])
