@@ -11,7 +11,8 @@ matching fixed point ``p`` at ``p + u(p)``; here the two first components flip t
 FireANTs' are the project's :func:`~deepatlas.inference.geometry.jacobian_determinant_world` of
 that field. Greedy's own ``-rj`` is not used: on ixi-2mm its determinant does not follow the
 volume change of the warped structures (the project's does; tests/test_benchmarks_peers.py).
-Labels are warped by each tool, nearest neighbour (ANTs: ``genericLabel``). All are deformable
+Labels are resampled through each tool's field by the project's label interpolation, as
+``deepatlas register`` resamples its own, so rows differ by their registrations alone. All are deformable
 only: ixi-2mm is pre-aligned and the networks get no affine stage either.
 
 None is a dependency of the package:
@@ -78,13 +79,23 @@ def itk_field_to_ras(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(field * _LPS_TO_RAS[:dims].reshape((dims,) + (1,) * dims), dtype=np.float64)
 
 
-def _registration(warped: np.ndarray, displacement: np.ndarray, labels: np.ndarray | None, fixed: Volume):
-    """A ``Registration`` whose Jacobian is the project's, of the peer's field (RAS mm, fixed grid)."""
+def _registration(warped: np.ndarray, displacement: np.ndarray, moving_labels: Volume | None, fixed: Volume):
+    """A ``Registration`` of the peer's field (RAS mm, fixed grid) with the project's Jacobian of it and
+    the moving labels resampled through it by the project's label interpolation
+    (:func:`~deepatlas.inference.geometry.sample_labels`, as ``deepatlas register`` resamples its
+    own): the rows of a benchmark then differ by their registrations alone, not by how each tool
+    happens to resample a label map."""
     import torch
 
-    from deepatlas.inference.geometry import jacobian_determinant_world
+    from deepatlas.inference.geometry import jacobian_determinant_world, sample_labels, world_coordinates
 
-    jacobian = jacobian_determinant_world(torch.from_numpy(displacement), fixed.affine).numpy()
+    field = torch.from_numpy(displacement)
+    jacobian = jacobian_determinant_world(field, fixed.affine).numpy()
+    labels = None
+    if moving_labels is not None:
+        points = world_coordinates(tuple(fixed.array.shape), fixed.affine) + field
+        codes = torch.from_numpy(moving_labels.array.astype(np.int32))
+        labels = sample_labels(codes, moving_labels.affine, points).numpy()
     return Registration(warped.astype(np.float32), displacement, jacobian.astype(np.float64), labels, fixed.affine)
 
 
@@ -92,8 +103,8 @@ def syn_registrar(type_of_transform: str = "SyNOnly", threads: int | None = None
     """A registrar running ``ants.registration(fixed, moving, type_of_transform)``.
 
     ``SyNOnly``: deformable SyN without an affine stage, ANTsPy's default settings otherwise
-    (Mattes mutual information, 3 levels, 40/20/0 iterations). Labels are warped with
-    ``genericLabel`` interpolation.
+    (Mattes mutual information, 3 levels, 40/20/0 iterations). Its Jacobian is its own; the labels
+    are resampled through its field as every row's are (:func:`_registration`).
     """
     import ants
 
@@ -111,19 +122,13 @@ def syn_registrar(type_of_transform: str = "SyNOnly", threads: int | None = None
             )
             transforms = result["fwdtransforms"]
             warped = result["warpedmovout"].numpy()
-            labels = None
-            if moving_labels is not None:
-                labels = (
-                    ants.apply_transforms(fixed_a, read(moving_labels), transforms, interpolator="genericLabel")
-                    .numpy()
-                    .round()
-                    .astype(np.int32)
-                )
             field_file = next(t for t in transforms if t.endswith((".nii.gz", ".nii")))
             jacobian = ants.create_jacobian_determinant_image(fixed_a, field_file, do_log=False).numpy()
             field = ants.image_read(field_file).numpy()  # fixed grid x 3, mm, LPS
         displacement = np.moveaxis(field, -1, 0) * _LPS_TO_RAS[:, None, None, None]
-        return Registration(warped.astype(np.float32), displacement, jacobian.astype(np.float64), labels, fixed.affine)
+        registration = _registration(warped, displacement, moving_labels, fixed)
+        registration.jacobian = jacobian.astype(np.float64)
+        return registration
 
     return register
 
@@ -133,7 +138,7 @@ def greedy_registrar(iterations: str = "100x50x10", metric: str = "NCC 2x2x2", t
     documented brain settings) with its defaults otherwise (smoothing ``-s 1.732vox 0.7071vox``,
     step ``-e 1``). ``-wp 0`` keeps the field as computed (greedy otherwise rounds a saved warp to
     0.1 voxel); ``-seed`` fixes the noise greedy adds to the images under NCC, so reruns agree.
-    The image is resliced linearly and the labels by nearest neighbour (``-ri NN``), both by greedy.
+    The image is resliced linearly by greedy; the labels through its field (:func:`_registration`).
     """
     import SimpleITK as sitk
     from picsl_greedy import Greedy3D
@@ -145,17 +150,10 @@ def greedy_registrar(iterations: str = "100x50x10", metric: str = "NCC 2x2x2", t
         images = {"fixed": sitk.ReadImage(str(fixed.path)), "moving": sitk.ReadImage(str(moving.path))}
         greedy = Greedy3D()
         greedy.execute(register_command, warp=None, **images)
-        reslice = f"{common} -rf fixed -rm moving warped"
-        outputs = {"warped": None}
-        if moving_labels is not None:
-            reslice += " -ri NN -rm labels warped_labels"
-            images["labels"] = sitk.ReadImage(str(moving_labels.path))
-            outputs["warped_labels"] = None
-        greedy.execute(f"{reslice} -r warp", **images, **outputs)
+        greedy.execute(f"{common} -rf fixed -rm moving warped -r warp", **images, warped=None)
         warped = sitk.GetArrayFromImage(greedy["warped"]).transpose()
-        labels = None if moving_labels is None else sitk.GetArrayFromImage(greedy["warped_labels"]).transpose()
         displacement = itk_field_to_ras(sitk.GetArrayFromImage(greedy["warp"]))
-        return _registration(warped, displacement, None if labels is None else labels.astype(np.int32), fixed)
+        return _registration(warped, displacement, moving_labels, fixed)
 
     return register
 
@@ -191,9 +189,8 @@ def fireants_registrar(scales=(4, 2, 1), iterations=(200, 100, 50), cc_kernel_si
     settings: scales 4/2/1, iterations 200/100/50, local CC with a 5-voxel window, Adam at 0.5,
     compositive warp, its default smoothing (gradient sigma 1, warp sigma 0.5). Deformable only.
 
-    The image is FireANTs' own warp (``evaluate``); labels are sampled by nearest neighbour at
-    FireANTs' warped coordinates (its ``grid_sample`` coordinates, ``align_corners=True``): its
-    label warp proper needs one channel per code or its CUDA ops. The field is those coordinates
+    The image is FireANTs' own warp (``evaluate``); the labels are resampled through its field
+    (:func:`_registration`). The field is its warped coordinates (``grid_sample``'s, ``align_corners``)
     taken to the moving image's world space minus the fixed grid's world points, exactly as its
     ``save_as_ants_transforms`` writes it.
     """
@@ -229,21 +226,8 @@ def _fireants_register(classes, settings: dict, moving: Volume, fixed: Volume, m
     with torch.no_grad():
         warped = reg.evaluate(fixed_b, moving_b)[0, 0].numpy().transpose()
         coords = reg.get_warped_coordinates(fixed_b, moving_b)  # 1 x *reversed shape x (x, y, z), in [-1, 1]
-        labels = None if moving_labels is None else _fireants_labels(moving_labels, coords)
         displacement = itk_field_to_ras(_fireants_world_field(coords, fixed_b, moving_b))
-    return _registration(warped, displacement, labels, fixed)
-
-
-def _fireants_labels(moving_labels: Volume, coords) -> np.ndarray:
-    """The moving label map (read by SimpleITK, as FireANTs reads images) at FireANTs' warped
-    coordinates, nearest neighbour, in the project's array order."""
-    import SimpleITK as sitk
-    import torch
-    import torch.nn.functional as F
-
-    codes = sitk.GetArrayFromImage(sitk.ReadImage(str(moving_labels.path))).astype(np.float32)
-    sampled = F.grid_sample(torch.from_numpy(codes)[None, None], coords.float(), mode="nearest", align_corners=True)
-    return sampled[0, 0].numpy().round().astype(np.int32).transpose()
+    return _registration(warped, displacement, moving_labels, fixed)
 
 
 def _fireants_world_field(coords, fixed_b, moving_b) -> np.ndarray:

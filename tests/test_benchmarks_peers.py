@@ -1,6 +1,7 @@
 """The external registrars of benchmarks/peers.py read their tools' fields right: on a real
 validation pair (few iterations), Dice well above no registration, the project's own warp with
-the converted displacement reproduces the tool's warped image and labels, and the Jacobian
+the converted displacement reproduces the tool's warped image (the labels are resampled through
+that displacement by the project's label interpolation, as every row's are), and the Jacobian
 (the folds column) follows the volume change of the warped structures. Skipped without the
 tool's package."""
 
@@ -59,9 +60,6 @@ def test_peer_field_reproduces_its_own_warp(peer):
     points = world_coordinates(classes.shape, fixed.affine) + torch.from_numpy(result.displacement)
     ours = sample(torch.from_numpy(moving.array)[None], moving.affine, points)[0].numpy()
     assert np.abs(ours - result.warped).mean() < 1e-3 * np.abs(result.warped).mean()
-    codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
-    our_labels = sample(codes, moving_labels.affine, points, mode="nearest")[0].numpy()
-    assert (our_labels == result.warped_labels).mean() > 0.999
 
     volumes = _structure_volumes(result.jacobian, result.warped_labels, moving_labels.array)
     error_without, error_with = (np.median(np.abs(volumes[:, k] / volumes[:, 0] - 1)) for k in (1, 2))

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from deepatlas.networks import warp_image, warp_labels, warp_probabilities
+from deepatlas.networks.warp import interpolate_labels
 
 
 def test_constant_shift_moves_content_the_documented_way():
@@ -75,3 +76,51 @@ def test_warps_match_monai_warp_values_and_gradients(shape):
 def test_warp_refuses_a_field_of_another_shape_in_one_line():
     with pytest.raises(ValueError, match="needs a displacement field of shape"):
         warp_image(torch.rand(1, 1, 8, 8, 8), torch.zeros(1, 3, 8, 8, 7))
+
+
+def _blobs(size: int = 12, classes: int = 6, seed: int = 0) -> torch.Tensor:
+    """A smooth random label map: a smoothed noise field cut at its quantiles."""
+    generator = torch.Generator().manual_seed(seed)
+    field = torch.randn((1, 1, size, size, size), generator=generator)
+    for _ in range(3):
+        field = torch.nn.functional.avg_pool3d(field, 3, 1, 1)
+    cuts = torch.quantile(field.flatten(), torch.linspace(0, 1, classes + 1)[1:-1])
+    return torch.bucketize(field[0, 0], cuts).to(torch.int32)
+
+
+def _voxel_grid(shape) -> torch.Tensor:
+    axes = [torch.arange(n, dtype=torch.float32) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(len(shape), -1)
+
+
+def test_interpolate_labels_keeps_labels_on_voxel_centres_and_integer_shifts():
+    labels = _blobs()
+    grid = _voxel_grid(labels.shape)
+    assert torch.equal(interpolate_labels(labels, grid).reshape(labels.shape), labels)
+    shifted = interpolate_labels(labels, grid + torch.tensor([[2.0], [0.0], [-1.0]])).reshape(labels.shape)
+    assert torch.equal(shifted[:-2, :, 1:], labels[2:, :, :-1])
+    assert (shifted[-2:] == 0).all()  # outside the grid: background
+
+
+def test_interpolate_labels_is_the_largest_linearly_interpolated_indicator():
+    """Between voxels, the label whose indicator, interpolated linearly (one map per label here, the
+    slow way), is largest at the point wins, where nearest neighbour misses about one point in ten."""
+    labels = _blobs()
+    points = torch.rand((3, 3000), generator=torch.Generator().manual_seed(1)) * 13 - 1  # some outside
+    one_hot = torch.nn.functional.one_hot(labels.long(), 6).permute(3, 0, 1, 2)[None].float()
+    grid = (points.flip(0).T * (2 / 11) - 1).reshape(1, 1, 1, -1, 3)
+    maps = torch.nn.functional.grid_sample(one_hot, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    maps = maps.reshape(6, -1)
+    maps[0] += 1 - maps.sum(0)  # outside the grid is background
+    reference = maps.argmax(0)
+    voted = interpolate_labels(labels, points).long()
+    nearest = interpolate_labels(labels, points, linear=False).long()
+    assert (voted == reference).float().mean() > 0.99
+    assert (nearest == reference).float().mean() < 0.95
+    centres = points.round().long()
+    kept = ((centres >= 0) & (centres <= 11)).all(0)
+    assert torch.equal(nearest[kept], labels.reshape(-1)[_flat(centres[:, kept], labels.shape)].long())
+
+
+def _flat(index: torch.Tensor, shape) -> torch.Tensor:
+    return (index[0] * shape[1] + index[1]) * shape[2] + index[2]

@@ -23,7 +23,14 @@ from scipy.stats import rankdata
 
 from deepatlas import options
 from deepatlas.data.io import Volume, normalize_intensity
-from deepatlas.inference.geometry import apply_affine, extend_grid, sample, voxel_map_to_world, world_coordinates
+from deepatlas.inference.geometry import (
+    apply_affine,
+    extend_grid,
+    sample,
+    sample_labels,
+    voxel_map_to_world,
+    world_coordinates,
+)
 from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, centre_of_mass, global_ncc
 from deepatlas.registration.fields import pool_image
 
@@ -115,10 +122,10 @@ def align_to_template(volume: Volume, template: Volume, settings: AffineSettings
 
 def labels_to_template(labels: Volume, alignment: TemplateAlignment, template: Volume) -> np.ndarray:
     """A label map (on its scan's grid) sampled once on the template grid through
-    ``alignment.matrix``, by nearest neighbour, codes unchanged."""
+    ``alignment.matrix``, codes unchanged (:func:`~deepatlas.inference.geometry.sample_labels`)."""
     points = apply_affine(world_coordinates(tuple(template.array.shape), template.affine), alignment.matrix)
-    codes = torch.from_numpy(labels.array.astype(np.int32))[None]
-    return sample(codes, labels.affine, points, mode="nearest")[0].numpy()
+    codes = torch.from_numpy(labels.array.astype(np.int32))
+    return sample_labels(codes, labels.affine, points).numpy()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from deepatlas.inference.geometry import (
     resample,
     resample_argmax,
     sample,
+    sample_labels,
     slabs,
     voxel_map_to_world,
     world_coordinates,
@@ -52,7 +53,9 @@ class Registration:
         displacement: ``dims x *fixed_shape`` in mm along the world (NIfTI RAS) axes; the moving
             point matching fixed point ``p`` is ``p + displacement(p)`` (affine stage included).
         jacobian: determinant of the Jacobian of ``p -> p + displacement(p)`` (<= 0: folding).
-        warped_labels: the moving label map (original codes), nearest neighbour, if given.
+        warped_labels: the moving label map (original codes), if given, sampled by
+            :func:`~deepatlas.inference.geometry.sample_labels` (a Gaussian-weighted vote of the
+            voxels around each point, as greedy's ``LABEL`` interpolation; not nearest neighbour).
         affine: the fixed image's affine, for writing the outputs.
         affine_stage: what the affine stage did (:class:`AffineStageReport`), None if not asked about.
         model_space: whether the fixed image was first brought into the model's space (``align``).
@@ -250,13 +253,14 @@ def _labels_on_grid(
 ) -> torch.Tensor:
     """The moving label map as ``1 x *grid`` class indices of ``run.scheme`` (codes outside it as
     background: the label term then leaves them alone) on the network grid ``grid``, sampled as the
-    moving image is (through the affine stage's world map ``matrix`` when there is one), nearest neighbour."""
+    moving image is (through the affine stage's world map ``matrix`` when there is one), by
+    :func:`~deepatlas.inference.geometry.sample_labels`."""
     check_label_grid(moving, labels)
     codes = torch.from_numpy(labels.array.astype(np.int32))[None]
     points = world_coordinates(*grid)
     if matrix is not None:
         points = apply_affine(points, matrix)
-    on_grid = sample(codes, labels.affine, points, mode="nearest")[0].numpy()
+    on_grid = sample_labels(codes[0], labels.affine, points).numpy()
     classes = run.scheme.encode(on_grid, source=str(labels.path or "moving labels"), unknown="background")
     return torch.from_numpy(classes.astype(np.int64))[None]
 
@@ -285,7 +289,8 @@ def _fixed_grid_outputs(
     a 1 mm grid's target points alone would take 400 MB in float64. ``field``: the world displacement
     (mm) on the network grid and that grid's affine; ``matrix``: the affine stage's world map (moving
     point ``A(p + u(p))``) or None; ``inverse``: ``v`` on the moving grid, or None. The moving image
-    (linear) and labels (nearest) are sampled once, from their own grids, at the target points."""
+    (linear) and labels (:func:`~deepatlas.inference.geometry.sample_labels`) are sampled once, from
+    their own grids, at the target points."""
     world, grid_affine = field
     shape, dims = tuple(fixed.array.shape), fixed.array.ndim
     # the field as it is, not interpolated, when the fixed image is on the network grid
@@ -311,7 +316,7 @@ def _fixed_grid_outputs(
         out.displacement[:, rows] = displacement.numpy()
         out.warped[rows] = sample(image, moving.affine, target)[0].numpy()
         if codes is not None:
-            out.labels[rows] = sample(codes, moving_labels.affine, target, mode="nearest")[0].numpy()
+            out.labels[rows] = sample_labels(codes[0], moving_labels.affine, target).numpy()
         if inverse is not None:
             back = sample(inverse, moving.affine, target, padding="border")
             out.residual[rows] = (target + back - points).norm(dim=0)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from deepatlas.networks.warp import interpolate_labels
+
 
 def _linear(affine: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray]:
     affine = np.asarray(affine, dtype=np.float64)
@@ -104,6 +106,23 @@ def _sample_slab(
             voxel += shifted[j] * float(matrix[i, j])
         grid[..., dims - 1 - i] = 2 * voxel / max(sizes[i] - 1, 1) - 1  # grid_sample wants x (last axis) first
     return F.grid_sample(values, grid, mode=mode, padding_mode=padding, align_corners=True)[0]
+
+
+def sample_labels(
+    codes: torch.Tensor, source_affine: np.ndarray, points: torch.Tensor, linear: bool = True
+) -> torch.Tensor:
+    """The label map ``codes`` (integer, ``*source_shape``) at world points ``points`` (``dims x
+    *target_shape``), its own codes, 0 outside it: each label's indicator interpolated linearly, the
+    largest winning (:func:`~deepatlas.networks.warp.interpolate_labels`; ``linear=False``: nearest
+    neighbour). Every label map a command writes through a transform is sampled so."""
+    dims = points.shape[0]
+    matrix, offset = _linear(source_affine, dims)
+    inverse = torch.from_numpy(np.linalg.inv(matrix))
+    out = torch.empty(points.shape[1:], dtype=codes.dtype)
+    for rows in slabs(tuple(points.shape[1:])):
+        part = points[:, rows].reshape(dims, -1) - torch.from_numpy(offset)[:, None]
+        out[rows] = interpolate_labels(codes, inverse @ part, linear).reshape(out[rows].shape)
+    return out
 
 
 def resample(

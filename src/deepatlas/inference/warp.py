@@ -21,7 +21,7 @@ import torch
 from deepatlas.data.errors import DataError
 from deepatlas.data.io import Volume, load_image, load_label_codes, save_volume
 from deepatlas.data.subjects import subject_id
-from deepatlas.inference.geometry import sample, world_coordinates
+from deepatlas.inference.geometry import sample, sample_labels, world_coordinates
 from deepatlas.inference.itk import FORWARD, flip_ras_lps, parse_description
 from deepatlas.inference.outputs import check_free, check_outputs, label_dtype
 
@@ -111,13 +111,14 @@ def warp_volume(
     field: SavedField, volume: Volume, labels: bool = False, points: torch.Tensor | None = None
 ) -> np.ndarray:
     """``volume`` (any grid) on the field's grid, read at ``p + u(p)``: linear and float32 for an image,
-    nearest neighbour and its own codes for a label map (``labels``). Zero where the points leave it.
+    its own codes for a label map (``labels``: :func:`~deepatlas.inference.geometry.sample_labels`).
+    Zero where the points leave it.
     ``points``: the field's :func:`field_points`, if computed already."""
     points = field_points(field) if points is None else points
     check_volume(field, volume, points)
     if labels:
-        codes = torch.from_numpy(volume.array.astype(np.int32))[None]
-        return sample(codes, volume.affine, points, mode="nearest")[0].numpy()
+        codes = torch.from_numpy(volume.array.astype(np.int32))
+        return sample_labels(codes, volume.affine, points).numpy()
     values = torch.from_numpy(volume.array.astype(np.float32))[None]
     return sample(values, volume.affine, points)[0].numpy()
 

@@ -9,6 +9,8 @@ Outside the source grid the border value is repeated.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -73,3 +75,78 @@ def warp_labels(labels: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour warp of an integer label map ``Bx1xHxW[xD]``; no new label values appear."""
     warped = _sample(labels.to(ddf.dtype), ddf, "nearest")
     return warped.round().to(labels.dtype)
+
+
+_CHUNK = 1 << 18
+
+
+def interpolate_labels(labels: torch.Tensor, coords: torch.Tensor, linear: bool = True) -> torch.Tensor:
+    """Labels of ``labels`` (integer, ``*spatial``) at the points ``coords`` (``dims x N`` voxel
+    coordinates of that grid, array-axis order); 0 outside the grid.
+
+    ``linear`` (the default): each label's indicator interpolated linearly, the largest winning (ITK's
+    generic label interpolator, ANTs' ``genericLabel``, greedy's ``LABEL``), computed from the 2^dims
+    voxels that enclose the point without one map per label: each of their labels scores the
+    summed interpolation weights of the corners that hold it (ties: the first corner's). A voxel
+    centre keeps its own label, so an identity or whole-voxel transform returns the map unchanged;
+    between voxels a boundary falls where the labels' partial volumes cross instead of jumping to
+    the nearest voxel's side. On ixi-2mm validation pairs this alone raised registration Dice by
+    about two points over nearest neighbour (docs/results.md, "Label interpolation").
+    ``linear=False``: nearest neighbour.
+    """
+    dims, spatial = coords.shape[0], tuple(labels.shape)
+    coords = coords.float()
+    if not linear:
+        return _labels_at(labels, coords.round().long(), spatial)
+    corners = torch.cartesian_prod(*[torch.tensor([0, 1])] * dims).reshape(-1, dims)
+    out = torch.empty(coords.shape[1], dtype=labels.dtype)
+    for start in range(0, coords.shape[1], _CHUNK):
+        part = coords[:, start : start + _CHUNK]
+        base = part.floor()
+        votes = _corner_labels(labels, base.long(), corners)  # n x corners
+        chunk = out[start : start + part.shape[1]]
+        chunk.copy_(votes[:, 0])
+        mixed = (votes != votes[:, :1]).any(1).nonzero().squeeze(1)  # the rest: one label all round
+        if len(mixed):
+            chunk[mixed] = _vote(votes[mixed], (part - base)[:, mixed], corners)
+    return out
+
+
+def _corner_labels(labels: torch.Tensor, base: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """``labels`` at the corners ``base + corners`` of each point (``n x corners``), 0 outside the
+    grid: one gather of flat indices for the points whose corners are all inside."""
+    spatial = tuple(labels.shape)
+    strides = torch.tensor([math.prod(spatial[axis + 1 :]) for axis in range(len(spatial))])
+    limits = torch.tensor(spatial)[:, None] - 1
+    inside = ((base >= 0) & (base < limits)).all(0)
+    votes = torch.empty((base.shape[1], len(corners)), dtype=labels.dtype)
+    flat = (base[:, inside] * strides[:, None]).sum(0)
+    votes[inside] = labels.reshape(-1)[flat[:, None] + (corners * strides).sum(1)[None]]
+    edge = (~inside).nonzero().squeeze(1)
+    if len(edge):
+        votes[edge] = _labels_at(labels, base[:, edge, None] + corners.T[:, None, :], spatial)
+    return votes
+
+
+def _vote(votes: torch.Tensor, frac: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """The label with the largest summed linear weight among each point's corner labels
+    (``votes``: ``n x corners``; ``frac``: ``dims x n``, the point's offset from its first corner)."""
+    weights = torch.ones(votes.shape)
+    for axis in range(frac.shape[0]):
+        f = frac[axis][:, None]
+        weights *= torch.where(corners[:, axis].bool()[None], f, 1 - f)
+    shares = torch.zeros(votes.shape)
+    for k in range(votes.shape[1]):
+        shares += weights[:, k : k + 1] * (votes == votes[:, k : k + 1])
+    return votes.gather(1, shares.argmax(1, keepdim=True)).squeeze(1)
+
+
+def _labels_at(labels: torch.Tensor, index: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """``labels`` at integer voxel indices ``index`` (``dims x *points``); 0 outside the grid."""
+    inside = torch.ones(index.shape[1:], dtype=torch.bool)
+    flat = torch.zeros(index.shape[1:], dtype=torch.long)
+    for axis, size in enumerate(spatial):
+        inside &= (index[axis] >= 0) & (index[axis] < size)
+        flat = flat * size + index[axis].clamp(0, size - 1)
+    values = labels.reshape(-1)[flat]
+    return torch.where(inside, values, torch.zeros((), dtype=values.dtype))
