@@ -37,6 +37,7 @@ from deepatlas.inference.geometry import (
     world_coordinates,
 )
 from deepatlas.inference.run import TrainedRun
+from deepatlas.networks.warp import label_corners
 from deepatlas.options import look_up_option
 from deepatlas.registration import Deformation, RegistrationPipeline
 from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, foreground
@@ -497,10 +498,10 @@ def atlas_votes(
     window: int = NCC_WINDOW,
     unknown: str = "error",
 ) -> LabelVotes:
-    """Every atlas registered to ``target`` and its warped labels counted (``fusion``: weighted by
-    local NCC, or one vote each). ``labels``: vote over a scheme's classes (a code outside it is an
-    error, or background, as ``unknown`` says) or over a sorted list of label codes (row ``i``:
-    ``labels[i]``)."""
+    """Every atlas registered to ``target`` and its labels counted through the registration, softly
+    (:func:`_count_atlas`; ``fusion``: weighted by local NCC, or one vote each). ``labels``: vote
+    over a scheme's classes (a code outside it is an error, or background, as ``unknown`` says) or
+    over a sorted list of label codes (row ``i``: ``labels[i]``)."""
     if isinstance(labels, LabelScheme):
         scheme, rows = labels, labels.num_classes
 
@@ -520,6 +521,27 @@ def atlas_votes(
         if fusion == "weighted":
             warped = torch.from_numpy(normalize_intensity(result.warped))[None, None]
             weight = similarity_weight(warped, target_t, window)
-        classes = index(result.warped_labels, str(getattr(atlas_labels, "path", None) or "an atlas label map"))
-        votes.add(torch.from_numpy(np.asarray(classes).astype(np.int64)), weight)
+        classes = index(atlas_labels.array, str(getattr(atlas_labels, "path", None) or "an atlas label map"))
+        _count_atlas(
+            votes, (torch.from_numpy(np.asarray(classes).astype(np.int64)), atlas_labels.affine), result, weight
+        )
     return votes
+
+
+def _count_atlas(
+    votes: LabelVotes, atlas: tuple[torch.Tensor, np.ndarray], result: Registration, weight: torch.Tensor | None
+) -> None:
+    """One atlas's soft vote: each target voxel votes for the labels of the atlas voxels around the
+    point it maps to, in proportion to their linear interpolation weights (times ``weight``, the
+    local NCC), slab by slab of the target grid. ``atlas``: its class indices on its own grid and that
+    grid's affine. Hard votes of each atlas's interpolated labels threw the partial volumes away;
+    on ixi-2mm validation the soft vote added about half a point of fused Dice (docs/results.md,
+    "Label interpolation")."""
+    classes, affine = atlas
+    dims, shape = classes.ndim, tuple(votes.votes.shape[1:])
+    matrix, offset = np.linalg.inv(affine[:dims, :dims]), affine[:dims, 3]
+    for rows in slabs(shape):
+        points = world_coordinates(shape, result.affine, rows) + torch.from_numpy(result.displacement[:, rows])
+        coords = torch.from_numpy(matrix) @ (points.reshape(dims, -1) - torch.from_numpy(offset)[:, None])
+        corner_labels, shares = label_corners(classes, coords)
+        votes.add_shares(corner_labels, shares, rows, None if weight is None else weight.reshape(shape)[rows])

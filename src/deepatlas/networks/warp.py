@@ -98,7 +98,7 @@ def interpolate_labels(labels: torch.Tensor, coords: torch.Tensor, linear: bool 
     coords = coords.float()
     if not linear:
         return _labels_at(labels, coords.round().long(), spatial)
-    corners = torch.cartesian_prod(*[torch.tensor([0, 1])] * dims).reshape(-1, dims)
+    corners = _corners(dims)
     out = torch.empty(coords.shape[1], dtype=labels.dtype)
     for start in range(0, coords.shape[1], _CHUNK):
         part = coords[:, start : start + _CHUNK]
@@ -108,8 +108,24 @@ def interpolate_labels(labels: torch.Tensor, coords: torch.Tensor, linear: bool 
         chunk.copy_(votes[:, 0])
         mixed = (votes != votes[:, :1]).any(1).nonzero().squeeze(1)  # the rest: one label all round
         if len(mixed):
-            chunk[mixed] = _vote(votes[mixed], (part - base)[:, mixed], corners)
+            votes, weights = votes[mixed], _corner_weights((part - base)[:, mixed], corners)
+            chunk[mixed] = _largest_share(votes, weights)
     return out
+
+
+def label_corners(labels: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels of the 2^dims voxels enclosing each point of ``coords`` (``dims x N`` voxel
+    coordinates of ``labels``' grid; 0 outside it) and their linear interpolation weights, both
+    ``N x 2^dims``: what :func:`interpolate_labels` votes with, for a caller that sums the shares of
+    several label maps (soft atlas votes, :meth:`deepatlas.registration.fusion.LabelVotes.add_shares`)."""
+    coords = coords.float()
+    corners, base = _corners(coords.shape[0]), coords.floor()
+    return _corner_labels(labels, base.long(), corners), _corner_weights(coords - base, corners)
+
+
+def _corners(dims: int) -> torch.Tensor:
+    """The 2^dims corner offsets of a voxel cell, ``2^dims x dims`` of 0 and 1."""
+    return torch.cartesian_prod(*[torch.tensor([0, 1])] * dims).reshape(-1, dims)
 
 
 def _corner_labels(labels: torch.Tensor, base: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
@@ -128,13 +144,18 @@ def _corner_labels(labels: torch.Tensor, base: torch.Tensor, corners: torch.Tens
     return votes
 
 
-def _vote(votes: torch.Tensor, frac: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
-    """The label with the largest summed linear weight among each point's corner labels
-    (``votes``: ``n x corners``; ``frac``: ``dims x n``, the point's offset from its first corner)."""
-    weights = torch.ones(votes.shape)
+def _corner_weights(frac: torch.Tensor, corners: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation weights of each point's corners, ``n x corners`` (``frac``: ``dims x n``,
+    the point's offset from its first corner)."""
+    weights = torch.ones((frac.shape[1], len(corners)))
     for axis in range(frac.shape[0]):
         f = frac[axis][:, None]
         weights *= torch.where(corners[:, axis].bool()[None], f, 1 - f)
+    return weights
+
+
+def _largest_share(votes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The label with the largest summed weight among each point's corner labels (``n x corners``)."""
     shares = torch.zeros(votes.shape)
     for k in range(votes.shape[1]):
         shares += weights[:, k : k + 1] * (votes == votes[:, k : k + 1])

@@ -55,6 +55,21 @@ class LabelVotes:
         weight = torch.ones_like(labels, dtype=self.votes.dtype) if weight is None else weight
         self.votes.scatter_add_(0, labels, weight.reshape(labels.shape).to(self.votes.dtype))
 
+    def add_shares(
+        self, labels: torch.Tensor, shares: torch.Tensor, rows: slice | None = None, weight: torch.Tensor | None = None
+    ) -> None:
+        """Count a soft vote of one atlas: each voxel of the grid's first-axis ``rows`` (all: None) votes
+        ``shares`` (``n x k``, the linear interpolation weights of the ``k`` voxels of the atlas around
+        the point it maps to, :func:`deepatlas.networks.warp.label_corners`) for their ``labels``
+        (``n x k``), times ``weight`` (``n``; None: 1). A voxel between two structures of the atlas
+        votes for both in proportion, where its interpolated label would give all to one."""
+        votes = self.votes if rows is None else self.votes[:, rows]
+        shares = shares.to(votes.dtype)
+        if weight is not None:
+            shares = shares * weight.reshape(-1, 1).to(votes.dtype)
+        counted = torch.zeros((votes.shape[0], shares.shape[0]), dtype=votes.dtype, device=votes.device)
+        votes += counted.scatter_add_(0, labels.T.long().to(votes.device), shares.T.to(votes.device)).view(votes.shape)
+
     def add_probabilities(self, probabilities: torch.Tensor, weight: float) -> None:
         """Count a soft vote: ``weight`` times each label's probability (``classes x *grid``, label
         ``c`` in row ``c``), as the seg net gives them; a sure prediction weighs as much as an
