@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from deepatlas.cli.main import main
 from deepatlas.config import load_config
@@ -85,7 +86,7 @@ def test_a_recipe_sets_its_settings_and_the_users_overrides_win(tmp_path, phanto
     with pytest.raises(SystemExit):
         main([*args, "--recipe", "fast"])
     assert "invalid choice: 'fast'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"recipe: .fast. is not one of \[.default., .distil., .seg-only"):
+    with pytest.raises(ValueError, match=r"recipe: .fast. is not one of \[.default., .distil., .synthesis., .seg-only"):
         recipe_overrides("fast")
 
 
@@ -292,3 +293,19 @@ def test_the_baseline_recipes_train_one_net(recipe, kind, phantoms_3d, tmp_path)
     kinds = {json.loads(line)["kind"] for line in (out / "metrics.jsonl").open()}
     assert kinds == {kind}
     assert load_config(out / "config.yaml", saved=True).schedule.time_budget_minutes == 45
+
+
+def test_the_synthesis_recipe_trains_the_seg_net_on_synthesised_images(phantoms_3d, tmp_path):
+    """One image per seg step, the labelled one and a synthesised one in turn; no reg steps; the
+    synthesised pairs kept with the teachers (so a resumed run has them)."""
+    config = tiny_config(phantoms_3d)
+    config.save(tmp_path / "config.yaml")
+    out = tmp_path / "run"
+    argv = ["train", str(tmp_path / "config.yaml"), "-o", str(out), "--recipe", "synthesis", "--no-progress"]
+    assert main([*argv, "--num-labelled", "1", "--max-steps", "4", "schedule.val_every=0"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").open() if '"kind"' in line]
+    assert {row["kind"] for row in rows} == {"seg"}
+    assert json.loads((out / "summary.json").read_text())["seg_step"] == "distil"
+    assert any(row["teachers"] >= 1 for row in rows)
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert len(state["teachers"]["synthetic_positions"]) >= 1

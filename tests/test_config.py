@@ -77,6 +77,7 @@ def test_a_run_saved_before_a_default_changed_keeps_its_value(tmp_path):
     [
         ("default", {"seg_pretrain", "reg_pretrain", "reg", "seg"}),
         ("distil", {"reg", "seg"}),
+        ("synthesis", {"seg"}),
         ("seg-only", {"seg_pretrain"}),
         ("reg-only", {"reg_pretrain"}),
     ],
@@ -85,22 +86,23 @@ def test_every_recipe_is_a_valid_config_with_the_phases_it_names(name, phases):
     from deepatlas.recipes import RECIPES, recipe_overrides
     from deepatlas.training.schedule import Schedule
 
-    assert set(RECIPES) == {"default", "distil", "seg-only", "reg-only"}  # a new recipe gets a row here
+    assert set(RECIPES) == {"default", "distil", "synthesis", "seg-only", "reg-only"}  # a new one gets a row here
     config = load_config(None, recipe_overrides(name))
     schedule = Schedule.from_config(config.schedule)
     assert {schedule.phase_at(step) for step in range(0, min(schedule.total, 3000), 7)} == phases
     # the recipes without an end of their own stop at a budget; the defaults run their schedule
     assert config.schedule.time_budget_minutes == (None if name == "default" else 45)
-    # the seg net alone is the strong baseline: augmented whatever N (auto would stop at 2)
-    assert config.augment.active(50) is (name == "seg-only")
+    # the seg net alone is the strong baseline: augmented whatever N (auto would stop at 2); so are
+    # the synthesised images and the labelled one they alternate with
+    assert config.augment.active(50) is (name in ("seg-only", "synthesis"))
 
 
-def test_the_distil_recipe_is_suggested_from_three_labelled_images_with_some_to_teach():
+def test_the_distil_recipe_is_suggested_from_three_labelled_images_and_synthesis_below():
     from deepatlas.recipes import suggested_recipe
 
     assert [suggested_recipe(n, u) for n, u in ((1, 9), (2, 9), (3, 9), (5, 0), (150, 0))] == [
-        "default",
-        "default",
+        "synthesis",
+        "synthesis",
         "distil",
         "default",  # every image labelled: nothing to teach
         "default",

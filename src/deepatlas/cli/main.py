@@ -12,6 +12,9 @@ from pathlib import Path
 from deepatlas import options
 from deepatlas.recipes import RECIPES, recipe_overrides, suggested_recipe
 
+# the recipes a training set may be pointed to, and the docs/results.md section that measured each
+SUGGESTION_SECTIONS = {"distil": "Five labelled images", "synthesis": "Registration as the seg net's augmenter"}
+
 
 def _suggest_recipe(config) -> None:
     """One line naming a recipe measured to do better on a training set like this one's, if any."""
@@ -25,11 +28,12 @@ def _suggest_recipe(config) -> None:
     except (DataError, OSError, ValueError):
         return  # training reads the data next and reports the problem there, in its own words
     labelled, unlabelled = len(chosen.labelled_ids), chosen.unlabelled
-    if suggested_recipe(labelled, unlabelled) == "distil":
+    recipe = suggested_recipe(labelled, unlabelled)
+    if recipe in SUGGESTION_SECTIONS:
         print(
             f"note: {labelled} labelled and {unlabelled} unlabelled training images: with this many labels the "
-            "distil recipe trained a better seg net than these defaults (docs/results.md, 'Five labelled "
-            "images'); train with --recipe distil to use it",
+            f"{recipe} recipe trained a better seg net than these defaults (docs/results.md, "
+            f"'{SUGGESTION_SECTIONS[recipe]}'); train with --recipe {recipe} to use it",
             flush=True,  # information, so on stdout: stderr is for the one line of an error
         )
 

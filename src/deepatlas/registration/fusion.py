@@ -63,12 +63,14 @@ class LabelVotes:
         the point it maps to, :func:`deepatlas.networks.warp.label_corners`) for their ``labels``
         (``n x k``), times ``weight`` (``n``; None: 1). A voxel between two structures of the atlas
         votes for both in proportion, where its interpolated label would give all to one."""
-        votes = self.votes if rows is None else self.votes[:, rows]
-        shares = shares.to(votes.dtype)
+        grid = self.votes[0]
+        first = 0 if rows is None else range(grid.shape[0])[rows].start
+        voxels = first * grid[0].numel() + torch.arange(labels.shape[0], device=self.votes.device)
+        shares = shares.to(self.votes.device, self.votes.dtype)
         if weight is not None:
-            shares = shares * weight.reshape(-1, 1).to(votes.dtype)
-        counted = torch.zeros((votes.shape[0], shares.shape[0]), dtype=votes.dtype, device=votes.device)
-        votes += counted.scatter_add_(0, labels.T.long().to(votes.device), shares.T.to(votes.device)).view(votes.shape)
+            shares = shares * weight.reshape(-1, 1).to(shares)
+        index = labels.to(self.votes.device).long() * grid.numel() + voxels[:, None]
+        self.votes.view(-1).scatter_add_(0, index.reshape(-1), shares.reshape(-1))
 
     def add_probabilities(self, probabilities: torch.Tensor, weight: float) -> None:
         """Count a soft vote: ``weight`` times each label's probability (``classes x *grid``, label
