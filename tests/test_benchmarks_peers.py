@@ -42,6 +42,7 @@ def _structure_volumes(jacobian: np.ndarray, warped_labels: np.ndarray, moving_l
     return np.array(rows, dtype=np.float64)
 
 
+@pytest.mark.optional_package
 @pytest.mark.parametrize("peer", sorted(SHORT))
 def test_peer_field_reproduces_its_own_warp(peer):
     if not peers.available(peer):

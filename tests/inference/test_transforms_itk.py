@@ -138,8 +138,9 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def sitk_resample(path: Path, reference: Path, field: Path, labels: bool, out: Path) -> np.ndarray:
     """``path`` resampled by SimpleITK onto ``reference`` through an ITK displacement field file,
-    written and read back as we read files (so the arrays share our voxel order)."""
-    interpolator = sitk.sitkNearestNeighbor if labels else sitk.sitkLinear
+    written and read back as we read files (so the arrays share our voxel order). Label maps go through
+    ITK's generic label interpolator with linear weights (``sitkLabelLinear``), as ours do."""
+    interpolator = sitk.sitkLabelLinear if labels else sitk.sitkLinear
     image = sitk.ReadImage(str(path), sitk.sitkInt32 if labels else sitk.sitkFloat32)
     warped = sitk.Resample(image, sitk.ReadImage(str(reference)), sitk_field(field), interpolator, 0)
     sitk.WriteImage(warped, str(out))
