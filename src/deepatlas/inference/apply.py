@@ -33,6 +33,7 @@ from deepatlas.inference.geometry import (
     sample,
     sample_labels,
     slabs,
+    voxel_coordinates,
     voxel_map_to_world,
     world_coordinates,
 )
@@ -55,8 +56,8 @@ class Registration:
             point matching fixed point ``p`` is ``p + displacement(p)`` (affine stage included).
         jacobian: determinant of the Jacobian of ``p -> p + displacement(p)`` (<= 0: folding).
         warped_labels: the moving label map (original codes), if given, sampled by
-            :func:`~deepatlas.inference.geometry.sample_labels` (a Gaussian-weighted vote of the
-            voxels around each point, as greedy's ``LABEL`` interpolation; not nearest neighbour).
+            :func:`~deepatlas.inference.geometry.sample_labels` (each label's indicator interpolated
+            linearly, the largest winning, as greedy's ``LABEL``; not nearest neighbour).
         affine: the fixed image's affine, for writing the outputs.
         affine_stage: what the affine stage did (:class:`AffineStageReport`), None if not asked about.
         model_space: whether the fixed image was first brought into the model's space (``align``).
@@ -257,11 +258,11 @@ def _labels_on_grid(
     moving image is (through the affine stage's world map ``matrix`` when there is one), by
     :func:`~deepatlas.inference.geometry.sample_labels`."""
     check_label_grid(moving, labels)
-    codes = torch.from_numpy(labels.array.astype(np.int32))[None]
+    codes = torch.from_numpy(labels.array.astype(np.int32))
     points = world_coordinates(*grid)
     if matrix is not None:
         points = apply_affine(points, matrix)
-    on_grid = sample_labels(codes[0], labels.affine, points).numpy()
+    on_grid = sample_labels(codes, labels.affine, points).numpy()
     classes = run.scheme.encode(on_grid, source=str(labels.path or "moving labels"), unknown="background")
     return torch.from_numpy(classes.astype(np.int64))[None]
 
@@ -300,7 +301,7 @@ def _fixed_grid_outputs(
     codes = None
     if moving_labels is not None:
         check_label_grid(moving, moving_labels)
-        codes = torch.from_numpy(moving_labels.array.astype(np.int32))[None]
+        codes = torch.from_numpy(moving_labels.array.astype(np.int32))
     out = _FixedGridOutputs(
         np.empty((dims, *shape), np.float32),
         np.empty(shape, np.float32),
@@ -317,7 +318,7 @@ def _fixed_grid_outputs(
         out.displacement[:, rows] = displacement.numpy()
         out.warped[rows] = sample(image, moving.affine, target)[0].numpy()
         if codes is not None:
-            out.labels[rows] = sample_labels(codes[0], moving_labels.affine, target).numpy()
+            out.labels[rows] = sample_labels(codes, moving_labels.affine, target).numpy()
         if inverse is not None:
             back = sample(inverse, moving.affine, target, padding="border")
             out.residual[rows] = (target + back - points).norm(dim=0)
@@ -539,9 +540,7 @@ def _count_atlas(
     "Label interpolation")."""
     classes, affine = atlas
     dims, shape = classes.ndim, tuple(votes.votes.shape[1:])
-    matrix, offset = np.linalg.inv(affine[:dims, :dims]), affine[:dims, 3]
     for rows in slabs(shape):
         points = world_coordinates(shape, result.affine, rows) + torch.from_numpy(result.displacement[:, rows])
-        coords = torch.from_numpy(matrix) @ (points.reshape(dims, -1) - torch.from_numpy(offset)[:, None])
-        corner_labels, shares = label_corners(classes, coords)
+        corner_labels, shares = label_corners(classes, voxel_coordinates(points.reshape(dims, -1), affine))
         votes.add_shares(corner_labels, shares, rows, None if weight is None else weight.reshape(shape)[rows])

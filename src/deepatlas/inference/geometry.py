@@ -108,6 +108,14 @@ def _sample_slab(
     return F.grid_sample(values, grid, mode=mode, padding_mode=padding, align_corners=True)[0]
 
 
+def voxel_coordinates(points: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """World points ``dims x N`` (mm) as voxel coordinates of the grid of ``affine`` (``dims x N``,
+    float64, array-axis order)."""
+    dims = points.shape[0]
+    matrix, offset = _linear(affine, dims)
+    return torch.from_numpy(np.linalg.inv(matrix)) @ (points.double() - torch.from_numpy(offset)[:, None])
+
+
 def sample_labels(
     codes: torch.Tensor, source_affine: np.ndarray, points: torch.Tensor, linear: bool = True
 ) -> torch.Tensor:
@@ -116,12 +124,10 @@ def sample_labels(
     largest winning (:func:`~deepatlas.networks.warp.interpolate_labels`; ``linear=False``: nearest
     neighbour). Every label map a command writes through a transform is sampled so."""
     dims = points.shape[0]
-    matrix, offset = _linear(source_affine, dims)
-    inverse = torch.from_numpy(np.linalg.inv(matrix))
     out = torch.empty(points.shape[1:], dtype=codes.dtype)
     for rows in slabs(tuple(points.shape[1:])):
-        part = points[:, rows].reshape(dims, -1) - torch.from_numpy(offset)[:, None]
-        out[rows] = interpolate_labels(codes, inverse @ part, linear).reshape(out[rows].shape)
+        coords = voxel_coordinates(points[:, rows].reshape(dims, -1), source_affine)
+        out[rows] = interpolate_labels(codes, coords, linear).reshape(out[rows].shape)
     return out
 
 
