@@ -124,3 +124,20 @@ def test_interpolate_labels_is_the_largest_linearly_interpolated_indicator():
 
 def _flat(index: torch.Tensor, shape) -> torch.Tensor:
     return (index[0] * shape[1] + index[1]) * shape[2] + index[2]
+
+
+def test_warp_labels_linear_is_label_interpolation_with_the_border_repeated():
+    """``warp_labels(..., linear=True)`` agrees with nearest neighbour on whole-voxel shifts (the
+    border repeated, as the image warp does) and with :func:`interpolate_labels` between voxels."""
+    labels = _blobs()[None, None]
+    shift = torch.zeros(1, 3, *labels.shape[2:])
+    shift[:, 0] = 2.0
+    assert torch.equal(warp_labels(labels, shift, linear=True), warp_labels(labels, shift))
+    field = torch.randn((1, 3, *labels.shape[2:]), generator=torch.Generator().manual_seed(2)) * 0.6
+    points = (_voxel_grid(labels.shape[2:]) + field[0].reshape(3, -1)).clamp(0, 11)
+    expected = interpolate_labels(labels[0, 0], points).reshape(labels.shape)
+    warped = warp_labels(labels, field, linear=True)
+    assert torch.equal(warped, expected) and warped.dtype == labels.dtype
+    assert not torch.equal(warped, warp_labels(labels, field))  # between voxels the two differ
+    with pytest.raises(ValueError, match="displacement field of shape"):
+        warp_labels(labels, field[:, :2], linear=True)
