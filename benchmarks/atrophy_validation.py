@@ -2,6 +2,7 @@
 
 Usage:
     python -m benchmarks.atrophy_validation --runs NAME=RUN_DIR [NAME=RUN_DIR ...] [--limit N]
+        [--volumes labels probabilities]
         [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/atrophy_validation]
         [--cache /tmp/deepatlas-atrophy-validation.jsonl]
 
@@ -25,6 +26,10 @@ Measured per run:
 - **lateral-ventricle bias**: mean relative bias (seg / reference - 1) of the ventricles' volumes on the
   original validation brains against the reference label maps.
 
+A seg net's volume is read as ``--volumes`` says, each kind a row of the table: ``labels`` (voxels of its
+label map, as ``morphometry`` counts them) and ``probabilities`` (the expected volume of its class
+probabilities, :func:`deepatlas.evaluation.morphometry.probability_volumes`).
+
 One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-image volumes are cached in
 ``--cache`` (keyed by the checkpoint and its step), so an interrupted run resumes. Writes
 ``<out>/results.{json,md}`` with the CPU model and commit.
@@ -35,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +57,9 @@ from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
 from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
-from deepatlas.evaluation.morphometry import TOTAL, structure_volumes
+from deepatlas.evaluation.morphometry import TOTAL, probability_volumes, structure_volumes
 from deepatlas.inference import TrainedRun, load_run
-from deepatlas.inference.apply import segment_volume
+from deepatlas.inference.apply import segment_probabilities, segment_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
@@ -75,9 +81,33 @@ def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Tr
     return runs
 
 
-def run_key(run: TrainedRun) -> str:
-    """The cache's name for a checkpoint: its path, step and time (a retrained run is measured anew)."""
-    return f"{run.path.resolve()}@{run.step}@{run.path.stat().st_mtime_ns}"
+VOLUMES = ("labels", "probabilities")
+"""How a seg net's volume is read: voxels of its label map, or the expected volume of its probabilities."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One row of the table: a run's seg net and how its volumes are read (:data:`VOLUMES`)."""
+
+    run: TrainedRun
+    volumes: str = "labels"
+
+    @property
+    def key(self) -> str:
+        """The cache's name: the checkpoint's path, step and time (a retrained run is measured anew),
+        and the volume kind (label counts keep the key they had before kinds existed)."""
+        run = self.run
+        key = f"{run.path.resolve()}@{run.step}@{run.path.stat().st_mtime_ns}"
+        return key if self.volumes == "labels" else f"{key}#{self.volumes}"
+
+
+def measures(runs: dict[str, TrainedRun], kinds: list[str]) -> dict[str, Measure]:
+    """Every run with every volume kind; a row is named after its run, ``(probabilities)`` added."""
+    return {
+        name if kind == "labels" else f"{name} ({kind})": Measure(run, kind)
+        for kind in kinds
+        for name, run in runs.items()
+    }
 
 
 def volumes(subject: str, codes: np.ndarray, affine: np.ndarray, scheme: LabelScheme) -> dict[str, float]:
@@ -86,10 +116,15 @@ def volumes(subject: str, codes: np.ndarray, affine: np.ndarray, scheme: LabelSc
     return {r["structure"]: r["mm3"] for r in rows if r["structure"] != TOTAL}
 
 
-def seg_volumes(run: TrainedRun, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
+def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
     """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
-    validation brains are pre-aligned, ``align="off"``)."""
-    return volumes(subject, segment_volume(run, image, align="off"), image.affine, scheme)
+    validation brains are pre-aligned, ``align="off"``): voxels of its label map (``labels``) or the
+    expected volume of its class probabilities (``probabilities``,
+    :func:`~deepatlas.evaluation.morphometry.probability_volumes`)."""
+    if measure.volumes == "labels":
+        return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
+    probabilities = segment_probabilities(measure.run, image, align="off")
+    return probability_volumes(probabilities, scheme, image.affine)
 
 
 def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:
@@ -100,19 +135,19 @@ def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:
         names = images.scheme.names[1:]
         return {"seg_dice": metrics["seg_dice"], "per_structure": dict(zip(names, metrics["seg_dice_per_class"]))}
 
-    return cache.get(f"{run_key(run)}/seg_dice/{','.join(images.ids)}", compute)
+    return cache.get(f"{Measure(run).key}/seg_dice/{','.join(images.ids)}", compute)
 
 
 def measure_subject(
-    cache: JsonlCache, runs: dict[str, TrainedRun], data: Path, subject: str, scheme: LabelScheme
+    cache: JsonlCache, runs: dict[str, Measure], data: Path, subject: str, scheme: LabelScheme
 ) -> tuple[dict, list[dict]]:
-    """One validation brain: its reference and per-run volumes, original and at every atrophy strength."""
+    """One validation brain: its reference and per-measure volumes, original and at every atrophy strength."""
     image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
     reference = cache.get(f"{subject}/ref", lambda: volumes(subject, labels.array, labels.affine, scheme))
     original = {"subject": subject, "reference": reference}
-    for name, run in runs.items():
+    for name, measure in runs.items():
         original[name] = cache.get(
-            f"{run_key(run)}/{subject}", lambda run=run: seg_volumes(run, subject, image, scheme)
+            f"{measure.key}/{subject}", lambda measure=measure: seg_volumes(measure, subject, image, scheme)
         )
     atrophied = [
         measure_atrophied(cache, runs, (subject, image, labels), reference, level, scheme)
@@ -123,7 +158,7 @@ def measure_subject(
 
 def measure_atrophied(
     cache: JsonlCache,
-    runs: dict[str, TrainedRun],
+    runs: dict[str, Measure],
     brain: tuple[str, Volume, Volume],
     reference: dict[str, float],
     level: int,
@@ -135,7 +170,7 @@ def measure_atrophied(
     subject, image, labels = brain
     key = f"{subject}/atrophy{level}"
     synth = None
-    if any(k not in cache for k in [f"{key}/truth"] + [f"{run_key(run)}/{key}" for run in runs.values()]):
+    if any(k not in cache for k in [f"{key}/truth"] + [f"{m.key}/{key}" for m in runs.values()]):
         targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
         spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
         started = time.perf_counter()
@@ -144,22 +179,24 @@ def measure_atrophied(
     truth = cache.get(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
     row = {"subject": subject, "level": level, "truth": truth}
     warped = Volume(synth.image, image.affine, Path(f"{key}.nii.gz")) if synth is not None else None
-    for name, run in runs.items():
-        row[name] = cache.get(f"{run_key(run)}/{key}", lambda run=run: seg_volumes(run, key, warped, scheme))
+    for name, m in runs.items():
+        row[name] = cache.get(f"{m.key}/{key}", lambda m=m: seg_volumes(m, key, warped, scheme))
     return row
 
 
-def summarize(runs: dict[str, TrainedRun], dice: dict, originals: dict, atrophied: list[dict]) -> dict:
-    """Per run: where it came from, its seg Dice, recovered atrophy (per structure and strength, and the
-    pooled slope) and the lateral ventricles' bias on the original brains."""
+def summarize(runs: dict[str, Measure], dice: dict, originals: dict, atrophied: list[dict]) -> dict:
+    """Per measure: where its run came from, its seg Dice, how volumes were read, recovered atrophy (per
+    structure and strength, and the pooled slope) and the lateral ventricles' bias on the original brains."""
     out = {}
-    for name, run in runs.items():
+    for name, measure in runs.items():
         bias = agreement(list(originals.values()), name, VENTRICLES)
+        run = measure.run
         out[name] = {
             "run": str(run.folder.root),
             "checkpoint": str(run.path),
             "step": run.step,
-            **dice[name],
+            "volumes": measure.volumes,
+            **dice[run.path],
             "atrophy": recovery(originals, atrophied, name),
             "lateral_ventricle_bias": {n: bias[n]["mean_bias"] for n in VENTRICLES},
         }
@@ -205,7 +242,8 @@ def write_markdown(result: dict, path: Path) -> None:
 
 
 def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
-    """Dice, then every validation brain (original and atrophied) through every run."""
+    """Dice, then every validation brain (original and atrophied) through every run, its volumes read
+    in every kind of ``args.volumes``."""
     data = Path(args.data)
     scheme = LabelScheme.from_file(data / "brain31.json")
     for name, run in runs.items():
@@ -216,15 +254,16 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
     subjects = subjects[: args.limit or None]
     cache = JsonlCache(Path(args.cache))
     images = load_image_set(subjects, scheme, unknown_labels="background", progress=False)
-    dice = {name: seg_dice(cache, run, images) for name, run in runs.items()}
+    dice = {run.path: seg_dice(cache, run, images) for run in runs.values()}
+    rows_of = measures(runs, args.volumes)
     originals, atrophied = {}, []
     for subject in subjects:
-        originals[subject.id], rows = measure_subject(cache, runs, data, subject.id, scheme)
+        originals[subject.id], rows = measure_subject(cache, rows_of, data, subject.id, scheme)
         atrophied += rows
     return {
         "validation": [s.id for s in subjects],
         "strengths": STRENGTHS,
-        "runs": summarize(runs, dice, originals, atrophied),
+        "runs": summarize(rows_of, dice, originals, atrophied),
         "points": {"originals": originals, "atrophied": atrophied},
     }
 
@@ -235,6 +274,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "atrophy_validation"))
     parser.add_argument("--limit", type=int, default=0, help="first N validation subjects (0: all 10)")
+    parser.add_argument(
+        "--volumes", nargs="+", choices=VOLUMES, default=["labels"], help="how seg volumes are read (each a row)"
+    )
     parser.add_argument("--cache", default="/tmp/deepatlas-atrophy-validation.jsonl", help="per-image volumes")
     args = parser.parse_args()
     if not (Path(args.data) / "splits.json").is_file():

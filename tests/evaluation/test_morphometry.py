@@ -23,6 +23,7 @@ from deepatlas.evaluation.morphometry import (
     disagreement_flag,
     log_jacobian,
     plan_morphometry,
+    probability_volumes,
     structure_volumes,
     voxel_volume,
 )
@@ -211,3 +212,16 @@ def test_atlases_with_the_seg_net_check_its_volumes_and_flag_disagreements(train
     assert {r["flag"] for r in rows} <= {"", "disagree"}
     assert disagreement_flag("x", 100.0, 100.0 * (1 + 3 * FLAG_MARGIN)) == "disagree"  # vs the mean
     assert disagreement_flag("x", 100.0, 100.0) == disagreement_flag("x", 0.0, 0.0) == ""
+
+
+def test_probability_volumes_count_each_voxel_by_its_probability():
+    """One-hot probabilities give the label counts times the voxel volume; a boundary voxel that is
+    half one structure counts half, so a change smaller than a voxel moves the volume."""
+    scheme = LabelScheme(names=["background", "a", "b"], codes=[[0], [1], [2]])
+    labels = torch.zeros(4, 5, 6, dtype=torch.long)
+    labels[1:3, 1:4, 1:5], labels[0, 0, 0] = 1, 2
+    one_hot = torch.nn.functional.one_hot(labels, 3).permute(3, 0, 1, 2).float()
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    assert probability_volumes(one_hot, scheme, affine) == pytest.approx({"a": 24 * 8.0, "b": 8.0})
+    one_hot[:, 3, 1, 1] = torch.tensor([0.5, 0.5, 0.0])  # a background voxel, half "a"
+    assert probability_volumes(one_hot, scheme, affine)["a"] == pytest.approx(24.5 * 8.0)

@@ -150,7 +150,11 @@ def _add_register(sub) -> None:
     _common(r)
     r.add_argument("--moving", help="moving image, or a folder of them")
     r.add_argument("--fixed", help="fixed image, or a folder with the same file names")
-    r.add_argument("--moving-labels", help="label map of the moving image (or a folder): warped with nearest neighbour")
+    r.add_argument(
+        "--moving-labels",
+        help="label map of the moving image (or a folder): warped by label interpolation (each label's "
+        "indicator linearly, the largest wins; codes kept)",
+    )
     r.add_argument("--pairs", help='JSON list of {"moving": ..., "fixed": ..., "moving_labels": ...}')
     _label_term_flag(r, "the moving labels", "without it they are only warped")
     _registration_flags(r)

@@ -13,7 +13,7 @@ from deepatlas.data import DataError
 DESCRIPTION = (
     "Align every scan of RAW affinely to the template (default: the one shipped with deepatlas, the "
     "mean of ixi-2mm's training brains: 2 mm, 80x96x80, MNI space, the grid of models/brain-2mm), "
-    "resample it (and its label map, by nearest neighbour) onto the template grid with intensities "
+    "resample it (and its label map, by label interpolation) onto the template grid with intensities "
     "normalised to 0..1, and write DATASET/images, DATASET/labels, manifest.json and a QC page "
     "(qc/index.html). Scans that cannot be read, are not 3D, or align poorly are listed with the reason, "
     "never silently dropped; the rest go on. A re-run skips subjects already prepared from the same files. "

@@ -15,7 +15,7 @@ def cmd_warp(args: argparse.Namespace) -> int:
     with output_lock(args):  # one writer per output folder, as for register and segment
         field = warp_files(Path(args.displacement), inputs, Path(args.output), args.labels, args.overwrite)
     grid = "fixed" if field.forward else "moving"
-    kind = "label map(s), nearest neighbour" if args.labels else "image(s), linear"
+    kind = "label map(s), label interpolation" if args.labels else "image(s), linear"
     print(f"{len(inputs)} {kind}, warped onto the {grid} image's grid: {args.output}/<id>_warped.nii.gz")
     return 0
 
@@ -38,7 +38,8 @@ def add_command(sub) -> None:
     w.add_argument(
         "--labels",
         action="store_true",
-        help="the inputs are label maps: nearest neighbour, codes kept (default: images, linear). Not guessed "
+        help="the inputs are label maps: label interpolation (each label's indicator linearly, the largest "
+        "wins), codes kept (default: images, linear). Not guessed "
         "from the data type, as T1 images are often stored as integers; warp images and label maps in two calls",
     )
     w.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")

@@ -330,6 +330,17 @@ def structure_volumes(subject: str, labels: Volume, scheme: LabelScheme, unknown
     return rows
 
 
+def probability_volumes(probabilities: torch.Tensor, scheme: LabelScheme, affine: np.ndarray) -> dict[str, float]:
+    """mm^3 per structure of ``scheme`` as the expected volume of the seg net's class probabilities
+    (``classes x *grid``, rows in ``scheme``'s order, on the grid of ``affine``): each voxel counts the
+    probability of the class, not 1 for its argmax. A boundary voxel that is partly ventricle counts in
+    part, so a change smaller than a voxel at a structure's surface moves the volume, where a label
+    count moves only once a voxel flips."""
+    unit = voxel_volume(affine, probabilities.dim() - 1)
+    sums = probabilities.reshape(probabilities.shape[0], -1).double().sum(1)
+    return {scheme.names[k]: float(sums[k]) * unit for k in range(1, scheme.num_classes)}
+
+
 def log_jacobian(jacobian: np.ndarray) -> np.ndarray:
     """Natural log of the Jacobian determinant (dimensionless), folds (J <= 0) set to ``log(JACOBIAN_FLOOR)``."""
     return np.log(np.maximum(jacobian, JACOBIAN_FLOOR)).astype(np.float32)
