@@ -59,7 +59,7 @@ from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.morphometry import TOTAL, probability_volumes, structure_volumes
 from deepatlas.inference import TrainedRun, load_run
-from deepatlas.inference.apply import segment_probabilities, segment_volume
+from deepatlas.inference.apply import segment_volume, segment_with_volumes
 
 ROOT = Path(__file__).resolve().parents[1]
 VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
@@ -123,8 +123,8 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
     :func:`~deepatlas.evaluation.morphometry.probability_volumes`)."""
     if measure.volumes == "labels":
         return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
-    probabilities = segment_probabilities(measure.run, image, align="off")
-    return probability_volumes(probabilities, scheme, image.affine)
+    _, sums = segment_with_volumes(measure.run, image, align="off")
+    return probability_volumes(sums, scheme, image.affine)
 
 
 def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:

@@ -2,6 +2,7 @@
 
 Usage:
     python -m benchmarks.label_interpolation [--split validation] [--model models/brain-2mm] [--out DIR]
+        [--limit N] [--atlases 5]
 
 Every registration here is ``deepatlas register``'s default (the shipped net + refinement), computed
 once; only the resampling of the moving labels through it differs, so the rows measure the resampling
@@ -160,7 +161,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f", per-structure means from {s['volume_change_structure_extremes'][0]:+.2%} to "
         f"{s['volume_change_structure_extremes'][1]:+.2%}.",
         "",
-        f"| {ATLASES}-atlas fusion (weighted) | fused Dice | s / target on top of the registrations |",
+        f"| {len(result['atlases'])}-atlas fusion (weighted) | fused Dice | s / target on top of the registrations |",
         "| --- | --- | --- |",
     ]
     for name in FUSIONS:
@@ -168,7 +169,8 @@ def write_markdown(result: dict, path: Path) -> None:
     lines += [
         "",
         f"Soft votes above the nearest-neighbour hard votes on {s['targets_better_soft']}/{n_targets} targets; "
-        f"the {ATLASES} registrations of a target take {s['registration_seconds_per_target']:.1f} s (median).",
+        f"the {len(result['atlases'])} registrations of a target take "
+        f"{s['registration_seconds_per_target']:.1f} s (median).",
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -179,7 +181,11 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
+    parser.add_argument("--limit", type=int, default=0, help="first N subjects of the split (>= 2; 0: all)")
+    parser.add_argument("--atlases", type=int, default=ATLASES, help="training subjects that vote (a smoke run: 1)")
     args = parser.parse_args()
+    if args.limit == 1 or args.limit < 0 or args.atlases < 1:
+        parser.error("--limit must be 0 (all) or >= 2 (one pair needs two subjects), --atlases >= 1")
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import load_splits
@@ -187,7 +193,7 @@ def main() -> int:
 
     scheme = LabelScheme.from_file(args.data / "brain31.json")
     splits = load_splits(args.data / "splits.json")
-    ids, atlas_ids = splits[args.split], splits["train"][:ATLASES]
+    ids, atlas_ids = splits[args.split][: args.limit or None], splits["train"][: args.atlases]
     subjects = {
         i: (load_image(args.data / "images" / f"{i}.nii.gz"), load_label_codes(args.data / "labels" / f"{i}.nii.gz"))
         for i in [*ids, *atlas_ids]

@@ -52,7 +52,7 @@ from deepatlas.data.io import Volume, load_labelled
 from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.morphometry import cohens_d, probability_volumes
 from deepatlas.inference import load_run
-from deepatlas.inference.apply import atlas_segment_volume, segment_probabilities, segment_volume
+from deepatlas.inference.apply import atlas_segment_volume, segment_volume, segment_with_volumes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,8 +98,8 @@ class Bench:
     def measure(self, key: str, image: Volume, method: str) -> dict[str, float]:
         def compute() -> dict[str, float]:
             if method == "seg-probabilities":
-                probabilities = segment_probabilities(self.run, image, align="off")
-                return probability_volumes(probabilities, self.scheme, image.affine)
+                _, sums = segment_with_volumes(self.run, image, align="off")
+                return probability_volumes(sums, self.scheme, image.affine)
             if method == "seg":
                 codes = segment_volume(self.run, image, align="off")  # as morphometry: pre-aligned inputs
             else:

@@ -155,3 +155,24 @@ def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tm
     assert set(loo["per structure"]["per_subject"]) == set(run["per_subject"]) and 0 < loo["per structure"]["mean"] <= 1
     assert len(run["structure_weights"]) == len(next(iter(run["per_class"].values()))["0.0"])
     assert "a weight per structure, chosen" in (out / "fusion_weight.md").read_text()
+
+
+@pytest.mark.skipif(
+    not (ROOT / "models" / "brain-2mm" / "checkpoints" / "best.pt").exists() or not IXI.is_dir(),
+    reason="the shipped model or ixi-2mm is not here",
+)
+def test_label_interpolation_benchmark_scores_both_resamplings_on_one_pair(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.label_interpolation", "--limit", "2", "--atlases", "1"]
+        + ["--data", str(IXI), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "label_interpolation_validation.json").read_text())
+    assert len(result["pairs"]) == 1 and len(result["fusion"]) == 2 and len(result["atlases"]) == 1
+    dice = result["summary"]["pair_dice"]
+    assert 0.5 < dice["nearest"] < 1 and 0.5 < dice["interpolated"] < 1
+    assert "1-atlas fusion" in (tmp_path / "label_interpolation_validation.md").read_text()
