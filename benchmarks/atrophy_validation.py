@@ -81,8 +81,10 @@ def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Tr
     return runs
 
 
-VOLUMES = ("labels", "probabilities")
-"""How a seg net's volume is read: voxels of its label map, or the expected volume of its probabilities."""
+VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2")
+"""How a seg net's volume is read: voxels of its label map, the expected volume of its probabilities, or
+(an exploration, not a product path) the ventricles' CSF fraction read from the image's intensities in
+their label-map mask grown by 1 or 2 voxels (:func:`csf_partial_volumes`)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,32 @@ def volumes(subject: str, codes: np.ndarray, affine: np.ndarray, scheme: LabelSc
     return {r["structure"]: r["mm3"] for r in rows if r["structure"] != TOTAL}
 
 
+def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, grow: int) -> dict[str, float]:
+    """The label map's volumes, but each ventricle (brain31's ``*Ventricle*`` classes) as the CSF fraction of
+    the voxels of its mask grown by ``grow`` voxels (other CSF classes and background left out): per voxel
+    ``(t - I) / (t - c)`` clipped to 0..1, ``c`` the median intensity of the eroded mask (pure CSF), ``t`` that
+    of the shell one voxel further out (the tissue around). A two-class partial-volume model (as FSL FAST's
+    CSF fraction), self-calibrated per image and structure."""
+    from scipy import ndimage
+
+    out = volumes("csf", codes, image.affine, scheme)
+    unit = float(abs(np.linalg.det(image.affine[:3, :3])))
+    csf = [n for n in scheme.names if "Ventricle" in n]
+    for name in csf:
+        mask = codes == scheme.codes[scheme.names.index(name)][0]
+        if mask.sum() < 8:
+            continue
+        others = np.isin(codes, [scheme.codes[scheme.names.index(n)][0] for n in csf if n != name]) | (codes == 0)
+        core = ndimage.binary_erosion(mask)
+        core = core if core.sum() >= 8 else mask
+        region = ndimage.binary_dilation(mask, iterations=grow) & ~others
+        shell = ndimage.binary_dilation(mask, iterations=grow + 1) & ~others & ~region & ~mask
+        pure, tissue = float(np.median(image.array[core])), float(np.median(image.array[shell]))
+        if tissue > pure:
+            out[name] = float(np.clip((tissue - image.array[region]) / (tissue - pure), 0, 1).sum()) * unit
+    return out
+
+
 def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
     """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
     validation brains are pre-aligned, ``align="off"``): voxels of its label map (``labels``) or the
@@ -123,6 +151,9 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
     :func:`~deepatlas.evaluation.morphometry.probability_volumes`)."""
     if measure.volumes == "labels":
         return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
+    if measure.volumes.startswith("csf-intensity-"):
+        codes = segment_volume(measure.run, image, align="off")
+        return csf_partial_volumes(image, codes, scheme, int(measure.volumes.rsplit("-", 1)[1]))
     _, sums = segment_with_volumes(measure.run, image, align="off")
     return probability_volumes(sums, scheme, image.affine)
 
