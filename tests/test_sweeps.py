@@ -35,6 +35,12 @@ def test_sweeps_that_runs_resume_keep_their_variant_names():
     # a run folder and the sweep's .jsonl rows are named after the variant
     synthesis = ["seg-only,augment,n=1", "synthesis,augment,n=1", "seg-only,augment,n=5", "synthesis,augment,n=5"]
     synthesis += ["seg-only,augment,n=1,45min", "synthesis,augment,n=1,one-image,no-reg"]
-    synthesis += ["synthesis,augment,n=5,no-reg"]
+    synthesis += [
+        "synthesis,augment,n=5,no-reg",
+        "seg-only,augment,n=5,quiet",
+        "synthesis,augment,n=5,no-reg,interpolated",
+    ]
+    synthesis += ["synthesis,augment,n=1,one-image,no-reg,interpolated"]
+    synthesis += ["synthesis,augment,n=1,one-image,no-reg,interpolated,no-appearance"]
     assert list(tune_defaults.sweep_variants("synthesis")) == synthesis
     assert list(tune_defaults.sweep_variants("resize")) == ["finetune,augment", "finetune,augment,resize=1"]

@@ -336,6 +336,10 @@ class TeacherConfig:
     image and its labels warped together by the teacher's registration, its appearance matched to
     the unlabelled image's (:mod:`deepatlas.training.synthesis`): exact labels on a real subject's
     shape. 0: off. Costs one image warp per teacher and 0.5 MB of memory per unlabelled image."""
+    synthesis_appearance: bool = True
+    """Match a synthesised image's intensities to the unlabelled image's, class by class (Zhao et al.'s
+    appearance transform); False keeps the labelled image's own intensities, warped (the ablation that
+    says what the shapes alone buy)."""
     guide_registration: bool = False
     """Teachers also stand in for the labels of unlabelled images in the reg net's anatomy loss
     (where it would read the seg net's prediction): the reg net learns from refined multi-atlas
@@ -370,6 +374,10 @@ class TeacherConfig:
             raise ValueError(
                 f"config teachers.synthesis={synthesis} needs teachers.loss=distil (it fills the distilled "
                 f"step's taught places), got teachers.loss={self.loss}; set both, or synthesis=0"
+            )
+        if not isinstance(self.synthesis_appearance, bool):
+            raise ValueError(
+                f"config teachers.synthesis_appearance must be true or false, got {self.synthesis_appearance!r}"
             )
         share = self.max_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:

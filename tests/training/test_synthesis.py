@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from deepatlas.config import Config
+from deepatlas.networks.warp import warp_image
 from deepatlas.training.run import train
 from deepatlas.training.synthesis import GAIN_RANGE, class_statistics, match_appearance
 from deepatlas.training.teachers import TeacherCache
@@ -83,6 +84,23 @@ def test_a_synthesised_image_is_the_atlas_moved_onto_the_subject_with_its_labels
     assert 2 not in late.synthetic
     late.labels_for([2], step=1)
     assert 2 in late.synthetic
+
+
+def test_without_appearance_matching_a_synthesised_image_keeps_the_atlas_intensities(brains):
+    """``teachers.synthesis_appearance=false`` (the ablation): the atlas image warped, nothing matched."""
+    images, labels, _ = brains
+    matched = TeacherCache(images, labels, [0], refine_only([10, 5]), refresh_steps=10, synthesise=True)
+    plain = TeacherCache(images, labels, [0], refine_only([10, 5]), refresh_steps=10, synthesise=True, appearance=False)
+    for cache in (matched, plain):
+        cache.labels_for([1], step=0)
+    field = refine_only([10, 5])()(images[0:1].float(), images[1:2].float()).field
+    moved = warp_image(images[0:1].float(), field)
+    assert torch.allclose(plain.synthetic_for([1])[0], moved, atol=2e-3)  # float16 storage
+    assert not torch.allclose(matched.synthetic_for([1])[0], moved, atol=2e-3)
+    config = Config()
+    config.teachers.synthesis_appearance = "no"
+    with pytest.raises(ValueError, match="teachers.synthesis_appearance must be true or false"):
+        config.validate()
 
 
 def test_synthesis_needs_the_distilled_step():

@@ -57,6 +57,8 @@ class TeacherCache:
         synthesise: with each teacher, also keep a synthesised labelled image
             (:mod:`deepatlas.training.synthesis`): the first atlas's image and labels warped by the
             same registration, its appearance matched to the unlabelled image (:meth:`synthetic_for`).
+        appearance: match the synthesised image's intensities to the unlabelled image's (False: the
+            labelled image's own, warped).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class TeacherCache:
         atlases: int = 1,
         max_share: float = 1.0,
         synthesise: bool = False,
+        appearance: bool = True,
     ) -> None:
         if not labelled:
             raise ValueError("teachers need at least one labelled image to warp")
@@ -85,7 +88,7 @@ class TeacherCache:
         self.made_at: dict[int, int] = {}  # image position -> training step of its teacher
         self.atlas: dict[int, list[int]] = {}  # image position -> the labelled images it was warped from
         self.seconds = 0.0  # total time spent making teachers
-        self.synthesise = synthesise
+        self.synthesise, self.appearance = synthesise, appearance
         # image position -> (1 x *spatial float16 image, 1 x *spatial label map) made with its teacher
         self.synthetic: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         # class indices fit a byte for every label scheme but the largest atlases
@@ -205,7 +208,7 @@ class TeacherCache:
         self.teachers[index] = teacher.to("cpu", self.dtype)
         if self.synthesise:  # the first atlas's image and labels, moved by the same field
             labels, _, moved = warps[0]
-            image = match_appearance(moved, labels, fixed, self.classes)
+            image = match_appearance(moved, labels, fixed, self.classes) if self.appearance else moved
             self.synthetic[index] = (image[0].to("cpu", torch.float16), labels[0].to("cpu", self.dtype))
         self.made_at[index], self.atlas[index] = step, atlases
         self.seconds += time.perf_counter() - start

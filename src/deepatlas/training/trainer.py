@@ -130,6 +130,7 @@ class Trainer:
             atlases=cfg.teachers.atlases,
             max_share=cfg.teachers.max_share,
             synthesise=cfg.teachers.synthesis > 0,
+            appearance=cfg.teachers.synthesis_appearance,
         )
 
     # ----------------------------------------------------------------- steps
