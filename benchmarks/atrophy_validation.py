@@ -28,7 +28,8 @@ Measured per run:
 
 A seg net's volume is read as ``--volumes`` says, each kind a row of the table: ``labels`` (voxels of its
 label map, as ``morphometry`` counts them) and ``probabilities`` (the expected volume of its class
-probabilities, :func:`deepatlas.evaluation.morphometry.probability_volumes`).
+probabilities: each voxel counts the class's probability; measured worse than label counts on
+validation, so not a product path).
 
 One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-image volumes are cached in
 ``--cache`` (keyed by the checkpoint and its step), so an interrupted run resumes. Writes
@@ -57,9 +58,9 @@ from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
 from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
-from deepatlas.evaluation.morphometry import TOTAL, probability_volumes, structure_volumes
+from deepatlas.evaluation.morphometry import TOTAL, structure_volumes
 from deepatlas.inference import TrainedRun, load_run
-from deepatlas.inference.apply import segment_volume, segment_with_volumes
+from deepatlas.inference.apply import segment_probabilities, segment_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
@@ -147,15 +148,18 @@ def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, g
 def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
     """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
     validation brains are pre-aligned, ``align="off"``): voxels of its label map (``labels``) or the
-    expected volume of its class probabilities (``probabilities``,
-    :func:`~deepatlas.evaluation.morphometry.probability_volumes`)."""
+    expected volume of its class probabilities (``probabilities``: each voxel counts the class's
+    probability), or the ventricles read from intensities (``csf-intensity-*``, :func:`csf_partial_volumes`)."""
     if measure.volumes == "labels":
         return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
     if measure.volumes.startswith("csf-intensity-"):
         codes = segment_volume(measure.run, image, align="off")
         return csf_partial_volumes(image, codes, scheme, int(measure.volumes.rsplit("-", 1)[1]))
-    _, sums = segment_with_volumes(measure.run, image, align="off")
-    return probability_volumes(sums, scheme, image.affine)
+    probabilities = segment_probabilities(measure.run, image, align="off")  # on the image's grid
+    sums = probabilities.reshape(len(probabilities), -1).double().sum(1) * float(
+        abs(np.linalg.det(image.affine[:3, :3]))
+    )
+    return {scheme.names[k]: float(sums[k]) for k in range(1, scheme.num_classes)}
 
 
 def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:

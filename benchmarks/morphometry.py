@@ -5,12 +5,10 @@ Usage:
         [--atlas-subjects 6] [--atlas-atrophy 2] [--validation 10] [--atrophy-subjects 0]
         [--cache /tmp/deepatlas-morphometry.jsonl]
 
-Three methods, as ``morphometry`` runs them on pre-aligned brains: the shipped model's seg net
-(``segment_volume``, ``--from seg``), its volumes read as voxels of its label map (``seg``) or as the
-expected volume of its class probabilities (``seg-probabilities``), and ``--from atlas`` with the 5
-atlases :data:`ATLASES` (the first 5 ixi-2mm training subjects, fixed here) registered by the shipped model
-(net + refinement) and fused by local NCC (``atlas_segment_volume``). Volumes: voxels (or probabilities) of
-each brain31 class times the voxel volume (mm^3).
+Two methods, as ``morphometry`` runs them on pre-aligned brains: the shipped model's seg net
+(``segment_volume``, ``--from seg``) and ``--from atlas`` with the 5 atlases :data:`ATLASES` (the first 5
+ixi-2mm training subjects, fixed here) registered by the shipped model (net + refinement) and fused by
+local NCC (``atlas_segment_volume``). Volumes: voxels of each brain31 class times the voxel volume (mm^3).
 
 Measured:
 
@@ -50,9 +48,9 @@ from benchmarks.provenance import provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.evaluation.atrophy import synthesize_atrophy
-from deepatlas.evaluation.morphometry import cohens_d, probability_volumes
+from deepatlas.evaluation.morphometry import cohens_d
 from deepatlas.inference import load_run
-from deepatlas.inference.apply import atlas_segment_volume, segment_volume, segment_with_volumes
+from deepatlas.inference.apply import atlas_segment_volume, segment_volume
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,10 +66,7 @@ STRENGTHS = [
 """Requested relative changes per synthetic-atrophy level (ventricles enlarge, hippocampi shrink)."""
 
 TARGETS = list(STRENGTHS[0])
-METHODS = ("seg", "seg-probabilities", "atlas")
-"""``seg``: the seg net's label map, voxels counted; ``seg-probabilities``: the expected volume of its class
-probabilities (:func:`~deepatlas.evaluation.morphometry.probability_volumes`); ``atlas``: ``--from atlas``."""
-SEG_METHODS = METHODS[:2]
+METHODS = ("seg", "atlas")
 
 
 class Bench:
@@ -97,9 +92,6 @@ class Bench:
 
     def measure(self, key: str, image: Volume, method: str) -> dict[str, float]:
         def compute() -> dict[str, float]:
-            if method == "seg-probabilities":
-                _, sums = segment_with_volumes(self.run, image, align="off")
-                return probability_volumes(sums, self.scheme, image.affine)
             if method == "seg":
                 codes = segment_volume(self.run, image, align="off")  # as morphometry: pre-aligned inputs
             else:
@@ -239,12 +231,12 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
     atlas_set = list(dict.fromkeys(test[: args.atlas_subjects - half] + largest[:half]))
     atrophy_atlas = test[: args.atlas_atrophy]
     atlas_set = list(dict.fromkeys(atlas_set + atrophy_atlas))
-    originals = {s: bench.original(s, METHODS if s in atlas_set else SEG_METHODS) for s in test}
+    originals = {s: bench.original(s, ("seg", "atlas") if s in atlas_set else ("seg",)) for s in test}
     validation = [
         bench.original(s, ("seg", "atlas")) for s in bench.splits["validation"][: args.limit or args.validation]
     ]
     atrophied = [
-        bench.atrophied(s, level, METHODS if s in atrophy_atlas else SEG_METHODS)
+        bench.atrophied(s, level, ("seg", "atlas") if s in atrophy_atlas else ("seg",))
         for s in test[: args.atrophy_subjects or None]
         for level in range(len(STRENGTHS))
     ]
@@ -272,12 +264,14 @@ def _pct(x: float) -> str:
 
 
 def _agreement_lines(block: dict, names: list[str]) -> list[str]:
-    methods = [m for m in METHODS if m in block]
-    head = [f"{m} {column}" for m in methods for column in ("n", "r", "ICC", "bias mean / worst")]
-    lines = ["| structure | " + " | ".join(head) + " |", "|" + " --- |" * (len(head) + 1)]
+    lines = [
+        "| structure | seg n | seg r | seg ICC | seg bias mean / worst | atlas n | atlas r | atlas ICC "
+        "| atlas bias mean / worst |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name in names:
         cells = [name]
-        for m in methods:
+        for m in METHODS:
             a = block[m][name]
             cells += [
                 str(a["n"]),
@@ -286,8 +280,8 @@ def _agreement_lines(block: dict, names: list[str]) -> list[str]:
                 f"{_pct(a['mean_bias'])} / {_pct(a['worst_bias'])}",
             ]
         lines.append("| " + " | ".join(cells) + " |")
-    medians = [f"| {np.nanmedian([a['r'] for a in block[m].values()]):.2f} | | " for m in methods]
-    lines.append(f"| median r, all {len(block['seg'])} structures | " + "| ".join(medians) + "|")
+    medians = [f"{np.nanmedian([a['r'] for a in block[m].values()]):.2f}" for m in METHODS]
+    lines.append(f"| median r, all {len(block['seg'])} structures | | {medians[0]} | | | | {medians[1]} | | |")
     return lines
 
 
@@ -298,7 +292,7 @@ def _atrophy_lines(result: dict) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in TARGETS:
-        for m in [m for m in METHODS if m in result["atrophy"]]:
+        for m in METHODS:
             for lv in result["atrophy"][m][name]["levels"]:
                 lines.append(
                     f"| {name} | {m} | {_pct(lv['requested'])} | {_pct(lv['true_change'])} | "
@@ -339,9 +333,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{provenance_line(result['machine'])} "
         f"{result['minutes']:.0f} min for the last invocation (volumes cached by earlier ones reused).",
         "",
-        "Methods: `seg` = the shipped model's seg net (`morphometry --from seg`), voxels of its label map counted; "
-        "`seg-probabilities` = the same net's class probabilities summed (each voxel counts its probability); "
-        "`atlas` = `--from atlas` with 5 "
+        "Methods: `seg` = the shipped model's seg net (`morphometry --from seg`); `atlas` = `--from atlas` with 5 "
         f"ixi-2mm training subjects ({', '.join(result['atlases'])}), registered by the shipped model (net + "
         "refinement), weighted fusion. Volumes in mm^3 on the images' own 2 mm grid (MNI-aligned). ICC: ICC(2,1), "
         "absolute agreement. Bias: method / reference - 1 (mean over subjects; worst: largest |.|, signed).",

@@ -23,13 +23,9 @@ from deepatlas.evaluation.morphometry import (
     disagreement_flag,
     log_jacobian,
     plan_morphometry,
-    probability_volumes,
     structure_volumes,
     voxel_volume,
 )
-from deepatlas.inference import load_run
-from deepatlas.inference.apply import segment_with_volumes
-from deepatlas.inference.geometry import resample, resample_sums
 from deepatlas.inference.strip import foreground_ml
 from deepatlas.registration.affine import foreground
 
@@ -83,10 +79,8 @@ def test_morphometry_command_writes_volumes_maps_and_figure(trained_3d, phantoms
         save_volume(np.asarray(nib.load(path).dataobj), _affine((1.5, 2.0, 2.5)), images / path.name)
     out = tmp_path / "out"
     assert main(["morphometry", str(trained_3d), str(images), "-o", str(out), "--net-only"]) == 0
-    run = load_run(trained_3d)
     rows = _read_csv(out / "volumes.csv")
-    columns = ["subject", "structure", "code", "voxels", "mm3", "template_mm3", "probability_mm3", "atlas_mm3", "flag"]
-    assert list(rows[0]) == columns
+    assert list(rows[0]) == ["subject", "structure", "code", "voxels", "mm3", "template_mm3", "atlas_mm3", "flag"]
     template = nib.load(out / "template.nii.gz")
     mask = foreground(torch.from_numpy(normalize_intensity(template.get_fdata().astype(np.float32)))[None, None])
     for subject in ("phantom000", "phantom001", "phantom002"):
@@ -100,13 +94,7 @@ def test_morphometry_command_writes_volumes_maps_and_figure(trained_3d, phantoms
         assert all(r["atlas_mm3"] == "" and r["flag"] == "" for r in mine.values())  # no atlases, no check
         for row in mine.values():
             assert float(row["template_mm3"]) == pytest.approx(float(row["mm3"]) / scale, rel=1e-4, abs=1e-3)
-        assert mine.pop(FOREGROUND)["probability_mm3"] == ""
-        # probability volumes: the seg net's probabilities summed over the image's grid; the brain row sums them
-        probability = {name: float(row["probability_mm3"]) for name, row in mine.items()}
-        assert probability.pop(TOTAL) == pytest.approx(sum(probability.values()), abs=0.01)
-        _, sums = segment_with_volumes(run, image, align="off")
-        assert probability == pytest.approx(probability_volumes(sums, run.scheme, image.affine), abs=1e-3)
-        assert 0 < sum(probability.values()) < codes.size * 7.5
+        del mine[FOREGROUND]
         for row in mine.values():
             voxels = int((codes == int(row["code"])).sum()) if row["code"] else int((codes != 0).sum())
             assert int(row["voxels"]) == voxels
@@ -223,26 +211,3 @@ def test_atlases_with_the_seg_net_check_its_volumes_and_flag_disagreements(train
     assert {r["flag"] for r in rows} <= {"", "disagree"}
     assert disagreement_flag("x", 100.0, 100.0 * (1 + 3 * FLAG_MARGIN)) == "disagree"  # vs the mean
     assert disagreement_flag("x", 100.0, 100.0) == disagreement_flag("x", 0.0, 0.0) == ""
-
-
-def test_probability_volumes_count_each_voxel_by_its_probability():
-    """One-hot probabilities give the label counts times the voxel volume; a boundary voxel that is
-    half one structure counts half, so a change smaller than a voxel moves the volume. On another grid,
-    the sums are those of the probabilities resampled there, slab by slab."""
-    scheme = LabelScheme(names=["background", "a", "b"], codes=[[0], [1], [2]])
-    labels = torch.zeros(4, 5, 6, dtype=torch.long)
-    labels[1:3, 1:4, 1:5], labels[0, 0, 0] = 1, 2
-    one_hot = torch.nn.functional.one_hot(labels, 3).permute(3, 0, 1, 2).double()
-    affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    sums = resample_sums(one_hot, affine, (4, 5, 6), affine)
-    assert probability_volumes(sums, scheme, affine) == pytest.approx({"a": 24 * 8.0, "b": 8.0})
-    one_hot[:, 3, 1, 1] = torch.tensor([0.5, 0.5, 0.0])  # a background voxel, half "a"
-    sums = resample_sums(one_hot, affine, (4, 5, 6), affine)
-    assert probability_volumes(sums, scheme, affine)["a"] == pytest.approx(24.5 * 8.0)
-    fine = np.diag([1.0, 1.0, 1.0, 1.0])  # the same field of view at 1 mm: 8 times the voxels
-    fine[:3, 3] = -0.5
-    sums = resample_sums(one_hot.float(), affine, (8, 10, 12), fine, chunk=100)
-    reference = resample(one_hot.float(), affine, (8, 10, 12), fine, padding="border").double().sum((1, 2, 3))
-    assert torch.allclose(sums, reference) and probability_volumes(sums, scheme, fine)["a"] == pytest.approx(
-        float(reference[1])
-    )

@@ -48,7 +48,6 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
         morphometry_figures(result, plan.output)
     print(
         f"{len(plan.subjects)} subject(s) in {plan.output}/: volumes.csv (mm^3), <id>_{plan.suffix}.nii.gz, "
-        + ("<id>_seg_probability_volumes.json (volumes.csv's probability_mm3), " if plan.suffix == "seg" else "")
         + ("<id>_atlas_seg.nii.gz (the atlases' check: volumes.csv's flag), " if plan.cross_check else "")
         + "<id>_logjac.nii.gz (log det J on the template grid, > 0: subject larger than the template), morphometry.png"
     )

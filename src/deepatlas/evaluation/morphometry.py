@@ -19,11 +19,6 @@ For each subject image:
   - ``template_mm3``: ``mm3`` divided by the subject's scale relative to the template, the mean Jacobian
     determinant of its registration to the template over the template's foreground (its brain volume
     over the template's): volumes with brain size removed, for comparisons where head size is a nuisance;
-  - ``probability_mm3``: the seg net's expected volume (each voxel counts the class's probability, summed
-    on the image's own grid, :func:`probability_volumes`), from the same pass that made the label map;
-    empty when atlases measure the subject (``--from atlas``) and in the ``foreground`` row. A change
-    smaller than a voxel at a structure's surface moves it, where a label count moves only once voxels
-    flip (``benchmarks/atrophy_validation.py`` and ``benchmarks/morphometry.py`` measure both);
   - ``atlas_mm3``: only when atlases are given with the seg net (``--from seg --atlas ...``), which also
     writes ``<id>_atlas_seg.nii.gz``: the atlases' volume of the structure. Empty otherwise;
   - ``flag``: empty, or ``;``-joined reasons to check a volume by eye: ``disagree`` (with atlases) when
@@ -58,7 +53,6 @@ Every subject is measured by :func:`measure_subject` (one job, files in, files o
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +66,8 @@ from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_in
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import subject_id
 from deepatlas.evaluation.volume_range import join_flags, range_flag, read_volume_range
-from deepatlas.files import atomic_write_csv, atomic_write_text
-from deepatlas.inference.apply import atlas_segment_volume, read_atlases, register_volumes, segment_with_volumes
+from deepatlas.files import atomic_write_csv
+from deepatlas.inference.apply import atlas_segment_volume, read_atlases, register_volumes, segment_volume
 from deepatlas.inference.geometry import resample
 from deepatlas.inference.outputs import check_free, label_dtype
 from deepatlas.inference.run import TrainedRun
@@ -148,7 +142,6 @@ class SubjectJob:
     atlases: tuple[tuple[Path, Path], ...] | None = None
     fusion: str = "weighted"
     check_out: Path | None = None  # with seg net labels: the atlases' label map too, for the flag
-    probability_out: Path | None = None  # with seg net labels: its probability volumes (JSON)
 
 
 @dataclass
@@ -183,7 +176,6 @@ class MorphometryPlan:
                 self.atlases,
                 self.fusion,
                 self.check_path(s) if self.cross_check else None,
-                self.probability_path(s) if self.suffix == "seg" else None,
             )
             for image, s in zip(self.images, self.subjects)
         ]
@@ -195,10 +187,6 @@ class MorphometryPlan:
     def labels_path(self, subject: str) -> Path:
         return self.output / f"{subject}_{self.suffix}.nii.gz"
 
-    def probability_path(self, subject: str) -> Path:
-        """The seg net's probability volumes of a subject (``probability_mm3``), when the seg net measures."""
-        return self.output / f"{subject}_seg_probability_volumes.json"
-
     def logjac_path(self, subject: str) -> Path:
         return self.output / f"{subject}_logjac.nii.gz"
 
@@ -209,7 +197,6 @@ class MorphometryPlan:
         names += ["group_differences.csv", "logjac_difference.nii.gz", "logjac_difference.png"] if self.groups else []
         subjects = [p for s in self.subjects for p in (self.labels_path(s), self.logjac_path(s))]
         subjects += [self.check_path(s) for s in self.subjects] if self.cross_check else []
-        subjects += [self.probability_path(s) for s in self.subjects] if self.suffix == "seg" else []
         return [self.output / n for n in names] + subjects
 
 
@@ -343,17 +330,6 @@ def structure_volumes(subject: str, labels: Volume, scheme: LabelScheme, unknown
     return rows
 
 
-def probability_volumes(sums: torch.Tensor, scheme: LabelScheme, affine: np.ndarray) -> dict[str, float]:
-    """mm^3 per structure of ``scheme`` as the expected volume of the seg net's class probabilities:
-    ``sums`` holds each class's probability summed over the voxels of the grid of ``affine`` (rows in
-    ``scheme``'s order; :func:`~deepatlas.inference.apply.segment_with_volumes`), so each voxel counts the
-    probability of the class, not 1 for its argmax. A boundary voxel that is partly ventricle counts in
-    part, and a change smaller than a voxel at a structure's surface moves the volume, where a label
-    count moves only once a voxel flips."""
-    unit = voxel_volume(affine, len(affine) - 1)
-    return {scheme.names[k]: float(sums[k]) * unit for k in range(1, scheme.num_classes)}
-
-
 def log_jacobian(jacobian: np.ndarray) -> np.ndarray:
     """Natural log of the Jacobian determinant (dimensionless), folds (J <= 0) set to ``log(JACOBIAN_FLOOR)``."""
     return np.log(np.maximum(jacobian, JACOBIAN_FLOOR)).astype(np.float32)
@@ -372,9 +348,7 @@ def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
     log-Jacobian map on the template grid (subject registered to the template)."""
     image = brain_image(job.image)
     if job.atlases is None or job.check_out is not None:
-        codes, sums = segment_with_volumes(run, image, align="off")  # inputs are pre-aligned (brain_image's rule)
-        volumes = probability_volumes(sums, run.scheme, image.affine)
-        atomic_write_text(job.probability_out, json.dumps(volumes, indent=1) + "\n")
+        codes = segment_volume(run, image, align="off")  # inputs are pre-aligned (brain_image's rule)
     else:
         codes = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
     save_volume(codes.astype(label_dtype(codes)), image.affine, job.labels_out)
@@ -466,30 +440,18 @@ def subject_rows(
     rows.append({"subject": subject, "structure": FOREGROUND, "code": "", "voxels": "", "mm3": round(size, 3)})
     jacobian = np.exp(_read_map(plan.logjac_path(subject)))
     scale = float(jacobian[mask].mean()) if mask.shape == jacobian.shape and mask.any() else float(jacobian.mean())
-    probability = _probability_mm3(plan, subject)
     atlas = None
     if plan.cross_check:
         atlas = structure_volumes(subject, load_label_codes(plan.check_path(subject)), scheme, unknown)
         atlas = {r["structure"]: r["mm3"] for r in atlas}
     for row in rows:
         row["template_mm3"] = round(row["mm3"] / scale, 3)
-        row["probability_mm3"] = probability.get(row["structure"], "")
         row["atlas_mm3"], disagree = "", ""
         if atlas is not None and row["structure"] in atlas:
             row["atlas_mm3"] = atlas[row["structure"]]
             disagree = disagreement_flag(row["structure"], row["mm3"], atlas[row["structure"]])
         row["flag"] = join_flags(disagree, range_flag(row["structure"], row["mm3"], ranges))
     return rows
-
-
-def _probability_mm3(plan: MorphometryPlan, subject: str) -> dict[str, float]:
-    """The seg net's probability volumes of ``subject`` per structure and their sum (the ``brain`` row),
-    rounded as ``mm3``; empty when atlases measured the subject (their votes are not probabilities)."""
-    if plan.suffix != "seg":
-        return {}
-    volumes = json.loads(plan.probability_path(subject).read_text())
-    volumes[TOTAL] = sum(volumes.values())
-    return {name: round(value, 3) for name, value in volumes.items()}
 
 
 def disagreement_flag(structure: str, seg_mm3: float, atlas_mm3: float) -> str:

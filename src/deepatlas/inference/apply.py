@@ -30,7 +30,6 @@ from deepatlas.inference.geometry import (
     network_grid,
     resample,
     resample_argmax,
-    resample_sums,
     sample,
     sample_labels,
     slabs,
@@ -437,17 +436,6 @@ def segment_with_probabilities(
     probs, affine, report = _network_probabilities(run, image, align)
     probs = resample(probs, affine, image.array.shape, image.affine, padding="border")
     return run.scheme.decode(probs.argmax(0).numpy()), probs, report
-
-
-def segment_with_volumes(run: TrainedRun, image: Volume, align: str = "auto") -> tuple[np.ndarray, torch.Tensor]:
-    """:func:`segment_volume`'s label map and, from the same pass of the seg net, each class's expected
-    voxel count on the image's own grid (``classes``, float64: the sum of its probability over the
-    image's voxels, :func:`~deepatlas.inference.geometry.resample_sums`): ``morphometry``'s
-    ``probability_mm3`` once times the voxel volume."""
-    probs, affine, _ = _network_probabilities(run, image, align)
-    shape = image.array.shape
-    classes = resample_argmax(probs, affine, shape, image.affine, padding="border")
-    return run.scheme.decode(classes.numpy()), resample_sums(probs, affine, shape, image.affine, padding="border")
 
 
 Registrar = Callable[[Volume, Volume, Volume], Registration]

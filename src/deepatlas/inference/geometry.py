@@ -171,26 +171,6 @@ def resample_argmax(
     return out
 
 
-def resample_sums(
-    scores: torch.Tensor,
-    source_affine: np.ndarray,
-    shape: tuple[int, ...],
-    affine: np.ndarray,
-    padding: str = "border",
-    chunk: int | None = None,
-) -> torch.Tensor:
-    """``resample(scores, ...).sum`` over the grid, per class (float64, ``classes``), slab by slab as
-    :func:`resample_argmax` goes: the expected voxel count of each class on the target grid without its
-    full-resolution ``classes x *shape`` volume (gigabytes for a 1 mm image)."""
-    if tuple(scores.shape[1:]) == tuple(shape) and np.allclose(source_affine, affine, atol=1e-4):
-        return scores.reshape(scores.shape[0], -1).double().sum(1)
-    out = torch.zeros(scores.shape[0], dtype=torch.float64)
-    for rows in slabs(tuple(shape), chunk):
-        points = world_coordinates(tuple(shape), affine, rows)
-        out += sample(scores, source_affine, points, "bilinear", padding).reshape(len(out), -1).double().sum(1)
-    return out
-
-
 def network_grid(
     shape: tuple[int, ...], affine: np.ndarray, train_shape: tuple[int, ...], train_affine: np.ndarray
 ) -> tuple[tuple[int, ...], np.ndarray]:
