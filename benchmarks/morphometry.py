@@ -26,8 +26,8 @@ Measured:
 - **the flag margin** of ``morphometry``: per structure, the 95th percentile over ixi-2mm *validation*
   subjects (the first ``--validation``) of |seg - atlas| / mean(seg, atlas).
 
-The atlas path registers 5 atlases per image (about 40 s on one CPU thread): it runs on a subset, stated in
-the results (``--atlas-subjects``: the first half in split order and the half with the largest ventricles;
+The atlas path registers 5 atlases per image (seconds each on one CPU thread, where the seg net takes a
+fraction of one): it runs on a subset, stated in the results (``--atlas-subjects``: the first half in split order and the half with the largest ventricles;
 ``--atlas-atrophy``: the first of the test split, at every strength). One thread (``torch.set_num_threads(1)``:
 the machine's 2 cores are shared). Writes ``benchmarks/results/morphometry/results.{json,md,png}`` with the CPU
 model and commit; per-image volumes are cached in ``--cache`` so an interrupted run resumes.
@@ -337,7 +337,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"ixi-2mm training subjects ({', '.join(result['atlases'])}), registered by the shipped model (net + "
         "refinement), weighted fusion. Volumes in mm^3 on the images' own 2 mm grid (MNI-aligned). ICC: ICC(2,1), "
         "absolute agreement. Bias: method / reference - 1 (mean over subjects; worst: largest |.|, signed).",
-        f"The atlas path (40 s per image on 1 thread) ran on {len(result['atlas_subjects'])} of the 25 test subjects "
+        f"The atlas path (5 registrations per image) ran on {len(result['atlas_subjects'])} of the 25 test subjects "
         f"({', '.join(result['atlas_subjects'])}) and on the atrophy of {len(result['atlas_atrophy_subjects'])} "
         f"({', '.join(result['atlas_atrophy_subjects'])}); the seg net on all {result['test']['seg'][names[0]]['n']} "
         f"and on the atrophy of {result['atrophy_subjects']}.",
