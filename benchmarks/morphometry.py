@@ -27,9 +27,10 @@ Measured:
   subjects (the first ``--validation``) of |seg - atlas| / mean(seg, atlas).
 
 The atlas path registers 5 atlases per image (seconds each on one CPU thread, where the seg net takes a
-fraction of one): it runs on a subset, stated in the results (``--atlas-subjects``: the first half in split order and the half with the largest ventricles;
-``--atlas-atrophy``: the first of the test split, at every strength). One thread (``torch.set_num_threads(1)``:
-the machine's 2 cores are shared). Writes ``benchmarks/results/morphometry/results.{json,md,png}`` with the CPU
+fraction of one): it runs on a subset, stated in the results (``--atlas-subjects``: the first half in split
+order and the half with the largest ventricles; ``--atlas-atrophy``: the first of the test split, at every
+strength). One thread (``torch.set_num_threads(1)``: the machine's 2 cores are shared). Writes
+``benchmarks/results/morphometry/results.{json,md,png}`` with the CPU
 model and commit; per-image volumes are cached in ``--cache`` so an interrupted run resumes.
 """
 
