@@ -125,3 +125,35 @@ def test_pipeline_refines_the_velocity_of_a_diffeomorphic_net(pair):
     assert result.velocity is not None and result.field.shape == (1, 3, 40, 48, 40)
     assert fold_fraction(result.field) < 1e-4
     assert pair_dice(result.field, labels, scheme) > pair_dice(torch.zeros_like(result.field), labels, scheme) + 0.02
+
+
+def test_adam_steps_are_torch_adams_and_refinement_does_not_import_dynamo():
+    """The refinement's written-out Adam takes torch.optim.Adam's steps exactly, and a refinement run
+    leaves ``torch._dynamo`` unimported (torch.optim's first use imports it: seconds of every command)."""
+    import subprocess
+    import sys
+
+    from deepatlas.registration.refine import AdamSteps
+
+    torch.manual_seed(0)
+    mine = torch.randn(2, 3, 5, 6, requires_grad=True)
+    theirs = mine.detach().clone().requires_grad_(True)
+    target = torch.randn(2, 3, 5, 6)
+    steps, adam = AdamSteps(mine, lr=0.1, eps=1e-3), torch.optim.Adam([theirs], lr=0.1, eps=1e-3)
+    for _ in range(30):
+        for param, optimizer in ((mine, steps), (theirs, adam)):
+            param.grad = None
+            ((param - target) ** 4).sum().backward()
+            optimizer.step()
+    assert torch.allclose(mine, theirs, atol=1e-6) and float((mine - target).abs().mean()) < 0.5
+    script = (
+        "import sys, torch\n"
+        "from deepatlas.config import RefineConfig\n"
+        "from deepatlas.registration import InstanceOptimizer\n"
+        "cfg = RefineConfig(levels=[2, 1], iterations=[3, 2])\n"
+        "a, b = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)\n"
+        "InstanceOptimizer(cfg)(a, b)\n"
+        "assert 'torch._dynamo' not in sys.modules, 'refinement imported torch._dynamo'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]

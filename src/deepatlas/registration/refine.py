@@ -20,6 +20,7 @@ similarity is measured at the level's full image resolution.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,28 @@ from deepatlas.registration.fields import (
 
 LABEL_CLASS_POWER = 0.3
 """The label term weighs each class by ``count ** -LABEL_CLASS_POWER``: ConvexAdam's choice."""
+
+
+class AdamSteps:
+    """Adam (Kingma and Ba; as ``torch.optim.Adam`` without weight decay or amsgrad) on one tensor,
+    written out: ``torch.optim``'s first use in a process imports ``torch._dynamo``, a second or two
+    of every command's start (``register`` of one pair: about a fifth of its time) for a
+    handful of tensor operations per step. The moments live beside the tensor, on its device."""
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.param, self.lr, self.eps, self.betas, self.steps = param, lr, eps, betas, 0
+        self.mean = torch.zeros_like(param, memory_format=torch.preserve_format)
+        self.square = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from ``param.grad``: moments, their bias corrections, the step."""
+        (beta1, beta2), grad = self.betas, self.param.grad
+        self.steps += 1
+        self.mean.lerp_(grad, 1 - beta1)
+        self.square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        denominator = (self.square.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(self.eps)
+        self.param.addcdiv_(self.mean, denominator, value=-self.lr / (1 - beta1**self.steps))
 
 
 @dataclass
@@ -158,17 +181,16 @@ class InstanceOptimizer:
         residual = torch.zeros(
             (state.shape[0], state.shape[1]) + control_shape, device=state.device, requires_grad=True
         )
-        # the fused kernel updates the moments and the step in one pass (several per step otherwise)
-        optimizer = torch.optim.Adam([residual], lr=cfg.lr, fused=residual.device.type in ("cpu", "cuda"))
+        optimizer = AdamSteps(residual, lr=cfg.lr)
         for iteration in range(iterations):
             field = self._level_field(base, residual, level_shape)
             loss = similarity(warp(source, field)) + cfg.regularizer_weight * diffusion_energy(field)
             if anatomy is not None:
                 loss = self._anatomy_terms(loss, anatomy, field, full_shape)
-            optimizer.zero_grad(set_to_none=True)
+            residual.grad = None
             loss.backward()
             if iteration == 0 and cfg.adam_eps > 0:  # the gradient's scale depends on grid and loss
-                optimizer.param_groups[0]["eps"] = cfg.adam_eps * float(residual.grad.pow(2).mean().sqrt())
+                optimizer.eps = cfg.adam_eps * float(residual.grad.pow(2).mean().sqrt())
             optimizer.step()
         with torch.no_grad():
             update = resize_field(smooth(residual, cfg.smoothing), tuple(state.shape[2:]))
