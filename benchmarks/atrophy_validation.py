@@ -2,7 +2,7 @@
 
 Usage:
     python -m benchmarks.atrophy_validation --runs NAME=RUN_DIR [NAME=RUN_DIR ...] [--limit N]
-        [--volumes labels probabilities]
+        [--volumes labels probabilities csf-intensity-1 csf-intensity-2]
         [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/atrophy_validation]
         [--cache /tmp/deepatlas-atrophy-validation.jsonl]
 
@@ -27,9 +27,11 @@ Measured per run:
   original validation brains against the reference label maps.
 
 A seg net's volume is read as ``--volumes`` says, each kind a row of the table: ``labels`` (voxels of its
-label map, as ``morphometry`` counts them) and ``probabilities`` (the expected volume of its class
-probabilities: each voxel counts the class's probability; measured worse than label counts on
-validation, so not a product path).
+label map, as ``morphometry`` counts them), ``probabilities`` (the expected volume of its class
+probabilities: each voxel counts the class's probability) and ``csf-intensity-1`` / ``-2`` (the
+ventricles' CSF fraction read from the image in the label map's mask grown by 1 or 2 voxels,
+:func:`csf_partial_volumes`). The last three are explorations, measured and not made product paths
+(docs/results.md, "Morphometry against the truth").
 
 One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-image volumes are cached in
 ``--cache`` (keyed by the checkpoint and its step), so an interrupted run resumes. Writes
@@ -105,7 +107,8 @@ class Measure:
 
 
 def measures(runs: dict[str, TrainedRun], kinds: list[str]) -> dict[str, Measure]:
-    """Every run with every volume kind; a row is named after its run, ``(probabilities)`` added."""
+    """Every run with every volume kind; a row is named after its run, the kind in brackets after it
+    unless it is ``labels``."""
     return {
         name if kind == "labels" else f"{name} ({kind})": Measure(run, kind)
         for kind in kinds
@@ -127,6 +130,8 @@ def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, g
     CSF fraction), self-calibrated per image and structure."""
     from scipy import ndimage
 
+    if grow < 1:  # binary_dilation with 0 iterations dilates until nothing changes
+        raise ValueError(f"grow must be >= 1 voxel, got {grow}")
     out = volumes("csf", codes, image.affine, scheme)
     unit = float(abs(np.linalg.det(image.affine[:3, :3])))
     csf = [n for n in scheme.names if "Ventricle" in n]
@@ -139,6 +144,8 @@ def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, g
         core = core if core.sum() >= 8 else mask
         region = ndimage.binary_dilation(mask, iterations=grow) & ~others
         shell = ndimage.binary_dilation(mask, iterations=grow + 1) & ~others & ~region & ~mask
+        if not shell.any():  # enclosed by other CSF and background: no tissue to calibrate on
+            continue
         pure, tissue = float(np.median(image.array[core])), float(np.median(image.array[shell]))
         if tissue > pure:
             out[name] = float(np.clip((tissue - image.array[region]) / (tissue - pure), 0, 1).sum()) * unit

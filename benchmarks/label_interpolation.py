@@ -13,7 +13,7 @@ alone:
   the largest winning (:func:`deepatlas.inference.geometry.sample_labels`, what commands do now);
   Dice over brain31 against the fixed labels, and the relative change of each structure's volume
   (interpolated against nearest neighbour: what the resampling itself adds or removes);
-- atlas segmentation: the first 5 training subjects registered to every subject of the split and
+- atlas segmentation: the first ``--atlases`` (5) training subjects registered to every subject of the split and
   fused by local-NCC-weighted votes, as ``atlas-segment`` does: hard votes of nearest-neighbour
   labels (before), hard votes of interpolated labels, and the soft votes of
   :func:`deepatlas.inference.apply.atlas_votes` (now: each target voxel votes for the atlas labels
@@ -180,12 +180,17 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--split", default="validation", choices=["validation", "test"])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "registration")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/registration")
     parser.add_argument("--limit", type=int, default=0, help="first N subjects of the split (>= 2; 0: all)")
     parser.add_argument("--atlases", type=int, default=ATLASES, help="training subjects that vote (a smoke run: 1)")
     args = parser.parse_args()
     if args.limit == 1 or args.limit < 0 or args.atlases < 1:
         parser.error("--limit must be 0 (all) or >= 2 (one pair needs two subjects), --atlases >= 1")
+    if args.out is None and (args.limit or args.atlases != ATLASES):
+        parser.error(
+            "--limit or --atlases make a partial run: give --out, so it does not replace the published results"
+        )
+    args.out = args.out or ROOT / "benchmarks" / "results" / "registration"
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import load_splits

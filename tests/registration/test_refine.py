@@ -133,7 +133,7 @@ def test_adam_steps_are_torch_adams_and_refinement_does_not_import_dynamo():
     import subprocess
     import sys
 
-    from deepatlas.registration.refine import AdamSteps
+    from deepatlas.registration.adam import AdamSteps
 
     torch.manual_seed(0)
     mine = torch.randn(2, 3, 5, 6, requires_grad=True)

@@ -3,7 +3,7 @@
 Every scan is read (NIfTI, Analyze, MGH; any orientation, spacing, field of view), aligned
 affinely to the template (:func:`~deepatlas.inference.alignment.align_to_template`), resampled
 once onto its grid with intensities normalised to 0..1, and its label map (if any) carried along
-by nearest neighbour. Each subject ends in exactly one of three states, recorded with the reason
+by label interpolation. Each subject ends in exactly one of three states, recorded with the reason
 in ``records/<id>.json`` and in ``manifest.json``:
 
 - ``ok``: alignment score >= ``min_score``; written to ``images/`` (and ``labels/``), so the

@@ -5,7 +5,8 @@ each voxel ``p`` of its grid to the point ``p + u(p)`` where the other image is 
 ``_displacement`` brings moving-space images onto the fixed grid, the ``_inverse_displacement``
 brings fixed-space images onto the moving grid. An input may be on any grid (it is sampled
 through world coordinates); its output is on the field's grid. Images are interpolated linearly
-and label maps by nearest neighbour, as ``register`` warps them; which an input is, is said by the
+and label maps by label interpolation (:func:`~deepatlas.inference.geometry.sample_labels`), as
+``register`` warps them; which an input is, is said by the
 caller (``--labels``), not guessed from the data type: T1 images are often stored as integers.
 """
 

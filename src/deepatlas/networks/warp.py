@@ -46,14 +46,19 @@ def sampling_grid(ddf: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(base, ddf.movedim(1, -1).flip(-1), scale)
 
 
-def _sample(source: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
-    """``source(x + ddf(x))`` by ``grid_sample`` (border padding), ``ddf`` in voxels, axis order."""
+def _check_field(source: torch.Tensor, ddf: torch.Tensor) -> None:
+    """A displacement field of ``source``'s batch, one component per spatial axis, on its grid."""
     spatial = tuple(source.shape[2:])
     if ddf.shape != (source.shape[0], len(spatial), *spatial):
         raise ValueError(
             f"a {len(spatial)}-d image {tuple(source.shape)} needs a displacement field of shape "
             f"{(source.shape[0], len(spatial), *spatial)}, got {tuple(ddf.shape)}"
         )
+
+
+def _sample(source: torch.Tensor, ddf: torch.Tensor, mode: str) -> torch.Tensor:
+    """``source(x + ddf(x))`` by ``grid_sample`` (border padding), ``ddf`` in voxels, axis order."""
+    _check_field(source, ddf)
     return F.grid_sample(source, sampling_grid(ddf), mode=mode, padding_mode="border", align_corners=True)
 
 
@@ -74,7 +79,8 @@ def warp_probabilities(probs: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
 def warp_labels(labels: torch.Tensor, ddf: torch.Tensor, linear: bool = False) -> torch.Tensor:
     """Warp of an integer label map ``Bx1xHxW[xD]``; no new label values appear.
 
-    ``linear=False``: nearest neighbour (``grid_sample``; fast, what training's every-step warps use).
+    ``linear=False``: nearest neighbour (``grid_sample``; fast: the validation registration Dice
+    during training, the demo, synthetic data).
     ``linear=True``: label interpolation (:func:`interpolate_labels`: each label's indicator
     linearly, the largest winning), with the border repeated as above; about a tenth of a second
     for an 80x96x80 map on one CPU thread, so for labels made once and kept (training's teachers
@@ -83,7 +89,7 @@ def warp_labels(labels: torch.Tensor, ddf: torch.Tensor, linear: bool = False) -
     if not linear:
         warped = _sample(labels.to(ddf.dtype), ddf, "nearest")
         return warped.round().to(labels.dtype)
-    _sample(labels[:, :0].float(), ddf, "nearest")  # the shape check, on an empty channel axis
+    _check_field(labels, ddf)
     spatial = tuple(labels.shape[2:])
     axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in spatial], indexing="ij")
     limits = torch.tensor(spatial, dtype=torch.float32).view(-1, *[1] * len(spatial)) - 1

@@ -24,12 +24,14 @@ and up. Below :attr:`AffineSettings.auto_threshold` (``options.AFFINE_AUTO_THRES
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from deepatlas import options
+from deepatlas.registration.adam import AdamSteps
 from deepatlas.registration.fields import pool_image
 
 """``auto``: the affine stage runs when :func:`alignment_ncc` is below the threshold."""
@@ -167,11 +169,12 @@ class AffineStage:
         centre, radius = _frame(full_shape, margin.device)
         points = (_level_points(full_shape, factor, margin.device) - centre) / radius  # N x dims
         target, eye = level_fixed.flatten(1), torch.eye(len(full_shape), device=margin.device)
-        optimizer = torch.optim.Adam(list(params), lr=lr)
-        # cosine decay to zero: Adam's steps are ~lr whatever the gradient, so without it the
-        # estimate jitters by about one step (lr x half extent: a millimetre) at the end
-        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, iterations)
-        for _ in range(iterations):
+        optimizers = [AdamSteps(param, lr=lr) for param in params]
+        for iteration in range(iterations):
+            # cosine decay to zero: Adam's steps are ~lr whatever the gradient, so without it the
+            # estimate jitters by about one step (lr x half extent: a millimetre) at the end
+            for optimizer in optimizers:
+                optimizer.lr = lr * (1 + math.cos(math.pi * iteration / iterations)) / 2
             linear, shift = params
             mapped = torch.einsum("bij,nj->bni", eye + linear, points) + shift[:, None]
             voxels = (mapped * radius + centre + margin - (factor - 1) / 2) / factor  # moving level voxels
@@ -179,10 +182,11 @@ class AffineStage:
             grid = grid.view(grid.shape[0], *level_fixed.shape[2:], len(full_shape))
             warped = F.grid_sample(level_moving, grid, padding_mode="zeros", align_corners=True)
             loss = -global_ncc(warped.flatten(1), target).sum()
-            optimizer.zero_grad(set_to_none=True)
+            for param in params:
+                param.grad = None
             loss.backward()
-            optimizer.step()
-            decay.step()
+            for optimizer in optimizers:
+                optimizer.step()
 
 
 def foreground(image: torch.Tensor, fraction: float = 0.1) -> torch.Tensor:

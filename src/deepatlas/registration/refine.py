@@ -20,7 +20,6 @@ similarity is measured at the level's full image resolution.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +28,7 @@ from deepatlas.config import RefineConfig
 from deepatlas.losses.anatomy import soft_dice_loss
 from deepatlas.losses.downsample import label_fractions
 from deepatlas.losses.similarity import LocalNCCToFixed, MINDToFixed, MutualInformationToFixed
+from deepatlas.registration.adam import AdamSteps
 from deepatlas.registration.fields import (
     coarse_shape,
     diffusion_energy,
@@ -41,28 +41,6 @@ from deepatlas.registration.fields import (
 
 LABEL_CLASS_POWER = 0.3
 """The label term weighs each class by ``count ** -LABEL_CLASS_POWER``: ConvexAdam's choice."""
-
-
-class AdamSteps:
-    """Adam (Kingma and Ba; as ``torch.optim.Adam`` without weight decay or amsgrad) on one tensor,
-    written out: ``torch.optim``'s first use in a process imports ``torch._dynamo``, a second or two
-    of every command's start (``register`` of one pair: about a fifth of its time) for a
-    handful of tensor operations per step. The moments live beside the tensor, on its device."""
-
-    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.param, self.lr, self.eps, self.betas, self.steps = param, lr, eps, betas, 0
-        self.mean = torch.zeros_like(param, memory_format=torch.preserve_format)
-        self.square = torch.zeros_like(param, memory_format=torch.preserve_format)
-
-    @torch.no_grad()
-    def step(self) -> None:
-        """One update from ``param.grad``: moments, their bias corrections, the step."""
-        (beta1, beta2), grad = self.betas, self.param.grad
-        self.steps += 1
-        self.mean.lerp_(grad, 1 - beta1)
-        self.square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        denominator = (self.square.sqrt() / math.sqrt(1 - beta2**self.steps)).add_(self.eps)
-        self.param.addcdiv_(self.mean, denominator, value=-self.lr / (1 - beta1**self.steps))
 
 
 @dataclass
