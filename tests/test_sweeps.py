@@ -42,5 +42,6 @@ def test_sweeps_that_runs_resume_keep_their_variant_names():
     ]
     synthesis += ["synthesis,augment,n=1,one-image,no-reg,interpolated"]
     synthesis += ["synthesis,augment,n=1,one-image,no-reg,interpolated,no-appearance"]
+    synthesis += ["seg-only,augment,n=1,45min,rerun"]
     assert list(tune_defaults.sweep_variants("synthesis")) == synthesis
     assert list(tune_defaults.sweep_variants("resize")) == ["finetune,augment", "finetune,augment,resize=1"]
