@@ -60,7 +60,7 @@ from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
 from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
-from deepatlas.evaluation.morphometry import TOTAL, structure_volumes
+from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
 from deepatlas.inference import TrainedRun, load_run
 from deepatlas.inference.apply import segment_probabilities, segment_volume
 
@@ -132,14 +132,14 @@ def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, g
 
     if grow < 1:  # binary_dilation with 0 iterations dilates until nothing changes
         raise ValueError(f"grow must be >= 1 voxel, got {grow}")
-    out = volumes("csf", codes, image.affine, scheme)
-    unit = float(abs(np.linalg.det(image.affine[:3, :3])))
-    csf = [n for n in scheme.names if "Ventricle" in n]
-    for name in csf:
-        mask = codes == scheme.codes[scheme.names.index(name)][0]
+    out, unit = volumes("csf", codes, image.affine, scheme), voxel_volume(image.affine)
+    classes = scheme.encode(codes, unknown="background")
+    csf = [k for k, n in enumerate(scheme.names) if "Ventricle" in n]
+    for k in csf:
+        mask = classes == k
         if mask.sum() < 8:
             continue
-        others = np.isin(codes, [scheme.codes[scheme.names.index(n)][0] for n in csf if n != name]) | (codes == 0)
+        others = np.isin(classes, [c for c in csf if c != k]) | (classes == 0)
         core = ndimage.binary_erosion(mask)
         core = core if core.sum() >= 8 else mask
         region = ndimage.binary_dilation(mask, iterations=grow) & ~others
@@ -148,7 +148,7 @@ def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, g
             continue
         pure, tissue = float(np.median(image.array[core])), float(np.median(image.array[shell]))
         if tissue > pure:
-            out[name] = float(np.clip((tissue - image.array[region]) / (tissue - pure), 0, 1).sum()) * unit
+            out[scheme.names[k]] = float(np.clip((tissue - image.array[region]) / (tissue - pure), 0, 1).sum()) * unit
     return out
 
 
@@ -163,9 +163,7 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
         codes = segment_volume(measure.run, image, align="off")
         return csf_partial_volumes(image, codes, scheme, int(measure.volumes.rsplit("-", 1)[1]))
     probabilities = segment_probabilities(measure.run, image, align="off")  # on the image's grid
-    sums = probabilities.reshape(len(probabilities), -1).double().sum(1) * float(
-        abs(np.linalg.det(image.affine[:3, :3]))
-    )
+    sums = probabilities.reshape(len(probabilities), -1).double().sum(1) * voxel_volume(image.affine)
     return {scheme.names[k]: float(sums[k]) for k in range(1, scheme.num_classes)}
 
 

@@ -14,14 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     not (IXI / "splits.json").exists(), reason=f"real data not found at {IXI} (shared/data/ixi-2mm)"
 )
+SHIPPED = ROOT / "models" / "brain-2mm" / "checkpoints" / "best.pt"
+
+
+def run_benchmark(module: str, *args, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python -m benchmarks.<module> ARGS`` from the repository root; the test fails, with the command's
+    stderr, unless it exits with 0."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *map(str, args)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
 
 
 def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     out = tmp_path / "experiment"
-    command = [sys.executable, "-m", "benchmarks.experiment", "--smoke", "--no-ants"]
-    command += ["--budget-minutes", "0.15", "--data", str(IXI), "--out", str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = ["--smoke", "--no-ants", "--budget-minutes", "0.15", "--data", IXI, "--out", out]
+    run_benchmark("experiment", *command)
     results = json.loads((out / "results.json").read_text())
     assert results["machine"]["cpu"] and results["machine"]["commit"]
     methods = [r["method"] for r in results["rows"]]
@@ -50,8 +58,7 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     # evaluation and example panel in the committed files and only rewrites the report
     shutil.rmtree(out / "runs")
     assert json.loads((out / "trainings" / "reg-only.json").read_text())["steps"] > 0
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = run_benchmark("experiment", *command, timeout=300)
     assert "training" not in again.stdout.split("# DeepAtlas")[0] and not (out / "runs").exists()
     rerun = json.loads((out / "results.json").read_text())
     assert rerun["rows"] == results["rows"] and rerun["trainings"] == results["trainings"]
@@ -60,17 +67,15 @@ def test_experiment_smoke_writes_tables_and_figures(tmp_path):
     # an evaluation added after a training whose run folder is gone is left out, not retrained for
     fused = next(r["eval"] for r in results["rows"] if r["method"] == "DeepAtlas (seg net + reg net + atlas)")
     shutil.rmtree(out / "eval" / fused)
-    third = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert third.returncode == 0 and "training" not in third.stdout.split("# DeepAtlas")[0], third.stderr[-2000:]
+    third = run_benchmark("experiment", *command, timeout=300)
+    assert "training" not in third.stdout.split("# DeepAtlas")[0], third.stderr[-2000:]
     assert len(json.loads((out / "results.json").read_text())["rows"]) == len(results["rows"]) - 1
 
 
 def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
     out = tmp_path / "seeds"
-    command = [sys.executable, "-m", "benchmarks.experiment_seeds", "--smoke", "--no-ants"]
-    command += ["--seeds", "0", "1", "--budget-minutes", "0.1", "--data", str(IXI), "--out", str(out)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = ["--smoke", "--no-ants", "--seeds", "0", "1", "--budget-minutes", "0.1", "--data", IXI]
+    run_benchmark("experiment_seeds", *command, "--out", out)
     # reg-only sees no labels: seed 1 segments with its own atlases but seed 0's trained net,
     # packaged into seed 0's committed models folder
     assert (out / "seed-1" / "runs" / "reg-only").resolve() == (out / "seed-0" / "models" / "reg-only").resolve()
@@ -98,33 +103,10 @@ def test_experiment_over_seeds_shares_reg_only_and_summarises(tmp_path):
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(
-    not (ROOT / "models" / "brain-2mm" / "checkpoints" / "best.pt").exists(),
-    reason="the shipped model is not in this checkout",
-)
+@pytest.mark.skipif(not SHIPPED.exists(), reason="the shipped model is not in this checkout")
 def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
     out = tmp_path / "registration"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.registration",
-            "--pairs",
-            "1",
-            "--ants",
-            "--data",
-            str(IXI),
-            "--split",
-            "validation",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_benchmark("registration", "--pairs", 1, "--ants", "--data", IXI, "--split", "validation", "--out", out)
     results = json.loads((out / "results.json").read_text())
     methods = results["methods"]
     assert results["num_pairs"] == 1 and results["machine"]["cpu"]
@@ -138,10 +120,8 @@ def test_registration_benchmark_runs_every_method_on_one_pair(tmp_path):
 def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tmp_path):
     """The seg net weight sweep on phantoms: weight 0 is the atlases alone, a huge weight the seg net alone."""
     out = tmp_path / "fusion"
-    command = [sys.executable, "-m", "benchmarks.fusion_weight", str(trained_2d), "--data"]
-    command += [str(phantoms_2d), "--weights", "0", "1", "1e9", "inf", "--out", str(out), "--per-structure"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    command = [trained_2d, "--data", phantoms_2d, "--weights", "0", "1", "1e9", "inf"]
+    run_benchmark("fusion_weight", *command, "--out", out, "--per-structure", timeout=600)
     record = json.loads((out / "fusion_weight.json").read_text())
     mean = record["runs"][str(trained_2d)]["mean"]
     assert set(mean) == {"0.0", "1.0", "1000000000.0", "inf"}
@@ -157,20 +137,9 @@ def test_fusion_weight_benchmark_scores_every_weight(trained_2d, phantoms_2d, tm
     assert "a weight per structure, chosen" in (out / "fusion_weight.md").read_text()
 
 
-@pytest.mark.skipif(
-    not (ROOT / "models" / "brain-2mm" / "checkpoints" / "best.pt").exists() or not IXI.is_dir(),
-    reason="the shipped model or ixi-2mm is not here",
-)
+@pytest.mark.skipif(not SHIPPED.exists(), reason="the shipped model is not in this checkout")
 def test_label_interpolation_benchmark_scores_both_resamplings_on_one_pair(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.label_interpolation", "--limit", "2", "--atlases", "1"]
-        + ["--data", str(IXI), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_benchmark("label_interpolation", "--limit", 2, "--atlases", 1, "--data", IXI, "--out", tmp_path)
     result = json.loads((tmp_path / "label_interpolation_validation.json").read_text())
     assert len(result["pairs"]) == 1 and len(result["fusion"]) == 2 and len(result["atlases"]) == 1
     dice = result["summary"]["pair_dice"]
