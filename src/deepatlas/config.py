@@ -336,6 +336,11 @@ class TeacherConfig:
     image and its labels warped together by the teacher's registration, its appearance matched to
     the unlabelled image's (:mod:`deepatlas.training.synthesis`): exact labels on a real subject's
     shape. 0: off. Costs one image warp per teacher and 0.5 MB of memory per unlabelled image."""
+    taught_share: float = 0.5
+    """Share (0 to 1) of a distilled step's images (``loss: distil``) that are taught (an unlabelled
+    image with its teacher, or a synthesised one) rather than labelled. 0.5: half each, and at batch
+    1 the two in turn; more gives the labelled images' places to the taught ones, which, when few
+    images are labelled, are the variety the seg net has not seen (docs/defaults.md)."""
     synthesis_appearance: bool = True
     """Match a synthesised image's intensities to the unlabelled image's, class by class (Zhao et al.'s
     appearance transform); False keeps the labelled image's own intensities, warped (the ablation that
@@ -375,6 +380,9 @@ class TeacherConfig:
                 f"config teachers.synthesis={synthesis} needs teachers.loss=distil (it fills the distilled "
                 f"step's taught places), got teachers.loss={self.loss}; set both, or synthesis=0"
             )
+        taught = self.taught_share
+        if isinstance(taught, bool) or not isinstance(taught, (int, float)) or not 0 <= taught <= 1:
+            raise ValueError(f"config teachers.taught_share must be in [0, 1], got {taught!r}")
         if not isinstance(self.synthesis_appearance, bool):
             raise ValueError(
                 f"config teachers.synthesis_appearance must be true or false, got {self.synthesis_appearance!r}"

@@ -237,3 +237,29 @@ def test_guided_registration_reads_teachers_instead_of_the_seg_net(phantoms_3d, 
     taught = [anatomy.from_labels(t[None].long(), classes)[0] for t in trainer.teachers.teachers.values()]
     for target in targets[0][0]:  # the moving side, each pair
         assert any(torch.allclose(target, t) for t in taught) == guide
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_the_taught_share_sets_how_many_of_a_distilled_batch_are_taught(phantoms_3d, size):
+    config = tiny_config(phantoms_3d)
+    config.schedule.batch_size = size
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
+    drawer, labelled = trainer.batches, set(trainer.labelled)
+
+    def taught_counts(share: float) -> list[int]:
+        counts = []
+        for step in range(8):
+            chosen, taught = drawer.distil_batch(step, lambda indices: indices, share)
+            assert len(chosen) == size and taught == chosen[size - len(taught) :]  # taught ones last
+            assert labelled.isdisjoint(taught) and labelled.issuperset(chosen[: size - len(taught)])
+            counts.append(len(taught))
+        return counts
+
+    assert taught_counts(0.5) == [(size + step % 2) // 2 for step in range(8)]  # half each, odd halves in turn
+    assert sum(taught_counts(0.75)) == 6 * size and sum(taught_counts(0.25)) == 2 * size
+    assert taught_counts(1.0) == [size] * 8 and taught_counts(0.0) == [0] * 8
+    if size == 1:  # one image a step: three taught steps in four, the labelled one in between
+        assert taught_counts(0.75) == [0, 1, 1, 1] * 2
+    for share in (-0.1, 1.5, True):
+        with pytest.raises(ValueError, match="teachers.taught_share"):
+            Config.from_dict({"teachers": {"taught_share": share}})

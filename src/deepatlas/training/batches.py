@@ -7,6 +7,7 @@ processes every one draws the whole global batch from the same state and keeps i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -86,11 +87,16 @@ class BatchDrawer:
             pick = torch.randint(count, (self.size,), generator=self.generator).tolist()
         return [self.labelled[i] for i in pick][self.slice]
 
-    def distil_batch(self, step: int, teachable: Callable[[list[int]], list[int]]) -> tuple[list[int], list[int]]:
+    def distil_batch(
+        self, step: int, teachable: Callable[[list[int]], list[int]], taught_share: float = 0.5
+    ) -> tuple[list[int], list[int]]:
         """This process's images of a distilled step and, of them, the taught (unlabelled) ones,
-        which come last: half the batch labelled, half taught (an odd half alternates between
-        steps); ``teachable`` may swap taught images for ones that have a teacher."""
-        taught_count = (self.size + step % 2) // 2
+        which come last: ``taught_share`` of the images taught, the rest labelled, a fractional
+        place given to the taught side on the steps where the running total reaches a whole image
+        (0.5: half each, an odd half alternating between steps; at batch 1, 0.75: three taught
+        steps in four); ``teachable`` may swap taught images for ones that have a teacher."""
+        due = taught_share * self.size  # taught images per step, on average
+        taught_count = math.floor((step + 1) * due + 1e-9) - math.floor(step * due + 1e-9)
         count, wanted = len(self.labelled), self.size - taught_count
         pick = torch.randperm(count, generator=self.generator)[:wanted] if count >= wanted else None
         if pick is None:  # fewer labelled images than their half of the batch: repeat some

@@ -213,11 +213,12 @@ class Trainer:
 
     def distil_step(self) -> dict[str, float]:
         """A supervised step of the seg net on labelled images and on unlabelled ones with their
-        teachers as labels (``teachers.loss=distil``), one pass per image: half the batch each
-        (an odd half alternates between steps), drawn for the whole batch, sliced per process."""
+        teachers as labels (``teachers.loss=distil``), one pass per image: ``teachers.taught_share``
+        of the batch taught (half by default), drawn for the whole batch, sliced per process."""
         set_trainable(self.reg_net, False)
         set_trainable(self.seg_net, True)
-        chosen, mine = self.batches.distil_batch(self.step, partial(self.teachers.teachable, elapsed=self.elapsed))
+        teachable = partial(self.teachers.teachable, elapsed=self.elapsed)
+        chosen, mine = self.batches.distil_batch(self.step, teachable, self.config.teachers.taught_share)
         before = self.teachers.seconds
         teachers = self.teachers.labels_for(mine, self.step, self.elapsed) if mine else None
         extra = {"teacher_seconds": self.teachers.seconds - before, "teachers": float(len(self.teachers.teachers))}
