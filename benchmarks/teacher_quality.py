@@ -2,6 +2,7 @@
 
 Usage:
     python -m benchmarks.teacher_quality RUN [--data $DEEPATLAS_DATA/ixi-2mm] [--labelled 5] [--targets 10]
+    python -m benchmarks.teacher_quality --from-zero --labelled-ids IXI067-HH-1356 --out $OUT_FOLDER
 
 A teacher is a labelled training image's labels warped onto an unlabelled image by the reg net
 of ``RUN`` (a run folder: its ``last`` checkpoint, e.g. a DeepAtlas run stopped after its reg
@@ -10,6 +11,11 @@ weighted vote (``training/teachers.py``). Each recipe here teaches the validatio
 (their labels are known, so the teacher's Dice can be measured) from the ``--labelled`` atlases
 that training with ``data.seed=0`` draws. Writes
 ``benchmarks/results/tuning/teacher_quality.{json,md}`` with the CPU model and commit; run it alone.
+
+``--from-zero``: no reg net, registration from the identity by the refinement settings of
+:data:`FROM_ZERO` (one atlas each): the pairs of the ``synthesis`` recipe, whose teacher Dice is how
+closely a synthesised labelled image takes its subject's anatomy (issue 36 found coarser pairs
+teach less); writes ``teacher_quality_from_zero.{json,md}``.
 """
 
 from __future__ import annotations
@@ -37,9 +43,25 @@ RECIPES = {
     "5 atlases, net alone": (5, ["refine.enabled=false"]),
 }
 
+# --from-zero: name -> (atlases, refine overrides), registration from the identity
+FROM_ZERO = {
+    "Adam 4x/2x, 40/20 (coarse pairs)": (1, ["refine.levels=[4,2]", "refine.iterations=[40,20]"]),
+    "Adam 4x/2x/1x, 60/20/5 (the synthesis recipe)": (1, ["refine.levels=[4,2,1]", "refine.iterations=[60,20,5]"]),
+    "Adam 4x/2x/1x, 100/50/20": (1, ["refine.levels=[4,2,1]", "refine.iterations=[100,50,20]"]),
+    "greedy mode 4x/2x/1x, 50/25/5": (
+        1,
+        ["refine.method=greedy", "refine.greedy_levels=[4,2,1]", "refine.greedy_iterations=[50,25,5]"],
+    ),
+    "greedy mode 4x/2x/1x, 100/50/10 (greedy's own schedule)": (
+        1,
+        ["refine.method=greedy", "refine.greedy_levels=[4,2,1]", "refine.greedy_iterations=[100,50,10]"],
+    ),
+}
+
 
 def teach(run, data, recipe: tuple[int, list[str]], targets: list[int]) -> dict:
-    """Dice (31 structures) of each target's teacher and the seconds per teacher."""
+    """Dice (31 structures) of each target's teacher and the seconds per teacher (``run`` None:
+    registration from the identity)."""
     from deepatlas.config import load_config
     from deepatlas.evaluation.metrics import dice_per_class, finite_mean
     from deepatlas.registration import build_pipeline
@@ -51,8 +73,9 @@ def teach(run, data, recipe: tuple[int, list[str]], targets: list[int]) -> dict:
     labelled = train.labelled_indices()
     images = torch.cat([train.images[labelled], val.images[targets]])
     labels = torch.cat([train.labels[labelled], val.labels[targets]])
+    net = run.reg_net if run is not None else None
     cache = TeacherCache(
-        images, labels, list(range(len(labelled))), lambda: build_pipeline(config, run.reg_net), 10**9, atlases=atlases
+        images, labels, list(range(len(labelled))), lambda: build_pipeline(config, net), 10**9, atlases=atlases
     )
     dice = []
     for k in range(len(targets)):
@@ -64,12 +87,16 @@ def teach(run, data, recipe: tuple[int, list[str]], targets: list[int]) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, nargs="?", help="a run folder (not with --from-zero)")
+    parser.add_argument("--from-zero", action="store_true", help="no reg net: the synthesis recipe's pairs")
     parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--labelled", type=int, default=5)
+    parser.add_argument("--labelled-ids", nargs="+", default=None, help="these atlases (default: --labelled drawn)")
     parser.add_argument("--targets", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
     args = parser.parse_args()
+    if (args.run is None) != args.from_zero:
+        parser.error("give a RUN folder, or --from-zero without one")
     warnings.filterwarnings("ignore")
 
     from deepatlas.config import load_config
@@ -79,30 +106,42 @@ def main() -> int:
     flags = [f"data.dataset={args.data}", f"data.label_map={args.data / 'brain31.json'}"]
     flags += [f"data.splits={args.data / 'splits.json'}", "data.unknown_labels=background"]
     flags += [f"data.num_labelled={args.labelled}", "data.seed=0"]
+    if args.labelled_ids:
+        flags += [f"data.labelled_ids={json.dumps(args.labelled_ids)}"]
     data = load_training_data(load_config(None, flags).data, progress=False)
-    run = load_run(args.run, "last")
+    run = None if args.from_zero else load_run(args.run, "last")
     targets = data.validation.labelled_indices()[: args.targets]
     results = {}
-    for name, recipe in RECIPES.items():
+    for name, recipe in (FROM_ZERO if args.from_zero else RECIPES).items():
         results[name] = teach(run, data, recipe, targets)
         print(name, results[name], flush=True)
-    shown = args.run.resolve().relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run
+    atlases = [data.train.ids[i] for i in data.train.labelled_indices()]
+    write_results(args, results, atlases, len(targets))
+    return 0
+
+
+def write_results(args: argparse.Namespace, results: dict, atlases: list[str], targets: int) -> None:
+    """``teacher_quality[_from_zero].{json,md}`` in ``args.out``, with the machine and the reg net."""
+    if args.from_zero:
+        shown, stem = "none (registration from the identity)", "teacher_quality_from_zero"
+    else:
+        shown = args.run.resolve().relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run
+        shown, stem = f"`{shown}` (last)", "teacher_quality"
     machine = provenance()
     lines = [
         f"# Teacher quality (ixi-2mm validation subjects as unlabelled images, {args.labelled} atlases)",
         "",
-        f"{provenance_line(machine)} Reg net: `{shown}` (last); {len(targets)} targets.",
+        f"{provenance_line(machine)} Reg net: {shown}; atlases {', '.join(atlases)}; {targets} targets.",
         "",
         "| recipe | teacher Dice | s / teacher |",
         "| --- | --- | --- |",
         *(f"| {k} | {v['dice']:.3f} | {v['seconds_per_teacher']:.2f} |" for k, v in results.items()),
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"run": str(shown), "machine": machine, **results}
-    (args.out / "teacher_quality.json").write_text(json.dumps(record, indent=1))
-    (args.out / "teacher_quality.md").write_text("\n".join(lines) + "\n")
+    record = {"run": str(shown), "atlases": atlases, "machine": machine, **results}
+    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

@@ -145,3 +145,13 @@ def test_label_interpolation_benchmark_scores_both_resamplings_on_one_pair(tmp_p
     dice = result["summary"]["pair_dice"]
     assert 0.5 < dice["nearest"] < 1 and 0.5 < dice["interpolated"] < 1
     assert "1-atlas fusion" in (tmp_path / "label_interpolation_validation.md").read_text()
+
+
+def test_teacher_quality_from_zero_scores_every_pair_schedule(tmp_path):
+    run_benchmark("teacher_quality", "--from-zero", "--labelled", 1, "--targets", 1, "--data", IXI, "--out", tmp_path)
+    result = json.loads((tmp_path / "teacher_quality_from_zero.json").read_text())
+    schedules = [key for key in result if key.startswith(("Adam", "greedy"))]
+    assert len(schedules) == 5 and len(result["atlases"]) == 1 and result["machine"]["cpu"]
+    # registered from the identity: a real overlap, short of a perfect warp
+    assert all(0.5 < result[key]["dice"] < 0.95 and result[key]["seconds_per_teacher"] > 0 for key in schedules)
+    assert "registration from the identity" in (tmp_path / "teacher_quality_from_zero.md").read_text()

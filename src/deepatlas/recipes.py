@@ -44,8 +44,9 @@ RECIPES: dict[str, tuple[str, ...]] = {
     # appearance matched to it (training/synthesis.py): exact labels on a real subject's anatomy.
     # Seg steps of one image, the labelled one and a synthesised one in turn (as cheap as the seg net
     # alone's one-shot steps), augmented; no reg steps (the pairs are made once and do not read the
-    # reg net again). Measured on ixi-2mm validation with one labelled image, 45 minutes, beside the
-    # augmented seg net alone on the same cores: 0.765 against 0.743.
+    # reg net again). Chosen on ixi-2mm validation with one labelled image, 45 minutes, against the
+    # augmented seg net alone on the same cores, and against cheaper (coarser) pairs, which lost more
+    # per step than their time bought: docs/results.md "Registration as the seg net's augmenter".
     "synthesis": (
         "schedule.seg_pretrain_steps=0",
         "schedule.reg_pretrain_steps=0",
