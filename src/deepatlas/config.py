@@ -339,8 +339,9 @@ class TeacherConfig:
     taught_share: float = 0.5
     """Share (0 to 1) of a distilled step's images (``loss: distil``) that are taught (an unlabelled
     image with its teacher, or a synthesised one) rather than labelled. 0.5: half each, and at batch
-    1 the two in turn; more gives the labelled images' places to the taught ones, which, when few
-    images are labelled, are the variety the seg net has not seen (docs/defaults.md)."""
+    1 the two in turn; more gives the labelled images' places to the taught ones (with one labelled
+    image and synthesised pairs, 0.75 and 1 measured level with 0.5: docs/results.md "Registration as
+    the seg net's augmenter")."""
     synthesis_appearance: bool = True
     """Match a synthesised image's intensities to the unlabelled image's, class by class (Zhao et al.'s
     appearance transform); False keeps the labelled image's own intensities, warped (the ablation that
