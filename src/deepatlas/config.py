@@ -291,6 +291,13 @@ class ScheduleConfig:
             )
 
 
+def _check_fraction(key: str, value: Any, zero: bool = True) -> None:
+    """Refuse a ``config <key>`` that is not a number in [0, 1] (``zero=False``: in (0, 1])."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or not (0 <= value <= 1 if zero else 0 < value <= 1):
+        raise ValueError(f"config {key} must be in {'[' if zero else '('}0, 1], got {value!r}")
+
+
 @dataclass
 class TeacherConfig:
     """Refined weak supervision for the seg net (:mod:`deepatlas.training.teachers`).
@@ -373,24 +380,19 @@ class TeacherConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"config teachers.{key} must be an integer >= 1, got {value!r}")
+        _check_fraction("teachers.synthesis", self.synthesis)
+        _check_fraction("teachers.taught_share", self.taught_share)
+        _check_fraction("teachers.max_share", self.max_share, zero=False)
         synthesis = self.synthesis
-        if isinstance(synthesis, bool) or not isinstance(synthesis, (int, float)) or not 0 <= synthesis <= 1:
-            raise ValueError(f"config teachers.synthesis must be in [0, 1], got {synthesis!r}")
         if synthesis > 0 and self.loss != "distil":
             raise ValueError(
                 f"config teachers.synthesis={synthesis} needs teachers.loss=distil (it fills the distilled "
                 f"step's taught places), got teachers.loss={self.loss}; set both, or synthesis=0"
             )
-        taught = self.taught_share
-        if isinstance(taught, bool) or not isinstance(taught, (int, float)) or not 0 <= taught <= 1:
-            raise ValueError(f"config teachers.taught_share must be in [0, 1], got {taught!r}")
         if not isinstance(self.synthesis_appearance, bool):
             raise ValueError(
                 f"config teachers.synthesis_appearance must be true or false, got {self.synthesis_appearance!r}"
             )
-        share = self.max_share
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-            raise ValueError(f"config teachers.max_share must be in (0, 1], got {self.max_share!r}")
 
     def active(self, labelled: int) -> bool:
         """Whether a training set with ``labelled`` labelled images gets teachers."""

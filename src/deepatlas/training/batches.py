@@ -99,7 +99,7 @@ class BatchDrawer:
         taught_count = math.floor((step + 1) * due + 1e-9) - math.floor(step * due + 1e-9)
         count, wanted = len(self.labelled), self.size - taught_count
         pick = torch.randperm(count, generator=self.generator)[:wanted] if count >= wanted else None
-        if pick is None:  # fewer labelled images than their half of the batch: repeat some
+        if pick is None:  # fewer labelled images than their share of the batch: repeat some
             pick = torch.randint(count, (wanted,), generator=self.generator)
         draw = torch.randint(len(self.unlabelled), (taught_count,), generator=self.generator).tolist()
         taught = teachable([self.unlabelled[k] for k in draw])
