@@ -58,7 +58,7 @@ from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
-from deepatlas.evaluation.atrophy import synthesize_atrophy
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
 from deepatlas.inference import TrainedRun, load_run
@@ -208,7 +208,7 @@ def measure_atrophied(
     only when a volume of it is not cached yet; the truth: reference volume times (1 + achieved change),
     as ``benchmarks.morphometry``."""
     subject, image, labels = brain
-    key = f"{subject}/atrophy{level}"
+    key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}"
     synth = None
     if any(k not in cache for k in [f"{key}/truth"] + [f"{m.key}/{key}" for m in runs.values()]):
         targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}

@@ -48,7 +48,7 @@ from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.io import Volume, load_labelled
-from deepatlas.evaluation.atrophy import synthesize_atrophy
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, synthesize_atrophy
 from deepatlas.evaluation.morphometry import cohens_d
 from deepatlas.inference import load_run
 from deepatlas.inference.apply import atlas_segment_volume, segment_volume
@@ -113,7 +113,7 @@ class Bench:
 
     def atrophied(self, subject: str, level: int, methods: tuple[str, ...]) -> dict:
         """One test brain at one atrophy level; the truth: reference volume times (1 + achieved change)."""
-        key = f"{subject}/atrophy{level}"
+        key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}"
         needed = [m for m in methods if f"{key}/{m}" not in self.cache]
         image, labels = self.labelled(subject)
         reference = self.cache.get(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine))

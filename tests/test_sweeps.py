@@ -49,4 +49,4 @@ def test_sweeps_that_runs_resume_keep_their_variant_names():
             assert row["variant"] in variants, (record, row["variant"])
             checked += 1
     assert checked >= 13  # the synthesis records alone
-    assert list(tune_defaults.sweep_variants("resize")) == ["finetune,augment", "finetune,augment,resize=1"]
+    assert list(tune_defaults.sweep_variants("resize"))[:2] == ["finetune,augment", "finetune,augment,resize=1"]

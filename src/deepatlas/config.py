@@ -425,6 +425,11 @@ class AugmentConfig:
     labels with them: sizes beyond the training set's (large ventricles). 0: off."""
     resize_structures: int = 3
     """How many structures (drawn at random among those present) each resized image changes."""
+    resize_classes: list[str] = field(default_factory=list)
+    """The structures (names in the run's label map) that resizing draws from; empty: every structure.
+    Aimed at what aging changes (ventricles, hippocampi) rather than 3 of 31 at random: an image's
+    ventricles are then resized every time, not about one time in five (docs/results.md,
+    "Morphometry against the truth")."""
 
     def active(self, labelled: int, normalized: bool = True) -> bool:
         """Whether a training set with ``labelled`` labelled images is augmented (``normalized``:
@@ -435,6 +440,10 @@ class AugmentConfig:
         for key in ("rotate_degrees", "scale", "translate_voxels", "gamma", "noise", "resize", "resize_structures"):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"config augment.{key} must be >= 0, got {getattr(self, key)!r}")
+        if not isinstance(self.resize_classes, list) or not all(isinstance(n, str) for n in self.resize_classes):
+            raise ValueError(
+                f"config augment.resize_classes must be a list of structure names, got {self.resize_classes!r}"
+            )
         if self.scale >= 1 or self.rotate_degrees > 180:
             raise ValueError(
                 f"config augment: scale must be < 1 and rotate_degrees <= 180, got {self.scale}, {self.rotate_degrees}"

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepatlas.evaluation.atrophy import synthesize_atrophy
+from deepatlas.evaluation.atrophy import resample_cubic, synthesize_atrophy
 from deepatlas.inference.geometry import jacobian_determinant_world
+from deepatlas.registration.fields import warp
 
 SHAPE = (32, 32, 32)
 BALL, REST = 5, 1
@@ -61,3 +62,17 @@ def test_two_structures_move_independently_and_an_absent_one_is_refused():
     assert out.changes["slab"] == pytest.approx(-0.1, abs=0.02)
     with pytest.raises(ValueError, match="'missing' is not in the label map"):
         synthesize_atrophy(image, labels, {"missing": ([9], 0.5)})
+
+
+def test_the_image_is_resampled_without_the_blur_of_linear_interpolation():
+    image, _, _ = _phantom()
+    still = torch.zeros((3,) + SHAPE)
+    assert np.allclose(resample_cubic(image, still), image, atol=1e-5)  # no displacement: the image itself
+    half = torch.full((3,) + SHAPE, 0.5)  # half a voxel along every axis: linear averages 8 neighbours
+    cubic = resample_cubic(image, half)
+    linear = warp(torch.from_numpy(image)[None, None], half[None])[0, 0].numpy()
+    inside = np.abs(np.indices(SHAPE) - 15.5).max(0) < 2  # the ball's centre, far from its edge
+    assert cubic.min() >= image.min() and cubic.max() <= image.max()  # the spline's overshoot clipped
+    edge = (np.abs(np.diff(cubic, axis=0)).max(), np.abs(np.diff(linear, axis=0)).max())
+    assert edge[0] > 1.15 * edge[1]  # the ball's edge stays sharper than linear interpolation keeps it
+    assert np.allclose(cubic[inside], linear[inside], atol=0.02)

@@ -5,7 +5,7 @@ import torch
 
 from deepatlas.config import Config
 from deepatlas.registration.fields import warp
-from deepatlas.training.resize import resize_field, resize_structures
+from deepatlas.training.resize import resize_field, resize_indices, resize_structures
 
 
 def _ball() -> torch.Tensor:
@@ -42,6 +42,34 @@ def test_images_and_labels_move_together_and_zero_strength_changes_nothing():
     assert agree > 0.995
     same_images, same_labels = resize_structures(images, labels, 0.0, 2, generator)
     assert same_images is images and same_labels is labels
+
+
+def test_only_the_eligible_structures_are_resized():
+    labels = _ball()[None, None]
+    generator = torch.Generator().manual_seed(0)
+    images = labels.float()
+    balls = set()
+    for _ in range(4):  # the cube (class 2) may not be drawn: its outer boundary never moves
+        _, moved = resize_structures(images, labels, 3.0, 2, generator, eligible=[1])
+        balls.add(int((moved == 1).sum()))
+        assert torch.equal(moved[0, 0, 4, 4:28, 4:28], labels[0, 0, 4, 4:28, 4:28])
+        assert torch.equal(moved[..., :4, :, :], labels[..., :4, :, :])
+    assert len(balls) > 1  # the ball itself grows and shrinks
+    _, same = resize_structures(images, labels, 3.0, 2, generator, eligible=[3])  # absent: nothing moves
+    assert torch.equal(same, labels)
+
+
+def test_resize_classes_are_names_in_the_label_map():
+    names = ["background", "LateralVentricle-L", "Hippocampus-L"]
+    assert resize_indices([], names) is None
+    assert resize_indices(["Hippocampus-L", "LateralVentricle-L"], names) == [2, 1]
+    for bad in (["Ventricle"], ["background"]):
+        with pytest.raises(ValueError, match=r"augment.resize_classes: .* choose from \['LateralVentricle-L'"):
+            resize_indices(bad, names)
+    config = Config()
+    config.augment.resize_classes = "LateralVentricle-L"
+    with pytest.raises(ValueError, match="augment.resize_classes must be a list of structure names"):
+        config.validate()
 
 
 def test_resizing_is_checked_in_the_config():

@@ -6,8 +6,9 @@ deformations (as SynthSeg's synthesis varies shapes) show it sizes the training 
 per labelled image, a few structures drawn at random are each grown or shrunk by the flow of the
 gradient of their smoothed mask (the deformation of :mod:`deepatlas.evaluation.atrophy`, which
 measures the same on test brains), image and labels moved together, so the pair stays exact.
-``augment.resize`` (largest strength, voxels) and ``augment.resize_structures`` (how many per image)
-switch it on; it runs inside the run's augmentation (``augment.enabled``), before the random affine.
+``augment.resize`` (largest strength, voxels), ``augment.resize_structures`` (how many per image) and
+``augment.resize_classes`` (which structures may be drawn) switch it on; it runs inside the run's
+augmentation (``augment.enabled``), before the random affine.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from deepatlas.registration.fields import integrate_velocity, warp
-from deepatlas.registration.greedy import gaussian_smooth
+from deepatlas.registration.greedy import gaussian_kernel, gaussian_smooth
 
 SIGMA_VOXELS = 2.0
 """Gaussian smoothing of a structure's mask before its gradient: :data:`deepatlas.evaluation.atrophy.SIGMA_MM`
@@ -24,13 +25,27 @@ SIGMA_VOXELS = 2.0
 
 def structure_directions(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """``len(classes) x dims x *spatial``: per class, the gradient of its smoothed mask in ``labels``
-    (``*spatial`` class indices), pointing into the structure, scaled to a largest magnitude of 1."""
-    masks = torch.stack([(labels == k).float() for k in classes])[:, None]  # K x 1 x *spatial
-    smooth = gaussian_smooth(masks, SIGMA_VOXELS)[:, 0]
+    (``*spatial`` class indices), pointing into the structure, scaled to a largest magnitude of 1.
+
+    Each class is smoothed in its bounding box grown by the kernel's reach and two voxels: beyond it the
+    mask and its smoothing are zero, so the result is the whole grid's, at the cost of a box (a ventricle's
+    is a tenth of the brain's grid)."""
     dims = labels.dim()
-    grads = torch.stack(torch.gradient(smooth, dim=tuple(range(1, dims + 1))), dim=1)  # K x dims x *spatial
-    peak = grads.norm(dim=1).flatten(1).amax(dim=1).clamp_min(1e-6)
-    return grads / peak.view(-1, *[1] * (dims + 1))
+    out = torch.zeros(len(classes), dims, *labels.shape)
+    margin = len(gaussian_kernel(SIGMA_VOXELS)) // 2 + 2
+    for i, k in enumerate(classes):
+        mask = labels == k
+        if not mask.any():
+            continue
+        where = mask.nonzero()
+        box = tuple(
+            slice(max(0, int(lo) - margin), min(n, int(hi) + margin + 1))
+            for lo, hi, n in zip(where.amin(0), where.amax(0), labels.shape)
+        )
+        smooth = gaussian_smooth(mask[box].float()[None, None], SIGMA_VOXELS)[0, 0]
+        grads = torch.stack(torch.gradient(smooth), dim=0)
+        out[(i, slice(None), *box)] = grads / grads.norm(dim=0).max().clamp_min(1e-6)
+    return out
 
 
 def resize_field(labels: torch.Tensor, classes: list[int], strengths: list[float]) -> torch.Tensor:
@@ -44,17 +59,23 @@ def resize_field(labels: torch.Tensor, classes: list[int], strengths: list[float
 
 
 def resize_structures(
-    images: torch.Tensor, labels: torch.Tensor, strength: float, count: int, generator: torch.Generator
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    strength: float,
+    count: int,
+    generator: torch.Generator,
+    eligible: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` (linear) and ``labels`` (nearest) of each item (``B x 1 x *spatial``) moved by the flow
-    of ``sum_k s_k * direction_k`` over ``count`` structures present in it (drawn at random, background
-    excluded), each strength ``s_k`` uniform in ``[-strength, strength]`` voxels: > 0 grows a structure,
-    < 0 shrinks it. Every draw comes from ``generator`` (CPU)."""
+    of ``sum_k s_k * direction_k`` over ``count`` structures present in it (drawn at random among the
+    class indices ``eligible``, default every one; background excluded), each strength ``s_k`` uniform in
+    ``[-strength, strength]`` voxels: > 0 grows a structure, < 0 shrinks it. Every draw comes from
+    ``generator`` (CPU)."""
     if strength <= 0 or count <= 0:
         return images, labels
     moved_images, moved_labels = [], []
     for image, label in zip(images, labels):
-        present = [int(k) for k in torch.unique(label) if int(k) > 0]
+        present = [int(k) for k in torch.unique(label) if int(k) > 0 and (eligible is None or int(k) in eligible)]
         if not present:
             moved_images.append(image)
             moved_labels.append(label)
@@ -65,3 +86,18 @@ def resize_structures(
         moved_images.append(warp(image[None].float(), field)[0].to(image.dtype))
         moved_labels.append(warp(label[None].float(), field, "nearest")[0].round().to(label.dtype))
     return torch.stack(moved_images), torch.stack(moved_labels)
+
+
+def resize_indices(names: list[str], scheme_names: list[str]) -> list[int] | None:
+    """The class indices of ``augment.resize_classes`` (``names``) in a label map's ``scheme_names``;
+    ``None`` (every structure) when it is empty. A name the label map lacks, or its background, is refused
+    with the names it has."""
+    if not names:
+        return None
+    unknown = [n for n in names if n not in scheme_names[1:]]
+    if unknown:
+        raise ValueError(
+            f"config augment.resize_classes: {unknown} not among the label map's structures; "
+            f"choose from {scheme_names[1:]}"
+        )
+    return [scheme_names.index(n) for n in names]

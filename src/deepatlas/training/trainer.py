@@ -23,7 +23,7 @@ from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
-from deepatlas.training.resize import resize_structures
+from deepatlas.training.resize import resize_indices, resize_structures
 from deepatlas.training.schedule import Schedule, lr_scale
 from deepatlas.training.teachers import TeacherCache
 
@@ -90,6 +90,7 @@ class Trainer:
         wanted = wanted and config.loss.anatomy_weight_seg > 0
         self.teachers = self._teacher_cache() if wanted else None
         self.augmenting = config.augment.active(len(self.labelled), config.data.normalize)
+        self.resized = resize_indices(config.augment.resize_classes, train.scheme.names)
         self.seg_variant = self.seg_step_variant()
         self.step = 0
         self.best_score = float("-inf")
@@ -265,7 +266,7 @@ class Trainer:
         stream = torch.Generator().manual_seed(seed + self.world.rank)
         cfg = self.config.augment
         with torch.autocast(self.device.type, enabled=False):
-            images, labels = resize_structures(images, labels, cfg.resize, cfg.resize_structures, stream)
+            images, labels = resize_structures(images, labels, cfg.resize, cfg.resize_structures, stream, self.resized)
             return augment(images, labels, cfg, stream)
 
     def train_step(self) -> tuple[str, dict[str, float]]:
