@@ -40,16 +40,13 @@ VARIANTS = {
 
 
 def measure(args: argparse.Namespace, write) -> dict:
-    import numpy as np
     import torch
 
-    from benchmarks import registration as bench
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.data.labels import LabelScheme
     from deepatlas.data.splits import load_splits
-    from deepatlas.evaluation.metrics import dice_per_class, finite_mean
     from deepatlas.inference import load_run
-    from deepatlas.inference.apply import RegistrationOptions, atlas_segment_volume, register_volumes
+    from deepatlas.inference.apply import RegistrationOptions, register_volumes
     from deepatlas.registration import build_pipeline
 
     torch.set_num_threads(1)
@@ -82,19 +79,9 @@ def measure(args: argparse.Namespace, write) -> dict:
         fixed, fixed_codes = read(fixed_id)
         classes = scheme.encode(fixed_codes.array, unknown="background")
         for name, registrar in registrars.items():
-            rows = []
-
-            def scored(moving, target, labels, rows=rows, registrar=registrar, fixed_id=fixed_id, classes=classes):
-                start = time.perf_counter()
-                result = registrar(moving, target, labels)
-                seconds = time.perf_counter() - start
-                rows.append({"moving": str(moving.path.name), "fixed": fixed_id, "seconds": seconds})
-                rows[-1] |= bench.score(result.warped_labels, result.jacobian, classes, scheme)
-                return result
-
-            codes = atlas_segment_volume(run, [atlases[i] for i in atlas_ids], fixed, "weighted", registrar=scored)
-            fused = scheme.encode(np.asarray(codes), unknown="background")
-            dice = finite_mean(dice_per_class(torch.from_numpy(fused), torch.from_numpy(classes), scheme.num_classes))
+            rows, dice = atlas_segment_scored(
+                run, [atlases[i] for i in atlas_ids], (fixed_id, fixed, classes), registrar
+            )
             results["pairs"][name] += rows
             results["fused"][name].append({"fixed": fixed_id, "dice": dice})
             mean = statistics.mean(r["dice"] for r in rows)
@@ -103,6 +90,32 @@ def measure(args: argparse.Namespace, write) -> dict:
         results["summary"] = {name: summarize(results, name) for name in VARIANTS}
         write(results)
     return results
+
+
+def atlas_segment_scored(run, atlases: list, target: tuple, registrar) -> tuple[list[dict], float]:
+    """``atlas-segment`` of one validation brain (``target``: its id, image and class indices) with
+    ``registrar``: each atlas pair's seconds and scores (``benchmarks.registration.score``), and the fused
+    label map's mean Dice."""
+    import numpy as np
+    import torch
+
+    from benchmarks import registration as bench
+    from deepatlas.evaluation.metrics import dice_per_class, finite_mean
+    from deepatlas.inference.apply import atlas_segment_volume
+
+    fixed_id, fixed, classes = target
+    scheme, rows = run.scheme, []
+
+    def scored(moving, target, labels):
+        start = time.perf_counter()
+        result = registrar(moving, target, labels)
+        rows.append({"moving": str(moving.path.name), "fixed": fixed_id, "seconds": time.perf_counter() - start})
+        rows[-1] |= bench.score(result.warped_labels, result.jacobian, classes, scheme)
+        return result
+
+    codes = atlas_segment_volume(run, atlases, fixed, "weighted", registrar=scored)
+    fused = scheme.encode(np.asarray(codes), unknown="background")
+    return rows, finite_mean(dice_per_class(torch.from_numpy(fused), torch.from_numpy(classes), scheme.num_classes))
 
 
 def summarize(results: dict, name: str) -> dict:

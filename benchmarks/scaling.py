@@ -83,53 +83,23 @@ def run_single(shape: tuple[int, ...], batch: int, data: Path, repeats: int) -> 
     return result
 
 
-def main() -> int:
-    # ~70 lines on purpose: the protocol read top to bottom (one fresh process per configuration)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--single", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.single:
-        shape, batch = json.loads(args.single)
-        print(json.dumps(run_single(tuple(shape), batch, args.data, args.repeats)))
-        return 0
-    if not (args.data / "brain31.json").exists():
-        print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
-        return 1
-    plan = [(s, 2) for s in SHAPES] + [(SHAPES[1], b) for b in BATCHES if b != 2]
+def time_plan(plan: list[tuple], data: Path, repeats: int) -> list[dict]:
+    """Each (shape, batch) timed in a fresh process (``--single``); one that fails (memory) is kept as
+    its error's last line."""
     results = []
     for shape, batch in plan:
         print(f"timing {shape} batch {batch} ...", flush=True)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.scaling",
-                "--single",
-                json.dumps([shape, batch]),
-                "--data",
-                str(args.data),
-                "--repeats",
-                str(args.repeats),
-            ],
-            capture_output=True,
-            text=True,
-        )
+        single = ["--single", json.dumps([shape, batch]), "--data", str(data), "--repeats", str(repeats)]
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.scaling", *single], capture_output=True, text=True)
         if proc.returncode != 0:
             results.append({"shape": list(shape), "batch": batch, "error": proc.stderr.strip().splitlines()[-1:]})
             continue
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    ref = next(r for r in results if r["shape"] == list(SHAPES[1]) and r["batch"] == 2)
-    report = {
-        "machine": {**provenance(), "cpu_count": os.cpu_count()},
-        "repeats": args.repeats,
-        "reference": "80x96x80, batch 2",
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaling.json").write_text(json.dumps(report, indent=1))
+    return results
+
+
+def table_lines(results: list[dict], ref: dict) -> list[str]:
+    """Times and memory per configuration, and their ratios to ``ref`` (80x96x80, batch 2)."""
     lines = [
         "| volume | batch (pairs) | voxels vs ref | reg step s | seg step s | reg time vs ref | seg time vs ref "
         "| register s | segment s | peak RSS GiB |",
@@ -146,7 +116,35 @@ def main() -> int:
             f"{r['reg_step_s'] / ref['reg_step_s']:.2f}x | {r['seg_step_s'] / ref['seg_step_s']:.2f}x | "
             f"{r['register_s']:.3f} | {r['segment_s']:.3f} | {r['peak_rss_gib']:.1f} |"
         )
-    table = "\n".join(lines)
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--single", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        shape, batch = json.loads(args.single)
+        print(json.dumps(run_single(tuple(shape), batch, args.data, args.repeats)))
+        return 0
+    if not (args.data / "brain31.json").exists():
+        print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
+        return 1
+    plan = [(s, 2) for s in SHAPES] + [(SHAPES[1], b) for b in BATCHES if b != 2]
+    results = time_plan(plan, args.data, args.repeats)
+    ref = next(r for r in results if r["shape"] == list(SHAPES[1]) and r["batch"] == 2)
+    report = {
+        "machine": {**provenance(), "cpu_count": os.cpu_count()},
+        "repeats": args.repeats,
+        "reference": "80x96x80, batch 2",
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "scaling.json").write_text(json.dumps(report, indent=1))
+    table = "\n".join(table_lines(results, ref))
     (args.out / "scaling.md").write_text(
         f"# Scaling: step time and memory against volume and batch (median of {args.repeats}, "
         f"{os.cpu_count()} CPU cores)\n\n'voxels vs ref' is the work (voxels x pairs) relative to 80x96x80 "

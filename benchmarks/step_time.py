@@ -121,8 +121,53 @@ def run_single(name: str, data: Path, repeats: int) -> dict:
     return result
 
 
+def time_configs(configs: list[str], data: Path, repeats: int) -> list[dict]:
+    """Each configuration timed in a fresh process (``--single``): no warm caches shared between them."""
+    results = []
+    for name in configs:
+        print(f"timing {name} ...", flush=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.step_time", "--single", name, "--data", str(data)]
+            + ["--repeats", str(repeats)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def table_lines(results: list[dict]) -> list[str]:
+    """Step times and speed-ups against the tutorial configuration (the first one if it was not timed),
+    then per pair group, then the teachers' cost."""
+    base = next((r for r in results if r["config"] == "tutorial"), results[0])
+    lines = [
+        "| configuration | reg step (s) | seg step (s) | reg speed-up | seg speed-up | peak RSS (GiB) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['config']} | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
+            f"{base['reg_step_s'] / r['reg_step_s']:.1f}x | {base['seg_step_s'] / r['seg_step_s']:.1f}x | "
+            f"{r['peak_rss_gib']:.1f} |"
+        )
+    groups = [f"reg {g}" for g in REG_GROUPS] + [f"seg {g}" for g in SEG_GROUPS]
+    lines += ["", "Per pair group (median s):", "", "| configuration | " + " | ".join(groups) + " |"]
+    lines.append("| --- |" + " --- |" * len(groups))
+    for r in results:
+        cells = [f"{r['reg'][g]['median_s']:.2f}" for g in REG_GROUPS]
+        cells += [f"{r['seg'][g]['median_s']:.2f}" for g in SEG_GROUPS]
+        lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
+    teachers = [
+        f"{r['config']}: {r['teacher_s']:.2f} s per teacher (net + refinement), made once per "
+        "unlabelled image and remade every `teachers.refresh_steps` steps."
+        for r in results
+        if "teacher_s" in r
+    ]
+    return lines + ["", *teachers]
+
+
 def main() -> int:
-    # ~65 lines on purpose: the protocol read top to bottom (one fresh process per configuration)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--repeats", type=int, default=5)
@@ -136,18 +181,7 @@ def main() -> int:
     if not (args.data / "brain31.json").exists():
         print(f"ixi-2mm not found at {args.data}; pass --data", file=sys.stderr)
         return 1
-    results = []
-    for name in args.configs:
-        print(f"timing {name} ...", flush=True)
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.step_time", "--single", name, "--data", str(args.data)]
-            + ["--repeats", str(args.repeats)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    base = next((r for r in results if r["config"] == "tutorial"), results[0])
+    results = time_configs(args.configs, args.data, args.repeats)
     report = {
         "machine": {**provenance(), "cpu_count": os.cpu_count()},
         "shape": [80, 96, 80],
@@ -157,42 +191,7 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "step_time.json").write_text(json.dumps(report, indent=1))
-    lines = [
-        "| configuration | reg step (s) | seg step (s) | reg speed-up | seg speed-up | peak RSS (GiB) |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['config']} | {r['reg_step_s']:.2f} | {r['seg_step_s']:.2f} | "
-            f"{base['reg_step_s'] / r['reg_step_s']:.1f}x | {base['seg_step_s'] / r['seg_step_s']:.1f}x | "
-            f"{r['peak_rss_gib']:.1f} |"
-        )
-    lines += [
-        "",
-        "Per pair group (median s):",
-        "",
-        "| configuration | "
-        + " | ".join(f"reg {g}" for g in REG_GROUPS)
-        + " | "
-        + " | ".join(f"seg {g}" for g in SEG_GROUPS)
-        + " |",
-        "| --- |" + " --- |" * (len(REG_GROUPS) + len(SEG_GROUPS)),
-    ]
-    for r in results:
-        cells = [f"{r['reg'][g]['median_s']:.2f}" for g in REG_GROUPS] + [
-            f"{r['seg'][g]['median_s']:.2f}" for g in SEG_GROUPS
-        ]
-        lines.append(f"| {r['config']} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        *(
-            f"{r['config']}: {r['teacher_s']:.2f} s per teacher (net + refinement), made once per "
-            f"unlabelled image and remade every `teachers.refresh_steps` steps."
-            for r in results
-            if "teacher_s" in r
-        ),
-    ]
-    table = "\n".join(lines)
+    table = "\n".join(table_lines(results))
     (args.out / "step_time.md").write_text(
         f"# Training step time, ixi-2mm 80x96x80, 2 pairs per step, median of {args.repeats}\n\n"
         f"{provenance_line(report['machine'])} bf16 autocast where the CPU has native bf16.\n\n{table}\n"

@@ -86,3 +86,27 @@ def test_the_rule_sees_every_form_of_an_upward_import(tmp_path, source):
     assert upward_imports(bad, "deepatlas.data.bad"), source
     bad.write_text("from deepatlas.options import FUSION\nfrom . import io\n")  # downward and sideways: fine
     assert upward_imports(bad, "deepatlas.data.bad") == []
+
+
+MAX_FUNCTION_LINES = 60
+"""The house rule (docs/architecture.md): no function over 60 lines, in the package and its benchmarks."""
+
+
+def long_functions(path: Path) -> list[str]:
+    """``file:line name (n lines)`` for each function or method of ``path`` longer than the rule allows."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES:
+                found.append(f"{path}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_is_longer_than_the_house_rule(tmp_path):
+    roots = [PACKAGE, PACKAGE.parents[1] / "benchmarks", PACKAGE.parents[1] / "scripts"]
+    found = [f for root in roots for path in sorted(root.rglob("*.py")) for f in long_functions(path)]
+    assert found == [], "split these:\n" + "\n".join(found)
+    long = tmp_path / "long.py"
+    long.write_text("def f():\n" + "    x = 1\n" * MAX_FUNCTION_LINES)
+    assert long_functions(long) == [f"{long}:1 f ({MAX_FUNCTION_LINES + 1} lines)"]

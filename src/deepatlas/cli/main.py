@@ -131,13 +131,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from deepatlas import __version__
-
-    parser = Parser(prog="deepatlas", description="Joint registration and segmentation (DeepAtlas).")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_train(sub) -> None:
+    """The ``train`` command's parser."""
     t = sub.add_parser(
         "train",
         help="train DeepAtlas; every run leaves a folder with config, checkpoints and logs",
@@ -173,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    from deepatlas import __version__
+
+    parser = Parser(prog="deepatlas", description="Joint registration and segmentation (DeepAtlas).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train(sub)
     d = sub.add_parser("demo", help="train and evaluate on built-in brain phantoms (no data needed, a few minutes)")
     d.add_argument("-o", "--output", default="deepatlas-demo", help="output folder")
     d.add_argument("--quick", action="store_true", help="a seconds-long smoke version")
