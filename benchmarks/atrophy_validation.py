@@ -24,7 +24,10 @@ Measured per run:
   pooled slope (``benchmarks.morphometry.recovery``). Each atrophied brain is made once and segmented by
   every run (the deformation does not depend on the run);
 - **lateral-ventricle bias**: mean relative bias (seg / reference - 1) of the ventricles' volumes on the
-  original validation brains against the reference label maps.
+  original validation brains against the reference label maps;
+- **the sampling control** (:data:`SHIFTS`): the mean relative change of each target structure's volume
+  when the same brain is moved by half a voxel and resampled (linearly; by a cubic B-spline): no anatomy
+  changes, so it is the floor under a change a volume at this resolution can resolve.
 
 A seg net's volume is read as ``--volumes`` says, each kind a row of the table: ``labels`` (voxels of its
 label map, as ``morphometry`` counts them), ``probabilities`` (the expected volume of its class
@@ -58,11 +61,12 @@ from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
-from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, synthesize_atrophy
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, resample_cubic, synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
 from deepatlas.inference import TrainedRun, load_run
 from deepatlas.inference.apply import segment_probabilities, segment_volume
+from deepatlas.registration.fields import warp
 
 ROOT = Path(__file__).resolve().parents[1]
 VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
@@ -88,6 +92,23 @@ VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2")
 """How a seg net's volume is read: voxels of its label map, the expected volume of its probabilities, or
 (an exploration, not a product path) the ventricles' CSF fraction read from the image's intensities in
 their label-map mask grown by 1 or 2 voxels (:func:`csf_partial_volumes`)."""
+
+
+SHIFTS = {"linear": "bilinear", "cubic": "cubic"}
+"""The sampling control: each validation brain moved by half a voxel along every axis, resampled linearly
+(which also blurs it) or by a cubic B-spline (:func:`deepatlas.evaluation.atrophy.resample_cubic`, as the
+synthetic atrophy now is). The anatomy does not change, so a volume's change under it is the seg net's
+sensitivity to how the brain falls on the grid: a floor under the changes a 2 mm volume can resolve."""
+
+
+def shifted(image: Volume, kind: str) -> Volume:
+    """``image`` moved by half a voxel along every array axis, resampled as :data:`SHIFTS` says."""
+    half = torch.full((image.array.ndim, *image.array.shape), 0.5)
+    if SHIFTS[kind] == "cubic":
+        array = resample_cubic(image.array, half)
+    else:
+        array = warp(torch.from_numpy(np.asarray(image.array, dtype=np.float32))[None, None], half[None])[0, 0].numpy()
+    return Volume(array, image.affine, Path(f"shift-{kind}.nii.gz"))
 
 
 @dataclass(frozen=True)
@@ -184,11 +205,18 @@ def measure_subject(
     """One validation brain: its reference and per-measure volumes, original and at every atrophy strength."""
     image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
     reference = cache.get(f"{subject}/ref", lambda: volumes(subject, labels.array, labels.affine, scheme))
-    original = {"subject": subject, "reference": reference}
+    original = {"subject": subject, "reference": reference, "shifted": {}}
     for name, measure in runs.items():
         original[name] = cache.get(
             f"{measure.key}/{subject}", lambda measure=measure: seg_volumes(measure, subject, image, scheme)
         )
+        original["shifted"][name] = {
+            kind: cache.get(
+                f"{measure.key}/{subject}/shift-{kind}",
+                lambda m=measure, k=kind: seg_volumes(m, subject, shifted(image, k), scheme),
+            )
+            for kind in SHIFTS
+        }
     atrophied = [
         measure_atrophied(cache, runs, (subject, image, labels), reference, level, scheme)
         for level in range(len(STRENGTHS))
@@ -239,7 +267,20 @@ def summarize(runs: dict[str, Measure], dice: dict, originals: dict, atrophied: 
             **dice[run.path],
             "atrophy": recovery(originals, atrophied, name),
             "lateral_ventricle_bias": {n: bias[n]["mean_bias"] for n in VENTRICLES},
+            "half_voxel_shift": shift_changes(originals, name),
         }
+    return out
+
+
+def shift_changes(originals: dict, name: str) -> dict[str, dict[str, float]]:
+    """Per :data:`SHIFTS` kind and target structure: the mean relative change (shifted / original - 1) of
+    the measure's volumes over the validation brains (the anatomy is the same)."""
+    out = {}
+    for kind in SHIFTS:
+        out[kind] = {}
+        for structure in TARGETS:
+            pairs = [(o["shifted"][name][kind][structure], o[name][structure]) for o in originals.values()]
+            out[kind][structure] = float(np.mean([moved / max(still, 1e-9) - 1 for moved, still in pairs]))
     return out
 
 
@@ -278,6 +319,18 @@ def write_markdown(result: dict, path: Path) -> None:
         bias = " / ".join(_pct(run["lateral_ventricle_bias"][n]) for n in VENTRICLES)
         recovered = " | ".join(_recovered(run["atrophy"], level) for level in range(len(STRENGTHS)))
         lines.append(f"| {name} | {run['seg_dice']:.3f} | {recovered} | {slope} | {bias} |")
+    lines += [
+        "",
+        "Sampling control: the same brains moved by half a voxel along every axis (no anatomy changes); mean "
+        "relative change of LV-L / LV-R / Hip-L / Hip-R, resampled linearly (a blur) and by a cubic B-spline "
+        "(as the synthetic atrophy).",
+        "",
+        "| run | " + " | ".join(f"half-voxel shift, {kind}" for kind in SHIFTS) + " |",
+        "| --- |" + " --- |" * len(SHIFTS),
+    ]
+    for name, run in result["runs"].items():
+        cells = [" / ".join(f"{100 * run['half_voxel_shift'][k][n]:+.1f} %" for n in TARGETS) for k in SHIFTS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
