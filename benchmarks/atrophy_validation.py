@@ -38,7 +38,7 @@ ventricles' CSF fraction read from the image in the label map's mask grown by 1 
 
 One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-image volumes are cached in
 ``--cache`` (keyed by the checkpoint and its step), so an interrupted run resumes. Writes
-``<out>/results.{json,md}`` with the CPU model and commit.
+``<out>/results.{json,md,png}`` with the CPU model and commit.
 """
 
 from __future__ import annotations
@@ -334,6 +334,37 @@ def write_markdown(result: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+BAR = 0.9
+"""Issue 38's bar: a method recovers at least 90 % of the true change at every strength (drawn on the figure)."""
+
+
+def write_figure(result: dict, path: Path) -> None:
+    """Per target structure, the fraction of the true change each row recovers against the requested
+    change (one line per row of the table), the bar dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(3.6 * len(TARGETS), 3.4), sharey=True)
+    for ax, structure in zip(axes, TARGETS):
+        for name, run in result["runs"].items():
+            levels = run["atrophy"][structure]["levels"]
+            ax.plot([100 * abs(lv["requested"]) for lv in levels], [lv["recovered"] for lv in levels], "o-", label=name)
+        ax.axhline(BAR, color="k", ls="--", lw=0.8)
+        ax.axhline(1.0, color="0.7", lw=0.8)
+        grows = STRENGTHS[0][structure] > 0
+        ax.set_title(structure)
+        ax.set_xlabel(f"true change, % ({'enlarged' if grows else 'shrunk'})")
+    axes[0].set_ylabel("fraction of the change measured")
+    axes[0].set_ylim(0, 1.2)
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(f"Synthetic atrophy of {len(result['validation'])} ixi-2mm validation brains", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
     """Dice, then every validation brain (original and atrophied) through every run, its volumes read
     in every kind of ``args.volumes``."""
@@ -381,6 +412,7 @@ def main() -> None:
     result |= measure_all(args, runs)
     result["minutes"] = (time.perf_counter() - started) / 60
     write_results(result, Path(args.out), write_markdown)
+    write_figure(result, Path(args.out) / "results.png")
 
 
 if __name__ == "__main__":

@@ -48,3 +48,15 @@ def test_the_sampling_control_moves_the_brain_by_half_a_voxel_and_reports_the_vo
     changes = shift_changes(originals, "net")
     assert set(changes) == set(SHIFTS)
     assert changes["cubic"][TARGETS[0]] == pytest.approx(-0.01)
+
+
+def test_the_recovery_figure_is_written_for_every_row(tmp_path):
+    from benchmarks.atrophy_validation import write_figure
+    from benchmarks.morphometry import STRENGTHS, TARGETS
+
+    def block(recovered: float) -> dict:
+        return {n: {"levels": [{"requested": s[n], "recovered": recovered} for s in STRENGTHS]} for n in TARGETS}
+
+    result = {"validation": ["a", "b"], "runs": {"one": {"atrophy": block(0.8)}, "two": {"atrophy": block(0.95)}}}
+    write_figure(result, tmp_path / "results.png")
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
