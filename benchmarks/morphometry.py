@@ -361,8 +361,9 @@ def write_markdown(result: dict, path: Path) -> None:
         "Each brain and its labels deformed together (`deepatlas.evaluation.atrophy`: velocity = gradient of the "
         "Gaussian-smoothed (4 mm) structure mask times a strength, scaling and squaring; image by a cubic "
         "B-spline, labels nearest). True change: the reference masks warped linearly (partial volumes; the "
-        "nearest-neighbour label map moves only where a voxel moves by more than half a voxel, so it lags). Recovered: mean measured "
-        "change / mean true change (mm^3); Cohen's d between atrophied and original brains (independent groups).",
+        "nearest-neighbour label map moves only where a voxel moves by more than half a voxel, so it lags). "
+        "Recovered: mean measured change / mean true change (mm^3); Cohen's d between atrophied and original "
+        "brains (independent groups).",
         "",
         *_atrophy_lines(result),
         "",
