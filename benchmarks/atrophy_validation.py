@@ -1,4 +1,4 @@
-"""Trained runs' seg nets compared on ixi-2mm's *validation* split: Dice, recovered atrophy, ventricle bias.
+"""Trained runs' seg nets compared on ixi-2mm's *validation* split: Dice, recovered atrophy, volume bias.
 
 Usage:
     python -m benchmarks.atrophy_validation --runs NAME=RUN_DIR [NAME=RUN_DIR ...] [--limit N]
@@ -23,8 +23,8 @@ Measured per run:
   strength the fraction of the true change recovered (mean measured / mean true change, mm^3) and the
   pooled slope (``benchmarks.morphometry.recovery``). Each atrophied brain is made once and segmented by
   every run (the deformation does not depend on the run);
-- **lateral-ventricle bias**: mean relative bias (seg / reference - 1) of the ventricles' volumes on the
-  original validation brains against the reference label maps;
+- **bias**: mean relative bias (seg / reference - 1) of the target structures' volumes (ventricles,
+  hippocampi) on the original validation brains against the reference label maps;
 - **the sampling control** (:data:`SHIFTS`): the mean relative change of each target structure's volume
   when the same brain is moved by half a voxel and resampled (linearly; by a cubic B-spline): no anatomy
   changes, so it is the floor under a change a volume at this resolution can resolve.
@@ -61,7 +61,7 @@ from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
-from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, resample_cubic, synthesize_atrophy
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, resample_cubic, synthesize_atrophy
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
 from deepatlas.inference import TrainedRun, load_run
@@ -69,7 +69,6 @@ from deepatlas.inference.apply import segment_probabilities, segment_volume
 from deepatlas.registration.fields import warp
 
 ROOT = Path(__file__).resolve().parents[1]
-VENTRICLES = ["LateralVentricle-L", "LateralVentricle-R"]
 RESERVED = {"subject", "level", "truth", "reference"}
 """Keys of the rows ``benchmarks.morphometry.recovery`` reads: a run may not be named so."""
 
@@ -200,7 +199,7 @@ def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:
 
 
 def measure_subject(
-    cache: JsonlCache, runs: dict[str, Measure], data: Path, subject: str, scheme: LabelScheme
+    cache: JsonlCache, runs: dict[str, Measure], data: Path, subject: str, scheme: LabelScheme, sigma_mm: float
 ) -> tuple[dict, list[dict]]:
     """One validation brain: its reference and per-measure volumes, original and at every atrophy strength."""
     image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
@@ -218,7 +217,7 @@ def measure_subject(
             for kind in SHIFTS
         }
     atrophied = [
-        measure_atrophied(cache, runs, (subject, image, labels), reference, level, scheme)
+        measure_atrophied(cache, runs, (subject, image, labels), reference, (level, sigma_mm), scheme)
         for level in range(len(STRENGTHS))
     ]
     return original, atrophied
@@ -229,20 +228,21 @@ def measure_atrophied(
     runs: dict[str, Measure],
     brain: tuple[str, Volume, Volume],
     reference: dict[str, float],
-    level: int,
+    deformation: tuple[int, float],
     scheme: LabelScheme,
 ) -> dict:
-    """One validation brain (subject, image, labels) at one atrophy strength, made once for every run and
-    only when a volume of it is not cached yet; the truth: reference volume times (1 + achieved change),
-    as ``benchmarks.morphometry``."""
+    """One validation brain (subject, image, labels) at one atrophy strength and smoothing (``deformation``:
+    the level of :data:`STRENGTHS` and ``sigma_mm``), made once for every run and only when a volume of it
+    is not cached yet; the truth: reference volume times (1 + achieved change), as ``benchmarks.morphometry``."""
     subject, image, labels = brain
-    key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}"
+    level, sigma_mm = deformation
+    key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}" + ("" if sigma_mm == SIGMA_MM else f"@sigma{sigma_mm:g}mm")
     synth = None
     if any(k not in cache for k in [f"{key}/truth"] + [f"{m.key}/{key}" for m in runs.values()]):
         targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
         spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
         started = time.perf_counter()
-        synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
+        synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing, sigma_mm)
         print(f"{key}: synthesized in {time.perf_counter() - started:.1f} s", flush=True)
     truth = cache.get(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
     row = {"subject": subject, "level": level, "truth": truth}
@@ -254,10 +254,10 @@ def measure_atrophied(
 
 def summarize(runs: dict[str, Measure], dice: dict, originals: dict, atrophied: list[dict]) -> dict:
     """Per measure: where its run came from, its seg Dice, how volumes were read, recovered atrophy (per
-    structure and strength, and the pooled slope) and the lateral ventricles' bias on the original brains."""
+    structure and strength, and the pooled slope) and the target structures' bias on the original brains."""
     out = {}
     for name, measure in runs.items():
-        bias = agreement(list(originals.values()), name, VENTRICLES)
+        bias = agreement(list(originals.values()), name, TARGETS)
         run = measure.run
         out[name] = {
             "run": str(run.folder.root),
@@ -266,7 +266,7 @@ def summarize(runs: dict[str, Measure], dice: dict, originals: dict, atrophied: 
             "volumes": measure.volumes,
             **dice[run.path],
             "atrophy": recovery(originals, atrophied, name),
-            "lateral_ventricle_bias": {n: bias[n]["mean_bias"] for n in VENTRICLES},
+            "bias": {n: bias[n]["mean_bias"] for n in TARGETS},
             "half_voxel_shift": shift_changes(originals, name),
         }
     return out
@@ -299,7 +299,7 @@ def _recovered(block: dict, level: int) -> str:
 def write_markdown(result: dict, path: Path) -> None:
     strengths = [" ".join(f"{_pct(s[n])}" for n in (TARGETS[0], TARGETS[2])) for s in STRENGTHS]
     lines = [
-        "# Seg nets on ixi-2mm validation: Dice, recovered atrophy, ventricle bias "
+        "# Seg nets on ixi-2mm validation: Dice, recovered atrophy, volume bias "
         "(`python -m benchmarks.atrophy_validation`)",
         "",
         f"{provenance_line(result['machine'])} {result['minutes']:.1f} min for the last invocation "
@@ -308,15 +308,16 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         f"{len(result['validation'])} validation subjects ({', '.join(result['validation'])}). Recovered: mean "
         "measured / mean true change (mm^3) of LV-L / LV-R / Hip-L / Hip-R, per requested strength (ventricles, "
-        "hippocampi); slope: measured against true change, through 0, all strengths. LV bias: mean seg / "
-        "reference - 1 of the lateral ventricles (L / R) on the original brains.",
+        "hippocampi); slope: measured against true change, through 0, all strengths. Bias: mean seg / "
+        "reference - 1 of LV-L / LV-R / Hip-L / Hip-R on the original brains. The atrophy's structure masks "
+        f"were smoothed by {result.get('sigma_mm', SIGMA_MM):g} mm.",
         "",
-        "| run | val seg Dice | " + " | ".join(f"recovered at {s}" for s in strengths) + " | slope | LV bias L / R |",
+        "| run | val seg Dice | " + " | ".join(f"recovered at {s}" for s in strengths) + " | slope | bias |",
         "| --- | --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- | --- |",
     ]
     for name, run in result["runs"].items():
         slope = " / ".join(f"{run['atrophy'][n]['slope']:.2f}" for n in TARGETS)
-        bias = " / ".join(_pct(run["lateral_ventricle_bias"][n]) for n in VENTRICLES)
+        bias = " / ".join(_pct(run["bias"][n]) for n in TARGETS)
         recovered = " | ".join(_recovered(run["atrophy"], level) for level in range(len(STRENGTHS)))
         lines.append(f"| {name} | {run['seg_dice']:.3f} | {recovered} | {slope} | {bias} |")
     lines += [
@@ -382,11 +383,12 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
     rows_of = measures(runs, args.volumes)
     originals, atrophied = {}, []
     for subject in subjects:
-        originals[subject.id], rows = measure_subject(cache, rows_of, data, subject.id, scheme)
+        originals[subject.id], rows = measure_subject(cache, rows_of, data, subject.id, scheme, args.sigma_mm)
         atrophied += rows
     return {
         "validation": [s.id for s in subjects],
         "strengths": STRENGTHS,
+        "sigma_mm": args.sigma_mm,
         "runs": summarize(rows_of, dice, originals, atrophied),
         "points": {"originals": originals, "atrophied": atrophied},
     }
@@ -402,6 +404,13 @@ def main() -> None:
         "--volumes", nargs="+", choices=VOLUMES, default=["labels"], help="how seg volumes are read (each a row)"
     )
     parser.add_argument("--cache", default="/tmp/deepatlas-atrophy-validation.jsonl", help="per-image volumes")
+    parser.add_argument(
+        "--sigma-mm",
+        type=float,
+        default=SIGMA_MM,
+        help="smoothing of the atrophy's structure masks (mm); another value than training's resizing uses "
+        "(deepatlas.training.resize) checks that a seg net's gain is not the deformation family's alone",
+    )
     args = parser.parse_args()
     if not (Path(args.data) / "splits.json").is_file():
         parser.error(f"--data {args.data}: no splits.json there; give the ixi-2mm folder")

@@ -31,7 +31,8 @@ fraction of one): it runs on a subset, stated in the results (``--atlas-subjects
 order and the half with the largest ventricles; ``--atlas-atrophy``: the first of the test split, at every
 strength). One thread (``torch.set_num_threads(1)``: the machine's 2 cores are shared). Writes
 ``benchmarks/results/morphometry/results.{json,md,png}`` with the CPU
-model and commit; per-image volumes are cached in ``--cache`` so an interrupted run resumes.
+model and commit; per-image volumes are cached in ``--cache`` so an interrupted run resumes (one cache file
+per ``--model``: it refuses another model's).
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class Bench:
         self.splits = json.loads((self.data / "splits.json").read_text())
         self.atlases = [self.labelled(s) for s in ATLASES]
         self.cache = JsonlCache(Path(args.cache))
+        model = str(self.run.path.resolve())  # volumes are cached by subject: one cache file per model
+        if self.cache.get("model", lambda: model) != model:
+            raise SystemExit(f"--cache {args.cache} holds another model's volumes; give a cache file for {args.model}")
 
     def labelled(self, subject: str) -> tuple[Volume, Volume]:
         return load_labelled(self.data / "images" / f"{subject}.nii.gz", self.data / "labels" / f"{subject}.nii.gz")
@@ -307,21 +311,44 @@ def _atrophy_lines(result: dict) -> list[str]:
     return lines
 
 
-def _outliers(result: dict, names: list[str]) -> str:
-    """The reference volumes of tissue structures far from the test median (under a third or over 1.6 times
-    it): label errors of the reference, which weigh on r and bias whatever the method measures."""
-    found = []
-    for name in [n for n in names if "Ventricle" not in n]:  # ventricles do vary that much
-        volumes = {s: r["reference"][name] for s, r in result["points"]["originals"].items()}
+def suspect_references(originals: dict[str, dict], names: list[str]) -> dict[str, list[str]]:
+    """Per test subject, its reference volumes of tissue structures (of ``names``) far from the test median
+    (under a third or over 1.6 times it): label errors of the reference, which weigh on r and bias whatever
+    the method measures. Ventricles are not judged (they do vary that much)."""
+    found: dict[str, list[str]] = {}
+    for name in [n for n in names if "Ventricle" not in n]:
+        volumes = {s: r["reference"][name] for s, r in originals.items()}
         median = float(np.median(list(volumes.values())))
-        found += [f"{s} {name} {v:.0f} mm^3" for s, v in volumes.items() if not median / 3 <= v <= 1.6 * median]
+        for s, v in volumes.items():
+            if not median / 3 <= v <= 1.6 * median:
+                found.setdefault(s, []).append(f"{name} {v:.0f} mm^3")
+    return found
+
+
+def _outliers(result: dict, names: list[str]) -> str:
+    found = suspect_references(result["points"]["originals"], names)
     if not found:
         return ""
-    return (
-        "Reference volumes far from the test median (under 1/3 or over 1.6 x; likely label errors): "
-        + ", ".join(found)
-        + "."
-    )
+    listed = ", ".join(f"{s} {entry}" for s, entries in found.items() for entry in entries)
+    return f"Reference volumes far from the test median (under 1/3 or over 1.6 x; likely label errors): {listed}."
+
+
+def _without_suspects(result: dict, names: list[str]) -> list[str]:
+    """(a) again without the subjects :func:`suspect_references` names (a subject's reference map that is
+    wrong in one structure is suspect in its neighbours: both such maps are also far from symmetric in
+    their lateral ventricles)."""
+    suspects = suspect_references(result["points"]["originals"], names)
+    if not suspects:
+        return []
+    rows = [r for s, r in result["points"]["originals"].items() if s not in suspects]
+    block = {m: agreement(rows, m, names) for m in METHODS}
+    return [
+        f"## (a') the test split without the {len(suspects)} subjects of those reference volumes "
+        f"({', '.join(suspects)})",
+        "",
+        *_agreement_lines(block, names),
+        "",
+    ]
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -334,9 +361,10 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{provenance_line(result['machine'])} "
         f"{result['minutes']:.0f} min for the last invocation (volumes cached by earlier ones reused).",
         "",
-        "Methods: `seg` = the shipped model's seg net (`morphometry --from seg`); `atlas` = `--from atlas` with 5 "
-        f"ixi-2mm training subjects ({', '.join(result['atlases'])}), registered by the shipped model (net + "
-        "refinement), weighted fusion. Volumes in mm^3 on the images' own 2 mm grid (MNI-aligned). ICC: ICC(2,1), "
+        f"Model: `{result.get('model', 'models/brain-2mm')}`. Methods: `seg` = its seg net "
+        "(`morphometry --from seg`); `atlas` = `--from atlas` with 5 ixi-2mm training subjects "
+        f"({', '.join(result['atlases'])}), registered by the model (net + refinement), weighted fusion. "
+        "Volumes in mm^3 on the images' own 2 mm grid (MNI-aligned). ICC: ICC(2,1), "
         "absolute agreement. Bias: method / reference - 1 (mean over subjects; worst: largest |.|, signed).",
         f"The atlas path (5 registrations per image) ran on {len(result['atlas_subjects'])} of the 25 test subjects "
         f"({', '.join(result['atlas_subjects'])}) and on the atrophy of {len(result['atlas_atrophy_subjects'])} "
@@ -349,6 +377,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         f"All {len(names)} structures: results.json (`test`). " + _outliers(result, key),
         "",
+        *_without_suspects(result, key),
         "## (b) the test subjects with the largest lateral ventricles",
         "",
         "Subjects (L + R reference, mm^3): "
@@ -441,7 +470,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
     bench = Bench(args)
-    result = {"machine": provenance()}  # torch's threads: 1
+    result = {"machine": provenance(), "model": str(args.model)}  # torch's threads: 1
     result |= measure_all(bench, args)
     result["minutes"] = (time.perf_counter() - started) / 60
     write_results(result, Path(args.out), write_markdown)
