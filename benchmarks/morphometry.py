@@ -351,6 +351,17 @@ def _without_suspects(result: dict, names: list[str]) -> list[str]:
     ]
 
 
+ATROPHY_TEXT = (
+    "Each brain and its labels deformed together (`deepatlas.evaluation.atrophy`: velocity = gradient of the "
+    "Gaussian-smoothed (4 mm) structure mask times a strength, scaling and squaring; image by a cubic "
+    "B-spline, labels nearest). True change: the reference masks warped linearly (partial volumes; the "
+    "nearest-neighbour label map moves only where a voxel moves by more than half a voxel, so it lags). "
+    "Recovered: mean measured change / mean true change (mm^3); Cohen's d between atrophied and original "
+    "brains (independent groups)."
+)
+"""What section (c) of the results file measures."""
+
+
 def write_markdown(result: dict, path: Path) -> None:
     names = result["structures"]
     key = TARGETS + ["3rdVentricle", "Amygdala-L", "Amygdala-R"]
@@ -387,12 +398,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "",
         "## (c) synthetic atrophy (test brains)",
         "",
-        "Each brain and its labels deformed together (`deepatlas.evaluation.atrophy`: velocity = gradient of the "
-        "Gaussian-smoothed (4 mm) structure mask times a strength, scaling and squaring; image by a cubic "
-        "B-spline, labels nearest). True change: the reference masks warped linearly (partial volumes; the "
-        "nearest-neighbour label map moves only where a voxel moves by more than half a voxel, so it lags). "
-        "Recovered: mean measured change / mean true change (mm^3); Cohen's d between atrophied and original "
-        "brains (independent groups).",
+        ATROPHY_TEXT,
         "",
         *_atrophy_lines(result),
         "",
