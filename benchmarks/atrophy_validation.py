@@ -56,6 +56,7 @@ from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, recovery
 from benchmarks.paths import data_root
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
+from deepatlas.data.augment import lateral_axis
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
@@ -98,6 +99,17 @@ SHIFTS = {"linear": "bilinear", "cubic": "cubic"}
 (which also blurs it) or by a cubic B-spline (:func:`deepatlas.evaluation.atrophy.resample_cubic`, as the
 synthetic atrophy now is). The anatomy does not change, so a volume's change under it is the seg net's
 sensitivity to how the brain falls on the grid: a floor under the changes a 2 mm volume can resolve."""
+
+
+def mirrored(image: Volume, labels: Volume, scheme: LabelScheme) -> tuple[Volume, Volume]:
+    """The brain mirrored left-right on its own grid, each label turned into its twin's on the other side
+    (``--mirror``): the left structures now lie where the right ones did. A seg net whose deficit on one side
+    follows the brain is reading the anatomy; one whose deficit stays on the array's side learned the side."""
+    axis = lateral_axis(image.affine, image.array.ndim)
+    twins = np.asarray(scheme.mirrored())
+    classes = twins[np.flip(scheme.encode(labels.array, unknown="background"), axis)]
+    array = np.ascontiguousarray(np.flip(image.array, axis))
+    return Volume(array, image.affine, image.path), Volume(scheme.decode(classes), labels.affine, labels.path)
 
 
 def shifted(image: Volume, kind: str) -> Volume:
@@ -199,10 +211,14 @@ def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:
 
 
 def measure_subject(
-    cache: JsonlCache, runs: dict[str, Measure], data: Path, subject: str, scheme: LabelScheme, sigma_mm: float
+    cache: JsonlCache, runs: dict[str, Measure], data: Path, subject: str, scheme: LabelScheme, args: argparse.Namespace
 ) -> tuple[dict, list[dict]]:
-    """One validation brain: its reference and per-measure volumes, original and at every atrophy strength."""
+    """One validation brain: its reference and per-measure volumes, original and at every atrophy strength
+    (``args.sigma_mm``); mirrored left-right first with ``args.mirror`` (cached under ``<subject>@mirrored``)."""
     image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
+    if args.mirror:
+        (image, labels), subject = mirrored(image, labels, scheme), f"{subject}@mirrored"
+    sigma_mm = args.sigma_mm
     reference = cache.get(f"{subject}/ref", lambda: volumes(subject, labels.array, labels.affine, scheme))
     original = {"subject": subject, "reference": reference, "shifted": {}}
     for name, measure in runs.items():
@@ -310,7 +326,12 @@ def write_markdown(result: dict, path: Path) -> None:
         "measured / mean true change (mm^3) of LV-L / LV-R / Hip-L / Hip-R, per requested strength (ventricles, "
         "hippocampi); slope: measured against true change, through 0, all strengths. Bias: mean seg / "
         "reference - 1 of LV-L / LV-R / Hip-L / Hip-R on the original brains. The atrophy's structure masks "
-        f"were smoothed by {result.get('sigma_mm', SIGMA_MM):g} mm.",
+        f"were smoothed by {result.get('sigma_mm', SIGMA_MM):g} mm."
+        + (
+            " **Every brain mirrored left-right** (labels turned into their twins; Dice on the brains as they are)."
+            if result.get("mirrored")
+            else ""
+        ),
         "",
         "| run | val seg Dice | " + " | ".join(f"recovered at {s}" for s in strengths) + " | slope | bias |",
         "| --- | --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- | --- |",
@@ -383,12 +404,13 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
     rows_of = measures(runs, args.volumes)
     originals, atrophied = {}, []
     for subject in subjects:
-        originals[subject.id], rows = measure_subject(cache, rows_of, data, subject.id, scheme, args.sigma_mm)
+        originals[subject.id], rows = measure_subject(cache, rows_of, data, subject.id, scheme, args)
         atrophied += rows
     return {
         "validation": [s.id for s in subjects],
         "strengths": STRENGTHS,
         "sigma_mm": args.sigma_mm,
+        "mirrored": args.mirror,
         "runs": summarize(rows_of, dice, originals, atrophied),
         "points": {"originals": originals, "atrophied": atrophied},
     }
@@ -410,6 +432,12 @@ def main() -> None:
         default=SIGMA_MM,
         help="smoothing of the atrophy's structure masks (mm); another value than training's resizing uses "
         "(deepatlas.training.resize) checks that a seg net's gain is not the deformation family's alone",
+    )
+    parser.add_argument(
+        "--mirror",
+        action="store_true",
+        help="mirror every brain left-right first (labels swapped to their twins): does a side's deficit follow "
+        "the anatomy or the array's side?",
     )
     args = parser.parse_args()
     if not (Path(args.data) / "splits.json").is_file():

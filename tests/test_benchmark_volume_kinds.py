@@ -60,3 +60,23 @@ def test_the_recovery_figure_is_written_for_every_row(tmp_path):
     result = {"validation": ["a", "b"], "runs": {"one": {"atrophy": block(0.8)}, "two": {"atrophy": block(0.95)}}}
     write_figure(result, tmp_path / "results.png")
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_mirror_control_puts_the_left_structure_where_the_right_one_was():
+    """``--mirror``: the brain mirrored along its left-right axis on its own grid, each label turned into its
+    twin's, so a side's deficit can be told from the array's side."""
+    import numpy as np
+
+    from benchmarks.atrophy_validation import mirrored
+    from deepatlas.data.io import Volume
+    from deepatlas.data.labels import LabelScheme
+
+    scheme = LabelScheme(["background", "Hippocampus-L", "Hippocampus-R"], [[0], [48, 50], [47]])
+    codes = np.zeros((10, 6, 6), np.int32)
+    codes[1:3, 2:4, 2:4], codes[6:9, 2:4, 2:4] = 50, 47  # the left one at low x, the right one at high x
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])  # LPS-like: left-right still along the first axis
+    image = Volume((codes > 0).astype(np.float32) + np.arange(10)[:, None, None], affine, Path("x.nii.gz"))
+    out_image, out_labels = mirrored(image, Volume(codes, affine, Path("y.nii.gz")), scheme)
+    assert np.array_equal(out_image.array, image.array[::-1]) and np.array_equal(out_labels.affine, affine)
+    assert set(np.unique(out_labels.array[7:9, 2:4, 2:4])) == {47}  # the left one mirrored: now the right one
+    assert set(np.unique(out_labels.array[1:4, 2:4, 2:4])) == {48}  # and the right one the left (first code)

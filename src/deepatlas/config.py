@@ -431,6 +431,12 @@ class AugmentConfig:
     ventricles are then resized every time, not about one time in five (docs/results.md,
     "Morphometry against the truth")."""
 
+    flip: float = 0.0
+    """Chance that an augmented image is mirrored left-right, each structure's label turned into its twin's on
+    the other side (``Hippocampus-L`` <-> ``-R``, by name: :meth:`deepatlas.data.labels.LabelScheme.mirrored`),
+    as SynthSeg's training does: both sides learn from both sides' labels. 0: off, the default: whether it
+    pays is measured in docs/results.md ("Morphometry against the truth")."""
+
     def active(self, labelled: int, normalized: bool = True) -> bool:
         """Whether a training set with ``labelled`` labelled images is augmented (``normalized``:
         intensities in [0, 1], which ``auto`` needs; ``on`` without them is refused by the config)."""
@@ -444,6 +450,8 @@ class AugmentConfig:
             raise ValueError(
                 f"config augment.resize_classes must be a list of structure names, got {self.resize_classes!r}"
             )
+        if not 0 <= self.flip <= 1:
+            raise ValueError(f"config augment.flip must be a chance between 0 and 1, got {self.flip!r}")
         if self.scale >= 1 or self.rotate_degrees > 180:
             raise ValueError(
                 f"config augment: scale must be < 1 and rotate_degrees <= 180, got {self.scale}, {self.rotate_degrees}"

@@ -78,3 +78,41 @@ def test_rotations_are_rigid_in_voxels_on_non_cubic_grids(spatial):
         voxel = half @ t[:, :-1] @ torch.linalg.inv(half)  # the map in voxel units
         torch.testing.assert_close(voxel @ voxel.T, torch.eye(len(spatial), dtype=torch.float64))
         assert torch.linalg.det(voxel) == pytest.approx(1.0)
+
+
+def test_a_mirrored_left_structure_becomes_the_right_one_where_the_right_one_lies():
+    from deepatlas.data.augment import lateral_axis, mirror
+    from deepatlas.data.labels import LabelScheme
+
+    scheme = LabelScheme(["background", "Hippocampus-L", "Hippocampus-R", "3rdVentricle"], [[0], [1], [2], [3]])
+    labels = torch.zeros(2, 1, 12, 8, 6, dtype=torch.long)
+    labels[:, 0, 1:3, 2:5, 1:4] = 1  # a left structure near the low end of axis 0
+    labels[:, 0, 5:7] = 3  # the midline one, across the centre
+    images = labels.float() / 3
+    chosen = torch.tensor([True, False])
+    moved_images, moved = mirror(images, labels, chosen, 0, scheme.mirrored())
+    assert torch.equal(moved[1], labels[1]) and torch.equal(moved_images[1], images[1])
+    assert int((moved[0] == 1).sum()) == 0 and torch.equal(moved[0, 0, 9:11, 2:5, 1:4], torch.full((2, 3, 3), 2))
+    assert torch.equal(moved[0] == 3, labels[0] == 3)  # symmetric about the grid's centre: it stays
+    assert torch.equal(moved_images[0], images[0].flip(1))  # the image is mirrored, not relabelled
+    # the left-right axis is the one along world x, whatever order the grid's axes come in
+    permuted = [[0, 0, -2, 80], [2, 0, 0, -112], [0, 2, 0, -74], [0, 0, 0, 1]]
+    assert lateral_axis(permuted, 3) == 2 and lateral_axis([[-1.9, 0.2, 0], [0.2, 1, 0]], 2) == 0
+
+
+def test_side_twins_are_found_by_name_in_the_usual_conventions():
+    from deepatlas.data.labels import LabelScheme
+
+    names = ["background", "Left-Hippocampus", "Right-Hippocampus", "ctx-lh-insula", "ctx-rh-insula"]
+    names += ["Amygdala_L", "Amygdala_R", "3rd-Ventricle", "Lesion", "Caudate-L"]
+    twins = LabelScheme(names, [[k] for k in range(len(names))]).mirrored()
+    assert twins == [0, 2, 1, 4, 3, 6, 5, 7, 8, 9]  # no twin for Caudate-L: it stays itself
+
+
+def test_mirroring_is_a_chance_between_0_and_1():
+    from deepatlas.config import Config
+
+    config = Config()
+    config.augment.flip = 1.5
+    with pytest.raises(ValueError, match="augment.flip must be a chance between 0 and 1"):
+        config.validate()

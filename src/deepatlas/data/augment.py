@@ -61,6 +61,29 @@ def random_affine(spatial: tuple[int, ...], batch: int, cfg: AugmentConfig, gene
     return torch.stack(thetas)
 
 
+def lateral_axis(affine, spatial_dims: int) -> int:
+    """The array axis along which a grid runs left-right: the one whose voxel step moves most along world x
+    (left-right in RAS and LPS alike)."""
+    column = [abs(float(affine[0][k])) for k in range(spatial_dims)]
+    return column.index(max(column))
+
+
+def mirror(
+    images: torch.Tensor, labels: torch.Tensor, chosen: torch.Tensor, axis: int, twins: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``chosen`` items (``B`` booleans) of ``images`` and ``labels`` mirrored along the spatial ``axis``,
+    each label turned into its mirror twin's (``twins``: :meth:`~deepatlas.data.labels.LabelScheme.mirrored`),
+    so a mirrored left hippocampus is labelled as the right one it now looks like."""
+    if not bool(chosen.any()):
+        return images, labels
+    images, labels = images.clone(), labels.clone()
+    table = torch.tensor(twins, device=labels.device)
+    dim = 2 + axis
+    images[chosen] = images[chosen].flip(dim)
+    labels[chosen] = table[labels[chosen].flip(dim).long()].to(labels.dtype)
+    return images, labels
+
+
 def augment(
     images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ in the label maps (code 0 is background).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,24 @@ class LabelScheme:
         dtype = np.uint8 if self.num_classes <= 256 else np.int16
         return mapped[inverse].reshape(codes.shape).astype(dtype)
 
+    def mirrored(self) -> list[int]:
+        """Per class index, the index of its mirror image: a left structure's right twin and back
+        (``Hippocampus-L`` / ``Hippocampus-R``, ``Left-Hippocampus`` / ``Right-Hippocampus``, ``lh`` / ``rh``),
+        the class itself where the name has no side or its twin is missing (a midline structure)."""
+        index = {name: k for k, name in enumerate(self.names)}
+        return [index.get(_other_side(name), k) for k, name in enumerate(self.names)]
+
     def decode(self, classes: np.ndarray) -> np.ndarray:
         """Map class indices back to label codes (each class to its first code)."""
         table = np.array([c[0] for c in self.codes], dtype=np.int32)
         return table[classes.astype(np.int64)]
+
+
+_SIDES = {"L": "R", "R": "L", "Left": "Right", "Right": "Left", "left": "right", "right": "left"}
+_SIDES.update({"LEFT": "RIGHT", "RIGHT": "LEFT", "lh": "rh", "rh": "lh"})
+_SIDE = re.compile(r"(?<![A-Za-z])(" + "|".join(_SIDES) + r")(?![a-z])")
+
+
+def _other_side(name: str) -> str:
+    """``name`` with each side word (a whole word: ``L``, ``Left``, ``lh``, ...) turned to the other side."""
+    return _SIDE.sub(lambda m: _SIDES[m.group(1)], name)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from deepatlas.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
-from deepatlas.data.augment import augment
+from deepatlas.data.augment import augment, lateral_axis, mirror
 from deepatlas.data.dataset import ImageSet
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
@@ -91,6 +91,7 @@ class Trainer:
         self.teachers = self._teacher_cache() if wanted else None
         self.augmenting = config.augment.active(len(self.labelled), config.data.normalize)
         self.resized = resize_indices(config.augment.resize_classes, train.scheme.names)
+        self.mirroring = (lateral_axis(train.affines[0], train.spatial_dims), train.scheme.mirrored())
         self.seg_variant = self.seg_step_variant()
         self.step = 0
         self.best_score = float("-inf")
@@ -267,6 +268,9 @@ class Trainer:
         cfg = self.config.augment
         with torch.autocast(self.device.type, enabled=False):
             images, labels = resize_structures(images, labels, cfg.resize, cfg.resize_structures, stream, self.resized)
+            if cfg.flip > 0:  # no draw when off: runs without it keep their random streams
+                chosen = torch.rand(len(images), generator=stream) < cfg.flip
+                images, labels = mirror(images, labels, chosen.to(images.device), *self.mirroring)
             return augment(images, labels, cfg, stream)
 
     def train_step(self) -> tuple[str, dict[str, float]]:
