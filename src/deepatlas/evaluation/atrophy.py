@@ -6,11 +6,11 @@ smooth, invertible deformation is applied to an image and its label map together
 change is known (measured on the warped labels), and a method's volumes of the warped image can be
 compared with it (``benchmarks/morphometry.py``; training can use the same maps as augmentation).
 
-The deformation (:func:`atrophy_field`): a stationary velocity field, per chosen structure its mask
-smoothed by a Gaussian (``sigma_mm``), its gradient (pointing into the structure), normalised to a
-largest magnitude of 1 voxel, times the structure's strength; the sum of the structures' fields is
-integrated by scaling and squaring (:func:`deepatlas.registration.fields.integrate_velocity`), so the
-map is a diffeomorphism (Jacobian > 0) as long as the velocity stays smooth. Displacements pull back
+The deformation is training's structure resizing (:mod:`deepatlas.registration.growth`): a stationary
+velocity field, per chosen structure its mask smoothed by a Gaussian (``sigma_mm``), its gradient
+(pointing into the structure), normalised to a largest magnitude of 1 voxel, times the structure's
+strength; the sum is integrated by scaling and squaring, so the map is a diffeomorphism (Jacobian > 0)
+as long as the velocity stays smooth. Displacements pull back
 (``warped(x) = source(x + u(x))``): a positive strength draws the structure's inside outwards, so it
 grows; a negative one shrinks it. Far from every chosen structure the smoothed masks are flat, so
 voxels there stay where they were. The image is resampled by a cubic B-spline (linear interpolation
@@ -26,27 +26,24 @@ smoothly; a nearest-neighbour label count moves by whole layers of 2 mm voxels).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from deepatlas.registration.fields import integrate_velocity, warp
+from deepatlas.registration.fields import warp
+from deepatlas.registration.growth import growth_flow, mask_direction
 
 SIGMA_MM = 4.0
 """Gaussian smoothing of a structure's mask before its gradient is taken: wide enough that the velocity
 is smooth over a 2 mm voxel's neighbours (so the flow stays invertible), narrow enough that the
 change stays near the structure (its neighbours are compressed or filled, not the whole brain)."""
 
-IMAGE_RESAMPLING = "cubic-bspline"
-"""How :func:`apply_field` resamples the image (:func:`resample_cubic`); benchmarks key their caches of
-atrophied brains' volumes with it, so volumes of brains made another way (linear, before 2026-12-06) are
-not reused."""
-
-STEPS = 7
-"""Scaling-and-squaring steps: the velocity divided by 2**7 moves a point by far less than a voxel."""
+IMAGE_RESAMPLING = "cubic-bspline/growth-float32"
+"""How the synthetic brains are made: the image resampled by :func:`resample_cubic` (linearly before
+2026-12-06), the flow of :mod:`deepatlas.registration.growth` (training's own, smoothed in float32 since
+2026-12-06; float64 before). Benchmarks key their caches of atrophied brains' volumes with it, so volumes
+of brains made another way are not reused."""
 
 
 @dataclass
@@ -63,37 +60,6 @@ class Atrophy:
     strengths: dict[str, float]
     changes: dict[str, float]
     label_changes: dict[str, float]
-
-
-def gaussian_smooth(volume: torch.Tensor, sigma: list[float]) -> torch.Tensor:
-    """``volume`` (``*shape``, float) smoothed by a separable Gaussian, ``sigma`` voxels along each axis
-    (kernels cut at 3 sigma, edges replicated)."""
-    out = volume[None, None].double()
-    dims = volume.ndim
-    for axis, s in enumerate(sigma):
-        radius = max(1, math.ceil(3 * s))
-        x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        kernel = torch.exp(-0.5 * (x / s) ** 2)
-        kernel = (kernel / kernel.sum()).view([1, 1] + [-1 if i == axis else 1 for i in range(dims)])
-        pad = [0] * (2 * dims)
-        pad[2 * (dims - 1 - axis)] = pad[2 * (dims - 1 - axis) + 1] = radius
-        out = (F.conv3d if dims == 3 else F.conv2d)(F.pad(out, pad, mode="replicate"), kernel)
-    return out[0, 0]
-
-
-def structure_direction(labels: np.ndarray, codes: list[int], sigma: list[float]) -> torch.Tensor:
-    """``dims x *shape`` (voxels): the gradient of the structure's smoothed mask (pointing into it),
-    scaled so its largest magnitude is 1; zero when the structure is absent."""
-    mask = torch.from_numpy(np.isin(labels, codes).astype(np.float64))
-    grads = torch.stack(torch.gradient(gaussian_smooth(mask, sigma)))
-    peak = float(grads.norm(dim=0).max())
-    return grads / peak if peak > 0 else grads
-
-
-def atrophy_field(directions: list[torch.Tensor], strengths: list[float], steps: int = STEPS) -> torch.Tensor:
-    """The displacement (``dims x *shape``, voxels, pull back) of the flow of ``sum strength * direction``."""
-    velocity = sum(s * d for s, d in zip(strengths, directions))
-    return integrate_velocity(velocity[None].float(), steps)[0]
 
 
 def resample_cubic(image: np.ndarray, field: torch.Tensor) -> np.ndarray:
@@ -140,11 +106,11 @@ def synthesize_atrophy(
     before = [float(m.sum()) for m in masks]
     if 0 in before:
         raise ValueError(f"synthetic atrophy: structure {names[before.index(0)]!r} is not in the label map")
-    directions = [structure_direction(labels, targets[n][0], sigma) for n in names]
+    directions = [mask_direction(torch.from_numpy(np.isin(labels, targets[n][0])), sigma) for n in names]
     wanted = [targets[n][1] for n in names]
     strengths = [4.0 * w for w in wanted]  # about a voxel's push for a +25 % change of a 2 mm ventricle
     for round_ in range(rounds):
-        field = atrophy_field(directions, strengths)
+        field = growth_flow(directions, strengths)[0]
         changes = [float(warp(m, field[None]).sum()) / b - 1 for m, b in zip(masks, before)]
         close = all(abs(c - w) <= 0.01 * max(abs(w), 0.1) for c, w in zip(changes, wanted))
         if close or round_ == rounds - 1:

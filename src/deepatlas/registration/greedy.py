@@ -30,6 +30,7 @@ depthwise 3-D convolution).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,20 +49,20 @@ def gaussian_kernel(sigma: float, device: torch.device | None = None) -> torch.T
     return kernel / kernel.sum()
 
 
-def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing (``sigma`` voxels, every spatial axis) of ``B x C x *spatial``.
+def gaussian_smooth(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``B x C x *spatial``: ``sigma`` voxels along every spatial axis, or
+    one sigma per axis (0: that axis unsmoothed).
 
     Edges repeat (replicate padding), so a constant field (a translation) stays what it is. Each
     axis is a weighted sum of shifted views of the padded tensor, symmetric taps paired.
     """
-    if sigma <= 0:
-        return x
-    kernel = gaussian_kernel(sigma).tolist()
-    radius = len(kernel) // 2
-    for axis in range(2, x.ndim):
+    sigmas = [float(sigma)] * (x.ndim - 2) if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    for axis, s in zip(range(2, x.ndim), sigmas):
         n = x.shape[axis]
-        if n == 1:
+        if n == 1 or s <= 0:
             continue
+        kernel = gaussian_kernel(s).tolist()
+        radius = len(kernel) // 2
         pad = [0] * (2 * (x.ndim - 2))
         pad[2 * (x.ndim - 1 - axis)] = pad[2 * (x.ndim - 1 - axis) + 1] = radius
         padded = F.pad(x, pad, mode="replicate")

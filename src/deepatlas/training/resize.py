@@ -15,47 +15,19 @@ from __future__ import annotations
 
 import torch
 
-from deepatlas.registration.fields import integrate_velocity, warp
-from deepatlas.registration.greedy import gaussian_kernel, gaussian_smooth
+from deepatlas.registration.fields import warp
+from deepatlas.registration.growth import growth_flow, mask_direction
 
 SIGMA_VOXELS = 2.0
 """Gaussian smoothing of a structure's mask before its gradient: :data:`deepatlas.evaluation.atrophy.SIGMA_MM`
 (4 mm) at the 2 mm grid the models are trained on, smooth enough for an invertible flow."""
 
 
-def structure_directions(labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """``len(classes) x dims x *spatial``: per class, the gradient of its smoothed mask in ``labels``
-    (``*spatial`` class indices), pointing into the structure, scaled to a largest magnitude of 1.
-
-    Each class is smoothed in its bounding box grown by the kernel's reach and two voxels: beyond it the
-    mask and its smoothing are zero, so the result is the whole grid's, at the cost of a box (a ventricle's
-    is a tenth of the brain's grid)."""
-    dims = labels.dim()
-    out = torch.zeros(len(classes), dims, *labels.shape)
-    margin = len(gaussian_kernel(SIGMA_VOXELS)) // 2 + 2
-    for i, k in enumerate(classes):
-        mask = labels == k
-        if not mask.any():
-            continue
-        where = mask.nonzero()
-        box = tuple(
-            slice(max(0, int(lo) - margin), min(n, int(hi) + margin + 1))
-            for lo, hi, n in zip(where.amin(0), where.amax(0), labels.shape)
-        )
-        smooth = gaussian_smooth(mask[box].float()[None, None], SIGMA_VOXELS)[0, 0]
-        grads = torch.stack(torch.gradient(smooth), dim=0)
-        out[(i, slice(None), *box)] = grads / grads.norm(dim=0).max().clamp_min(1e-6)
-    return out
-
-
 def resize_field(labels: torch.Tensor, classes: list[int], strengths: list[float]) -> torch.Tensor:
     """``1 x dims x *spatial``: the displacement (voxels, pull back) that grows each class of ``classes``
-    in ``labels`` (``*spatial`` class indices) by its strength (< 0: shrinks it), the time-1 flow of
-    ``sum strength * direction`` (:func:`structure_directions`)."""
-    directions = structure_directions(labels, classes)
-    weights = torch.tensor(strengths, dtype=directions.dtype, device=directions.device)
-    velocity = (weights.view(-1, *[1] * (directions.dim() - 1)) * directions).sum(0)
-    return integrate_velocity(velocity[None].float())
+    in ``labels`` (``*spatial`` class indices) by its strength (< 0: shrinks it), the flow of
+    :mod:`deepatlas.registration.growth` (the synthetic-atrophy benchmark's family)."""
+    return growth_flow([mask_direction(labels == k, SIGMA_VOXELS) for k in classes], strengths)
 
 
 def resize_structures(
