@@ -104,7 +104,9 @@ sensitivity to how the brain falls on the grid: a floor under the changes a 2 mm
 def mirrored(image: Volume, labels: Volume, scheme: LabelScheme) -> tuple[Volume, Volume]:
     """The brain mirrored left-right on its own grid, each label turned into its twin's on the other side
     (``--mirror``): the left structures now lie where the right ones did. A seg net whose deficit on one side
-    follows the brain is reading the anatomy; one whose deficit stays on the array's side learned the side."""
+    follows the brain is reading the anatomy; one whose deficit stays on the array's side learned the side.
+    Mirrored about the grid's centre, not the brain's midline: ixi-2mm's (MNI-aligned) lie within a voxel
+    of it."""
     axis = lateral_axis(image.affine, image.array.ndim)
     twins = np.asarray(scheme.mirrored())
     classes = twins[np.flip(scheme.encode(labels.array, unknown="background"), axis)]
@@ -404,7 +406,8 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
     rows_of = measures(runs, args.volumes)
     originals, atrophied = {}, []
     for subject in subjects:
-        originals[subject.id], rows = measure_subject(cache, rows_of, data, subject.id, scheme, args)
+        original, rows = measure_subject(cache, rows_of, data, subject.id, scheme, args)
+        originals[original["subject"]] = original  # the rows' name for it (<id>@mirrored with --mirror)
         atrophied += rows
     return {
         "validation": [s.id for s in subjects],

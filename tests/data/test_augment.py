@@ -104,9 +104,26 @@ def test_side_twins_are_found_by_name_in_the_usual_conventions():
     from deepatlas.data.labels import LabelScheme
 
     names = ["background", "Left-Hippocampus", "Right-Hippocampus", "ctx-lh-insula", "ctx-rh-insula"]
-    names += ["Amygdala_L", "Amygdala_R", "3rd-Ventricle", "Lesion", "Caudate-L"]
-    twins = LabelScheme(names, [[k] for k in range(len(names))]).mirrored()
-    assert twins == [0, 2, 1, 4, 3, 6, 5, 7, 8, 9]  # no twin for Caudate-L: it stays itself
+    names += ["Amygdala_L", "Amygdala_R", "3rd-Ventricle", "Lesion", "LEFT-Putamen", "RIGHT-Putamen", "ROI", "L1"]
+    scheme = LabelScheme(names, [[k] for k in range(len(names))])
+    assert scheme.mirrored() == [0, 2, 1, 4, 3, 6, 5, 7, 8, 10, 9, 11, 12]
+    assert scheme.unpaired() == []
+    lonely = LabelScheme(["background", "Caudate-L", "Vermis"], [[0], [1], [2]])
+    assert lonely.mirrored() == [0, 1, 2] and lonely.unpaired() == ["Caudate-L"]
+
+
+def test_mirroring_is_refused_where_it_would_teach_wrong_labels():
+    from deepatlas.data.augment import mirror_plan
+    from deepatlas.data.labels import LabelScheme
+
+    eye = [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]
+    with pytest.raises(ValueError, match=r"augment.flip: \['Caudate-L'\] name a side but have no twin"):
+        mirror_plan(LabelScheme(["background", "Caudate-L"], [[0], [1]]), [eye], 3)
+    turned = [[0, 2, 0, 0], [2, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]
+    pair = LabelScheme(["background", "Caudate-L", "Caudate-R"], [[0], [1], [2]])
+    with pytest.raises(ValueError, match=r"augment.flip: the training images run left-right along different"):
+        mirror_plan(pair, [eye, turned], 3)
+    assert mirror_plan(pair, [eye, eye], 3) == (0, [0, 2, 1])
 
 
 def test_mirroring_is_a_chance_between_0_and_1():

@@ -119,3 +119,13 @@ def test_from_the_shipped_net_greedy_raises_dice_without_folds():
         brain = truth.numpy() > 0
         assert float((result.jacobian[brain] <= 0).mean()) < 0.0005  # 0.05 % of the brain
     assert scores["greedy"] > scores["net"] + 0.01
+
+
+def test_gaussian_smoothing_takes_one_sigma_per_axis_and_refuses_a_wrong_count():
+    delta = torch.zeros(1, 1, 15, 15, 15)
+    delta[0, 0, 7, 7, 7] = 1.0
+    blurred = gaussian_smooth(delta, [1.5, 0.0, 1.5])[0, 0]
+    assert float(blurred[7, 6].abs().max()) == 0.0  # the second axis unsmoothed
+    assert torch.allclose(blurred, gaussian_smooth(gaussian_smooth(delta, [1.5, 0, 0]), [0, 0, 1.5])[0, 0])
+    with pytest.raises(ValueError, match="2 sigmas for 3 spatial axes"):
+        gaussian_smooth(delta, [1.0, 1.0])

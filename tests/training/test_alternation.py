@@ -148,6 +148,7 @@ def test_mirroring_draws_only_when_on_and_mirrors_every_image_at_chance_1(phanto
     config.augment.enabled = True
     config.augment.rotate_degrees = config.augment.scale = config.augment.translate_voxels = 0
     config.augment.gamma = config.augment.noise = 0
+    config.augment.flip = 1.0
     trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
     images, labels = trainer.batches.to_device(trainer.labelled)
     out = {}

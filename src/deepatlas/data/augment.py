@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from deepatlas.config import AugmentConfig
+from deepatlas.data.labels import LabelScheme
 
 
 def _uniform(count: int, limit: float, generator: torch.Generator) -> torch.Tensor:
@@ -66,6 +67,27 @@ def lateral_axis(affine, spatial_dims: int) -> int:
     (left-right in RAS and LPS alike)."""
     column = [abs(float(affine[0][k])) for k in range(spatial_dims)]
     return column.index(max(column))
+
+
+def mirror_plan(scheme: LabelScheme, affines: list, spatial_dims: int) -> tuple[int, list[int]]:
+    """What ``augment.flip`` mirrors: the images' left-right array axis (:func:`lateral_axis`) and each class's
+    twin (:meth:`~deepatlas.data.labels.LabelScheme.mirrored`). Refused, naming the setting, where mirroring
+    would teach wrong labels: a class that says a side without a twin on the other, or images whose grids
+    run left-right along different axes."""
+    unpaired = scheme.unpaired()
+    if unpaired:
+        raise ValueError(
+            f"config augment.flip: {unpaired} name a side but have no twin on the other side in the label map, "
+            "so a mirrored image would keep their side; name both sides (e.g. Caudate-L and Caudate-R) or set "
+            "augment.flip=0"
+        )
+    axes = {lateral_axis(affine, spatial_dims) for affine in affines}
+    if len(axes) > 1:
+        raise ValueError(
+            f"config augment.flip: the training images run left-right along different array axes {sorted(axes)}; "
+            "resample them to one orientation (deepatlas prepare) or set augment.flip=0"
+        )
+    return axes.pop(), scheme.mirrored()
 
 
 def mirror(

@@ -121,9 +121,15 @@ class LabelScheme:
     def mirrored(self) -> list[int]:
         """Per class index, the index of its mirror image: a left structure's right twin and back
         (``Hippocampus-L`` / ``Hippocampus-R``, ``Left-Hippocampus`` / ``Right-Hippocampus``, ``lh`` / ``rh``),
-        the class itself where the name has no side or its twin is missing (a midline structure)."""
+        the class itself where the name says no side (a midline structure) or its twin is missing
+        (:meth:`unpaired`)."""
         index = {name: k for k, name in enumerate(self.names)}
         return [index.get(_other_side(name), k) for k, name in enumerate(self.names)]
+
+    def unpaired(self) -> list[str]:
+        """Names that say a side but whose twin on the other side is not in the scheme (``Caudate-L`` without
+        ``Caudate-R``): mirrored, such a structure would keep a side it no longer has."""
+        return [name for name in self.names if _other_side(name) != name and _other_side(name) not in self.names]
 
     def decode(self, classes: np.ndarray) -> np.ndarray:
         """Map class indices back to label codes (each class to its first code)."""
@@ -133,9 +139,12 @@ class LabelScheme:
 
 _SIDES = {"L": "R", "R": "L", "Left": "Right", "Right": "Left", "left": "right", "right": "left"}
 _SIDES.update({"LEFT": "RIGHT", "RIGHT": "LEFT", "lh": "rh", "rh": "lh"})
-_SIDE = re.compile(r"(?<![A-Za-z])(" + "|".join(_SIDES) + r")(?![a-z])")
+_SIDE = re.compile(
+    r"(?<![A-Za-z])(LEFT|RIGHT|Left|Right|left|right|lh|rh)(?![a-z])"  # a word: Left-Hippocampus, ctx-lh-insula
+    r"|(?<![A-Za-z0-9])(L|R)(?![A-Za-z0-9])"  # a letter alone: Hippocampus-L, Amygdala_R (not L1, not ROI)
+)
 
 
 def _other_side(name: str) -> str:
     """``name`` with each side word (a whole word: ``L``, ``Left``, ``lh``, ...) turned to the other side."""
-    return _SIDE.sub(lambda m: _SIDES[m.group(1)], name)
+    return _SIDE.sub(lambda m: _SIDES[m.group(0)], name)

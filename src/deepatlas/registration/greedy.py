@@ -56,7 +56,9 @@ def gaussian_smooth(x: torch.Tensor, sigma: float | Sequence[float]) -> torch.Te
     Edges repeat (replicate padding), so a constant field (a translation) stays what it is. Each
     axis is a weighted sum of shifted views of the padded tensor, symmetric taps paired.
     """
-    sigmas = [float(sigma)] * (x.ndim - 2) if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
+    sigmas = [float(s) for s in sigma] if isinstance(sigma, Sequence) else [float(sigma)] * (x.ndim - 2)
+    if len(sigmas) != x.ndim - 2:
+        raise ValueError(f"gaussian_smooth: {len(sigmas)} sigmas for {x.ndim - 2} spatial axes")
     for axis, s in zip(range(2, x.ndim), sigmas):
         n = x.shape[axis]
         if n == 1 or s <= 0:

@@ -32,8 +32,8 @@ def mask_direction(mask: torch.Tensor, sigma: float | Sequence[float]) -> torch.
     mask and its smoothing are zero, so the result is the whole grid's at the cost of a box (a ventricle's
     is a tenth of a brain's grid)."""
     dims = mask.dim()
-    sigmas = [float(sigma)] * dims if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
-    out = torch.zeros(dims, *mask.shape)
+    sigmas = [float(s) for s in sigma] if isinstance(sigma, Sequence) else [float(sigma)] * dims
+    out = torch.zeros(dims, *mask.shape, device=mask.device)
     if not mask.any():
         return out
     where = mask.nonzero()

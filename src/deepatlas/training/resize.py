@@ -4,8 +4,9 @@ A seg net trained on healthy adults saturates on anatomy beyond them: elderly ve
 largest it has seen are measured at half their size (issue 38, docs/results.md). Label-driven
 deformations (as SynthSeg's synthesis varies shapes) show it sizes the training set does not hold:
 per labelled image, a few structures drawn at random are each grown or shrunk by the flow of the
-gradient of their smoothed mask (the deformation of :mod:`deepatlas.evaluation.atrophy`, which
-measures the same on test brains), image and labels moved together, so the pair stays exact.
+gradient of their smoothed mask (:mod:`deepatlas.registration.growth`, the deformation with which
+:mod:`deepatlas.evaluation.atrophy` makes test brains of known volume change), image and labels moved
+together, so the pair stays exact.
 ``augment.resize`` (largest strength, voxels), ``augment.resize_structures`` (how many per image) and
 ``augment.resize_classes`` (which structures may be drawn) switch it on; it runs inside the run's
 augmentation (``augment.enabled``), before the random affine.

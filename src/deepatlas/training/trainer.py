@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from deepatlas.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
 from deepatlas.config import Config
-from deepatlas.data.augment import augment, lateral_axis, mirror
+from deepatlas.data.augment import augment, mirror, mirror_plan
 from deepatlas.data.dataset import ImageSet
 from deepatlas.device import amp_dtype, autocast, select_device
 from deepatlas.evaluation.evaluate import evaluate_image_set
@@ -91,7 +91,8 @@ class Trainer:
         self.teachers = self._teacher_cache() if wanted else None
         self.augmenting = config.augment.active(len(self.labelled), config.data.normalize)
         self.resized = resize_indices(config.augment.resize_classes, train.scheme.names)
-        self.mirroring = (lateral_axis(train.affines[0], train.spatial_dims), train.scheme.mirrored())
+        flip = config.augment.flip > 0
+        self.mirroring = mirror_plan(train.scheme, train.affines, train.spatial_dims) if flip else None
         self.seg_variant = self.seg_step_variant()
         self.step = 0
         self.best_score = float("-inf")
