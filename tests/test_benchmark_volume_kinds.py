@@ -80,3 +80,24 @@ def test_the_mirror_control_puts_the_left_structure_where_the_right_one_was():
     assert np.array_equal(out_image.array, image.array[::-1]) and np.array_equal(out_labels.affine, affine)
     assert set(np.unique(out_labels.array[7:9, 2:4, 2:4])) == {47}  # the left one mirrored: now the right one
     assert set(np.unique(out_labels.array[1:4, 2:4, 2:4])) == {48}  # and the right one the left (first code)
+
+
+def test_ventricle_split_counts_a_claimed_voxel_where_the_reference_puts_it():
+    """``benchmarks.ventricle_split``: growth the seg net gives the left ventricle inside the right white
+    matter counts there, where the truth (no displacement: no growth) has none."""
+    import numpy as np
+    import torch
+
+    from benchmarks.ventricle_split import growth_by_region
+    from deepatlas.data.labels import LabelScheme
+
+    names = ["background", "LateralVentricle-L", "LateralVentricle-R", "CerebralWM-L", "CerebralWM-R"]
+    scheme = LabelScheme(names, [[k] for k in range(5)])
+    reference = np.zeros((12, 6, 6), np.uint8)
+    reference[:6], reference[6:] = 3, 4
+    reference[4:6, 2:4, 2:4], reference[7:9, 2:4, 2:4] = 1, 2
+    after = reference.copy()
+    after[6, 2:4, 2:4] = 1  # the left ventricle claims a layer of the right white matter
+    regions = growth_by_region(scheme, reference, torch.zeros(3, 12, 6, 6), reference, after)
+    assert regions["LateralVentricle-L"]["CerebralWM-R"] == [0.0, 4.0]
+    assert regions["LateralVentricle-R"]["CerebralWM-R"] == [0.0, 0.0]
