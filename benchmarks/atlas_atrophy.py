@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from benchmarks.morphometry import ATLASES, STRENGTHS, TARGETS, agreement, recovery
-from benchmarks.paths import data_root
+from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.io import Volume, load_labelled
@@ -200,10 +200,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "atlas_atrophy"))
     parser.add_argument("--cache", default="/tmp/deepatlas-atlas-atrophy.jsonl", help="per-image volumes (resume)")
-    args = parser.parse_args()
-    if not (Path(args.data) / "splits.json").is_file():
-        parser.error(f"--data {args.data}: no splits.json there; give the ixi-2mm folder")
-    torch.set_num_threads(1)
+    args = parse_ixi_args(parser)
     started = time.perf_counter()
     result = {"machine": provenance(), "command": command_line()}
     result |= measure_all(Bench(args), args)

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, recovery
-from benchmarks.paths import data_root
+from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.augment import lateral_axis
@@ -442,10 +442,7 @@ def main() -> None:
         help="mirror every brain left-right first (labels swapped to their twins): does a side's deficit follow "
         "the anatomy or the array's side?",
     )
-    args = parser.parse_args()
-    if not (Path(args.data) / "splits.json").is_file():
-        parser.error(f"--data {args.data}: no splits.json there; give the ixi-2mm folder")
-    torch.set_num_threads(1)
+    args = parse_ixi_args(parser)
     started = time.perf_counter()
     runs = load_runs(parser, args.runs)
     result = {"machine": provenance(), "command": command_line()}  # torch's threads: 1

@@ -30,7 +30,7 @@ import torch
 
 from benchmarks.atrophy_validation import load_runs
 from benchmarks.morphometry import STRENGTHS
-from benchmarks.paths import data_root
+from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import write_results
 from deepatlas.data.io import Volume, load_labelled
@@ -41,6 +41,7 @@ from deepatlas.inference.apply import segment_volume
 from deepatlas.registration.fields import warp
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "atrophy_validation" / "ventricle_split"
 OUT = ROOT / "benchmarks" / "results" / "atrophy_validation" / "ventricle_split"
 SIDES = ("LateralVentricle-L", "LateralVentricle-R")
 
@@ -117,13 +118,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", required=True, metavar="NAME=RUN_DIR", help="run folders or models")
     parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
     parser.add_argument("--level", type=int, default=len(STRENGTHS) - 1, choices=range(len(STRENGTHS)))
-    parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "atrophy_validation" / "ventricle_split")
-    )
-    args = parser.parse_args()
-    if not (Path(args.data) / "splits.json").is_file():
-        parser.error(f"--data {args.data}: no splits.json there; give the ixi-2mm folder")
-    torch.set_num_threads(1)
+    parser.add_argument("--out", default=str(OUT))
+    args = parse_ixi_args(parser)
     started = time.perf_counter()
     runs = load_runs(parser, args.runs)
     subjects = json.loads((Path(args.data) / "splits.json").read_text())["validation"]
