@@ -18,7 +18,8 @@ test split) and their synthetic atrophy at ``--levels`` of :data:`benchmarks.mor
 (:func:`deepatlas.evaluation.atrophy.synthesize_atrophy`): the fraction of the true change recovered per
 target structure and level (``benchmarks.morphometry.recovery``), the bias of the original brains' volumes
 against their reference label maps, the fused labels' mean Dice (31 structures) against the reference (on
-the atrophied brains, the reference warped with them), and the median seconds per image (5 registrations
+the atrophied brains, the reference warped with them), the % of brain voxels where an atlas's registration
+folds (original brains), and the median seconds per image (5 registrations
 and the fusion).
 
 One thread (``torch.set_num_threads(1)``). Volumes cached in ``--cache`` by subject, level and arm settings
@@ -44,7 +45,7 @@ from deepatlas.data.io import Volume, load_labelled
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, synthesize_atrophy
 from deepatlas.evaluation.metrics import dice_per_class
 from deepatlas.inference import TrainedRun, load_run
-from deepatlas.inference.apply import atlas_segment_volume
+from deepatlas.inference.apply import atlas_segment_volume, register_volumes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,6 +108,20 @@ class Bench:
 
         return self.cache.get(f"{self.model}/{json.dumps(ARMS[arm], sort_keys=True)}/{key}/dice", compute)
 
+    def folds(self, subject: str, image: Volume, arm: str) -> float:
+        """Mean % of the brain's voxels (the skull-stripped image's foreground) where an atlas's registration to
+        ``image`` folds (Jacobian <= 0), over the 5 atlases (cached)."""
+
+        def compute() -> float:
+            brain = np.asarray(image.array) > 0
+            found = []
+            for atlas, labels in self.atlases:
+                jacobian = register_volumes(self.arms[arm], atlas, image, labels).jacobian
+                found.append(100 * float((jacobian[brain] <= 0).mean()))
+            return float(np.mean(found))
+
+        return self.cache.get(f"{self.model}/{json.dumps(ARMS[arm], sort_keys=True)}/{subject}/folds", compute)
+
     def subject_rows(self, subject: str, levels: list[int]) -> tuple[dict, list[dict], dict]:
         """One brain: its original row (reference and every arm's volumes), a row per atrophy level (the
         truth and every arm's volumes) and every arm's (seconds, Dice) per image."""
@@ -117,6 +132,7 @@ class Bench:
             measured = self.measure(subject, image, labels.array, arm)
             original[arm] = measured["mm3"]
             spent[arm].append((measured["seconds"], measured["dice"]))
+            original.setdefault("folds", {})[arm] = self.folds(subject, image, arm)
         rows, spacing = [], [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
         for level in levels:
             targets = {n: (self.scheme.codes[self.scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
@@ -151,6 +167,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
             "bias": {n: bias[n]["mean_bias"] for n in TARGETS},
             "seconds_per_image": float(np.median([sec for sec, _ in spent[arm]])),
             "dice": float(np.mean([dice for _, dice in spent[arm]])),
+            "folds_percent": float(np.mean([o["folds"][arm] for o in originals.values()])),
         }
     return {"subjects": subjects, "levels": args.levels, "atlases": ATLASES, "arms": arms}
 
@@ -171,13 +188,14 @@ def write_markdown(result: dict, path: Path) -> None:
         f"refinement as the arm says), weighted fusion. Recovered: mean measured / mean true change of {names} "
         f"per requested strength (ventricles, hippocampi). Bias: mean atlas / reference - 1 of {names} on the "
         "original brains. Dice: mean over the brains (original and atrophied) of the fused labels' mean Dice over 31 "
-        "structures against the reference labels (warped with the brain). Seconds: median per image (5 "
+        "structures against the reference labels (warped with the brain). Folds: mean % of the brain's voxels where "
+        "an atlas's registration to an original brain folds (Jacobian <= 0). Seconds: median per image (5 "
         "registrations and the fusion), one thread.",
         "",
         "| arm | refine settings | "
         + " | ".join(f"recovered at {r}" for r in requested)
-        + " | bias | Dice | s / image |",
-        "| --- | --- | " + " | ".join("---" for _ in levels) + " | --- | --- | --- |",
+        + " | bias | Dice | folds % | s / image |",
+        "| --- | --- | " + " | ".join("---" for _ in levels) + " | --- | --- | --- | --- |",
     ]
     for arm, block in result["arms"].items():
         cells = []
@@ -186,7 +204,7 @@ def write_markdown(result: dict, path: Path) -> None:
             cells.append(" / ".join(f"{f[0]:.2f}" if f else "n/a" for f in found))
         bias = " / ".join(f"{100 * block['bias'][n]:+.0f} %" for n in TARGETS)
         settings = ", ".join(f"{k}={v}" for k, v in block["settings"].items()) or "(default)"
-        tail = f" | {bias} | {block['dice']:.3f} | {block['seconds_per_image']:.1f} |"
+        tail = f" | {bias} | {block['dice']:.3f} | {block['folds_percent']:.3f} | {block['seconds_per_image']:.1f} |"
         lines.append(f"| {arm} | {settings} | " + " | ".join(cells) + tail)
     path.write_text("\n".join(lines) + "\n")
 
