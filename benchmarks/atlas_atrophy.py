@@ -56,10 +56,13 @@ ARMS = {
     "diffusion-0.25": {"regularizer_weight": 0.25},
     "diffusion-0.1": {"regularizer_weight": 0.1},
     "greedy": {"method": "greedy"},
+    "greedy-sigma-1": {"method": "greedy", "greedy_sigma_grad": 1.0},
+    "greedy-full-20": {"method": "greedy", "greedy_iterations": [20, 20]},
     "full-15": {"iterations": [20, 15]},
 }
 """Refinement settings (``refine.*`` of the model's config) per arm: today's default, a weaker diffusion
-penalty, greedy's compositive mode (follows large deformations where additive steps lag), more steps."""
+penalty, greedy's compositive mode (follows large deformations where additive steps lag; with a narrower
+smoothing of its steps, or more of them), more steps."""
 
 
 def arm_run(run: TrainedRun, settings: dict) -> TrainedRun:
