@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.morphometry import ATLASES, STRENGTHS, TARGETS, agreement, recovery
+from benchmarks.morphometry import ATLASES, STRENGTHS, TARGETS, agreement, atrophy_at, recovery
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.io import Volume, load_labelled
-from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, synthesize_atrophy
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING
 from deepatlas.evaluation.metrics import dice_per_class
 from deepatlas.inference import TrainedRun, load_run
 from deepatlas.inference.apply import atlas_segment_volume, register_volumes
@@ -136,10 +136,9 @@ class Bench:
             original[arm] = measured["mm3"]
             spent[arm].append((measured["seconds"], measured["dice"]))
             original.setdefault("folds", {})[arm] = self.folds(subject, image, arm)
-        rows, spacing = [], [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
+        rows = []
         for level in levels:
-            targets = {n: (self.scheme.codes[self.scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
-            synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
+            synth = atrophy_at(image, labels, self.scheme, level)
             warped = Volume(synth.image, image.affine, Path(f"{subject}-atrophy{level}.nii.gz"))
             truth = {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS}
             row = {"subject": subject, "level": level, "truth": truth}

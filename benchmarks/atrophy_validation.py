@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, recovery
+from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, atrophy_at, recovery
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
@@ -62,7 +62,7 @@ from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
-from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, resample_cubic, synthesize_atrophy
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, resample_cubic
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
 from deepatlas.inference import TrainedRun, load_run
@@ -257,10 +257,8 @@ def measure_atrophied(
     key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}" + ("" if sigma_mm == SIGMA_MM else f"@sigma{sigma_mm:g}mm")
     synth = None
     if any(k not in cache for k in [f"{key}/truth"] + [f"{m.key}/{key}" for m in runs.values()]):
-        targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
-        spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
         started = time.perf_counter()
-        synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing, sigma_mm)
+        synth = atrophy_at(image, labels, scheme, level, sigma_mm)
         print(f"{key}: synthesized in {time.perf_counter() - started:.1f} s", flush=True)
     truth = cache.get(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
     row = {"subject": subject, "level": level, "truth": truth}

@@ -49,7 +49,8 @@ from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from deepatlas.data.io import Volume, load_labelled
-from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, synthesize_atrophy
+from deepatlas.data.labels import LabelScheme
+from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, Atrophy, synthesize_atrophy
 from deepatlas.evaluation.morphometry import cohens_d
 from deepatlas.inference import load_run
 from deepatlas.inference.apply import atlas_segment_volume, segment_volume
@@ -68,6 +69,16 @@ STRENGTHS = [
 """Requested relative changes per synthetic-atrophy level (ventricles enlarge, hippocampi shrink)."""
 
 TARGETS = list(STRENGTHS[0])
+
+
+def atrophy_at(image: Volume, labels: Volume, scheme: LabelScheme, level: int, sigma_mm: float = SIGMA_MM) -> Atrophy:
+    """``image`` and its ``labels`` (codes) deformed together at level ``level`` of :data:`STRENGTHS`
+    (:func:`deepatlas.evaluation.atrophy.synthesize_atrophy`; masks smoothed by ``sigma_mm``, in mm of the
+    image's own voxel sizes)."""
+    targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
+    return synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, list(image.spacing), sigma_mm)
+
+
 METHODS = ("seg", "atlas")
 
 
@@ -123,9 +134,7 @@ class Bench:
         reference = self.cache.get(f"{subject}/ref", lambda: self.volumes(labels.array, labels.affine))
         synth = None
         if needed or f"{key}/truth" not in self.cache:
-            spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
-            targets = {n: (self.scheme.codes[self.scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
-            synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
+            synth = atrophy_at(image, labels, self.scheme, level)
         truth = self.cache.get(f"{key}/truth", lambda: {n: reference[n] * (1 + synth.changes[n]) for n in TARGETS})
         row = {"subject": subject, "level": level, "truth": truth}
         warped = Volume(synth.image, image.affine, Path(f"{key}.nii.gz")) if synth is not None else None

@@ -29,13 +29,12 @@ import numpy as np
 import torch
 
 from benchmarks.atrophy_validation import load_runs
-from benchmarks.morphometry import STRENGTHS
+from benchmarks.morphometry import STRENGTHS, atrophy_at
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import write_results
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
-from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.inference import TrainedRun
 from deepatlas.inference.apply import segment_volume
 from deepatlas.registration.fields import warp
@@ -71,9 +70,7 @@ def measure_run(run: TrainedRun, data: Path, subjects: list[str], level: int) ->
     for subject in subjects:
         image, labels = load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
         reference = scheme.encode(labels.array, unknown="background")
-        targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
-        spacing = [float(s) for s in np.linalg.norm(image.affine[:3, :3], axis=0)]
-        synth = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, spacing)
+        synth = atrophy_at(image, labels, scheme, level)
         enlarged = Volume(synth.image, image.affine, Path(f"{subject}-atrophy{level}.nii.gz"))
         before = scheme.encode(segment_volume(run, image, align="off"), unknown="background")
         after = scheme.encode(segment_volume(run, enlarged, align="off"), unknown="background")
