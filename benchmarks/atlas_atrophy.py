@@ -59,10 +59,20 @@ ARMS = {
     "greedy-sigma-1": {"method": "greedy", "greedy_sigma_grad": 1.0},
     "greedy-full-20": {"method": "greedy", "greedy_iterations": [20, 20]},
     "full-15": {"iterations": [20, 15]},
+    "compose": {"form": "compose"},
+    "compose-1": {"form": "compose", "regularizer_weight": 1.0},
+    "compose-0.5": {"form": "compose", "regularizer_weight": 0.5},
+    "compose-0.25": {"form": "compose", "regularizer_weight": 0.25},
+    "flow": {"form": "flow"},
+    "flow-0.5": {"form": "flow", "regularizer_weight": 0.5},
+    "flow-0.25": {"form": "flow", "regularizer_weight": 0.25},
+    "flow-0.1": {"form": "flow", "regularizer_weight": 0.1},
 }
 """Refinement settings (``refine.*`` of the model's config) per arm: today's default, a weaker diffusion
 penalty, greedy's compositive mode (follows large deformations where additive steps lag; with a narrower
-smoothing of its steps, or more of them), more steps."""
+smoothing of its steps, or more of them), more steps; the residual composed after the net's deformation
+(``refine.form``: the penalty on the residual alone, as a displacement or a diffeomorphic flow) at several
+penalties."""
 
 
 def arm_run(run: TrainedRun, settings: dict) -> TrainedRun:

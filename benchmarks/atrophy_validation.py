@@ -8,8 +8,9 @@ Usage:
 
 Why: issue 38 item 2 asks whether resizing structures while training (``augment.resize``) teaches the seg
 net volumes beyond the training set's. Choosing that augmentation is tuning, so it is measured on the
-validation split (the 10 subjects of ``splits.json``'s ``validation``), never on the test split that
-``benchmarks.morphometry`` reports. ``RUN_DIR``: a run folder (its ``best`` checkpoint, else ``last``) or
+validation split (the subjects of ``splits.json``'s ``validation`` whose reference label maps have
+sound sides, :mod:`benchmarks.references`: 9 of 10), never on the test split that ``benchmarks.morphometry``
+reports. ``RUN_DIR``: a run folder (its ``best`` checkpoint, else ``last``) or
 a shipped model's name (``brain-2mm``).
 
 Measured per run:
@@ -56,6 +57,7 @@ from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, atrophy_at, re
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
+from benchmarks.references import sound_sides
 from deepatlas.data.augment import lateral_axis
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.io import Volume, load_labelled
@@ -322,7 +324,9 @@ def write_markdown(result: dict, path: Path) -> None:
         "(volumes cached by earlier ones reused).",
         f"Command: `{result['command']}`.",
         "",
-        f"{len(result['validation'])} validation subjects ({', '.join(result['validation'])}). Recovered: mean "
+        f"{len(result['validation'])} validation subjects ({', '.join(result['validation'])})"
+        + "".join(f"; left out, its reference's sides: {line}" for line in result.get("left_out", {}).values())
+        + ". Recovered: mean "
         "measured / mean true change (mm^3) of LV-L / LV-R / Hip-L / Hip-R, per requested strength (ventricles, "
         "hippocampi); slope: measured against true change, through 0, all strengths. Bias: mean seg / "
         "reference - 1 of LV-L / LV-R / Hip-L / Hip-R on the original brains. The atrophy's structure masks "
@@ -397,7 +401,8 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
             raise SystemExit(f"{name}: its seg net's structures are not {data / 'brain31.json'}'s")
     splits = json.loads((data / "splits.json").read_text())
     subjects = select_split(find_subjects(data), splits, "validation", str(data / "splits.json"))
-    subjects = subjects[: args.limit or None]
+    kept, left_out = sound_sides(data, [s.id for s in subjects], scheme)
+    subjects = [s for s in subjects if s.id in kept][: args.limit or None]
     cache = JsonlCache(Path(args.cache))
     images = load_image_set(subjects, scheme, unknown_labels="background", progress=False)
     dice = {run.path: seg_dice(cache, run, images) for run in runs.values()}
@@ -409,6 +414,7 @@ def measure_all(args: argparse.Namespace, runs: dict[str, TrainedRun]) -> dict:
         atrophied += rows
     return {
         "validation": [s.id for s in subjects],
+        "left_out": left_out,
         "strengths": STRENGTHS,
         "sigma_mm": args.sigma_mm,
         "mirrored": args.mirror,

@@ -29,6 +29,10 @@ class DataConfig:
     """Label-map file (``brain31.json`` format); default: one class per code found."""
     unknown_labels: str = "error"
     """Label codes missing from ``label_map``: ``error`` or ``background``."""
+    wrong_sides: str = "unlabel"
+    """A label map whose left-named structures lie on the right side or back (:mod:`deepatlas.data.hemispheres`):
+    ``unlabel`` leaves its labels out (the training image trains unlabelled, a validation subject is not
+    scored), ``keep`` uses them, ``error`` refuses. Four of ixi-2mm's 185 automatic label maps are such."""
     splits: str | None = None
     """Splits file (``splits.json`` format); default: every subject is training data."""
     train_split: str = "train"
@@ -54,6 +58,13 @@ class SegNetConfig:
     top_layer: str = "transposed"
     """``transposed`` (MONAI's full-resolution last layer) or ``upsample`` (1x1x1 conv at half
     resolution + linear upsampling: the full-resolution layer is ~half the seg net's step)."""
+    mirror_average: str = "auto"
+    """At inference (``segment``, ``evaluate``, ``morphometry``, ``atlas-segment --seg-net-weight``; not in
+    training's validation): the class probabilities averaged with those of the image mirrored left-right,
+    each class turned into its twin (``Hippocampus-L`` / ``-R``), as nnU-Net does by default. ``auto``: on
+    where the label scheme names sides and each has its twin (brain31), off otherwise (codes alone say no
+    side); ``on`` refuses a scheme with a side-named class missing its twin. Twice the seg net's time; on
+    ixi-2mm validation +1.0 Dice for brain-2mm, 9 of 9 brains (docs/results.md "Mirrored inference")."""
 
 
 @dataclass
@@ -150,6 +161,14 @@ class RefineConfig:
     each atlas's Dice by ~2 points but the 5-atlas fused Dice by ~0.1 (the atlases all move
     toward one seg net) at ~3x the refinement's time, so it is not on by default; a 4x grid is cheaper
     but loses Dice (benchmarks/results/registration/label_term.md). 0 switches it off."""
+    form: str = "add"
+    """How the Adam residual meets the net's deformation (``method=adam``; :data:`deepatlas.options.REFINE_FORM`):
+    ``add``, the residual added to the net's field, the diffusion penalty on the total; ``compose``, a
+    displacement ``psi`` optimised after the net's deformation, ``phi = phi_net o psi`` (the moving image seen
+    through the net's field), the penalty on ``psi`` alone; ``flow``, the same with ``psi`` the flow of a
+    stationary velocity (scaling and squaring), so the refinement adds no folds to the net's. The penalty on
+    the total field holds back what the net under-predicts, e.g. a ventricle far larger than the atlas's
+    (issue 38: benchmarks/results/atlas_atrophy)."""
     method: str = "adam"
     """``adam`` (the settings above: additive Adam steps, diffusion penalty) or ``greedy`` (compositive
     steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as
@@ -200,6 +219,7 @@ class RefineConfig:
         if self.lncc_window < 1 or self.lncc_window % 2 == 0:
             raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
         options.look_up_option(self.similarity, options.REFINE_SIMILARITY, "config refine.similarity")
+        options.look_up_option(self.form, options.REFINE_FORM, "config refine.form")
 
     def _validate_greedy(self) -> None:
         """The ``method`` and ``greedy_*`` checks of :meth:`validate`."""
@@ -514,6 +534,8 @@ class Config:
             "loss.regularizer": (self.loss.regularizer, options.REGULARIZER),
             "loss.inverse_consistency": (self.loss.inverse_consistency, options.INVERSE_CONSISTENCY),
             "data.unknown_labels": (self.data.unknown_labels, options.UNKNOWN_LABELS),
+            "data.wrong_sides": (self.data.wrong_sides, options.WRONG_SIDES),
+            "seg_net.mirror_average": (self.seg_net.mirror_average, options.MIRROR_AVERAGE),
             "seg_net.norm": (self.seg_net.norm, options.NORM),
             "reg_net.norm": (self.reg_net.norm, options.NORM),
             "seg_net.top_layer": (self.seg_net.top_layer, options.TOP_LAYER),

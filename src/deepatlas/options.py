@@ -15,6 +15,10 @@ information, for other contrasts)."""
 REFINE_METHOD = ("adam", "greedy")
 """How per-pair refinement steps (``refine.method``): additive Adam steps against a diffusion penalty,
 or greedy's compositive Gaussian-smoothed steps (:mod:`deepatlas.registration.greedy`)."""
+REFINE_FORM = ("add", "compose", "flow")
+"""How ``refine.method=adam`` combines its residual with the net's deformation (``refine.form``): added to the
+net's field under a penalty on the total field, or composed after it (``phi = phi_net o psi``, the penalty on
+``psi`` alone) as a displacement or as the flow of a stationary velocity (a diffeomorphism)."""
 TEACHERS = ("auto", "on", "off")
 """Refined weak supervision (``teachers.enabled``); ``auto``: on with few labelled images."""
 TEACHERS_AUTO_MAX_LABELLED = 2
@@ -47,6 +51,14 @@ TOP_LAYER = ("transposed", "upsample")
 at the first level's resolution and linear upsampling (:mod:`deepatlas.networks.top_layer`)."""
 AMP = ("auto", "on", "off")
 UNKNOWN_LABELS = ("error", "background")
+MIRROR_AVERAGE = ("auto", "on", "off")
+"""At inference, the seg net's probabilities averaged with those of the image mirrored left-right, each class
+turned into its twin (``seg_net.mirror_average``, ``--mirror-average``): ``auto``, on where the label scheme
+names sides and every side-named class has its twin."""
+WRONG_SIDES = ("unlabel", "keep", "error")
+"""What training does with a label map whose left and right structures lie on the wrong sides
+(``data.wrong_sides``, :mod:`deepatlas.data.hemispheres`): leave its labels out (a training image then trains
+unlabelled, a validation subject is not scored), use them with a warning, or refuse."""
 FUSION = ("weighted", "majority")
 """Atlas label fusion: votes weighted by local NCC, or one vote per atlas."""
 PAIRS = ("next", "all", "none")

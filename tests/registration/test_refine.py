@@ -9,6 +9,7 @@ from deepatlas.losses.similarity import LocalNCCLoss
 from deepatlas.networks import RegistrationNet
 from deepatlas.registration import InstanceOptimizer, build_pipeline
 from deepatlas.registration.fields import warp
+from deepatlas.registration.refine import Deformation
 from tests.registration.conftest import pair_dice
 
 
@@ -41,6 +42,39 @@ def test_diffeomorphic_refinement_does_not_fold(pair):
     assert fold_fraction(result.field) < 1e-4
     # the velocity lives on a grid 2x coarser than these (already 4 mm) images: a smaller gain
     assert pair_dice(result.field, labels, scheme) > pair_dice(torch.zeros_like(result.field), labels, scheme) + 0.03
+
+
+@pytest.mark.parametrize("form", ["compose", "flow"])
+def test_composed_refinement_keeps_its_start_and_adds_to_it(pair, form):
+    """``refine.form`` compose / flow: a residual after the start's deformation, penalised alone; the flow
+    (a diffeomorphism) adds no folds to its start's, even at a weak penalty."""
+    (moving, fixed), labels, scheme = pair
+    start = InstanceOptimizer(_settings(levels=[2], iterations=[20]))(moving, fixed)
+    settings = _settings(levels=[2, 1], iterations=[10, 20], form=form, regularizer_weight=0.1)
+    refined = InstanceOptimizer(settings)(moving, fixed, start)
+    assert refined.velocity is None  # a composition has no single velocity: inverted by fixed point
+    assert pair_dice(refined.field, labels, scheme) > pair_dice(start.field, labels, scheme) + 0.01
+    if form == "flow":
+        assert fold_fraction(refined.field) <= fold_fraction(start.field) + 1e-4
+
+
+def test_composed_refinement_does_not_pull_its_start_back(pair):
+    """Moving = fixed seen through a known smooth deformation, refined from that deformation under a strong
+    penalty: the additive form's penalty on the total field pulls the start back toward the identity; the
+    composed forms penalise only their own residual, so the start stays."""
+    (_, fixed), _, _ = pair
+    grid = torch.stack(torch.meshgrid(*[torch.linspace(0, 3.14, n) for n in fixed.shape[2:]], indexing="ij"))
+    known = (1.5 * torch.sin(grid) * torch.cos(grid.roll(1, 0)))[None]
+    moving = warp(fixed, -known)  # approximately: moving(x + known(x)) = fixed(x)
+
+    def drift(form: str) -> float:
+        settings = _settings(levels=[1], iterations=[10], form=form, regularizer_weight=50.0)
+        refined = InstanceOptimizer(settings)(moving, fixed, Deformation(known.clone()))
+        return float((refined.field - known).abs().mean())
+
+    added = drift("add")
+    assert added > 0.25 * float(known.abs().mean())
+    assert drift("compose") < 0.5 * added and drift("flow") < 0.6 * added
 
 
 def test_anatomy_term_pulls_segmentations_together(pair):
@@ -86,6 +120,7 @@ def test_pipeline_starts_from_the_net_and_net_only_matches_the_net(pair):
         ("lr=0", "refine.lr"),
         ("lncc_window=4", "refine.lncc_window"),
         ("iterations=fast", "refine.iterations"),
+        ("form=sum", "refine.form"),
     ],
 )
 def test_bad_settings_name_the_setting(override, message):

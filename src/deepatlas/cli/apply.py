@@ -71,6 +71,8 @@ def load_run_from_args(args):
     run = load_run(args.run, args.checkpoint, device=select_device(args.device))
     if getattr(args, "unknown_labels", None):  # --unknown-labels: this command's choice over the run's
         run.config.data.unknown_labels = args.unknown_labels
+    if getattr(args, "mirror_average", None):  # --mirror-average: likewise
+        run.config.seg_net.mirror_average = args.mirror_average
     if getattr(args, "net_only", False):
         run.set_refinement(None)
     elif getattr(args, "refine", None):

@@ -131,6 +131,12 @@ class LabelScheme:
         ``Caudate-R``): mirrored, such a structure would keep a side it no longer has."""
         return [name for name in self.names if _other_side(name) != name and _other_side(name) not in self.names]
 
+    def sides(self) -> list[str | None]:
+        """Per class index, the side its name says, ``"left"`` or ``"right"`` (by the same side words as
+        :meth:`mirrored`), or None (background, midline structures, names that are codes)."""
+        found = [_SIDE.search(name) for name in self.names]
+        return [None if m is None else ("left" if m.group(0) in _LEFT_WORDS else "right") for m in found]
+
     def decode(self, classes: np.ndarray) -> np.ndarray:
         """Map class indices back to label codes (each class to its first code)."""
         table = np.array([c[0] for c in self.codes], dtype=np.int32)
@@ -139,6 +145,7 @@ class LabelScheme:
 
 _SIDES = {"L": "R", "R": "L", "Left": "Right", "Right": "Left", "left": "right", "right": "left"}
 _SIDES.update({"LEFT": "RIGHT", "RIGHT": "LEFT", "lh": "rh", "rh": "lh"})
+_LEFT_WORDS = frozenset({"L", "Left", "left", "LEFT", "lh"})
 _SIDE = re.compile(
     r"(?<![A-Za-z])(LEFT|RIGHT|Left|Right|left|right|lh|rh)(?![a-z])"  # a word: Left-Hippocampus, ctx-lh-insula
     r"|(?<![A-Za-z0-9])(L|R)(?![A-Za-z0-9])"  # a letter alone: Hippocampus-L, Amygdala_R (not L1, not ROI)

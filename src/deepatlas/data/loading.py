@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import torch
 
 from deepatlas.config import DataConfig
 from deepatlas.data.dataset import ImageSet, load_image_set, scan_label_codes
 from deepatlas.data.errors import DataError
+from deepatlas.data.hemispheres import crossed_structures, describe_crossed, warn_crossed
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.splits import choose_labelled, load_splits
 from deepatlas.data.subjects import Subject, find_subjects
@@ -90,4 +93,68 @@ def load_training_data(cfg: DataConfig, progress: bool = True) -> TrainingData:
             progress=progress,
             desc="loading validation",
         )
+    wrong = {
+        sid
+        for subjects, image_set in ((train, train_set), (validation, val_set))
+        for sid in wrong_sided(subjects, image_set, cfg.wrong_sides)
+    }
+    if cfg.wrong_sides == "unlabel" and wrong:
+        train_set, labelled = without_labels(train_set, wrong), [i for i in labelled if i not in wrong]
+        val_set = without_subjects(val_set, wrong)
+        if not labelled:
+            raise DataError(
+                f"{cfg.dataset}: every labelled training subject's label map has wrong sides (above); mend them, "
+                "or use them as they are with data.wrong_sides=keep"
+            )
     return TrainingData(train_set, val_set, scheme, labelled)
+
+
+SIDE_ADVICE = {
+    "unlabel": "its labels are left out (a training image trains unlabelled, a validation subject is not scored); "
+    "data.wrong_sides=keep uses them",
+    "keep": "used as it is (data.wrong_sides=keep)",
+    "error": "mend it, leave it out of the splits, or train with data.wrong_sides=unlabel (or keep)",
+}
+"""What each ``data.wrong_sides`` does with such a label map, as its warning line says it."""
+
+
+def wrong_sided(subjects: list[Subject], image_set: ImageSet | None, mode: str) -> list[str]:
+    """Ids of the loaded label maps whose left and right structures lie on the wrong sides
+    (:func:`deepatlas.data.hemispheres.warn_crossed`: one printed line each, saying what ``mode`` does);
+    with ``mode`` ``error``, a :class:`DataError` naming the first."""
+    found = []
+    for n, subject in enumerate(subjects if image_set is not None else []):
+        if image_set.has_label[n]:
+            labels, advice = image_set.labels[n, 0].numpy(), SIDE_ADVICE[mode]
+            if mode == "error":
+                crossed = crossed_structures(labels, image_set.affines[n], image_set.scheme)
+                if crossed:
+                    raise DataError(f"{describe_crossed(str(subject.label), crossed)}; {advice}")
+            elif warn_crossed(labels, image_set.affines[n], image_set.scheme, str(subject.label), advice):
+                found.append(subject.id)
+    return found
+
+
+def without_labels(image_set: ImageSet, ids: set[str]) -> ImageSet:
+    """``image_set`` with the labels of ``ids`` dropped (their images stay, unlabelled)."""
+    drop = torch.tensor([i in ids for i in image_set.ids])
+    labels = image_set.labels.clone()
+    labels[drop] = 0
+    return replace(image_set, labels=labels, has_label=image_set.has_label & ~drop)
+
+
+def without_subjects(image_set: ImageSet | None, ids: set[str]) -> ImageSet | None:
+    """``image_set`` without the subjects ``ids`` (None when none is left)."""
+    if image_set is None:
+        return None
+    keep = [n for n, i in enumerate(image_set.ids) if i not in ids]
+    if not keep:
+        return None
+    return replace(
+        image_set,
+        ids=[image_set.ids[n] for n in keep],
+        images=image_set.images[keep],
+        labels=image_set.labels[keep],
+        has_label=image_set.has_label[keep],
+        affines=[image_set.affines[n] for n in keep],
+    )

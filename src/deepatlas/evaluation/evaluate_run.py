@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from deepatlas.data import DataError, find_subjects, load_splits
+from deepatlas.data.hemispheres import warn_crossed
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.loading import select_split
@@ -200,6 +201,8 @@ def load_cases(subjects: list[Subject], scheme: LabelScheme, unknown: str) -> Ca
     classes = {
         sid: scheme.encode(lab.array, source=str(lab.path), unknown=unknown) for sid, (_, lab) in volumes.items()
     }
+    for sid, (_, lab) in volumes.items():  # a reference with wrong sides scores a right answer as wrong
+        warn_crossed(classes[sid], lab.affine, scheme, str(lab.path))
     return Cases(volumes, classes)
 
 

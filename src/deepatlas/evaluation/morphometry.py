@@ -62,6 +62,7 @@ import torch
 
 from deepatlas import options
 from deepatlas.data.errors import DataError
+from deepatlas.data.hemispheres import warn_crossed
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity, save_volume
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import subject_id
@@ -338,9 +339,10 @@ def log_jacobian(jacobian: np.ndarray) -> np.ndarray:
 def check_atlases(run: TrainedRun, atlases: tuple[tuple[Path, Path], ...]) -> None:
     """Read every atlas (each label map on its image's grid); refuse, naming the file, label codes the
     run's label scheme does not know, unless the run's ``data.unknown_labels`` (``--unknown-labels``)
-    makes them background."""
+    makes them background; warn of an atlas whose left and right labels look swapped in part."""
     for _, labels in read_atlases(atlases):
-        run.scheme.encode(labels.array, source=str(labels.path), unknown=run.config.data.unknown_labels)
+        classes = run.scheme.encode(labels.array, source=str(labels.path), unknown=run.config.data.unknown_labels)
+        warn_crossed(classes, labels.affine, run.scheme, str(labels.path))  # its sides would become the subjects'
 
 
 def measure_subject(run: TrainedRun, job: SubjectJob) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from deepatlas import options
+from deepatlas.data.augment import lateral_axis
 from deepatlas.data.io import MIN_EXTENT_MM, Volume, check_extent, check_label_grid, load_labelled, normalize_intensity
 from deepatlas.data.labels import LabelScheme
 from deepatlas.inference.alignment import ModelSpaceReport, to_model_space
@@ -392,9 +393,38 @@ def _network_probabilities(
     how the image was brought into the model's space."""
     look_up_option(align, options.AFFINE, "align")
     on_grid, _, affine, report = _to_network_grid(run, image, align)
-    with torch.no_grad():
-        probs = torch.softmax(run.seg_net(on_grid[None].to(_device(run)))[0].float().cpu(), 0)
-    return probs, affine, report
+    return seg_probabilities(run, on_grid, affine), affine, report
+
+
+@torch.no_grad()
+def seg_probabilities(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """The seg net's softmax of one image on the network grid (``1 x *grid``, world matrix ``affine``),
+    ``classes x *grid``; averaged with the mirrored image's where ``seg_net.mirror_average`` says
+    (:func:`mirror_plan_of`): the mirrored output flipped back, each class read from its twin's row."""
+    x = on_grid[None].to(_device(run))
+    probs = torch.softmax(run.seg_net(x)[0].float().cpu(), 0)
+    plan = mirror_plan_of(run, affine, on_grid.ndim - 1)
+    if plan is None:
+        return probs
+    axis, twins = plan
+    mirrored = torch.softmax(run.seg_net(x.flip(2 + axis))[0].float().cpu(), 0).flip(1 + axis)
+    return 0.5 * (probs + mirrored[torch.tensor(twins)])
+
+
+def mirror_plan_of(run: TrainedRun, affine: np.ndarray, spatial_dims: int) -> tuple[int, list[int]] | None:
+    """The array axis and class twins of mirrored inference for ``run`` on a grid with ``affine``, or None
+    where ``seg_net.mirror_average`` is off (``auto``: off unless the scheme names sides, all paired)."""
+    mode = run.config.seg_net.mirror_average
+    look_up_option(mode, options.MIRROR_AVERAGE, "seg_net.mirror_average")
+    scheme = run.scheme
+    if mode == "off" or (mode == "auto" and (scheme.unpaired() or not any(scheme.sides()))):
+        return None
+    if scheme.unpaired():
+        raise ValueError(
+            f"--mirror-average on: {scheme.unpaired()} name a side without a twin in the run's label scheme, so a "
+            "mirrored image's classes cannot be read back; use --mirror-average off"
+        )
+    return lateral_axis(affine, spatial_dims), scheme.mirrored()
 
 
 def segment_probabilities(run: TrainedRun, image: Volume, align: str = "auto") -> torch.Tensor:

@@ -20,7 +20,7 @@ similarity is measured at the level's full image resolution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -31,6 +31,7 @@ from deepatlas.losses.similarity import LocalNCCToFixed, MINDToFixed, MutualInfo
 from deepatlas.registration.adam import AdamSteps
 from deepatlas.registration.fields import (
     coarse_shape,
+    compose,
     diffusion_energy,
     integrate_velocity,
     pool_image,
@@ -64,6 +65,14 @@ class Anatomy:
         fractions = label_fractions(labels, classes, self.factor).to(self.fixed.device)
         weights = label_class_weights(labels, classes).to(self.fixed.device)
         return Anatomy(self.moving, self.fixed, self.factor, fractions, weights)
+
+    def seen_through(self, field: torch.Tensor) -> Anatomy:
+        """This anatomy with its moving side warped by ``field`` (``B x dims x *spatial``, full-resolution
+        voxels): what a residual optimised after that deformation compares."""
+        coarse = resize_field(field, tuple(self.fixed.shape[2:]))
+        moving = None if self.moving is None else warp(self.moving, coarse)
+        labels = None if self.moving_labels is None else warp(self.moving_labels, coarse)
+        return Anatomy(moving, self.fixed, self.factor, labels, self.label_weights)
 
 
 def label_class_weights(labels: torch.Tensor, classes: int, power: float = LABEL_CLASS_POWER) -> torch.Tensor:
@@ -116,6 +125,8 @@ class InstanceOptimizer:
     ) -> Deformation:
         """``moving``, ``fixed``: ``B x 1 x *spatial`` in [0, 1]; ``start``: the net's deformation or None
         (identity). Returns the refined deformation at full resolution."""
+        if self.config.form != "add" and start is not None:
+            return self._composed(moving, fixed, start.field.detach().float(), anatomy)
         dims = fixed.ndim - 2
         if start is None:
             zero = fixed.new_zeros((fixed.shape[0], dims) + tuple(fixed.shape[2:]))
@@ -128,6 +139,16 @@ class InstanceOptimizer:
         if not self.diffeomorphic:
             return Deformation(state)
         return Deformation(self._integrate(state, tuple(fixed.shape[2:])), state)
+
+    def _composed(
+        self, moving: torch.Tensor, fixed: torch.Tensor, net: torch.Tensor, anatomy: Anatomy | None
+    ) -> Deformation:
+        """``refine.form`` compose / flow: ``psi`` optimised from the identity between the moving image seen
+        through ``net`` (the starting displacement) and the fixed one; returns ``phi_net o psi``."""
+        inner = InstanceOptimizer(replace(self.config, form="add"), self.config.form == "flow", self.integration_steps)
+        seen = warp(moving.float(), net)
+        psi = inner(seen, fixed, None, None if anatomy is None else anatomy.seen_through(net))
+        return Deformation(compose(psi.field, net))
 
     def _integrate(self, velocity: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         """Displacement on ``shape`` of a velocity given on any grid (integrated where it lives)."""
