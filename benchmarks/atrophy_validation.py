@@ -58,6 +58,7 @@ from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from benchmarks.references import sound_sides
+from deepatlas import options
 from deepatlas.data.augment import lateral_axis
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.io import Volume, load_labelled
@@ -139,6 +140,8 @@ class Measure:
         and the volume kind (label counts keep the key they had before kinds existed)."""
         run = self.run
         key = f"{run.path.resolve()}@{run.step}@{run.path.stat().st_mtime_ns}"
+        if run.config.seg_net.mirror_average != "off":  # mirrored inference (single-pass keys as before)
+            key += f"@mirror_average={run.config.seg_net.mirror_average}"
         return key if self.volumes == "labels" else f"{key}#{self.volumes}"
 
 
@@ -335,6 +338,11 @@ def write_markdown(result: dict, path: Path) -> None:
             " **Every brain mirrored left-right** (labels turned into their twins; Dice on the brains as they are)."
             if result.get("mirrored")
             else ""
+        )
+        + (
+            f" Mirrored inference (`seg_net.mirror_average`) {result['mirror_average']} for the volumes."
+            if result.get("mirror_average", "off") != "off"
+            else ""
         ),
         "",
         "| run | val seg Dice | " + " | ".join(f"recovered at {s}" for s in strengths) + " | slope | bias |",
@@ -446,10 +454,19 @@ def main() -> None:
         help="mirror every brain left-right first (labels swapped to their twins): does a side's deficit follow "
         "the anatomy or the array's side?",
     )
+    parser.add_argument(
+        "--mirror-average",
+        choices=options.MIRROR_AVERAGE,
+        default="off",
+        help="the seg nets' mirrored inference (seg_net.mirror_average; tables before 2026-12-07 are 'off', the "
+        "single pass; the val seg Dice column is training's single pass either way)",
+    )
     args = parse_ixi_args(parser)
     started = time.perf_counter()
     runs = load_runs(parser, args.runs)
-    result = {"machine": provenance(), "command": command_line()}  # torch's threads: 1
+    for run in runs.values():
+        run.config.seg_net.mirror_average = args.mirror_average
+    result = {"machine": provenance(), "command": command_line(), "mirror_average": args.mirror_average}
     result |= measure_all(args, runs)
     result["minutes"] = (time.perf_counter() - started) / 60
     write_results(result, Path(args.out), write_markdown)

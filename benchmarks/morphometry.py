@@ -24,7 +24,8 @@ Measured:
   (least squares through 0, all strengths), and Cohen's d between the atrophied and the original
   brains, measured and true;
 - **the flag margin** of ``morphometry``: per structure, the 95th percentile over ixi-2mm *validation*
-  subjects (the first ``--validation``) of |seg - atlas| / mean(seg, atlas).
+  subjects (the first ``--validation`` whose reference maps have sound sides, :mod:`benchmarks.references`)
+  of |seg - atlas| / mean(seg, atlas).
 
 The atlas path registers 5 atlases per image (seconds each on one CPU thread, where the seg net takes a
 fraction of one): it runs on a subset, stated in the results (``--atlas-subjects``: the first half in split
@@ -48,6 +49,7 @@ import torch
 from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
+from benchmarks.references import sound_sides
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, Atrophy, synthesize_atrophy
@@ -92,7 +94,8 @@ class Bench:
         self.splits = json.loads((self.data / "splits.json").read_text())
         self.atlases = [self.labelled(s) for s in ATLASES]
         self.cache = JsonlCache(Path(args.cache))
-        model = str(self.run.path.resolve())  # volumes are cached by subject: one cache file per model
+        # volumes are cached by subject: one cache file per model and seg net reading
+        model = f"{self.run.path.resolve()}@mirror_average={self.run.config.seg_net.mirror_average}"
         if self.cache.get("model", lambda: model) != model:
             raise SystemExit(f"--cache {args.cache} holds another model's volumes; give a cache file for {args.model}")
 
@@ -240,18 +243,19 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
     ventricles = {
         s: refs[s]["reference"]["LateralVentricle-L"] + refs[s]["reference"]["LateralVentricle-R"] for s in test
     }
-    largest = sorted(test, key=lambda s: -ventricles[s])[: max(2, len(test) // 4)]
+    # the truth of a wrong-sided reference is wrong: not among the largest ventricles, nor atrophied
+    sound_test, wrong_sided = sound_sides(bench.data, test, bench.scheme, "not atrophied")
+    largest = sorted(sound_test, key=lambda s: -ventricles[s])[: max(2, len(test) // 4)]
     half = args.atlas_subjects // 2
     atlas_set = list(dict.fromkeys(test[: args.atlas_subjects - half] + largest[:half]))
-    atrophy_atlas = test[: args.atlas_atrophy]
+    atrophy_atlas = sound_test[: args.atlas_atrophy]
     atlas_set = list(dict.fromkeys(atlas_set + atrophy_atlas))
     originals = {s: bench.original(s, ("seg", "atlas") if s in atlas_set else ("seg",)) for s in test}
-    validation = [
-        bench.original(s, ("seg", "atlas")) for s in bench.splits["validation"][: args.limit or args.validation]
-    ]
+    sound, _ = sound_sides(bench.data, bench.splits["validation"], bench.scheme)  # a wrong-sided reference
+    validation = [bench.original(s, ("seg", "atlas")) for s in sound[: args.limit or args.validation]]
     atrophied = [
         bench.atrophied(s, level, ("seg", "atlas") if s in atrophy_atlas else ("seg",))
-        for s in test[: args.atrophy_subjects or None]
+        for s in sound_test[: args.atrophy_subjects or None]
         for level in range(len(STRENGTHS))
     ]
     rows = list(originals.values())
@@ -262,6 +266,8 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
         "atlas_subjects": atlas_set,
         "atlas_atrophy_subjects": atrophy_atlas,
         "atrophy_subjects": len({r["subject"] for r in atrophied}),
+        "wrong_sided": sorted(wrong_sided),
+        "mirror_average": bench.run.config.seg_net.mirror_average,
         "largest_ventricles": {s: ventricles[s] for s in largest},
         "test": {m: agreement(rows, m, names) for m in METHODS},
         "largest": {m: agreement(big, m, names) for m in METHODS},
@@ -371,6 +377,20 @@ ATROPHY_TEXT = (
 """What section (c) of the results file measures."""
 
 
+def _subjects_line(result: dict, names: list[str]) -> str:
+    """Which test subjects each method measured, and which references were left out of the atrophy."""
+    atlas, atrophy = result["atlas_subjects"], result["atlas_atrophy_subjects"]
+    wrong = result.get("wrong_sided")
+    return (
+        f"The atlas path (5 registrations per image) ran on {len(atlas)} of the 25 test subjects ({', '.join(atlas)}) "
+        f"and on the atrophy of {len(atrophy)} ({', '.join(atrophy)}); the seg net on all "
+        f"{result['test']['seg'][names[0]]['n']} and on the atrophy of {result['atrophy_subjects']}"
+        + (f" (not {', '.join(wrong)}: references with wrong sides, `benchmarks.references`)" if wrong else "")
+        + (f"; mirrored inference: {result['mirror_average']}" if "mirror_average" in result else "")
+        + "."
+    )
+
+
 def write_markdown(result: dict, path: Path) -> None:
     names = result["structures"]
     key = TARGETS + ["3rdVentricle", "Amygdala-L", "Amygdala-R"]
@@ -386,10 +406,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"({', '.join(result['atlases'])}), registered by the model (net + refinement), weighted fusion. "
         "Volumes in mm^3 on the images' own 2 mm grid (MNI-aligned). ICC: ICC(2,1), "
         "absolute agreement. Bias: method / reference - 1 (mean over subjects; worst: largest |.|, signed).",
-        f"The atlas path (5 registrations per image) ran on {len(result['atlas_subjects'])} of the 25 test subjects "
-        f"({', '.join(result['atlas_subjects'])}) and on the atrophy of {len(result['atlas_atrophy_subjects'])} "
-        f"({', '.join(result['atlas_atrophy_subjects'])}); the seg net on all {result['test']['seg'][names[0]]['n']} "
-        f"and on the atrophy of {result['atrophy_subjects']}.",
+        _subjects_line(result, names),
         "",
         "## (a) ixi-2mm test split: key structures",
         "",
@@ -422,7 +439,8 @@ def write_markdown(result: dict, path: Path) -> None:
         f"Flagged with these margins, the test subjects of the atlas path (of {len(names)} structures; the "
         "largest ventricles are the last three of the atlas set): "
         + "; ".join(f"{s} {len(v)} ({', '.join(v)})" for s, v in result["flagged"].items())
-        + ". With 10 validation subjects the 95th percentile is close to their largest disagreement, so "
+        + f". With {result['validation_n']} validation subjects the 95th percentile is close to their largest "
+        "disagreement, so "
         "brains like the validation set's are flagged more often than 1 in 20.",
         "",
         "![measured against true volume](results.png)",

@@ -16,9 +16,11 @@ from deepatlas.data.io import load_label_codes
 from deepatlas.data.labels import LabelScheme
 
 
-def sound_sides(data: Path, ids: list[str], scheme: LabelScheme) -> tuple[list[str], dict[str, str]]:
+def sound_sides(
+    data: Path, ids: list[str], scheme: LabelScheme, say: str = "left out"
+) -> tuple[list[str], dict[str, str]]:
     """``ids`` whose reference label maps (``<data>/labels/<id>.nii.gz``) have sound sides, in order, and
-    per left-out id the line that says why (printed)."""
+    per other id the line that says why (printed after ``say``: what the benchmark does with it)."""
     kept, left_out = [], {}
     for subject in ids:
         labels = load_label_codes(data / "labels" / f"{subject}.nii.gz")
@@ -26,7 +28,7 @@ def sound_sides(data: Path, ids: list[str], scheme: LabelScheme) -> tuple[list[s
         crossed = crossed_structures(classes, labels.affine, scheme)
         if crossed:
             left_out[subject] = describe_crossed(subject, crossed)
-            print(f"left out: {left_out[subject]}", flush=True)
+            print(f"{say}: {left_out[subject]}", flush=True)
         else:
             kept.append(subject)
     return kept, left_out

@@ -242,6 +242,11 @@ class RefineConfig:
                 raise ValueError(
                     f"config refine.{key} must be {'> 0' if key == 'greedy_epsilon' else '>= 0'}, got {value}"
                 )
+        if self.method == "greedy" and self.form != "add":
+            raise ValueError(
+                f"config refine.form={self.form} is a form of refine.method=adam; greedy composes its own residual "
+                "after the net's field (refine.greedy_residual): set refine.form=add or refine.method=adam"
+            )
         if self.method == "greedy" and self.anatomy_weight > 0:
             raise ValueError(
                 "config refine.anatomy_weight must be 0 with refine.method=greedy (it has no anatomy term yet): "

@@ -69,6 +69,15 @@ def test_a_hemisphere_labelled_as_the_other_in_part_is_reported(reverse_x):
     assert line.startswith("warning: labels/bad.nii.gz: ") and "Cortex-R" in line and f"{MARGIN_MM:g} mm" in line
 
 
+def test_a_map_swapped_throughout_is_reported():
+    """Every left label on the subject's right as the header has it (or a header whose x axis is reversed)."""
+    classes = two_hemispheres()[::-1]  # the same labels, the array's x reversed under a RAS header
+    crossed = crossed_structures(classes, RAS_2MM, SCHEME)
+    assert {c.name for c in crossed} == {"Cortex-L", "Cortex-R", "Ventricle-L", "Ventricle-R"}
+    line = warn_crossed(classes, RAS_2MM, SCHEME, "labels/flipped.nii.gz")
+    assert "swapped throughout" in line
+
+
 def test_names_without_sides_are_not_judged():
     codes_only = LabelScheme.from_codes([0, 1, 2, 3, 4, 5])
     classes = two_hemispheres()
@@ -128,3 +137,14 @@ def test_wrong_sides_kept_or_refused_as_asked(one_wrong_sided, capsys):
     one_wrong_sided.data.wrong_sides = "sometimes"
     with pytest.raises(ValueError, match="data.wrong_sides"):
         one_wrong_sided.validate()
+
+
+def test_atlas_segment_warns_of_an_atlas_with_wrong_sides(ixi, tmp_path, capsys):
+    from deepatlas.cli.main import main
+
+    atlas = [str(ixi / "images" / "IXI638-HH-2786.nii.gz"), str(ixi / "labels" / "IXI638-HH-2786.nii.gz")]
+    target = str(ixi / "images" / "IXI012-HH-1211.nii.gz")
+    assert main(["atlas-segment", "brain-2mm", "--atlas", *atlas, target, "-o", str(tmp_path), "--net-only"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: " + atlas[1] in out
+    assert "its sides would become every target's" in out

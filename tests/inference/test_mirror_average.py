@@ -56,7 +56,17 @@ def test_auto_needs_paired_sides_and_on_refuses_a_twinless_side(brain):
     run.scheme = LabelScheme(names=["background", "Caudate-L", "Brainstem"], codes=[[0], [1], [2]])
     assert mirror_plan_of(run, image.affine, 3) is None
     run.config.seg_net.mirror_average = "on"
-    with pytest.raises(ValueError, match=r"--mirror-average on: \['Caudate-L'\]"):
+    with pytest.raises(ValueError, match=r"--mirror-average on\): \['Caudate-L'\] name a side without a twin"):
         mirror_plan_of(run, image.affine, 3)
+    run.scheme = LabelScheme.from_codes([0, 4, 11, 12])
+    with pytest.raises(ValueError, match="no class of the run's label scheme names a side"):
+        mirror_plan_of(run, image.affine, 3)
+    run.scheme = load_run(MODEL).scheme
+    # a 2-D sagittal grid: its array axes run front-back (world y) and up-down (world z)
+    sagittal = np.array([[0.0, 0, 1, 0], [2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1]])
+    with pytest.raises(ValueError, match="no axis of the model's grid runs left-right"):
+        mirror_plan_of(run, sagittal, 2)
+    run.config.seg_net.mirror_average = "auto"
+    assert mirror_plan_of(run, sagittal, 2) is None
     run.config.seg_net.mirror_average = "off"
     assert mirror_plan_of(run, image.affine, 3) is None

@@ -121,11 +121,12 @@ def test_pipeline_starts_from_the_net_and_net_only_matches_the_net(pair):
         ("lncc_window=4", "refine.lncc_window"),
         ("iterations=fast", "refine.iterations"),
         ("form=sum", "refine.form"),
+        ("method=greedy;form=flow", "refine.form=flow is a form of refine.method=adam"),
     ],
 )
 def test_bad_settings_name_the_setting(override, message):
     with pytest.raises(ValueError, match=message):
-        RefineConfig().with_overrides([override])
+        RefineConfig().with_overrides(override.split(";"))
 
 
 def test_mutual_information_registers_a_remapped_contrast(pair):

@@ -71,8 +71,11 @@ def load_run_from_args(args):
     run = load_run(args.run, args.checkpoint, device=select_device(args.device))
     if getattr(args, "unknown_labels", None):  # --unknown-labels: this command's choice over the run's
         run.config.data.unknown_labels = args.unknown_labels
-    if getattr(args, "mirror_average", None):  # --mirror-average: likewise
+    if getattr(args, "mirror_average", None):  # --mirror-average: likewise, refused here if it cannot work
+        from deepatlas.inference.apply import mirror_plan_of
+
         run.config.seg_net.mirror_average = args.mirror_average
+        mirror_plan_of(run, run.grid_affine, len(run.grid_shape))
     if getattr(args, "net_only", False):
         run.set_refinement(None)
     elif getattr(args, "refine", None):
@@ -357,12 +360,28 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_wrong_sided_atlases(run: str, atlases) -> None:
+    """One ``warning:`` line per atlas whose left and right labels look swapped in part (judged by the run's
+    class names, :mod:`deepatlas.data.hemispheres`): its sides would become every target's."""
+    from deepatlas.data.hemispheres import warn_crossed
+    from deepatlas.data.labels import LabelScheme
+    from deepatlas.run_folder import RunFolder, resolve_run
+
+    labels_file = RunFolder(resolve_run(run)).labels
+    if not labels_file.exists():
+        return  # not a run folder: loading it says so, in its own words
+    scheme = LabelScheme.from_file(labels_file)
+    for _, labels in atlases:
+        classes = scheme.encode(labels.array, unknown="background")
+        warn_crossed(classes, labels.affine, scheme, str(labels.path), "its sides would become every target's")
+
+
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
     targets, skipped = expand_inputs(args.targets)
     atlases = [(Path(img), Path(lab)) for img, lab in args.atlas]
     from deepatlas.inference.apply import read_atlases
 
-    read_atlases(tuple(atlases))  # a bad atlas fails here, before any work
+    _warn_wrong_sided_atlases(args.run, read_atlases(tuple(atlases)))  # a bad atlas fails here, before any work
     out, written = _write_label_maps(args, targets, "atlas_seg", atlases, skipped)
     voters = f"{len(atlases)} atlas(es)"
     if args.seg_net_weight > 0:

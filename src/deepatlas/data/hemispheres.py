@@ -10,8 +10,10 @@ The check works in world coordinates, whatever the grid's orientation: the media
 left-named and of right-named structures (:meth:`deepatlas.data.labels.LabelScheme.sides`) span the
 left-right direction, and the plane half-way between them, normal to it, stands for the mid-plane. A
 structure is reported when more than :data:`MIN_SHARE` of its voxels lie more than :data:`MARGIN_MM`
-past that plane on the other side. Label maps whose class names say no side (codes only) are not
-checked.
+past that plane on the other side. Where the right-named structures lie on the subject's left as the
+header puts it (world -x: NIfTI world is RAS), the whole map is swapped, or its header's left-right
+axis is: every structure is judged against the header's left-right axis instead. Label maps whose class
+names say no side (codes only) are not checked.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class CrossedStructure:
 
     name: str
     share: float
+    throughout: bool = False
+    """The map's right-named structures lie on the subject's left as a whole (its header's world -x)."""
 
 
 def crossed_structures(
@@ -69,13 +73,17 @@ def crossed_structures(
     length = float(np.linalg.norm(right - left))
     if length <= margin_mm:  # the two sides' middles are not apart: no left-right direction to judge by
         return []
-    across = (right - left) / length @ (world - (left + right)[:, None] / 2)  # mm toward the right side
+    direction = (right - left) / length
+    throughout = rows == 3 and bool(direction[0] < 0)  # right-named structures on the subject's left (RAS -x)
+    if throughout:
+        direction = np.array([1.0, 0.0, 0.0])  # judged against the header's own left-right axis
+    across = direction @ (world - (left + right)[:, None] / 2)  # mm toward the right side
     crossed = across * side < -margin_mm
     owner = np.asarray(classes)[where].astype(np.int64)
     totals = np.bincount(owner, minlength=len(scheme.names))
     wrong = np.bincount(owner[crossed], minlength=len(scheme.names))
     found = [
-        CrossedStructure(scheme.names[k], float(wrong[k] / totals[k]))
+        CrossedStructure(scheme.names[k], float(wrong[k] / totals[k]), throughout)
         for k in np.nonzero(totals >= MIN_VOXELS)[0]
         if wrong[k] > min_share * totals[k]
     ]
@@ -86,9 +94,14 @@ def describe_crossed(source: str, crossed: list[CrossedStructure], margin_mm: fl
     """What lies where in the label map ``source``, in one clause."""
     shown = ", ".join(f"{100 * c.share:.0f} % of {c.name}" for c in crossed[:4])
     more = f" and {len(crossed) - 4} more structure(s)" if len(crossed) > 4 else ""
+    whole = any(c.throughout for c in crossed)
     return (
         f"{source}: {shown}{more} lie more than {margin_mm:g} mm on the other hemisphere's side of the mid-plane: "
-        "its left and right labels look swapped in part"
+        + (
+            "its left and right labels look swapped throughout (or its header's left-right axis is reversed)"
+            if whole
+            else "its left and right labels look swapped in part"
+        )
     )
 
 

@@ -407,24 +407,33 @@ def seg_probabilities(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray
     if plan is None:
         return probs
     axis, twins = plan
-    mirrored = torch.softmax(run.seg_net(x.flip(2 + axis))[0].float().cpu(), 0).flip(1 + axis)
-    return 0.5 * (probs + mirrored[torch.tensor(twins)])
+    mirrored = torch.softmax(run.seg_net(x.flip(2 + axis))[0].float().cpu(), 0).flip(1 + axis)[torch.tensor(twins)]
+    return probs.add_(mirrored).mul_(0.5)  # in place: a 1 mm grid's maps are gigabytes
 
 
 def mirror_plan_of(run: TrainedRun, affine: np.ndarray, spatial_dims: int) -> tuple[int, list[int]] | None:
     """The array axis and class twins of mirrored inference for ``run`` on a grid with ``affine``, or None
-    where ``seg_net.mirror_average`` is off (``auto``: off unless the scheme names sides, all paired)."""
+    where ``seg_net.mirror_average`` is off. ``auto`` is off unless the scheme names sides, every one with
+    its twin, and the grid has an axis that runs left-right; ``on`` refuses where one of those is missing
+    (a mirrored image's classes could not be read back, or the flip would not be a left-right one)."""
     mode = run.config.seg_net.mirror_average
     look_up_option(mode, options.MIRROR_AVERAGE, "seg_net.mirror_average")
-    scheme = run.scheme
-    if mode == "off" or (mode == "auto" and (scheme.unpaired() or not any(scheme.sides()))):
+    scheme, axis = run.scheme, lateral_axis(affine, spatial_dims)
+    column = np.asarray(affine, dtype=np.float64)[:3, axis]
+    problems = [
+        f"{scheme.unpaired()} name a side without a twin in the run's label scheme" if scheme.unpaired() else "",
+        "no class of the run's label scheme names a side (codes alone)" if not any(scheme.sides()) else "",
+        "no axis of the model's grid runs left-right" if abs(column[0]) < 0.5 * np.linalg.norm(column) else "",
+    ]
+    problems = [p for p in problems if p]
+    if mode == "off" or (mode == "auto" and problems):
         return None
-    if scheme.unpaired():
+    if problems:
         raise ValueError(
-            f"--mirror-average on: {scheme.unpaired()} name a side without a twin in the run's label scheme, so a "
-            "mirrored image's classes cannot be read back; use --mirror-average off"
+            f"seg_net.mirror_average=on (--mirror-average on): {'; '.join(problems)}, so mirrored inference would "
+            "give wrong labels; use --mirror-average off (or auto)"
         )
-    return lateral_axis(affine, spatial_dims), scheme.mirrored()
+    return axis, scheme.mirrored()
 
 
 def segment_probabilities(run: TrainedRun, image: Volume, align: str = "auto") -> torch.Tensor:
