@@ -37,11 +37,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.morphometry import ATLASES, STRENGTHS, TARGETS, agreement, atrophy_at, recovery
+from benchmarks.morphometry import (
+    ATLASES,
+    STRENGTHS,
+    TARGETS,
+    agreement,
+    atrophy_at,
+    class_volumes,
+    labelled,
+    recovery,
+)
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
-from deepatlas.data.io import Volume, load_labelled
+from deepatlas.data.io import Volume
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING
 from deepatlas.evaluation.metrics import dice_per_class
 from deepatlas.inference import TrainedRun, load_run
@@ -99,13 +108,12 @@ class Bench:
         self.model = f"{run.path.resolve()}@{run.step}"
 
     def labelled(self, subject: str) -> tuple[Volume, Volume]:
-        return load_labelled(self.data / "images" / f"{subject}.nii.gz", self.data / "labels" / f"{subject}.nii.gz")
+        return labelled(self.data, subject)
 
     def volumes(self, codes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
         """mm^3 of each target structure (codes outside the scheme: background)."""
-        classes = self.scheme.encode(np.asarray(codes), unknown="background")
-        unit = float(abs(np.linalg.det(affine[:3, :3])))
-        return {n: float((classes == self.scheme.names.index(n)).sum()) * unit for n in TARGETS}
+        every = class_volumes(self.scheme, codes, affine)
+        return {n: every[n] for n in TARGETS}
 
     def measure(self, key: str, image: Volume, truth: np.ndarray, arm: str) -> dict:
         """The arm's atlas-path volumes of ``image``, the seconds they took and the mean Dice of its labels

@@ -59,7 +59,7 @@ from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from benchmarks.references import sound_sides
 from deepatlas import options
-from deepatlas.data.augment import lateral_axis
+from deepatlas.data.augment import mirror, mirror_plan
 from deepatlas.data.dataset import ImageSet, load_image_set
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
@@ -110,11 +110,12 @@ def mirrored(image: Volume, labels: Volume, scheme: LabelScheme) -> tuple[Volume
     follows the brain is reading the anatomy; one whose deficit stays on the array's side learned the side.
     Mirrored about the grid's centre, not the brain's midline: ixi-2mm's (MNI-aligned) lie within a voxel
     of it."""
-    axis = lateral_axis(image.affine, image.array.ndim)
-    twins = np.asarray(scheme.mirrored())
-    classes = twins[np.flip(scheme.encode(labels.array, unknown="background"), axis)]
-    array = np.ascontiguousarray(np.flip(image.array, axis))
-    return Volume(array, image.affine, image.path), Volume(scheme.decode(classes), labels.affine, labels.path)
+    axis, twins = mirror_plan(scheme, [image.affine], image.array.ndim)  # training's own mirroring
+    classes = torch.from_numpy(scheme.encode(labels.array, unknown="background").astype(np.int64))[None, None]
+    array = torch.from_numpy(np.ascontiguousarray(image.array))[None, None]
+    array, classes = mirror(array, classes, torch.tensor([True]), axis, twins)
+    decoded = scheme.decode(classes[0, 0].numpy())
+    return Volume(array[0, 0].numpy(), image.affine, image.path), Volume(decoded, labels.affine, labels.path)
 
 
 def shifted(image: Volume, kind: str) -> Volume:

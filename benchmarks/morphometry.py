@@ -84,6 +84,19 @@ def atrophy_at(image: Volume, labels: Volume, scheme: LabelScheme, level: int, s
 METHODS = ("seg", "atlas")
 
 
+def labelled(data: Path, subject: str) -> tuple[Volume, Volume]:
+    """An ixi-2mm subject's image and reference label map."""
+    return load_labelled(data / "images" / f"{subject}.nii.gz", data / "labels" / f"{subject}.nii.gz")
+
+
+def class_volumes(scheme: LabelScheme, codes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """mm^3 per class of ``scheme`` of the label map ``codes`` (codes outside it: background)."""
+    classes = scheme.encode(np.asarray(codes), unknown="background")
+    counts = np.bincount(classes.ravel().astype(np.int64), minlength=scheme.num_classes)
+    unit = float(abs(np.linalg.det(affine[:3, :3])))
+    return {scheme.names[k]: float(counts[k] * unit) for k in range(1, scheme.num_classes)}
+
+
 class Bench:
     """The run, the atlases, the data and the cache of per-image volumes."""
 
@@ -100,14 +113,10 @@ class Bench:
             raise SystemExit(f"--cache {args.cache} holds another model's volumes; give a cache file for {args.model}")
 
     def labelled(self, subject: str) -> tuple[Volume, Volume]:
-        return load_labelled(self.data / "images" / f"{subject}.nii.gz", self.data / "labels" / f"{subject}.nii.gz")
+        return labelled(self.data, subject)
 
     def volumes(self, codes: np.ndarray, affine: np.ndarray) -> dict[str, float]:
-        """mm^3 per class of the scheme (codes outside it: background)."""
-        classes = self.scheme.encode(np.asarray(codes), unknown="background")
-        counts = np.bincount(classes.ravel().astype(np.int64), minlength=self.scheme.num_classes)
-        unit = float(abs(np.linalg.det(affine[:3, :3])))
-        return {self.scheme.names[k]: float(counts[k] * unit) for k in range(1, self.scheme.num_classes)}
+        return class_volumes(self.scheme, codes, affine)
 
     def measure(self, key: str, image: Volume, method: str) -> dict[str, float]:
         def compute() -> dict[str, float]:
