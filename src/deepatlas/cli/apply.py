@@ -293,7 +293,8 @@ def _write_label_maps(
 
 
 def _write_segment_records(path: Path, records: list[dict]) -> None:
-    """``segment.json``: one record per input (source, output, aligned, why, score, warning), sorted by
+    """``segment.json``: one record per input (source, output, aligned, why, score, warning, mirror_average:
+    whether the seg net's mirrored pass was averaged in), sorted by
     output; records of earlier runs into the folder are kept unless this run wrote the same output.
     Written where there are scores to keep: a run with a template and ``--align`` on or auto."""
     from deepatlas.files import atomic_write_text
@@ -315,7 +316,7 @@ def _label_job(run, job: tuple) -> dict:
     from deepatlas.cli.segment_outputs import segment_image, write_image_extras
     from deepatlas.data.io import save_volume
     from deepatlas.inference.alignment import alignment_warning
-    from deepatlas.inference.apply import atlas_segment_volume, read_atlases
+    from deepatlas.inference.apply import atlas_segment_volume, mirror_plan_of, read_atlases
     from deepatlas.inference.outputs import label_dtype
 
     path, target, atlases, fusion, options, extras = job
@@ -328,7 +329,9 @@ def _label_job(run, job: tuple) -> dict:
         if warning:
             print(warning)
         score = None if space.score is None else round(space.score, 4)
+        mirrored = mirror_plan_of(run, run.grid_affine, len(run.grid_shape)) is not None
         record |= {"aligned": space.aligned, "why": space.why, "score": score, "warning": warning}
+        record["mirror_average"] = mirrored  # the seg net's pass on the mirrored image averaged in
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))
