@@ -13,7 +13,9 @@ that ventricle in the enlarged brain and not in the original, minus the reverse)
 label of the voxel where they happen (the structure the ventricle grew into). A measured growth inside the
 other hemisphere's white matter, where the truth has almost none, is the net giving one ventricle's new
 CSF to the other: the two enlarged ventricles meet at the midline, where a 2 mm image barely shows the
-septum between them.
+septum between them. (So session 28 read it; the next session found that growth was one brain's, whose
+reference map names a third of its left hemisphere as right structures: such references are now left
+out, :mod:`benchmarks.references`.)
 
 One thread. Writes ``<out>/results.{json,md}`` with the CPU model and commit.
 """
@@ -33,6 +35,7 @@ from benchmarks.morphometry import STRENGTHS, atrophy_at
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import write_results
+from benchmarks.references import sound_sides
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.inference import TrainedRun
@@ -40,7 +43,6 @@ from deepatlas.inference.apply import segment_volume
 from deepatlas.registration.fields import warp
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "atrophy_validation" / "ventricle_split"
 OUT = ROOT / "benchmarks" / "results" / "atrophy_validation" / "ventricle_split"
 SIDES = ("LateralVentricle-L", "LateralVentricle-R")
 
@@ -89,7 +91,9 @@ def write_markdown(result: dict, path: Path) -> None:
         f"{provenance_line(result['machine'])} {result['minutes']:.1f} min.",
         f"Command: `{result['command']}`.",
         "",
-        f"{len(result['subjects'])} ixi-2mm validation brains, ventricles enlarged by "
+        f"{len(result['subjects'])} ixi-2mm validation brains"
+        + "".join(f" ({s} left out: its reference's sides)" for s in result.get("left_out", {}))
+        + ", ventricles enlarged by "
         f"{100 * STRENGTHS[result['level']][SIDES[0]]:+.0f} % (hippocampi shrunk alike). Voxels (2 mm) of true "
         "and measured growth of each lateral ventricle, summed over the brains, by the reference label of the "
         "voxel; the 'other side' column is the measured growth inside the other hemisphere's white matter.",
@@ -119,8 +123,10 @@ def main() -> None:
     args = parse_ixi_args(parser)
     started = time.perf_counter()
     runs = load_runs(parser, args.runs)
-    subjects = json.loads((Path(args.data) / "splits.json").read_text())["validation"]
+    validation = json.loads((Path(args.data) / "splits.json").read_text())["validation"]
+    subjects, left_out = sound_sides(Path(args.data), validation, next(iter(runs.values())).scheme)
     result = {"machine": provenance(), "command": command_line(), "subjects": subjects, "level": args.level}
+    result["left_out"] = left_out
     result["runs"] = {name: measure_run(run, Path(args.data), subjects, args.level) for name, run in runs.items()}
     result["minutes"] = (time.perf_counter() - started) / 60
     write_results(result, Path(args.out), write_markdown)
