@@ -64,11 +64,11 @@ def crossed_structures(
     voxel_side = side_of_class[np.asarray(classes, dtype=np.int64)]
     where = np.nonzero(voxel_side)
     side = voxel_side[where]
+    if not ((side < 0).any() and (side > 0).any()):  # one side absent from this map: nothing to judge by
+        return []
     matrix = np.asarray(affine, dtype=np.float64)  # (rows + 1) square; a 2-D map's may be 4 x 4
     rows = matrix.shape[0] - 1
     world = matrix[:rows, : len(where)] @ np.stack(where).astype(np.float64) + matrix[:rows, -1:]
-    if not ((side < 0).any() and (side > 0).any()):
-        return []
     left, right = np.median(world[:, side < 0], axis=1), np.median(world[:, side > 0], axis=1)
     length = float(np.linalg.norm(right - left))
     if length <= margin_mm:  # the two sides' middles are not apart: no left-right direction to judge by
