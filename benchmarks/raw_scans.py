@@ -44,6 +44,7 @@ from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.inference import load_run
 from deepatlas.inference.alignment import align_to_template, labels_to_template
 from deepatlas.inference.apply import RegistrationOptions, register_volumes, segment_volume
+from deepatlas.options import PREPARE_MIN_SCORE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,7 +177,7 @@ def write_markdown(result: dict, path: Path) -> None:
         f"| the same, `--align on` | - | {s['register_raw_on_dice']:.3f} ({s['register_raw_on_seconds']:.1f} s) |",
         "",
         f"prepare: {s['prepare_seconds_median']:.1f} s per raw scan (median). Alignment scores of volumes that "
-        "are not T1 brains (prepare's default `--min-score` is 0.93):",
+        f"are not T1 brains (prepare's default `--min-score` is {PREPARE_MIN_SCORE}):",
         "",
         "| volume | score |",
         "| --- | --- |",

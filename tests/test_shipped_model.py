@@ -54,5 +54,5 @@ def test_the_model_registers_and_segments_a_test_pair(ixi):
     net_alone = dice(register_volumes(run, moving, fixed, moving_labels).warped_labels)
     # card: the net alone 0.701 (this pair 0.755), 2 points of margin; refinement +3.0 points (this pair +2.5)
     assert net_alone > 0.68 and refined > net_alone + 0.01
-    # card: the seg net's validation Dice 0.818 (this test image 0.832), 2 points of margin
-    assert dice(segment_volume(run, fixed)) > 0.80
+    # card: the seg net's test Dice, mirrored (segment's default), 0.847 (this test image 0.851), 2 points of margin
+    assert dice(segment_volume(run, fixed)) > 0.83

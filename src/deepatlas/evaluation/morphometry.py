@@ -95,43 +95,43 @@ from :data:`FLAG_MARGINS` (another label scheme than brain31, or the ``brain`` r
 volume, which large structures' margins stay well below and only the smallest structures' exceed."""
 
 FLAG_MARGINS: dict[str, float] = {
-    "Cortex-L": 0.088,
-    "Cortex-R": 0.090,
-    "CerebralWM-L": 0.068,
-    "CerebralWM-R": 0.051,
-    "CorpusCallosum": 0.108,
-    "LateralVentricle-L": 0.332,
-    "LateralVentricle-R": 0.338,
-    "Thalamus-L": 0.137,
-    "Thalamus-R": 0.099,
-    "Caudate-L": 0.296,
-    "Caudate-R": 0.332,
-    "Putamen-L": 0.084,
-    "Putamen-R": 0.074,
-    "Pallidum-L": 0.115,
-    "Pallidum-R": 0.060,
-    "Hippocampus-L": 0.125,
-    "Hippocampus-R": 0.094,
-    "Amygdala-L": 0.093,
-    "Amygdala-R": 0.086,
-    "Accumbens-L": 0.461,
-    "Accumbens-R": 0.323,
-    "VentralDC-L": 0.050,
-    "VentralDC-R": 0.048,
-    "Cerebellum-L": 0.105,
-    "Cerebellum-R": 0.065,
-    "Vermis": 0.091,
-    "Brainstem": 0.046,
-    "3rdVentricle": 0.506,
-    "4thVentricle": 0.404,
-    "BasalForebrain-L": 0.300,
-    "BasalForebrain-R": 0.341,
+    "Cortex-L": 0.071,
+    "Cortex-R": 0.062,
+    "CerebralWM-L": 0.080,
+    "CerebralWM-R": 0.063,
+    "CorpusCallosum": 0.228,
+    "LateralVentricle-L": 0.355,
+    "LateralVentricle-R": 0.367,
+    "Thalamus-L": 0.169,
+    "Thalamus-R": 0.167,
+    "Caudate-L": 0.190,
+    "Caudate-R": 0.247,
+    "Putamen-L": 0.108,
+    "Putamen-R": 0.099,
+    "Pallidum-L": 0.108,
+    "Pallidum-R": 0.054,
+    "Hippocampus-L": 0.129,
+    "Hippocampus-R": 0.100,
+    "Amygdala-L": 0.165,
+    "Amygdala-R": 0.105,
+    "Accumbens-L": 0.255,
+    "Accumbens-R": 0.149,
+    "VentralDC-L": 0.081,
+    "VentralDC-R": 0.038,
+    "Cerebellum-L": 0.081,
+    "Cerebellum-R": 0.050,
+    "Vermis": 0.078,
+    "Brainstem": 0.031,
+    "3rdVentricle": 0.513,
+    "4thVentricle": 0.447,
+    "BasalForebrain-L": 0.350,
+    "BasalForebrain-R": 0.346,
 }
 """Per brain31 structure, the flag margin: the 95th percentile over ixi-2mm validation subjects of
 |seg - atlas| / mean(seg, atlas) with the shipped model (mirrored inference) and 5 training atlases, on the
 9 whose reference maps have sound sides (``benchmarks/morphometry.py``, which measures it;
-``benchmarks/results/morphometry/intel-xeon-amx-mirrored``): a disagreement the two methods rarely reach on
-brains like the training set's."""
+``benchmarks/results/morphometry/aging-flip-120``, run on the shipped seg net's own run folder): a
+disagreement the two methods rarely reach on brains like the training set's."""
 
 
 @dataclass(frozen=True)
