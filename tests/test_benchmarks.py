@@ -157,3 +157,27 @@ def test_teacher_quality_from_zero_scores_every_pair_schedule(tmp_path):
     # registered from the identity: a real overlap, short of a perfect warp
     assert all(0.5 < result[key]["dice"] < 0.95 and result[key]["seconds_per_teacher"] > 0 for key in schedules)
     assert "registration from the identity" in (tmp_path / "teacher_quality_from_zero.md").read_text()
+
+
+def test_ventricle_range_enlarges_a_real_brain_and_counts_the_flags():
+    """The benchmark's brain is enlarged by what it says (the truth doubles at +100 %), the shipped seg net
+    reads it near the truth, and the summary counts a flag only where the model flagged it."""
+    from benchmarks.ventricle_range import VENTRICLES, measure, summarize
+    from deepatlas.inference import load_run
+
+    data = IXI
+    subject = json.loads((data / "splits.json").read_text())["validation"][1]
+    models = {"shipped": load_run("brain-2mm")}
+    rows = measure(models, data, [subject], [0.0, 1.0])
+    for side in VENTRICLES:
+        assert abs(rows[1]["true"][side] / rows[0]["true"][side] - 2) < 0.05
+        assert 0.8 < rows[1]["shipped"][side]["mm3"] / rows[1]["true"][side] < 1.2
+    # a bound between the two true volumes: only the enlarged brain's truth lies beyond it
+    bound = {"structures": {s: {"high_mm3": (rows[0]["true"][s] + rows[1]["true"][s]) / 2} for s in VENTRICLES}}
+    for row in rows:
+        for side in VENTRICLES:
+            row["shipped"][side]["flag"] = "above_training" if row["change"] else ""
+    summary = summarize(rows, {"shipped": bound})["shipped"]["LateralVentricle-L"]
+    assert summary["1.0"]["beyond_range"] == 1 and summary["1.0"]["flagged_beyond"] == 1
+    assert summary["0.0"]["beyond_range"] == 0 and summary["0.0"]["flagged_within"] == 0
+    assert summary["0.0"]["ratio"] > 0.8 and 0.8 < summary["1.0"]["recovered"] < 1.2
