@@ -33,9 +33,18 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0, math.inf]
 
 
-def score_run(run_dir: Path, data: Path, split: str, weights: list[float], per_structure: bool = False) -> dict:
-    """Mean Dice over the split's subjects for every weight, and per subject; with ``per_structure``,
-    also one weight per structure chosen on the other subjects (``leave_one_out``)."""
+def score_run(
+    run_dir: Path,
+    data: Path,
+    split: str,
+    weights: list[float],
+    per_structure: bool = False,
+    atlas_ids: list[str] | None = None,
+) -> dict:
+    """Mean Dice over the split's subjects (those whose reference maps have sound sides) for every weight,
+    and per subject; with ``per_structure``, also one weight per structure chosen on the other subjects
+    (``leave_one_out``). ``atlas_ids``: the atlases (default: the run's labelled training images)."""
+    from benchmarks.references import sound_sides
     from deepatlas.data.io import load_image, load_label_codes
     from deepatlas.evaluation.evaluate_run import labelled_subjects, load_atlases
     from deepatlas.evaluation.metrics import dice_per_class, finite_mean
@@ -43,8 +52,10 @@ def score_run(run_dir: Path, data: Path, split: str, weights: list[float], per_s
     from deepatlas.inference.apply import atlas_votes, register_volumes, segment_probabilities
 
     run = load_run(run_dir)
-    labelled = json.loads((run_dir / "data.json").read_text())["labelled"]
+    labelled = atlas_ids or json.loads((run.folder.root / "data.json").read_text())["labelled"]
     subjects = labelled_subjects(data, split, data / "splits.json")
+    sound, _ = sound_sides(data, [s.id for s in subjects], run.scheme)
+    subjects = [s for s in subjects if s.id in sound]
     atlases = load_atlases(data, labelled, subjects)
     registrar, unknown = partial(register_volumes, run), run.config.data.unknown_labels
     per_subject, per_class, kept = {}, {}, {}
@@ -138,6 +149,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
+    parser.add_argument("--atlases", nargs="+", metavar="ID", help="atlas subjects (default: each run's labelled ones)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "tuning")
     parser.add_argument(
         "--per-structure",
@@ -149,7 +161,10 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     from deepatlas.files import atomic_write_text
 
-    results = {str(run): score_run(run, args.data, args.split, args.weights, args.per_structure) for run in args.runs}
+    results = {
+        str(run): score_run(run, args.data, args.split, args.weights, args.per_structure, args.atlases)
+        for run in args.runs
+    }
     machine = provenance()
     lines = [
         f"# Seg net weight in atlas fusion (ixi-2mm {args.split} split, weighted fusion, net + refinement)",

@@ -2,6 +2,7 @@
 
 Usage:
     python scripts/package_model.py RUN OUT [--checkpoint best] [--refine KEY=VALUE ...] [--seg-from RUN2]
+        [--set SECTION.KEY=VALUE ...]
 
 Keeps what inference needs: both networks' weights, the configuration (with the refinement
 settings of this deepatlas version, or the given overrides), the label scheme, the grid, and
@@ -14,6 +15,9 @@ run's checkpoint instead. Meant for runs in which every training image is labell
 two nets never teach each other (every pair is "both labelled": the reg net's anatomy loss
 uses the manual labels, and the seg net's anatomy loss is not used), so a reg net and a seg
 net from two such runs make the same model as one run would. The label schemes and grids must match.
+
+``--set SECTION.KEY=VALUE`` sets an inference setting chosen for the packaged model on its validation
+brains (e.g. ``seg_net.atlas_vote=3``), as ``train`` takes overrides; applied last.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import yaml
 
 from deepatlas.checkpoint import load_checkpoint, save_checkpoint
 from deepatlas.config import Config, RefineConfig
+from deepatlas.config_parse import apply_overrides
 from deepatlas.files import atomic_write_text
 from deepatlas.run_folder import RunFolder
 
@@ -59,7 +64,12 @@ def take_seg_net(slim: dict, config: Config, other: Path) -> dict:
 
 
 def package(
-    run: Path, out: Path, checkpoint: str = "best", refine: list[str] | None = None, seg_from: Path | None = None
+    run: Path,
+    out: Path,
+    checkpoint: str = "best",
+    refine: list[str] | None = None,
+    seg_from: Path | None = None,
+    settings: list[str] | None = None,
 ) -> Path:
     run, out = RunFolder(run), RunFolder(out)
     source = run.checkpoint(checkpoint)
@@ -68,6 +78,9 @@ def package(
     config.refine = RefineConfig().with_overrides(refine or [])
     slim = {k: state[k] for k in KEEP if k in state}
     origin = take_seg_net(slim, config, seg_from) if seg_from is not None else {}
+    if settings:
+        config = Config.from_dict(apply_overrides(config.to_dict(), settings))
+        config.validate()
     slim["config"] = config.to_dict()
     save_checkpoint(slim, out.checkpoint("best"))
     config.save(out.config)
@@ -80,7 +93,9 @@ def package(
     atomic_write_text(
         out.root / "checkpoint.json",
         json.dumps(
-            {"source": str(source), "step": int(state["step"]), "best_score": float(state["best_score"])} | origin,
+            {"source": str(source), "step": int(state["step"]), "best_score": float(state["best_score"])}
+            | origin
+            | ({"settings": settings} if settings else {}),
             indent=1,
         ),
     )
@@ -94,8 +109,9 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
     parser.add_argument("--refine", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seg-from", type=Path, metavar="RUN2", help="take the seg net from this run (see above)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="settings")
     args = parser.parse_args()
-    out = package(args.run, args.out, args.checkpoint, args.refine, args.seg_from)
+    out = package(args.run, args.out, args.checkpoint, args.refine, args.seg_from, args.settings)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     settings = yaml.safe_dump(RefineConfig().with_overrides(args.refine).__dict__, default_flow_style=True)
     print(f"{out}: {size:.1f} MB; refine settings: {settings.strip()}")

@@ -56,3 +56,60 @@ def test_the_model_registers_and_segments_a_test_pair(ixi):
     assert net_alone > 0.68 and refined > net_alone + 0.01
     # card: the seg net's test Dice, mirrored (segment's default), 0.847 (this test image 0.851), 2 points of margin
     assert dice(segment_volume(run, fixed)) > 0.83
+
+
+def test_atlas_segment_lets_the_seg_net_vote_and_keeps_the_atlas_codes(ixi, tmp_path, capsys):
+    """brain-2mm's atlas-segment: the seg net votes beside the atlas by default (its ``seg_net.atlas_vote``),
+    which raises Dice on this pair above the atlas alone, and the atlas's own codes (149 DLMUSE codes, where
+    the seg net knows 31 merged classes) survive the vote; ``--seg-net-weight 0`` is the atlas alone."""
+    from deepatlas.cli.main import main
+    from deepatlas.data.labels import LabelScheme
+    from deepatlas.data.splits import load_splits
+
+    splits = load_splits(ixi / "splits.json")
+    atlas, target = splits["train"][0], splits["validation"][0]
+    atlas_files = [str(ixi / "images" / f"{atlas}.nii.gz"), str(ixi / "labels" / f"{atlas}.nii.gz")]
+    common = ["atlas-segment", str(MODEL), "--atlas", *atlas_files, str(ixi / "images" / f"{target}.nii.gz")]
+    assert main([*common, "-o", str(tmp_path / "default")]) == 0
+    assert "and the seg net (x" in capsys.readouterr().out
+    assert main([*common, "-o", str(tmp_path / "alone"), "--seg-net-weight", "0"]) == 0
+    assert "seg net" not in capsys.readouterr().out
+    scheme = LabelScheme.from_file(ixi / "brain31.json")
+    truth = torch.from_numpy(
+        scheme.encode(load_label_codes(ixi / "labels" / f"{target}.nii.gz").array, unknown="background")
+    )
+    codes, dice = {}, {}
+    for name in ("default", "alone"):
+        codes[name] = load_label_codes(tmp_path / name / f"{target}_atlas_seg.nii.gz").array
+        classes = torch.from_numpy(scheme.encode(codes[name], unknown="background"))
+        dice[name] = finite_mean(dice_per_class(classes, truth, scheme.num_classes))
+    # the atlas's codes, or a class's first code where the seg net alone put a class the atlas did not vote for
+    allowed = set(np.unique(load_label_codes(atlas_files[1]).array).tolist()) | {c[0] for c in scheme.codes}
+    assert len(np.unique(codes["default"])) > 100 and set(np.unique(codes["default"]).tolist()) <= allowed
+    assert dice["default"] > dice["alone"] + 0.01, dice
+
+
+def test_atlas_segment_keeps_the_seg_net_out_of_atlases_in_another_label_protocol(ixi, tmp_path, capsys):
+    """An atlas whose codes are not the model's (here DLMUSE's shifted by 1000, as another protocol's would
+    be) is fused alone by default, with one line saying why: the seg net would relabel it in its own codes."""
+    from deepatlas.cli.main import main
+    from deepatlas.data.io import save_volume
+    from deepatlas.data.splits import load_splits
+
+    splits = load_splits(ixi / "splits.json")
+    atlas, target = splits["train"][0], splits["validation"][0]
+    labels = load_label_codes(ixi / "labels" / f"{atlas}.nii.gz")
+    shifted = np.where(labels.array > 0, labels.array.astype(np.int32) + 1000, 0)
+    save_volume(shifted.astype(np.int16), labels.affine, tmp_path / "other_protocol.nii.gz")
+    args = ["atlas-segment", str(MODEL), "--atlas", str(ixi / "images" / f"{atlas}.nii.gz")]
+    args += [
+        str(tmp_path / "other_protocol.nii.gz"),
+        str(ixi / "images" / f"{target}.nii.gz"),
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "note: the seg net did not vote: only 0% of an atlas's labelled voxels" in out and "seg net (x" not in out
+    codes = np.unique(load_label_codes(tmp_path / "o" / f"{target}_atlas_seg.nii.gz").array)
+    assert set(codes.tolist()) <= set(np.unique(shifted).tolist())

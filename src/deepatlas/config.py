@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ class SegNetConfig:
     where the label scheme names sides and each has its twin (brain31), off otherwise (codes alone say no
     side); ``on`` refuses a scheme with a side-named class missing its twin. Twice the seg net's time; on
     ixi-2mm validation +1.0 Dice for brain-2mm, 9 of 9 brains (docs/results.md "Mirrored inference")."""
+    atlas_vote: float = 0.0
+    """The seg net's vote beside the atlases of ``atlas-segment`` and ``evaluate --atlases`` where
+    ``--seg-net-weight`` is not given: its class probabilities times this (0: the atlases alone). 0 for the
+    runs ``train`` writes: a run's seg net may be untrained (``--recipe reg-only``) or weaker than its atlases,
+    which ``benchmarks/fusion_weight.py`` measures; a shipped model carries the weight chosen on its
+    validation brains (docs/results.md "Seg net and atlases: one vote")."""
 
 
 @dataclass
@@ -558,6 +565,8 @@ class Config:
                     f"config {name}: strides needs len(channels) - 1 = {len(net.channels) - 1} "
                     f"entries, got {len(net.strides)}"
                 )
+        if not 0 <= self.seg_net.atlas_vote < math.inf:  # also NaN
+            raise ValueError(f"config seg_net.atlas_vote: a finite number >= 0, got {self.seg_net.atlas_vote}")
         self.refine.validate()
         self.teachers.validate()
         self.augment.validate()

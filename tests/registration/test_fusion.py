@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepatlas.registration.fusion import MIN_WEIGHT, LabelVotes, similarity_weight
+from deepatlas.registration.fusion import MIN_WEIGHT, LabelVotes, similarity_weight, vote_within_classes
 
 
 def _maps(*rows):
@@ -42,3 +42,18 @@ def test_a_soft_vote_counts_its_probabilities_times_its_weight():
         assert votes.winner().flatten().tolist() == expected
     with pytest.raises(ValueError, match="one row per label"):
         votes.add_probabilities(seg[:2], 1.0)
+
+
+def test_a_class_voter_decides_the_class_and_the_atlases_keep_their_code_within_it():
+    """Fine labels 0, 10, 11 (rows 0-2; classes 0, 1, 1) against a voter over the two classes, weight 2."""
+    fine = LabelVotes(3, (3,), dtype=torch.float64)
+    fine.votes[:, 0] = torch.tensor([0.6, 0.3, 0.2])  # class 1 by the voter (0.5 + 2 > 0.6); code 10 over 11
+    fine.votes[:, 1] = torch.tensor([1.0, 0.0, 0.0])  # class 1 by the voter, but no atlas voted for it
+    fine.votes[:, 2] = torch.tensor([0.0, 0.0, 2.5])  # the atlases outvote the voter's class 0 (2.5 > 2)
+    probabilities = torch.tensor([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    classes, rows = vote_within_classes(fine, torch.tensor([0, 1, 1]), probabilities, weight=2.0)
+    assert classes.tolist() == [1, 1, 1]
+    assert rows.tolist() == [1, -1, 2]  # -1: the class came from the voter alone
+    # without the voter the fine votes alone decide, as the atlases alone would
+    classes, rows = vote_within_classes(fine, torch.tensor([0, 1, 1]), probabilities, weight=0.0)
+    assert classes.tolist() == [0, 0, 1] and rows.tolist() == [0, 0, 2]

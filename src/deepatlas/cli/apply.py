@@ -27,7 +27,8 @@ class AtlasFusion:
     and the seg net's vote weight (0: the atlases alone)."""
 
     fusion: str = "weighted"
-    seg_net_weight: float = 0.0
+    seg_net_weight: float | None = None
+    """None: the run's ``seg_net.atlas_vote``."""
 
 
 def expand_paths(paths: list[str]) -> list[Path]:
@@ -274,7 +275,7 @@ def _write_label_maps(
     planned = [(str(p), [t, *masks[t]]) for p, t in zip(images, targets)]
     tables = [("the lookup and volume tables", list(extras.tables) + extras.folder_outputs())] if extras else []
     check_outputs(planned + tables, inputs, "rename one of them")
-    fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", 0.0))
+    fusion = AtlasFusion(getattr(args, "fusion", "weighted"), getattr(args, "seg_net_weight", None))
     jobs = [(path, target, atlases, fusion, options, extras) for path, target in zip(images, targets)]
     loader, run = load_run_from_args, None
     with output_lock(args):
@@ -289,7 +290,7 @@ def _write_label_maps(
             extras.write(run.scheme, records)
         if atlases is None and any(r["score"] is not None for r in records):
             _write_segment_records(out / "segment.json", records)
-    return out, len({r["output"] for r in records})
+    return out, records
 
 
 def _write_segment_records(path: Path, records: list[dict]) -> None:
@@ -316,7 +317,13 @@ def _label_job(run, job: tuple) -> dict:
     from deepatlas.cli.segment_outputs import segment_image, write_image_extras
     from deepatlas.data.io import save_volume
     from deepatlas.inference.alignment import alignment_warning
-    from deepatlas.inference.apply import atlas_segment_volume, mirror_plan_of, read_atlases
+    from deepatlas.inference.apply import (
+        ATLAS_VOTE_MIN_SHARE,
+        atlas_segment_volume,
+        atlases_share_in_classes,
+        mirror_plan_of,
+        read_atlases,
+    )
     from deepatlas.inference.outputs import label_dtype
 
     path, target, atlases, fusion, options, extras = job
@@ -335,13 +342,19 @@ def _label_job(run, job: tuple) -> dict:
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))
+        weight = fusion.seg_net_weight
+        if weight is None:  # the run's default vote, for atlases in the label protocol its seg net learned
+            share = atlases_share_in_classes(atlas_volumes, run.scheme) if run.config.seg_net.atlas_vote else 1.0
+            weight = run.config.seg_net.atlas_vote if share >= ATLAS_VOTE_MIN_SHARE else 0.0
+            record["atlas_share_in_classes"] = round(share, 4)
+        record["seg_net_weight"] = weight
         codes = atlas_segment_volume(
             run,
             atlas_volumes,
             image,
             fusion.fusion,
             registrar=registrar,
-            seg_net_weight=fusion.seg_net_weight,
+            seg_net_weight=weight,
             align=options.align,  # the seg net sees the target as the registration does
         )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
@@ -353,7 +366,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     images, skipped = expand_inputs(args.images)
     extras = SegmentExtras(Path(args.output), args.volumes, args.probabilities)
-    out, written = _write_label_maps(args, images, "seg", skipped=skipped, extras=extras)
+    out, records = _write_label_maps(args, images, "seg", skipped=skipped, extras=extras)
+    written = len({r["output"] for r in records})
     more = ", volumes.csv (mm^3)" if args.volumes else ""
     more += ", <name>_probabilities.nii.gz" if args.probabilities else ""
     print(
@@ -382,13 +396,23 @@ def _warn_wrong_sided_atlases(run: str, atlases) -> None:
 def cmd_atlas_segment(args: argparse.Namespace) -> int:
     targets, skipped = expand_inputs(args.targets)
     atlases = [(Path(img), Path(lab)) for img, lab in args.atlas]
-    from deepatlas.inference.apply import read_atlases
+    from deepatlas.inference.apply import ATLAS_VOTE_MIN_SHARE, read_atlases
 
     _warn_wrong_sided_atlases(args.run, read_atlases(tuple(atlases)))  # a bad atlas fails here, before any work
-    out, written = _write_label_maps(args, targets, "atlas_seg", atlases, skipped)
+    out, records = _write_label_maps(args, targets, "atlas_seg", atlases, skipped)
     voters = f"{len(atlases)} atlas(es)"
-    if args.seg_net_weight > 0:
-        voters += f" and the seg net (x{args.seg_net_weight:g})"
+    weights = sorted({r["seg_net_weight"] for r in records})
+    if weights and weights[-1] > 0:  # one run, one weight
+        given = "" if args.seg_net_weight is not None else ", the run's seg_net.atlas_vote; --seg-net-weight 0: off"
+        voters += f" and the seg net (x{weights[-1]:g}{given})"
+    shares = [r["atlas_share_in_classes"] for r in records if "atlas_share_in_classes" in r]
+    if shares and weights == [0.0]:  # the run's default vote left out for these atlases
+        print(
+            f"note: the seg net did not vote: only {min(shares):.0%} of an atlas's labelled voxels carry codes of "
+            f"the run's classes (a vote needs {ATLAS_VOTE_MIN_SHARE:.0%}: atlases in another label protocol); "
+            "--seg-net-weight W makes it vote"
+        )
+    written = len({r["output"] for r in records})
     print(f"{written} label map(s) from {voters}, {args.fusion} fusion, written to {out}/")
     return 0
 
@@ -414,11 +438,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         atlases=args.atlases,
         fusion=args.fusion,
-        seg_net_weight=args.seg_net_weight,
+        seg_net_weight=_evaluation_vote(args, run),
     )
     print(format_summary(summary))
     print(f"per-case CSV and summary.json in {out}/")
     return 0
+
+
+def _evaluation_vote(args: argparse.Namespace, run) -> float:
+    """``evaluate``'s seg net weight: ``--seg-net-weight``, else, with ``--atlases``, the run's
+    ``seg_net.atlas_vote`` (as ``atlas-segment``), else 0 (the seg net is scored alone)."""
+    if args.seg_net_weight is not None:
+        return args.seg_net_weight
+    return run.config.seg_net.atlas_vote if args.atlases else 0.0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -124,12 +124,14 @@ def _seg_net_weight_flag(p) -> None:
     p.add_argument(
         "--seg-net-weight",
         type=non_negative,
-        default=0.0,
+        default=None,
         metavar="W",
         help="the run's seg net votes too, its class probabilities times W (a sure prediction counts as "
-        "much as W atlases matching the target perfectly); ixi-2mm validation, 1 and 5 atlases: W=1 "
-        "beats the atlases alone by 1.2 / 0.9 Dice points and the seg net alone by 1.6 (default 0: off). "
-        "Tuned with --fusion weighted; with majority votes a weight <= 1 only breaks ties",
+        "much as W atlases matching the target perfectly); it decides each voxel's structure with the "
+        "atlases, and the atlases' own codes are kept within it. Default: the run's seg_net.atlas_vote "
+        "(chosen on validation for a shipped model, see its card; 0, off, for runs you train: measure "
+        "yours with benchmarks/fusion_weight.py). Tuned with --fusion weighted; with majority votes a "
+        "weight <= 1 only breaks ties",
     )
 
 

@@ -43,7 +43,7 @@ from deepatlas.networks.warp import label_corners
 from deepatlas.options import look_up_option
 from deepatlas.registration import Deformation, RegistrationPipeline
 from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, foreground
-from deepatlas.registration.fusion import NCC_WINDOW, LabelVotes, similarity_weight
+from deepatlas.registration.fusion import NCC_WINDOW, LabelVotes, similarity_weight, vote_within_classes
 from deepatlas.registration.inverse import invert_deformation
 
 
@@ -498,9 +498,11 @@ def atlas_segment_volume(
     weighted by the local normalized cross-correlation between the warped atlas and the
     target around that voxel, so atlases that match locally count more). ``registrar``
     replaces the run's registration net (``run`` may then be None). ``seg_net_weight`` > 0
-    adds the run's seg net as one more voter (its class probabilities of ``target``, brought into
-    the model's space as ``align`` says, times the weight): the labels are then the run's
-    classes, each written as its first code, as ``segment`` writes them.
+    adds the run's seg net as one more voter over its classes (its class probabilities of ``target``,
+    brought into the model's space as ``align`` says, times the weight):
+    :func:`~deepatlas.registration.fusion.vote_within_classes` decides the class with it and keeps the
+    atlases' own code within the class (a cortical parcel inside the cortex); where no atlas voted for
+    the winning class, its first code, as ``segment`` writes it.
     """
     if registrar is None:
         if run is None:
@@ -510,15 +512,44 @@ def atlas_segment_volume(
     if not atlases:
         raise ValueError("atlas segmentation needs at least one atlas")
     check_seg_net_weight(seg_net_weight, run)
-    if seg_net_weight > 0:  # vote over the seg net's classes; codes outside them as in training
-        unknown = run.config.data.unknown_labels
-        votes = atlas_votes(atlases, target, registrar, fusion, run.scheme, window, unknown)
-        votes.add_probabilities(segment_probabilities(run, target, align), seg_net_weight)
-        return run.scheme.decode(votes.winner().numpy())
-    # atlases alone vote over the codes their label maps hold (none merged, none lost)
+    if seg_net_weight > 0:  # the seg net's classes must hold every atlas's codes (or training's rule for those not)
+        for _, labels in atlases:
+            source = str(getattr(labels, "path", None) or "an atlas label map")
+            run.scheme.encode(labels.array, source=source, unknown=run.config.data.unknown_labels)
+    # the atlases vote over the codes their label maps hold (none merged, none lost)
     codes = sorted({int(c) for _, labels in atlases for c in np.unique(labels.array)})
     votes = atlas_votes(atlases, target, registrar, fusion, codes, window)
-    return np.asarray(codes)[votes.winner().numpy()]
+    if seg_net_weight <= 0:
+        return np.asarray(codes)[votes.winner().numpy()]
+    # the seg net votes over its classes: each code counts for its class (codes outside the classes as in
+    # training); the class decided, the atlases' code within it is kept
+    classes_of = run.scheme.encode(np.asarray(codes), unknown="background")  # unknown ones allowed above
+    probabilities = segment_probabilities(run, target, align)
+    classes, fine = vote_within_classes(
+        votes, torch.from_numpy(classes_of.astype(np.int64)), probabilities, seg_net_weight
+    )
+    fine_codes = np.asarray(codes)[fine.clamp_min(0).numpy()]
+    return np.where(fine.numpy() >= 0, fine_codes, run.scheme.decode(classes.numpy()))
+
+
+ATLAS_VOTE_MIN_SHARE = 0.8
+"""A run's default seg net vote (``seg_net.atlas_vote``) joins the atlases only when at least this share of
+every atlas's labelled (non-zero) voxels carry codes of the run's classes: the atlases then follow the
+label protocol the seg net learned. ixi-2mm's own DLMUSE maps: 91-92 % (codes 1, 46 and 69 lie outside
+brain31's 31 classes); a map in another protocol (FreeSurfer's aseg codes) puts its cortex and white
+matter, most of its voxels, on codes the classes do not hold, and its atlases would be outvoted by a seg
+net that labels in another protocol."""
+
+
+def atlases_share_in_classes(atlases: list[tuple[Volume, Volume]], scheme: LabelScheme) -> float:
+    """The smallest share, over ``atlases``, of an atlas's labelled (non-zero) voxels whose codes are codes of
+    ``scheme``'s classes (1 for an atlas with no labelled voxel)."""
+    known = np.asarray(sorted({int(c) for codes in scheme.codes for c in codes}))
+    shares = []
+    for _, labels in atlases:
+        labelled = np.asarray(labels.array)[np.asarray(labels.array) != 0]
+        shares.append(float(np.isin(labelled, known).mean()) if labelled.size else 1.0)
+    return min(shares, default=1.0)
 
 
 def check_seg_net_weight(weight: float, run: TrainedRun | None) -> None:

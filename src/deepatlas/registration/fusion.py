@@ -8,6 +8,8 @@ match locally count more; Artaechevarria et al., 2009). ``atlas-segment --seg-ne
 the seg net's class probabilities as one more, soft, vote: the two make different errors (the
 seg net follows the cortex and ventricles of the image itself, registration keeps the shape of
 small deep structures), so their vote beats each alone (docs/results.md, "Seg net and atlases").
+The atlases may hold finer codes than the seg net's classes (cortical parcels inside one cortex class):
+:func:`vote_within_classes` decides the class with both and keeps the atlases' code within it.
 """
 
 from __future__ import annotations
@@ -84,3 +86,35 @@ class LabelVotes:
     def winner(self) -> torch.Tensor:
         """The label with the most votes at every voxel (the grid's shape, long; ties: the lower label)."""
         return self.votes.argmax(0)
+
+
+def vote_within_classes(
+    fine: LabelVotes, classes_of: torch.Tensor, probabilities: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fuse atlases' votes for fine labels with a voter over coarser classes (a seg net's probabilities),
+    keeping the atlases' fine labels.
+
+    ``fine``: votes for ``K`` fine labels (an atlas's own codes); ``classes_of``: the class (``0 .. C-1``) of
+    each fine label (``K``); ``probabilities``: ``C x *grid``, counted times ``weight``. At every voxel the
+    class is decided by the fine votes summed per class plus the weighted probabilities; the label within it
+    by the fine votes alone (a cortical parcel of the atlases inside the cortex both agree on). Returns the
+    class winner and the fine winner (``-1`` where no fine label of the winning class had a vote: the class
+    came from the probabilities alone), both of the grid's shape; ties go to the lower index. Slab by slab
+    of the grid's first axis, so a ``K``-label mask of the whole grid is never held."""
+    classes_of = classes_of.to(fine.votes.device).long()
+    shape = fine.votes.shape[1:]
+    winner_class = torch.empty(shape, dtype=torch.long, device=fine.votes.device)
+    winner_fine = torch.empty_like(winner_class)
+    step = max(1, shape[0] // 8)
+    for start in range(0, shape[0], step):
+        rows = slice(start, min(start + step, shape[0]))
+        votes = fine.votes[:, rows]
+        summed = torch.zeros((probabilities.shape[0], *votes.shape[1:]), dtype=votes.dtype, device=votes.device)
+        summed.index_add_(0, classes_of, votes)
+        summed.add_(probabilities[:, rows].to(summed), alpha=weight)
+        winner_class[rows] = summed.argmax(0)
+        member = classes_of.view(-1, *[1] * (votes.ndim - 1)) == winner_class[rows][None]
+        masked = torch.where(member, votes, torch.full_like(votes, -1.0))
+        best, index = masked.max(0)
+        winner_fine[rows] = torch.where(best > 0, index, torch.full_like(index, -1))
+    return winner_class, winner_fine
