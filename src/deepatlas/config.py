@@ -463,6 +463,12 @@ class AugmentConfig:
     ventricles are then resized every time, not about one time in five (docs/results.md,
     "Morphometry against the truth")."""
 
+    resize_image: str = "linear"
+    """How resizing resamples the image (:data:`deepatlas.options.RESIZE_IMAGE`): ``linear`` blurs a grown
+    structure's boundary where its labels move by a fraction of a voxel, which real scans and the
+    synthetic-atrophy benchmark's brains (``cubic``) do not; ``cubic`` costs ~0.15 s per resized image on
+    the CPU. Whether it pays: docs/results.md ("Morphometry against the truth")."""
+
     flip: float = 0.0
     """Chance that an augmented image is mirrored left-right, each structure's label turned into its twin's on
     the other side (``Hippocampus-L`` <-> ``-R``, by name: :meth:`deepatlas.data.labels.LabelScheme.mirrored`),
@@ -555,6 +561,7 @@ class Config:
             "amp": (self.amp, options.AMP),
             "teachers.enabled": (self.teachers.enabled, options.TEACHERS),
             "augment.enabled": (self.augment.enabled, options.AUGMENT),
+            "augment.resize_image": (self.augment.resize_image, options.RESIZE_IMAGE),
         }
         for key, (value, allowed) in choices.items():
             options.look_up_option(value, allowed, f"config {key}")

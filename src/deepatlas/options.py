@@ -27,6 +27,10 @@ they bought +1.1 to +5.9 seg Dice at one labelled image and nothing at five (doc
 AUGMENT = ("auto", "on", "off")
 """Augmentation of the seg net's supervised images (``augment.enabled``); ``auto``: on with few
 labelled images (and normalised intensities, which its contrast and noise changes are sized for)."""
+RESIZE_IMAGE = ("linear", "cubic")
+"""How structure resizing (``augment.resize_image``) resamples the image: ``linear`` (torch, any device; a
+blur where the flow moves a voxel by a fraction) or ``cubic`` (a B-spline on the CPU, as the synthetic-atrophy
+benchmark makes its brains: the image stays sharp where its labels move)."""
 AUGMENT_AUTO_MAX_LABELLED = 2
 """``augment.enabled=auto`` turns augmentation on with at most this many labelled training images.
 At one (ixi-2mm validation, seed 0's draw, 45 minutes, two machines) it lifted the seg net alone

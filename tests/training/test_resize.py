@@ -72,6 +72,27 @@ def test_resize_classes_are_names_in_the_label_map():
         config.validate()
 
 
+def test_cubic_resizing_moves_the_image_as_linear_does_without_its_blur():
+    """The same draws give the same labels either way; the cubic image keeps the ball's sharp edge (few
+    voxels between 0 and 1: 504 against 704 here) where the linear one blurs it wherever a voxel moves by a
+    fraction."""
+    labels = _ball()[None, None]
+    images = (labels == 1).float()
+    moved = {}
+    for kind in ("linear", "cubic"):
+        generator = torch.Generator().manual_seed(1)
+        moved[kind] = resize_structures(images, labels, 2.0, 1, generator, image_interpolation=kind)
+    assert torch.equal(moved["linear"][1], moved["cubic"][1])
+    partial = {k: int(((v[0] > 0.1) & (v[0] < 0.9)).sum()) for k, v in moved.items()}
+    assert partial["cubic"] < 0.8 * partial["linear"], partial
+    agree = ((moved["cubic"][0] > 0.5) == (moved["cubic"][1] == 1)).float().mean()
+    assert agree > 0.995
+    config = Config()
+    config.augment.resize_image = "quintic"
+    with pytest.raises(ValueError, match="augment.resize_image"):
+        config.validate()
+
+
 def test_resizing_is_checked_in_the_config():
     config = Config()
     config.augment.resize = -1.0

@@ -10,6 +10,7 @@ per shape and cached (:func:`deepatlas.networks.warp.sampling_grid`, which train
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,3 +134,19 @@ class _Diffusion(torch.autograd.Function):
             out.narrow(axis, 0, n - 1).sub_(d)
             out.narrow(axis, 1, n - 1).add_(d)
         return out
+
+
+def resample_cubic(image: np.ndarray, field: torch.Tensor) -> np.ndarray:
+    """``image`` (an array) at ``x + field(x)`` (``field``: ``dims x *spatial``, voxels along the array axes, as
+    :func:`warp`'s) by cubic B-spline interpolation (edges replicated), clipped to the
+    image's own range (the spline overshoots at sharp edges). Linear interpolation is a blur where the
+    displacement is fractional: a half-voxel shift alone changed the shipped seg net's hippocampi by
+    -2 to -4 % (docs/results.md, "Morphometry against the truth"), a change of the order the synthetic-atrophy
+    benchmark asks a method to find; the cubic spline passes through the samples and blurs far less. On the
+    CPU (scipy), ~0.15 s at 80 x 96 x 80."""
+    from scipy import ndimage
+
+    array = np.asarray(image, dtype=np.float64)
+    grid = np.indices(array.shape, dtype=np.float64) + field.double().numpy()
+    moved = ndimage.map_coordinates(array, grid, order=3, mode="nearest")
+    return np.clip(moved, array.min(), array.max()).astype(np.float32)

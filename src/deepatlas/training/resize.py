@@ -14,9 +14,10 @@ augmentation (``augment.enabled``), before the random affine.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from deepatlas.registration.fields import warp
+from deepatlas.registration.fields import resample_cubic, warp
 from deepatlas.registration.growth import growth_flow, mask_direction
 
 SIGMA_VOXELS = 2.0
@@ -38,8 +39,10 @@ def resize_structures(
     count: int,
     generator: torch.Generator,
     eligible: list[int] | None = None,
+    image_interpolation: str = "linear",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` (linear) and ``labels`` (nearest) of each item (``B x 1 x *spatial``) moved by the flow
+    """``images`` (``image_interpolation``: ``linear``, or ``cubic``: :func:`resample_cubic`, on the CPU) and
+    ``labels`` (nearest) of each item (``B x 1 x *spatial``) moved by the flow
     of ``sum_k s_k * direction_k`` over ``count`` structures present in it (drawn at random among the
     class indices ``eligible``, default every one; background excluded), each strength ``s_k`` uniform in
     ``[-strength, strength]`` voxels: > 0 grows a structure, < 0 shrinks it. Every draw comes from
@@ -56,9 +59,17 @@ def resize_structures(
         order = torch.randperm(len(present), generator=generator)[:count].tolist()
         strengths = ((torch.rand(len(order), generator=generator) * 2 - 1) * strength).tolist()
         field = resize_field(label[0], [present[i] for i in order], strengths)
-        moved_images.append(warp(image[None].float(), field)[0].to(image.dtype))
+        moved_images.append(_moved_image(image, field, image_interpolation))
         moved_labels.append(warp(label[None].float(), field, "nearest")[0].round().to(label.dtype))
     return torch.stack(moved_images), torch.stack(moved_labels)
+
+
+def _moved_image(image: torch.Tensor, field: torch.Tensor, interpolation: str) -> torch.Tensor:
+    """One item's image (``C x *spatial``) at ``x + field(x)`` (``field``: ``1 x dims x *spatial``)."""
+    if interpolation == "linear":
+        return warp(image[None].float(), field)[0].to(image.dtype)
+    channels = [resample_cubic(c.detach().float().cpu().numpy(), field[0].float().cpu()) for c in image]
+    return torch.from_numpy(np.stack(channels)).to(image.device, image.dtype)
 
 
 def resize_indices(names: list[str], scheme_names: list[str]) -> list[int] | None:

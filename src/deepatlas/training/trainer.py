@@ -268,7 +268,9 @@ class Trainer:
         stream = torch.Generator().manual_seed(seed + self.world.rank)
         cfg = self.config.augment
         with torch.autocast(self.device.type, enabled=False):
-            images, labels = resize_structures(images, labels, cfg.resize, cfg.resize_structures, stream, self.resized)
+            images, labels = resize_structures(
+                images, labels, cfg.resize, cfg.resize_structures, stream, self.resized, cfg.resize_image
+            )
             if cfg.flip > 0:  # no draw when off: runs without it keep their random streams
                 chosen = torch.rand(len(images), generator=stream) < cfg.flip
                 images, labels = mirror(images, labels, chosen.to(images.device), *self.mirroring)
