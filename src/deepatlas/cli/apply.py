@@ -380,17 +380,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def _warn_wrong_sided_atlases(run: str, atlases) -> None:
     """One ``warning:`` line per atlas whose left and right labels look swapped in part (judged by the run's
     class names, :mod:`deepatlas.data.hemispheres`): its sides would become every target's."""
-    from deepatlas.data.hemispheres import warn_crossed
+    from deepatlas.data.hemispheres import warn_crossed_atlases
     from deepatlas.data.labels import LabelScheme
     from deepatlas.run_folder import RunFolder, resolve_run
 
     labels_file = RunFolder(resolve_run(run)).labels
     if not labels_file.exists():
         return  # not a run folder: loading it says so, in its own words
-    scheme = LabelScheme.from_file(labels_file)
-    for _, labels in atlases:
-        classes = scheme.encode(labels.array, unknown="background")
-        warn_crossed(classes, labels.affine, scheme, str(labels.path), "its sides would become every target's")
+    warn_crossed_atlases(atlases, LabelScheme.from_file(labels_file))  # codes are checked where they are used
 
 
 def cmd_atlas_segment(args: argparse.Namespace) -> int:

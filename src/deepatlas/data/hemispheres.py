@@ -120,3 +120,15 @@ def warn_crossed(
     if os.environ.get("RANK", "0") == "0":  # one process speaks for a torchrun launch
         print(line, flush=True)
     return line
+
+
+ATLAS_ADVICE = "its sides would become every target's"
+
+
+def warn_crossed_atlases(atlases: list, scheme: LabelScheme, unknown: str = "background") -> None:
+    """:func:`warn_crossed` for each atlas's label map (``(image, labels)`` volumes; classes of ``scheme``, codes
+    outside it as ``unknown`` says: ``error`` refuses them, naming the file), with the advice that an atlas's
+    sides become every target's (``atlas-segment``, ``morphometry --atlas``)."""
+    for _, labels in atlases:
+        classes = scheme.encode(labels.array, source=str(labels.path), unknown=unknown)
+        warn_crossed(classes, labels.affine, scheme, str(labels.path), ATLAS_ADVICE)

@@ -62,7 +62,7 @@ import torch
 
 from deepatlas import options
 from deepatlas.data.errors import DataError
-from deepatlas.data.hemispheres import warn_crossed
+from deepatlas.data.hemispheres import warn_crossed_atlases
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity, save_volume
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.subjects import subject_id
@@ -342,9 +342,7 @@ def check_atlases(run: TrainedRun, atlases: tuple[tuple[Path, Path], ...]) -> No
     """Read every atlas (each label map on its image's grid); refuse, naming the file, label codes the
     run's label scheme does not know, unless the run's ``data.unknown_labels`` (``--unknown-labels``)
     makes them background; warn of an atlas whose left and right labels look swapped in part."""
-    for _, labels in read_atlases(atlases):
-        classes = run.scheme.encode(labels.array, source=str(labels.path), unknown=run.config.data.unknown_labels)
-        warn_crossed(classes, labels.affine, run.scheme, str(labels.path))  # its sides would become the subjects'
+    warn_crossed_atlases(read_atlases(atlases), run.scheme, run.config.data.unknown_labels)
 
 
 def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
