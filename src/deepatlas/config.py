@@ -467,7 +467,8 @@ class AugmentConfig:
     """How resizing resamples the image (:data:`deepatlas.options.RESIZE_IMAGE`): ``linear`` blurs a grown
     structure's boundary where its labels move by a fraction of a voxel, which real scans and the
     synthetic-atrophy benchmark's brains (``cubic``) do not; ``cubic`` costs ~0.15 s per resized image on
-    the CPU. Whether it pays: docs/results.md ("Morphometry against the truth")."""
+    the CPU. Measured, it did not pay: small enlargements were recovered no better and the net became more
+    sensitive to a blur (docs/results.md, "Resizing without its blur"), so ``linear`` stays."""
 
     flip: float = 0.0
     """Chance that an augmented image is mirrored left-right, each structure's label turned into its twin's on
