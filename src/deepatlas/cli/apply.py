@@ -355,7 +355,9 @@ def _label_job(run, job: tuple) -> dict:
             fusion.fusion,
             registrar=registrar,
             seg_net_weight=weight,
-            align=options.align,  # the seg net sees the target as the registration does
+            # the seg net's vote sees the target as `segment` would (--align auto unless on): registration's
+            # default (off) copes with a raw scan through its affine stage, the seg net does not
+            align="on" if options.align == "on" else "auto",
         )
     save_volume(codes.astype(label_dtype(codes)), image.affine, target)
     return record | write_image_extras(run, extras, image, target, probabilities)
