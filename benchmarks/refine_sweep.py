@@ -79,6 +79,15 @@ VARIANTS = {
         )
         if not (contrast == "T1" and similarity == "MI")
     },
+    # issue 35's speed bar (session 31): fewer steps from the net's field, the coarse ones cheapest
+    "2x 10 + full 5 steps": ["iterations=[10,5]"],
+    "2x 5 + full 5 steps": ["iterations=[5,5]"],
+    "full 5 steps only": ["levels=[1]", "iterations=[5]"],
+    "full 8 steps only": ["levels=[1]", "iterations=[8]"],
+    "2x 20 + full 3 steps": ["iterations=[20,3]"],
+    "2x 10 + full 3 steps": ["iterations=[10,3]"],
+    "4x 10 + 2x 5 + full 5 steps": ["levels=[4,2,1]", "iterations=[10,5,5]"],
+    "2x 10 + full 4 steps (lr 0.35)": ["iterations=[10,4]", "lr=0.35"],
 }
 FROM_ZERO = "from zero"  # variants named so start from the identity, without the net
 CONTRASTS = ("inverted contrast", "remapped contrast")  # variants named so change the moving contrast

@@ -470,6 +470,13 @@ class AugmentConfig:
     the CPU. Measured, it did not pay: small enlargements were recovered no better and the net became more
     sensitive to a blur (docs/results.md, "Resizing without its blur"), so ``linear`` stays."""
 
+    resize_labels: str = "nearest"
+    """How resizing moves the label map (:data:`deepatlas.options.RESIZE_LABELS`): ``nearest`` leaves every
+    label in place where a boundary moves by less than half a voxel, so small growths teach the net to ignore
+    the image's change; ``sampled`` draws each voxel's label from the voxels around its source point with their
+    interpolation weights (partial volumes on average). Measured in docs/results.md ("Labels that move by a
+    fraction of a voxel")."""
+
     flip: float = 0.0
     """Chance that an augmented image is mirrored left-right, each structure's label turned into its twin's on
     the other side (``Hippocampus-L`` <-> ``-R``, by name: :meth:`deepatlas.data.labels.LabelScheme.mirrored`),
@@ -563,6 +570,7 @@ class Config:
             "teachers.enabled": (self.teachers.enabled, options.TEACHERS),
             "augment.enabled": (self.augment.enabled, options.AUGMENT),
             "augment.resize_image": (self.augment.resize_image, options.RESIZE_IMAGE),
+            "augment.resize_labels": (self.augment.resize_labels, options.RESIZE_LABELS),
         }
         for key, (value, allowed) in choices.items():
             options.look_up_option(value, allowed, f"config {key}")

@@ -31,6 +31,13 @@ RESIZE_IMAGE = ("linear", "cubic")
 """How structure resizing (``augment.resize_image``) resamples the image: ``linear`` (torch, any device; a
 blur where the flow moves a voxel by a fraction) or ``cubic`` (a B-spline on the CPU, as the synthetic-atrophy
 benchmark makes its brains: the image stays sharp where its labels move)."""
+RESIZE_LABELS = ("nearest", "sampled")
+"""How structure resizing (``augment.resize_labels``) moves the label map: ``nearest`` (each voxel takes the
+label nearest its source point: where the flow moves a boundary by less than half a voxel, which is most of
+a small enlargement, no label changes while the image does) or ``sampled`` (one of the 8 voxels around the
+source point, drawn with its linear-interpolation weight: the labels' expected one-hot map is the linearly
+warped one, so a sub-voxel growth changes the labels by its partial volume on average, as it changes the
+image)."""
 AUGMENT_AUTO_MAX_LABELLED = 2
 """``augment.enabled=auto`` turns augmentation on with at most this many labelled training images.
 At one (ixi-2mm validation, seed 0's draw, 45 minutes, two machines) it lifted the seg net alone

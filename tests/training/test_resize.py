@@ -5,7 +5,7 @@ import torch
 
 from deepatlas.config import Config
 from deepatlas.registration.fields import warp
-from deepatlas.training.resize import resize_field, resize_indices, resize_structures
+from deepatlas.training.resize import resize_field, resize_indices, resize_structures, sample_labels_stochastic
 
 
 def _ball() -> torch.Tensor:
@@ -117,3 +117,38 @@ def test_a_run_starts_from_another_runs_weights_and_refuses_other_networks(train
     config.seg_net.channels = [4, 8, 8]
     with pytest.raises(ValueError, match="init_from=.*networks differ from this config's"):
         Trainer(config, data.train, progress=False)
+
+
+def test_sampled_labels_follow_a_growth_of_a_fraction_of_a_voxel_by_its_partial_volume():
+    """A growth that moves the ball's boundary by less than half a voxel leaves nearest-neighbour labels as they
+    were; drawn labels grow by the linearly warped mask's partial volume on average, and their mean one-hot map
+    is the linearly warped one."""
+    labels = _ball()
+    field = resize_field(labels, [1], [0.4])
+    assert float(field.abs().max()) < 0.5
+    nearest = warp(labels[None, None].float(), field, "nearest")[0, 0].round().long()
+    before = int((labels == 1).sum())
+    assert int((nearest == 1).sum()) == before
+    mask = warp((labels == 1)[None, None].float(), field)[0, 0]
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_labels_stochastic(labels[None], field[0], generator)[0] for _ in range(200)])
+    assert set(draws.unique().tolist()) <= {0, 1, 2}
+    counts = (draws == 1).flatten(1).sum(1).float()
+    assert abs(float(counts.mean()) - float(mask.sum())) < 0.01 * before
+    assert float(mask.sum()) > 1.02 * before  # the growth is there to find
+    mean_map = (draws == 1).float().mean(0)
+    assert float((mean_map - mask).abs().max()) < 0.15  # 200 draws of a chance: within ~4 sd
+    same = sample_labels_stochastic(labels[None], torch.zeros_like(field[0]), generator)
+    assert torch.equal(same, labels[None])
+
+
+def test_resize_structures_draws_labels_when_asked_and_the_setting_is_checked():
+    labels = _ball()[None, None]
+    images = (labels == 1).float()
+    first = resize_structures(images, labels, 0.4, 1, torch.Generator().manual_seed(3), label_sampling="sampled")
+    again = resize_structures(images, labels, 0.4, 1, torch.Generator().manual_seed(3), label_sampling="sampled")
+    assert torch.equal(first[1], again[1]) and first[1].dtype == labels.dtype  # reproducible from the generator
+    config = Config()
+    config.augment.resize_labels = "linear"
+    with pytest.raises(ValueError, match="augment.resize_labels"):
+        config.validate()

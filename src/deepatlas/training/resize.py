@@ -40,9 +40,11 @@ def resize_structures(
     generator: torch.Generator,
     eligible: list[int] | None = None,
     image_interpolation: str = "linear",
+    label_sampling: str = "nearest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` (``image_interpolation``: ``linear``, or ``cubic``: :func:`resample_cubic`, on the CPU) and
-    ``labels`` (nearest) of each item (``B x 1 x *spatial``) moved by the flow
+    ``labels`` (``label_sampling``: ``nearest``, or ``sampled``: :func:`sample_labels_stochastic`) of each item
+    (``B x 1 x *spatial``) moved by the flow
     of ``sum_k s_k * direction_k`` over ``count`` structures present in it (drawn at random among the
     class indices ``eligible``, default every one; background excluded), each strength ``s_k`` uniform in
     ``[-strength, strength]`` voxels: > 0 grows a structure, < 0 shrinks it. Every draw comes from
@@ -60,7 +62,7 @@ def resize_structures(
         strengths = ((torch.rand(len(order), generator=generator) * 2 - 1) * strength).tolist()
         field = resize_field(label[0], [present[i] for i in order], strengths)
         moved_images.append(_moved_image(image, field, image_interpolation))
-        moved_labels.append(warp(label[None].float(), field, "nearest")[0].round().to(label.dtype))
+        moved_labels.append(_moved_labels(label, field, label_sampling, generator))
     return torch.stack(moved_images), torch.stack(moved_labels)
 
 
@@ -70,6 +72,33 @@ def _moved_image(image: torch.Tensor, field: torch.Tensor, interpolation: str) -
         return warp(image[None].float(), field)[0].to(image.dtype)
     channels = [resample_cubic(c.detach().float().cpu().numpy(), field[0].float().cpu()) for c in image]
     return torch.from_numpy(np.stack(channels)).to(image.device, image.dtype)
+
+
+def _moved_labels(label: torch.Tensor, field: torch.Tensor, sampling: str, generator: torch.Generator) -> torch.Tensor:
+    """One item's label map (``1 x *spatial``) at ``x + field(x)``, by ``sampling`` (``nearest`` / ``sampled``)."""
+    if sampling == "sampled":
+        return sample_labels_stochastic(label, field[0], generator)
+    return warp(label[None].float(), field, "nearest")[0].round().to(label.dtype)
+
+
+def sample_labels_stochastic(label: torch.Tensor, field: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``label`` (``C x *spatial`` class indices) at ``x + field(x)`` (``field``: ``dims x *spatial``, voxels),
+    each voxel taking the label of one of the ``2^dims`` grid points around its source point, drawn with that
+    point's linear-interpolation weight (per axis, the upper neighbour with the fraction's chance; the border
+    repeated): the expected one-hot map is the linearly warped one. Nearest neighbour keeps every label where
+    the source point is less than half a voxel away, so a boundary moved by a fraction of a voxel (a small
+    growth) leaves the labels as they were while the linearly resampled image changes; drawn labels move
+    with it by its partial volume on average. Draws from ``generator`` (CPU)."""
+    spatial = tuple(label.shape[1:])
+    axes = torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in spatial], indexing="ij")
+    index = torch.zeros(spatial, dtype=torch.long)
+    for axis, n in enumerate(spatial):
+        point = (axes[axis] + field[axis].detach().float().cpu()).clamp(0, n - 1)
+        lower = point.floor()
+        upper = torch.rand(spatial, generator=generator) < (point - lower)
+        index = index * n + (lower.long() + upper.long()).clamp_max(n - 1)
+    flat = label.reshape(label.shape[0], -1)
+    return flat[:, index.reshape(-1).to(label.device)].reshape(label.shape)
 
 
 def resize_indices(names: list[str], scheme_names: list[str]) -> list[int] | None:

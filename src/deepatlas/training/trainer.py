@@ -269,7 +269,14 @@ class Trainer:
         cfg = self.config.augment
         with torch.autocast(self.device.type, enabled=False):
             images, labels = resize_structures(
-                images, labels, cfg.resize, cfg.resize_structures, stream, self.resized, cfg.resize_image
+                images,
+                labels,
+                cfg.resize,
+                cfg.resize_structures,
+                stream,
+                self.resized,
+                cfg.resize_image,
+                cfg.resize_labels,
             )
             if cfg.flip > 0:  # no draw when off: runs without it keep their random streams
                 chosen = torch.rand(len(images), generator=stream) < cfg.flip
