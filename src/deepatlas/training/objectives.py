@@ -38,7 +38,7 @@ class DeepAtlasObjectives(nn.Module):
         self.similarity = make_similarity(cfg.similarity, cfg.lncc_window)
         self.regularizer = make_regularizer(cfg.regularizer)
         self.anatomy = AnatomyLoss(downsample=cfg.anatomy_downsample)
-        self.supervised = SupervisedSegLoss()
+        self.supervised = SupervisedSegLoss(dice_weight=cfg.supervised_dice_weight)
 
     def _segmentation(
         self, image: torch.Tensor, labels: torch.Tensor | None, logits: torch.Tensor | None = None
