@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.morphometry import class_volumes, labelled
+from benchmarks.morphometry import atrophy_of, class_volumes, labelled
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import write_results
 from benchmarks.references import sound_sides
 from deepatlas.data.io import Volume
-from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.inference import load_run
 from deepatlas.inference.apply import segment_volume
 
@@ -49,8 +48,7 @@ def deformed(image: Volume, labels: Volume, scheme, change: float) -> tuple[Volu
     """``image`` with every structure of :data:`STRUCTURES` changed by ``change`` times its factor, and the true
     change of each (mm^3: the reference volume times the achieved change of its partial-volume mask)."""
     reference = class_volumes(scheme, labels.array, labels.affine)
-    targets = {n: (scheme.codes[scheme.names.index(n)], change * f) for n, f in STRUCTURES.items()}
-    atrophy = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, list(image.spacing))
+    atrophy = atrophy_of(image, labels, scheme, {n: change * f for n, f in STRUCTURES.items()})
     return Volume(atrophy.image, image.affine, image.path), {n: reference[n] * atrophy.changes[n] for n in STRUCTURES}
 
 

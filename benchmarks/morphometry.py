@@ -75,9 +75,18 @@ TARGETS = list(STRENGTHS[0])
 
 def atrophy_at(image: Volume, labels: Volume, scheme: LabelScheme, level: int, sigma_mm: float = SIGMA_MM) -> Atrophy:
     """``image`` and its ``labels`` (codes) deformed together at level ``level`` of :data:`STRENGTHS`
+    (:func:`atrophy_of`)."""
+    return atrophy_of(image, labels, scheme, STRENGTHS[level], sigma_mm)
+
+
+def atrophy_of(
+    image: Volume, labels: Volume, scheme: LabelScheme, changes: dict[str, float], sigma_mm: float = SIGMA_MM
+) -> Atrophy:
+    """``image`` and its ``labels`` (codes) deformed together so that each structure of ``changes`` (a name of
+    ``scheme`` -> requested relative change) changes by about that much
     (:func:`deepatlas.evaluation.atrophy.synthesize_atrophy`; masks smoothed by ``sigma_mm``, in mm of the
     image's own voxel sizes)."""
-    targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in STRENGTHS[level].items()}
+    targets = {n: (scheme.codes[scheme.names.index(n)], c) for n, c in changes.items()}
     return synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, list(image.spacing), sigma_mm)
 
 

@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.morphometry import class_volumes, labelled
+from benchmarks.morphometry import atrophy_of, class_volumes, labelled
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import write_results
 from benchmarks.references import sound_sides
 from deepatlas.data.io import Volume
-from deepatlas.evaluation.atrophy import synthesize_atrophy
 from deepatlas.evaluation.volume_range import range_flag, read_volume_range
 from deepatlas.inference import TrainedRun, load_run
 from deepatlas.inference.apply import segment_volume
@@ -55,8 +54,7 @@ def enlarged(image: Volume, labels: Volume, scheme, change: float) -> tuple[Volu
     reference = class_volumes(scheme, labels.array, labels.affine)
     if change == 0:
         return image, {n: reference[n] for n in VENTRICLES}
-    targets = {n: (scheme.codes[scheme.names.index(n)], change) for n in VENTRICLES}
-    atrophy = synthesize_atrophy(image.array, labels.array.astype(np.int32), targets, list(image.spacing))
+    atrophy = atrophy_of(image, labels, scheme, dict.fromkeys(VENTRICLES, change))
     warped = Volume(atrophy.image, image.affine, image.path)
     return warped, {n: reference[n] * (1 + atrophy.changes[n]) for n in VENTRICLES}
 

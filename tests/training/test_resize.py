@@ -152,21 +152,3 @@ def test_resize_structures_draws_labels_when_asked_and_the_setting_is_checked():
     config.augment.resize_labels = "linear"
     with pytest.raises(ValueError, match="augment.resize_labels"):
         config.validate()
-
-
-def test_the_soft_dice_share_of_the_supervised_loss_is_a_checked_setting():
-    from deepatlas.losses.segmentation import SupervisedSegLoss
-    from deepatlas.training.objectives import DeepAtlasObjectives
-
-    config = Config()
-    config.loss.supervised_dice_weight = -1.0
-    with pytest.raises(ValueError, match="loss.supervised_dice_weight"):
-        config.validate()
-    logits = torch.randn(1, 3, 6, 6, 6)
-    labels = torch.randint(0, 3, (1, 1, 6, 6, 6))
-    ce_only = SupervisedSegLoss(dice_weight=0.0)(logits, labels)
-    expected = torch.nn.functional.cross_entropy(logits, labels[:, 0])
-    assert torch.allclose(ce_only, expected, atol=1e-5)
-    config.loss.supervised_dice_weight = 0.25
-    objectives = DeepAtlasObjectives(torch.nn.Identity(), torch.nn.Identity(), 3, config.loss)
-    assert objectives.supervised.dice_weight == 0.25 and objectives.supervised.ce_weight == 1.0
