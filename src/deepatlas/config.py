@@ -482,6 +482,11 @@ class AugmentConfig:
     interpolation weights (partial volumes on average). Measured in docs/results.md ("Labels that move by a
     fraction of a voxel")."""
 
+    resize_sampled_classes: list[str] = field(default_factory=list)
+    """With ``resize_labels=sampled``: the structures (names) whose boundaries take drawn labels; the others move
+    by nearest neighbour. Empty: every structure. Drawn labels make a small structure's edge uncertain, which
+    the soft Dice rewards claiming (docs/results.md, "Labels that move by a fraction of a voxel")."""
+
     flip: float = 0.0
     """Chance that an augmented image is mirrored left-right, each structure's label turned into its twin's on
     the other side (``Hippocampus-L`` <-> ``-R``, by name: :meth:`deepatlas.data.labels.LabelScheme.mirrored`),
@@ -497,10 +502,10 @@ class AugmentConfig:
         for key in ("rotate_degrees", "scale", "translate_voxels", "gamma", "noise", "resize", "resize_structures"):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"config augment.{key} must be >= 0, got {getattr(self, key)!r}")
-        if not isinstance(self.resize_classes, list) or not all(isinstance(n, str) for n in self.resize_classes):
-            raise ValueError(
-                f"config augment.resize_classes must be a list of structure names, got {self.resize_classes!r}"
-            )
+        for key in ("resize_classes", "resize_sampled_classes"):
+            names = getattr(self, key)
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"config augment.{key} must be a list of structure names, got {names!r}")
         if not 0 <= self.flip <= 1:
             raise ValueError(f"config augment.flip must be a chance between 0 and 1, got {self.flip!r}")
         if self.scale >= 1 or self.rotate_degrees > 180:

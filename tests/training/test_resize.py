@@ -152,3 +152,25 @@ def test_resize_structures_draws_labels_when_asked_and_the_setting_is_checked():
     config.augment.resize_labels = "linear"
     with pytest.raises(ValueError, match="augment.resize_labels"):
         config.validate()
+
+
+def test_drawn_labels_can_be_kept_to_the_named_structures_boundaries():
+    """``sampled_classes``: labels are drawn only where the drawn or the nearest label is a named structure;
+    every other voxel takes its nearest-neighbour label (a structure that is not named stays exact)."""
+    labels = _ball()[None, None]
+    images = (labels == 1).float()
+    nearest = resize_structures(images, labels, 0.4, 1, torch.Generator().manual_seed(3))[1]
+    drawn = resize_structures(
+        images, labels, 0.4, 1, torch.Generator().manual_seed(3), label_sampling="sampled", sampled_classes=[1]
+    )[1]
+    absent = resize_structures(
+        images, labels, 0.4, 1, torch.Generator().manual_seed(3), label_sampling="sampled", sampled_classes=[3]
+    )[1]
+    assert torch.equal(absent, nearest)
+    changed = drawn != nearest
+    assert int(changed.sum()) > 0  # the ball's boundary was drawn
+    assert bool(((drawn[changed] == 1) | (nearest[changed] == 1)).all())
+    trained = Config()
+    trained.augment.resize_sampled_classes = "Hippocampus-L"
+    with pytest.raises(ValueError, match="augment.resize_sampled_classes"):
+        trained.validate()

@@ -41,9 +41,11 @@ def resize_structures(
     eligible: list[int] | None = None,
     image_interpolation: str = "linear",
     label_sampling: str = "nearest",
+    sampled_classes: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``images`` (``image_interpolation``: ``linear``, or ``cubic``: :func:`resample_cubic`, on the CPU) and
-    ``labels`` (``label_sampling``: ``nearest``, or ``sampled``: :func:`sample_labels_stochastic`) of each item
+    ``labels`` (``label_sampling``: ``nearest``, or ``sampled``: :func:`sample_labels_stochastic`, at the
+    boundaries of ``sampled_classes`` only when given) of each item
     (``B x 1 x *spatial``) moved by the flow
     of ``sum_k s_k * direction_k`` over ``count`` structures present in it (drawn at random among the
     class indices ``eligible``, default every one; background excluded), each strength ``s_k`` uniform in
@@ -62,7 +64,7 @@ def resize_structures(
         strengths = ((torch.rand(len(order), generator=generator) * 2 - 1) * strength).tolist()
         field = resize_field(label[0], [present[i] for i in order], strengths)
         moved_images.append(_moved_image(image, field, image_interpolation))
-        moved_labels.append(_moved_labels(label, field, label_sampling, generator))
+        moved_labels.append(_moved_labels(label, field, label_sampling, generator, sampled_classes))
     return torch.stack(moved_images), torch.stack(moved_labels)
 
 
@@ -74,11 +76,25 @@ def _moved_image(image: torch.Tensor, field: torch.Tensor, interpolation: str) -
     return torch.from_numpy(np.stack(channels)).to(image.device, image.dtype)
 
 
-def _moved_labels(label: torch.Tensor, field: torch.Tensor, sampling: str, generator: torch.Generator) -> torch.Tensor:
-    """One item's label map (``1 x *spatial``) at ``x + field(x)``, by ``sampling`` (``nearest`` / ``sampled``)."""
-    if sampling == "sampled":
-        return sample_labels_stochastic(label, field[0], generator)
-    return warp(label[None].float(), field, "nearest")[0].round().to(label.dtype)
+def _moved_labels(
+    label: torch.Tensor,
+    field: torch.Tensor,
+    sampling: str,
+    generator: torch.Generator,
+    sampled_classes: list[int] | None = None,
+) -> torch.Tensor:
+    """One item's label map (``1 x *spatial``) at ``x + field(x)``, by ``sampling`` (``nearest`` / ``sampled``).
+    With ``sampled_classes``, a voxel keeps its drawn label only where the drawn or the nearest label is one of
+    them: the other structures' boundaries move by nearest neighbour."""
+    nearest = warp(label[None].float(), field, "nearest")[0].round().to(label.dtype)
+    if sampling != "sampled":
+        return nearest
+    drawn = sample_labels_stochastic(label, field[0], generator)
+    if sampled_classes is None:
+        return drawn
+    chosen = torch.tensor(sampled_classes, dtype=label.dtype, device=label.device)
+    keep = torch.isin(drawn, chosen) | torch.isin(nearest, chosen)
+    return torch.where(keep, drawn, nearest)
 
 
 def sample_labels_stochastic(label: torch.Tensor, field: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -101,16 +117,15 @@ def sample_labels_stochastic(label: torch.Tensor, field: torch.Tensor, generator
     return flat[:, index.reshape(-1).to(label.device)].reshape(label.shape)
 
 
-def resize_indices(names: list[str], scheme_names: list[str]) -> list[int] | None:
-    """The class indices of ``augment.resize_classes`` (``names``) in a label map's ``scheme_names``;
-    ``None`` (every structure) when it is empty. A name the label map lacks, or its background, is refused
-    with the names it has."""
+def resize_indices(names: list[str], scheme_names: list[str], key: str = "resize_classes") -> list[int] | None:
+    """The class indices of ``augment.<key>`` (``names``: ``resize_classes`` or ``resize_sampled_classes``) in a
+    label map's ``scheme_names``; ``None`` (every structure) when it is empty. A name the label map lacks, or its
+    background, is refused with the names it has."""
     if not names:
         return None
     unknown = [n for n in names if n not in scheme_names[1:]]
     if unknown:
         raise ValueError(
-            f"config augment.resize_classes: {unknown} not among the label map's structures; "
-            f"choose from {scheme_names[1:]}"
+            f"config augment.{key}: {unknown} not among the label map's structures; choose from {scheme_names[1:]}"
         )
     return [scheme_names.index(n) for n in names]

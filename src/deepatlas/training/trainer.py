@@ -91,6 +91,9 @@ class Trainer:
         self.teachers = self._teacher_cache() if wanted else None
         self.augmenting = config.augment.active(len(self.labelled), config.data.normalize)
         self.resized = resize_indices(config.augment.resize_classes, train.scheme.names)
+        self.sampled = resize_indices(
+            config.augment.resize_sampled_classes, train.scheme.names, "resize_sampled_classes"
+        )
         flip = config.augment.flip > 0
         self.mirroring = mirror_plan(train.scheme, train.affines, train.spatial_dims) if flip else None
         self.seg_variant = self.seg_step_variant()
@@ -277,6 +280,7 @@ class Trainer:
                 self.resized,
                 cfg.resize_image,
                 cfg.resize_labels,
+                self.sampled,
             )
             if cfg.flip > 0:  # no draw when off: runs without it keep their random streams
                 chosen = torch.rand(len(images), generator=stream) < cfg.flip
