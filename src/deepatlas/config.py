@@ -484,8 +484,8 @@ class AugmentConfig:
 
     resize_sampled_classes: list[str] = field(default_factory=list)
     """With ``resize_labels=sampled``: the structures (names) whose boundaries take drawn labels; the others move
-    by nearest neighbour. Empty: every structure. Drawn labels make a small structure's edge uncertain, which
-    the soft Dice rewards claiming (docs/results.md, "Labels that move by a fraction of a voxel")."""
+    by nearest neighbour. Empty: every structure. Tried to keep the hippocampi's bias down while the ventricles'
+    small changes are learned; it did not (docs/results.md, "Labels that move by a fraction of a voxel")."""
 
     flip: float = 0.0
     """Chance that an augmented image is mirrored left-right, each structure's label turned into its twin's on

@@ -86,12 +86,13 @@ def _moved_labels(
     """One item's label map (``1 x *spatial``) at ``x + field(x)``, by ``sampling`` (``nearest`` / ``sampled``).
     With ``sampled_classes``, a voxel keeps its drawn label only where the drawn or the nearest label is one of
     them: the other structures' boundaries move by nearest neighbour."""
+    if sampling == "sampled":
+        drawn = sample_labels_stochastic(label, field[0], generator)
+        if sampled_classes is None:
+            return drawn
     nearest = warp(label[None].float(), field, "nearest")[0].round().to(label.dtype)
     if sampling != "sampled":
         return nearest
-    drawn = sample_labels_stochastic(label, field[0], generator)
-    if sampled_classes is None:
-        return drawn
     chosen = torch.tensor(sampled_classes, dtype=label.dtype, device=label.device)
     keep = torch.isin(drawn, chosen) | torch.isin(nearest, chosen)
     return torch.where(keep, drawn, nearest)
