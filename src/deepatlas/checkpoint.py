@@ -51,3 +51,24 @@ def check_finite_weights(state: dict[str, Any], keys: tuple[str, ...], path: str
                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); the run diverged at or before "
                 f"this checkpoint: use an earlier checkpoint, or train again with a smaller learning rate"
             )
+
+
+def average_weights(states: list[dict[str, torch.Tensor]], sources: list[str]) -> dict[str, torch.Tensor]:
+    """The uniform average of several state dicts of one network (a weight average of runs trained from one
+    start, which lands between their minima rather than on a random one of them). Floating tensors are
+    averaged in float64 and cast back; integer buffers (batch-norm step counts) are the first state's. The
+    states must hold the same tensors with the same shapes; ``sources`` names them in the error."""
+    first = states[0]
+    for state, source in zip(states[1:], sources[1:]):
+        if state.keys() != first.keys():
+            raise ValueError(f"{source}: its network has other layers than {sources[0]}'s; cannot average them")
+        bad = [k for k in first if state[k].shape != first[k].shape]
+        if bad:
+            raise ValueError(
+                f"{source}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, not "
+                f"{tuple(first[bad[0]].shape)} as in {sources[0]}; cannot average them"
+            )
+    return {
+        k: torch.stack([s[k].double() for s in states]).mean(0).to(t.dtype) if t.is_floating_point() else t.clone()
+        for k, t in first.items()
+    }

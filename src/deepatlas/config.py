@@ -506,6 +506,11 @@ class AugmentConfig:
             names = getattr(self, key)
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"config augment.{key} must be a list of structure names, got {names!r}")
+        if self.resize_sampled_classes and self.resize_labels != "sampled":
+            raise ValueError(
+                f"config augment.resize_sampled_classes names the structures whose labels are drawn, which only "
+                f"augment.resize_labels=sampled does (got {self.resize_labels!r}): set both, or leave the list empty"
+            )
         if not 0 <= self.flip <= 1:
             raise ValueError(f"config augment.flip must be a chance between 0 and 1, got {self.flip!r}")
         if self.scale >= 1 or self.rotate_degrees > 180:

@@ -174,3 +174,8 @@ def test_drawn_labels_can_be_kept_to_the_named_structures_boundaries():
     trained.augment.resize_sampled_classes = "Hippocampus-L"
     with pytest.raises(ValueError, match="augment.resize_sampled_classes"):
         trained.validate()
+    trained.augment.resize_sampled_classes = ["Hippocampus-L"]  # a list, but labels move by nearest neighbour
+    with pytest.raises(ValueError, match="only augment.resize_labels=sampled"):
+        trained.validate()
+    trained.augment.resize_labels = "sampled"
+    trained.validate()
