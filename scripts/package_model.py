@@ -72,7 +72,8 @@ def take_seg_net(slim: dict, config: Config, others: list[Path]) -> dict:
     except ValueError as err:
         raise SystemExit(str(err)) from None
     config.seg_net = settings[0]
-    return {"seg_net_from": [str(p) for p in paths], "seg_net_step": [int(s["step"]) for s in states]}
+    origin = {"seg_net_from": [str(p) for p in paths], "seg_net_step": [int(s["step"]) for s in states]}
+    return {k: v[0] for k, v in origin.items()} if len(paths) == 1 else origin  # one run: as before
 
 
 def package(

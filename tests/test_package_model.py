@@ -1,6 +1,7 @@
 """scripts/package_model.py: a slim run folder, with a seg net taken from other runs or averaged over them."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,10 @@ def test_the_seg_net_of_several_runs_is_their_weights_average(tmp_path, phantoms
     assert torch.allclose(packed["seg_net"][name], (one + two) / 2, atol=1e-6)
     assert all(torch.equal(t, states[0]["reg_net"][k]) for k, t in packed["reg_net"].items())  # the first run's
     assert load_run(out).seg_net is not None  # loads like any run folder
+    single = package(runs[0], tmp_path / "taken", seg_from=[runs[1]])  # one run: its seg net as it is
+    taken = load_checkpoint(single / "checkpoints" / "best.pt")["seg_net"]
+    assert all(torch.equal(t, states[1]["seg_net"][k]) for k, t in taken.items())
+    assert json.loads((single / "checkpoint.json").read_text())["seg_net_from"].endswith("best.pt")
 
     other = tiny_config(phantoms_2d)
     other.seg_net.channels = [8, 16, 32]
