@@ -394,6 +394,13 @@ class TeacherConfig:
     """Teachers also stand in for the labels of unlabelled images in the reg net's anatomy loss
     (where it would read the seg net's prediction): the reg net learns from refined multi-atlas
     labels on every pair, and its step skips the seg net's pass over those images."""
+    self_teach_after: float = 0.0
+    """Share (0 to 1) of ``schedule.time_budget_minutes`` after which each unlabelled image's teacher is
+    remade once, when next drawn, from the seg net's own prediction of that image (its softmax averaged
+    with the mirrored image's where every side-named class has its twin): self-training, for when the seg
+    net has come to segment the unlabelled images better than one registration of an atlas does. The
+    synthesised pairs stay as they were made (their labels are exact). 0: off; needs a time budget.
+    Measured in docs/results.md "Registration as the seg net's augmenter"."""
     refine_levels: list[int] | None = None
     """Refinement levels of the registrations that make teachers (None: the run's ``refine.levels``).
     Teachers are made once per image and early, when the reg net is still poor: a longer schedule
@@ -420,6 +427,7 @@ class TeacherConfig:
         _check_fraction("teachers.synthesis", self.synthesis)
         _check_fraction("teachers.taught_share", self.taught_share)
         _check_fraction("teachers.max_share", self.max_share, zero=False)
+        _check_fraction("teachers.self_teach_after", self.self_teach_after)
         synthesis = self.synthesis
         if synthesis > 0 and self.loss != "distil":
             raise ValueError(
@@ -610,6 +618,11 @@ class Config:
             # gamma and noise are sized for intensities in [0, 1]
             raise ValueError("config augment.enabled needs data.normalize=true (intensities in [0, 1])")
         self.teachers.refine_settings(self.refine)
+        if self.teachers.self_teach_after > 0 and self.schedule.time_budget_minutes is None:
+            raise ValueError(
+                f"config teachers.self_teach_after={self.teachers.self_teach_after} is a share of the time budget: "
+                "set schedule.time_budget_minutes, or teachers.self_teach_after=0"
+            )
         if not self.loss.inverse_consistency_weight >= 0:
             raise ValueError(
                 f"config loss.inverse_consistency_weight must be >= 0, got {self.loss.inverse_consistency_weight}"

@@ -15,7 +15,7 @@ from deepatlas.networks.warp import warp_labels
 from deepatlas.registration import build_pipeline
 from deepatlas.training import Trainer
 from deepatlas.training.run import train
-from deepatlas.training.teachers import TeacherCache
+from deepatlas.training.teachers import TeacherCache, seg_net_labels
 from tests.conftest import real_brains_4mm, refine_only, tiny_config
 
 
@@ -263,3 +263,81 @@ def test_the_taught_share_sets_how_many_of_a_distilled_batch_are_taught(phantoms
     for share in (-0.1, 1.5, True):
         with pytest.raises(ValueError, match="teachers.taught_share"):
             Config.from_dict({"teachers": {"taught_share": share}})
+
+
+def test_past_its_time_a_teacher_is_remade_once_from_the_seg_nets_prediction(brains):
+    """``self_teacher`` replaces a registered teacher when its image is next drawn after ``self_teach_from``
+    seconds, once (until stale), keeps the synthesised pair the registration made, and survives a resume."""
+    images, labels, _ = brains
+    calls = []
+
+    def predict(image):
+        calls.append(image.shape)
+        return torch.full(image.shape[:1] + image.shape[2:], 7, dtype=torch.long)
+
+    make = dict(refresh_steps=100, synthesise=True, self_teacher=predict, self_teach_from=60.0)
+    cache = TeacherCache(images, labels, [0], refine_only([2, 1]), **make)
+    registered = cache.labels_for([1], step=0, elapsed=10.0)
+    synthetic = cache.synthetic_for([1])
+    assert not calls and not bool((registered == 7).all())
+    taught = cache.labels_for([1, 2], step=5, elapsed=61.0)  # image 2 registered first (its pair), then taught
+    assert len(calls) == 2 and bool((taught == 7).all()) and cache.self_taught == {1, 2}
+    assert all(torch.equal(a, b) for a, b in zip(cache.synthetic_for([1]), synthetic))
+    cache.labels_for([1], step=50, elapsed=90.0)  # fresh: kept
+    assert len(calls) == 2
+    cache.labels_for([1], step=105, elapsed=95.0)  # stale: predicted again, not registered
+    assert len(calls) == 3 and cache.made_at[1] == 105 and bool((cache.teachers[1] == 7).all())
+    restored = TeacherCache(images, labels, [0], refine_only([2, 1]), **make)
+    restored.load_state_dict(cache.state_dict())
+    assert restored.self_taught == {1, 2}
+    restored.labels_for([2], step=60, elapsed=96.0)
+    assert len(calls) == 3  # a resumed cache does not predict its self-taught teachers again
+
+
+def test_seg_net_labels_read_a_mirrored_pass_through_the_class_twins():
+    """With mirroring, the prediction of a seg net that sees only one side of the array is completed by the
+    mirrored pass, whose classes are read from their twins' rows; without it that side stays unlabelled."""
+
+    class LeftHalf(torch.nn.Module):  # class 1 ("left") where the image is bright in the first half of axis 0
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 3, *x.shape[2:])
+            half = x.shape[2] // 2
+            logits[:, 1, :half] = 10 * x[:, 0, :half]
+            return logits
+
+    image = torch.ones(1, 1, 6, 4, 4)
+    single = seg_net_labels(LeftHalf(), image)
+    assert bool((single[0, :3] == 1).all()) and bool((single[0, 3:] == 0).all())
+    mirrored = seg_net_labels(LeftHalf(), image, mirroring=(0, [0, 2, 1]))
+    assert bool((mirrored[0, :3] == 1).all()) and bool((mirrored[0, 3:] == 2).all())
+
+
+def test_self_teaching_needs_a_time_budget_and_a_share():
+    with pytest.raises(ValueError, match="teachers.self_teach_after"):
+        Config.from_dict({"teachers": {"self_teach_after": 1.5}})
+    with pytest.raises(ValueError, match="schedule.time_budget_minutes"):
+        Config.from_dict({"teachers": {"self_teach_after": 0.5}})
+    config = Config.from_dict({"teachers": {"self_teach_after": 0.5}, "schedule": {"time_budget_minutes": 10}})
+    assert config.teachers.self_teach_after == 0.5
+
+
+def test_a_distil_step_past_the_self_teaching_time_trains_on_the_seg_nets_own_labels(phantoms_3d):
+    config = tiny_config(phantoms_3d, seg_pretrain_steps=0, reg_pretrain_steps=0, cycles=2)
+    config.teachers.enabled, config.teachers.loss = "on", "distil"
+    config.teachers.self_teach_after, config.schedule.time_budget_minutes = 0.5, 10.0
+    config.refine.iterations = [3, 2]
+    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
+    assert trainer.teachers.self_teach_from == 300.0
+    trainer.step = 3
+    trainer.seg_step()  # before: a registered teacher
+    (first,) = trainer.teachers.teachers
+    assert not trainer.teachers.self_taught
+    trainer.elapsed = 301.0
+    for step in range(4, 12):
+        trainer.step = step
+        trainer.seg_step()
+    assert trainer.teachers.self_taught and trainer.teachers.self_taught <= set(trainer.teachers.teachers)
+    taught = sorted(trainer.teachers.self_taught)[0]
+    image = trainer.train_set.images[taught : taught + 1]
+    again = seg_net_labels(trainer.seg_net, image)
+    assert trainer.teachers.teachers[taught].shape == again.shape  # 1 x *spatial, as a registered one

@@ -18,6 +18,11 @@ fuses their labels by a vote weighted by local image similarity (as ``atlas-segm
 with five atlases the vote is a better segmentation than any one warp (multi-atlas
 segmentation), for ``atlases`` times the cost.
 
+With ``self_teacher`` (``teachers.self_teach_after``), once training has run ``self_teach_from`` seconds
+each teacher is remade, when its image is next drawn, from the seg net's own prediction of that image
+(:func:`seg_net_labels`): self-training, for when the seg net has come to segment the unlabelled images
+better than one registration does. A synthesised pair keeps the registration's exact labels.
+
 Teachers are saved with the run's ``last`` checkpoint (:meth:`TeacherCache.state_dict`, one
 byte per voxel and image: 92 MB for 150 images of 80x96x80) so that a resumed run trains on the
 labels the stopped one had made, with the reg net of then, and ends as an uninterrupted run
@@ -29,6 +34,7 @@ teachers of those images, made by the same nets), so it goes on correctly but no
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -59,6 +65,10 @@ class TeacherCache:
             same registration, its appearance matched to the unlabelled image (:meth:`synthetic_for`).
         appearance: match the synthesised image's intensities to the unlabelled image's (False: the
             labelled image's own, warped).
+        self_teacher: maps an image ``1 x 1 x *spatial`` (on ``device``) to its label map ``1 x *spatial``
+            from the seg net of now (:func:`seg_net_labels`), or None.
+        self_teach_from: training seconds (``elapsed`` of :meth:`labels_for`) from which ``self_teacher``
+            remakes each teacher once (and again when stale).
     """
 
     def __init__(
@@ -74,6 +84,8 @@ class TeacherCache:
         max_share: float = 1.0,
         synthesise: bool = False,
         appearance: bool = True,
+        self_teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        self_teach_from: float = math.inf,
     ) -> None:
         if not labelled:
             raise ValueError("teachers need at least one labelled image to warp")
@@ -91,6 +103,8 @@ class TeacherCache:
         self.synthesise, self.appearance = synthesise, appearance
         # image position -> (1 x *spatial float16 image, 1 x *spatial label map) made with its teacher
         self.synthetic: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.self_teacher, self.self_teach_from = self_teacher, self_teach_from
+        self.self_taught: set[int] = set()  # image positions whose teacher is the seg net's prediction
         # class indices fit a byte for every label scheme but the largest atlases
         self.dtype = torch.uint8 if self.classes <= 256 else torch.int32
 
@@ -106,6 +120,7 @@ class TeacherCache:
             "atlas": torch.tensor([self.atlas[i] for i in positions], dtype=torch.long).view(-1, self.atlases),
             "generator": self.generator.get_state(),
             "seconds": self.seconds,
+            "self_taught": torch.tensor(sorted(self.self_taught), dtype=torch.long),
             **self._synthetic_state(positions),
         }
 
@@ -129,6 +144,7 @@ class TeacherCache:
         self.atlas = dict(zip(positions, state["atlas"].reshape(len(positions), -1).tolist() if positions else []))
         self.generator.set_state(state["generator"])
         self.seconds = float(state["seconds"])
+        self.self_taught = set(state.get("self_taught", torch.zeros(0, dtype=torch.long)).tolist())
         kept = state.get("synthetic_positions", torch.zeros(0, dtype=torch.long)).tolist()
         self.synthetic = {
             i: (
@@ -160,9 +176,24 @@ class TeacherCache:
         making missing ones and, while :meth:`affordable` at ``elapsed`` seconds, remaking stale ones."""
         for index in indices:
             missing = index not in self.teachers or (self.synthesise and index not in self.synthetic)
-            if missing or (self.stale(index, step) and self.affordable(elapsed)):
+            registered = index not in self.self_taught
+            if missing or (registered and self.stale(index, step) and self.affordable(elapsed)):
                 self._make(index, step)
+            if self.self_teacher is not None and elapsed >= self.self_teach_from:
+                if registered or self.stale(index, step):
+                    self._self_teach(index, step)
         return self._stacked(indices)
+
+    @torch.no_grad()
+    def _self_teach(self, index: int, step: int) -> None:
+        """The teacher of the image at ``index`` remade from the seg net's prediction (its synthesised
+        pair, made with the registration, stays)."""
+        start = time.perf_counter()
+        image = self.images[index : index + 1].to(self.device).float()
+        self.teachers[index] = self.self_teacher(image).to("cpu", self.dtype)
+        self.self_taught.add(index)
+        self.made_at[index] = step
+        self.seconds += time.perf_counter() - start
 
     def _stacked(self, indices: list[int]) -> torch.Tensor:
         """The teachers of ``indices`` (all made) as ``B x 1 x *spatial`` long on the device."""
@@ -226,3 +257,24 @@ class TeacherCache:
             return labels, None, None
         moved = warp_image(moving, field)
         return labels, None if self.atlases == 1 else similarity_weight(moved, fixed), moved
+
+
+@torch.no_grad()
+def seg_net_labels(
+    seg_net: torch.nn.Module, image: torch.Tensor, mirroring: tuple[int, list[int]] | None = None
+) -> torch.Tensor:
+    """The label map ``B x *spatial`` that ``seg_net`` (put in eval mode for the call) predicts for ``image``
+    ``B x 1 x *spatial``: the argmax of its softmax, averaged with the mirrored image's where ``mirroring``
+    (the left-right array axis and each class's twin, :func:`deepatlas.data.augment.mirror_plan`) is given,
+    each class read from its twin's row, as ``segment`` does by default (``seg_net.mirror_average``)."""
+    was_training = seg_net.training
+    seg_net.eval()
+    try:
+        probs = torch.softmax(seg_net(image).float(), 1)
+        if mirroring is not None:
+            axis, twins = mirroring
+            flipped = torch.softmax(seg_net(image.flip(2 + axis)).float(), 1).flip(2 + axis)
+            probs = probs + flipped[:, torch.tensor(twins, device=flipped.device)]
+    finally:
+        seg_net.train(was_training)
+    return probs.argmax(1)

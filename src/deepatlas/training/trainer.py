@@ -25,7 +25,7 @@ from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
 from deepatlas.training.resize import resize_indices, resize_structures
 from deepatlas.training.schedule import Schedule, lr_scale
-from deepatlas.training.teachers import TeacherCache
+from deepatlas.training.teachers import TeacherCache, seg_net_labels
 
 
 def set_trainable(net: torch.nn.Module, trainable: bool) -> None:
@@ -137,7 +137,27 @@ class Trainer:
             max_share=cfg.teachers.max_share,
             synthesise=cfg.teachers.synthesis > 0,
             appearance=cfg.teachers.synthesis_appearance,
+            **self._self_teaching(),
         )
+
+    def _self_teaching(self) -> dict:
+        """The teacher cache's ``self_teacher`` and ``self_teach_from`` (``teachers.self_teach_after`` of the
+        time budget), or nothing where it is off. The seg net predicts with mirroring where the label
+        scheme allows it (every side-named class has its twin), in the run's precision."""
+        share, budget = self.config.teachers.self_teach_after, self.config.schedule.time_budget_minutes
+        if share <= 0 or budget is None:
+            return {}
+        train = self.train_set
+        try:
+            mirroring = mirror_plan(train.scheme, train.affines, train.spatial_dims)
+        except ValueError:  # a side without its twin, or grids that disagree on left-right: one pass
+            mirroring = None
+
+        def predict(image: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.amp):
+                return seg_net_labels(self.seg_net, image, mirroring)
+
+        return {"self_teacher": predict, "self_teach_from": share * budget * 60}
 
     # ----------------------------------------------------------------- steps
     def _optimize(self, losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, pairs: str) -> dict:
