@@ -34,8 +34,9 @@ A seg net's volume is read as ``--volumes`` says, each kind a row of the table: 
 label map, as ``morphometry`` counts them), ``probabilities`` (the expected volume of its class
 probabilities: each voxel counts the class's probability) and ``csf-intensity-1`` / ``-2`` (the
 ventricles' CSF fraction read from the image in the label map's mask grown by 1 or 2 voxels,
-:func:`csf_partial_volumes`). The last three are explorations, measured and not made product paths
-(docs/results.md, "Morphometry against the truth").
+:func:`csf_partial_volumes`) and ``labels-shift-8`` (the label map of probabilities averaged over 8
+one-voxel shifts of the image, :func:`shift_averaged`). The last four are explorations, measured and not
+made product paths (docs/results.md, "Morphometry against the truth").
 
 One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-image volumes are cached in
 ``--cache`` (keyed by the checkpoint and its step), so an interrupted run resumes. Writes
@@ -45,8 +46,11 @@ One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-i
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +72,7 @@ from deepatlas.data.subjects import find_subjects
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, resample_cubic
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
-from deepatlas.inference import TrainedRun, load_run
+from deepatlas.inference import TrainedRun, apply, load_run
 from deepatlas.inference.apply import segment_probabilities, segment_volume
 from deepatlas.registration.fields import warp
 
@@ -91,10 +95,11 @@ def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Tr
     return runs
 
 
-VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2")
+VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2", "labels-shift-8")
 """How a seg net's volume is read: voxels of its label map, the expected volume of its probabilities, or
-(an exploration, not a product path) the ventricles' CSF fraction read from the image's intensities in
-their label-map mask grown by 1 or 2 voxels (:func:`csf_partial_volumes`)."""
+(explorations, not product paths) the ventricles' CSF fraction read from the image's intensities in
+their label-map mask grown by 1 or 2 voxels (:func:`csf_partial_volumes`), or the label map of the
+probabilities averaged over the image's 8 one-voxel shifts (:func:`shift_averaged`)."""
 
 
 SHIFTS = {"linear": "bilinear", "cubic": "cubic"}
@@ -192,6 +197,29 @@ def csf_partial_volumes(image: Volume, codes: np.ndarray, scheme: LabelScheme, g
     return out
 
 
+@contextmanager
+def shift_averaged() -> Iterator[None]:
+    """Within it, the seg net's probabilities (``deepatlas.inference.apply.seg_probabilities``, mirrored
+    inference included) are averaged over the network-grid image rolled by 0 or 1 voxel along each axis and
+    rolled back (8 passes in 3-D, 16 mirrored): the net's strided layers see a structure's boundary at every
+    phase of their grids. Asks whether a sub-voxel change is lost to that phase (issue 38, session 35)."""
+    original = apply.seg_probabilities
+
+    def averaged(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+        dims = tuple(range(1, on_grid.ndim))
+        total = None
+        for offset in itertools.product((0, 1), repeat=len(dims)):
+            probs = original(run, on_grid.roll(offset, dims), affine).roll(tuple(-k for k in offset), dims)
+            total = probs if total is None else total.add_(probs)
+        return total.div_(2 ** len(dims))
+
+    apply.seg_probabilities = averaged
+    try:
+        yield
+    finally:
+        apply.seg_probabilities = original
+
+
 def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
     """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
     validation brains are pre-aligned, ``align="off"``): voxels of its label map (``labels``) or the
@@ -199,6 +227,9 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
     probability), or the ventricles read from intensities (``csf-intensity-*``, :func:`csf_partial_volumes`)."""
     if measure.volumes == "labels":
         return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
+    if measure.volumes == "labels-shift-8":
+        with shift_averaged():
+            return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
     if measure.volumes.startswith("csf-intensity-"):
         codes = segment_volume(measure.run, image, align="off")
         return csf_partial_volumes(image, codes, scheme, int(measure.volumes.rsplit("-", 1)[1]))

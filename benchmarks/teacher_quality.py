@@ -16,6 +16,11 @@ that training with ``data.seed=0`` draws. Writes
 :data:`FROM_ZERO` (one atlas each): the pairs of the ``synthesis`` recipe, whose teacher Dice is how
 closely a synthesised labelled image takes its subject's anatomy (issue 36 found coarser pairs
 teach less); writes ``teacher_quality_from_zero.{json,md}``.
+
+``--from-zero --guide SEG_RUN``: the same registrations from the identity with refinement's label term
+(the atlas's labels warped against ``SEG_RUN``'s seg net's softmax of the target, ``refine.label_weight`` of
+:data:`GUIDE_WEIGHTS`), and that seg net's own Dice on the targets: can a seg net trained with one labelled
+image guide better pairs than the images alone (issue 36, session 35)? Writes ``teacher_quality_guided.{json,md}``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,50 @@ FROM_ZERO = {
 }
 
 
+GUIDE_WEIGHTS = (0, 5, 20)
+"""``--guide``: label-term weights of the registrations from zero (0: the synthesis recipe's pairs; 5: the
+``register --label-term`` default)."""
+
+
+def guided(seg_run, data, targets: list[int]) -> dict:
+    """Per :data:`GUIDE_WEIGHTS`, the Dice of the first atlas's labels warped onto each target by registration
+    from zero (the synthesis recipe's 4x/2x/1x, 60/20/5) guided by ``seg_run``'s seg net, and the seconds
+    per pair; and that seg net's own Dice on the targets (its argmax, one pass)."""
+    import time
+
+    from deepatlas.config import load_config
+    from deepatlas.evaluation.metrics import dice_per_class, finite_mean
+    from deepatlas.networks.warp import warp_labels
+    from deepatlas.registration import build_pipeline
+
+    train, val, classes = data.train, data.validation, data.train.scheme.num_classes
+    atlas = train.labelled_indices()[0]
+    moving, labels = train.images[atlas : atlas + 1].float(), train.labels[atlas : atlas + 1]
+    schedule = ["refine.levels=[4,2,1]", "refine.iterations=[60,20,5]"]
+    results = {}
+    for weight in GUIDE_WEIGHTS:
+        pipeline = build_pipeline(
+            load_config(None, [*schedule, f"refine.label_weight={weight}"]), None, seg_run.seg_net
+        )
+        dice, seconds = [], 0.0
+        for t in targets:
+            started = time.perf_counter()
+            field = pipeline(moving, val.images[t : t + 1].float(), labels).field
+            seconds += time.perf_counter() - started
+            warped = warp_labels(labels, field, linear=True)[0]
+            dice.append(finite_mean(dice_per_class(warped, val.labels[t], classes)))
+        name = f"Adam 4x/2x/1x, 60/20/5, label term {weight}" if weight else "Adam 4x/2x/1x, 60/20/5 (no label term)"
+        results[name] = {"dice": float(np.mean(dice)), "seconds_per_teacher": seconds / len(targets)}
+    with torch.no_grad():
+        own = [seg_run.seg_net(val.images[t : t + 1].float()).argmax(1) for t in targets]
+    own_dice = [finite_mean(dice_per_class(p, val.labels[t], classes)) for p, t in zip(own, targets)]
+    results["the guiding seg net itself (no registration)"] = {
+        "dice": float(np.mean(own_dice)),
+        "seconds_per_teacher": 0.0,
+    }
+    return results
+
+
 def teach(run, data, recipe: tuple[int, list[str]], targets: list[int]) -> dict:
     """Dice (31 structures) of each target's teacher and the seconds per teacher (``run`` None:
     registration from the identity)."""
@@ -89,6 +138,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, nargs="?", help="a run folder (not with --from-zero)")
     parser.add_argument("--from-zero", action="store_true", help="no reg net: the synthesis recipe's pairs")
+    parser.add_argument("--guide", type=Path, help="with --from-zero: a run whose seg net guides the label term")
     parser.add_argument("--data", type=Path, default=data_root() / "ixi-2mm")
     parser.add_argument("--labelled", type=int, default=5)
     parser.add_argument("--labelled-ids", nargs="+", default=None, help="these atlases (default: --labelled drawn)")
@@ -97,6 +147,8 @@ def main() -> int:
     args = parser.parse_args()
     if (args.run is None) != args.from_zero:
         parser.error("give a RUN folder, or --from-zero without one")
+    if args.guide is not None and not args.from_zero:
+        parser.error("--guide goes with --from-zero")
     warnings.filterwarnings("ignore")
 
     from deepatlas.config import load_config
@@ -112,7 +164,9 @@ def main() -> int:
     run = None if args.from_zero else load_run(args.run, "last")
     targets = data.validation.labelled_indices()[: args.targets]
     results = {}
-    for name, recipe in (FROM_ZERO if args.from_zero else RECIPES).items():
+    if args.guide is not None:
+        results = guided(load_run(args.guide, "best"), data, targets)
+    for name, recipe in {} if args.guide is not None else (FROM_ZERO if args.from_zero else RECIPES).items():
         results[name] = teach(run, data, recipe, targets)
         print(name, results[name], flush=True)
     atlases = [data.train.ids[i] for i in data.train.labelled_indices()]
@@ -122,7 +176,9 @@ def main() -> int:
 
 def write_results(args: argparse.Namespace, results: dict, atlases: list[str], targets: int) -> None:
     """``teacher_quality[_from_zero].{json,md}`` in ``args.out``, with the machine and the reg net."""
-    if args.from_zero:
+    if args.guide is not None:
+        shown, stem = f"none (from the identity), guided by `{args.guide}`'s seg net (best)", "teacher_quality_guided"
+    elif args.from_zero:
         shown, stem = "none (registration from the identity)", "teacher_quality_from_zero"
     else:
         shown = args.run.resolve().relative_to(ROOT) if args.run.resolve().is_relative_to(ROOT) else args.run

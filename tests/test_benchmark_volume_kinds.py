@@ -101,3 +101,25 @@ def test_ventricle_split_counts_a_claimed_voxel_where_the_reference_puts_it():
     regions = growth_by_region(scheme, reference, torch.zeros(3, 12, 6, 6), reference, after)
     assert regions["LateralVentricle-L"]["CerebralWM-R"] == [0.0, 4.0]
     assert regions["LateralVentricle-R"]["CerebralWM-R"] == [0.0, 0.0]
+
+
+def test_shift_averaging_rolls_each_pass_back_and_restores_the_seg_net(monkeypatch):
+    """Within ``shift_averaged`` every pass's probabilities are rolled back by their shift (a map that follows
+    the image comes back unchanged) and averaged over the 8 phases (a map fixed to the grid is averaged with
+    its neighbours'); after it, inference is the single phase again."""
+    import torch
+
+    from benchmarks.atrophy_validation import shift_averaged
+    from deepatlas.inference import apply
+
+    image = torch.rand(1, 4, 5, 6)
+    grid = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 5, 6).contiguous()
+    follows, fixed = (lambda run, x, affine: x.clone()), (lambda run, x, affine: grid.clone())
+    monkeypatch.setattr(apply, "seg_probabilities", follows)
+    with shift_averaged():
+        assert torch.allclose(apply.seg_probabilities(None, image, None), image)
+    assert apply.seg_probabilities is follows
+    monkeypatch.setattr(apply, "seg_probabilities", fixed)
+    with shift_averaged():
+        averaged = apply.seg_probabilities(None, image, None)
+    assert torch.allclose(averaged[0, 1], torch.full((5, 6), 1.5))  # (1 + 2) / 2: its own phase and the next
