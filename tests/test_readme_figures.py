@@ -26,7 +26,7 @@ HEADS = RESULTS / "raw_scans" / "heads.json"
 MIRROR = RESULTS / "mirror_average" / "results.json"
 SYNTHESIS_N1 = RESULTS / "tuning" / "intel-xeon-amx" / "synthesis.md"
 SYNTHESIS, SYNTHESIS_ALONE = "synthesis,n=1,intel", "seg-only,augment,n=1,45min,intel"
-SYNTHESIS_N5, SYNTHESIS_ALONE_N5 = "synthesis,n=5,intel", "seg-only,augment,n=5,45min,intel"
+SYNTHESIS_N5, SYNTHESIS_ALONE_N5 = "synthesis,n=5,intel", "seg-only,augment,n=5,45min,intel,batch=1"
 
 # decimal numbers in the README that are not measurements (the Python version)
 NOT_FIGURES = {"3.10"}
@@ -160,12 +160,8 @@ FIGURES = [
         lambda: [f"{100 * (_sweep(SYNTHESIS_N1, SYNTHESIS) - _sweep(SYNTHESIS_N1, SYNTHESIS_ALONE)):+.1f}"],
     ),
     (
-        "with five, {} against {} on the same machine, {} points, short of +2",
-        lambda: [
-            f"{_sweep(SYNTHESIS_N1, SYNTHESIS_N5):.3f}",
-            f"{_sweep(SYNTHESIS_N1, SYNTHESIS_ALONE_N5):.3f}",
-            f"{100 * (_sweep(SYNTHESIS_N1, SYNTHESIS_N5) - _sweep(SYNTHESIS_N1, SYNTHESIS_ALONE_N5)):+.1f}",
-        ],
+        "with five, {} against {} for the seg net alone given the same steps of one image, level",
+        lambda: [f"{_sweep(SYNTHESIS_N1, SYNTHESIS_N5):.3f}", f"{_sweep(SYNTHESIS_N1, SYNTHESIS_ALONE_N5):.3f}"],
     ),
 ]
 
