@@ -163,12 +163,13 @@ def main() -> int:
     data = load_training_data(load_config(None, flags).data, progress=False)
     run = None if args.from_zero else load_run(args.run, "last")
     targets = data.validation.labelled_indices()[: args.targets]
-    results = {}
     if args.guide is not None:
         results = guided(load_run(args.guide, "best"), data, targets)
-    for name, recipe in {} if args.guide is not None else (FROM_ZERO if args.from_zero else RECIPES).items():
-        results[name] = teach(run, data, recipe, targets)
-        print(name, results[name], flush=True)
+    else:
+        results = {}
+        for name, recipe in (FROM_ZERO if args.from_zero else RECIPES).items():
+            results[name] = teach(run, data, recipe, targets)
+            print(name, results[name], flush=True)
     atlases = [data.train.ids[i] for i in data.train.labelled_indices()]
     write_results(args, results, atlases, len(targets))
     return 0

@@ -39,6 +39,7 @@ from deepatlas.inference.geometry import (
     world_coordinates,
 )
 from deepatlas.inference.run import TrainedRun
+from deepatlas.networks.segmentation import mirrored_softmax
 from deepatlas.networks.warp import label_corners
 from deepatlas.options import look_up_option
 from deepatlas.registration import Deformation, RegistrationPipeline
@@ -407,7 +408,7 @@ def seg_probabilities(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray
     if plan is None:
         return probs
     axis, twins = plan
-    mirrored = torch.softmax(run.seg_net(x.flip(2 + axis))[0].float().cpu(), 0).flip(1 + axis)[torch.tensor(twins)]
+    mirrored = mirrored_softmax(run.seg_net, x, axis, twins)[0].cpu()
     return probs.add_(mirrored).mul_(0.5)  # in place: a 1 mm grid's maps are gigabytes
 
 

@@ -67,3 +67,12 @@ class SegmentationNet(nn.Module):
         # float32 in the standard layout, in one copy: the losses need float32, and a
         # softmax over channels is 4x slower on a channels-last tensor
         return crop_padding(self.unet(padded), pads).to(torch.float32, memory_format=torch.contiguous_format)
+
+
+def mirrored_softmax(seg_net: nn.Module, x: torch.Tensor, axis: int, twins: Sequence[int]) -> torch.Tensor:
+    """The softmax ``B x classes x *spatial`` (float32) of ``seg_net`` on ``x`` mirrored along the spatial
+    ``axis``, flipped back, each class read from its twin's row (``twins``:
+    :meth:`~deepatlas.data.labels.LabelScheme.mirrored`): what the seg net says of ``x`` seen in a mirror.
+    Mirrored inference averages it with the plain pass (``seg_net.mirror_average``), as nnU-Net does."""
+    flipped = torch.softmax(seg_net(x.flip(2 + axis)).float(), 1).flip(2 + axis)
+    return flipped[:, torch.tensor(list(twins), device=flipped.device)]

@@ -41,6 +41,7 @@ from collections.abc import Callable
 import torch
 
 from deepatlas.data.pairs import PairBatch
+from deepatlas.networks.segmentation import mirrored_softmax
 from deepatlas.networks.warp import warp_image, warp_labels
 from deepatlas.registration.fusion import LabelVotes, similarity_weight
 from deepatlas.registration.pipeline import RegistrationPipeline
@@ -272,9 +273,7 @@ def seg_net_labels(
     try:
         probs = torch.softmax(seg_net(image).float(), 1)
         if mirroring is not None:
-            axis, twins = mirroring
-            flipped = torch.softmax(seg_net(image.flip(2 + axis)).float(), 1).flip(2 + axis)
-            probs = probs + flipped[:, torch.tensor(twins, device=flipped.device)]
+            probs = probs + mirrored_softmax(seg_net, image, *mirroring)
     finally:
         seg_net.train(was_training)
     return probs.argmax(1)
