@@ -26,9 +26,10 @@ Measured per run:
   every run (the deformation does not depend on the run);
 - **bias**: mean relative bias (seg / reference - 1) of the target structures' volumes (ventricles,
   hippocampi) on the original validation brains against the reference label maps;
-- **the sampling control** (:data:`SHIFTS`): the mean relative change of each target structure's volume
-  when the same brain is moved by half a voxel and resampled (linearly; by a cubic B-spline): no anatomy
-  changes, so it is the floor under a change a volume at this resolution can resolve.
+- **the sampling and sharpness controls** (:data:`CONTROLS`): the mean relative change of each target
+  structure's volume when the same brain is moved by half a voxel and resampled (linearly; by a cubic
+  B-spline), or blurred by a Gaussian (:data:`BLURS`): no anatomy changes, so the first is the floor under a
+  change a volume at this resolution can resolve, the second how much a volume follows a scan's sharpness.
 
 A seg net's volume is read as ``--volumes`` says, each kind a row of the table: ``labels`` (voxels of its
 label map, as ``morphometry`` counts them), ``probabilities`` (the expected volume of its class
@@ -108,6 +109,15 @@ SHIFTS = {"linear": "bilinear", "cubic": "cubic"}
 synthetic atrophy now is). The anatomy does not change, so a volume's change under it is the seg net's
 sensitivity to how the brain falls on the grid: a floor under the changes a 2 mm volume can resolve."""
 
+BLURS = {"blur-0.5": 0.5, "blur-1": 1.0}
+"""The sharpness control: each validation brain blurred by a Gaussian of this sigma (voxels; 1 mm and 2 mm
+at 2 mm voxels), on its own grid. The anatomy does not change, so a volume's change under it is how much the
+seg net's volumes follow a scan's sharpness (another scanner's, or a resampled brain's) rather than its
+anatomy (``augment.blur``, docs/results.md "Volumes that do not depend on the scan's sharpness")."""
+
+CONTROLS = [*SHIFTS, *BLURS]
+"""Every control, in the table's order."""
+
 
 def mirrored(image: Volume, labels: Volume, scheme: LabelScheme) -> tuple[Volume, Volume]:
     """The brain mirrored left-right on its own grid, each label turned into its twin's on the other side
@@ -121,6 +131,24 @@ def mirrored(image: Volume, labels: Volume, scheme: LabelScheme) -> tuple[Volume
     array, classes = mirror(array, classes, torch.tensor([True]), axis, twins)
     decoded = scheme.decode(classes[0, 0].numpy())
     return Volume(array[0, 0].numpy(), image.affine, image.path), Volume(decoded, labels.affine, labels.path)
+
+
+def controlled(image: Volume, kind: str) -> Volume:
+    """``image`` as the control ``kind`` of :data:`CONTROLS` makes it: :func:`shifted` or :func:`blurred`."""
+    return shifted(image, kind) if kind in SHIFTS else blurred(image, BLURS[kind])
+
+
+def blurred(image: Volume, sigma: float) -> Volume:
+    """``image`` smoothed by a Gaussian of ``sigma`` voxels along every axis (edges repeated)."""
+    from scipy import ndimage
+
+    array = ndimage.gaussian_filter(np.asarray(image.array, dtype=np.float32), sigma, mode="nearest")
+    return Volume(array, image.affine, Path(f"blur-{sigma:g}.nii.gz"))
+
+
+def control_key(kind: str) -> str:
+    """The cache's name of a control (the half-voxel shifts keep the names they had before the blurs)."""
+    return f"shift-{kind}" if kind in SHIFTS else kind
 
 
 def shifted(image: Volume, kind: str) -> Volume:
@@ -266,10 +294,10 @@ def measure_subject(
         )
         original["shifted"][name] = {
             kind: cache.get(
-                f"{measure.key}/{subject}/shift-{kind}",
-                lambda m=measure, k=kind: seg_volumes(m, subject, shifted(image, k), scheme),
+                f"{measure.key}/{subject}/{control_key(kind)}",
+                lambda m=measure, k=kind: seg_volumes(m, subject, controlled(image, k), scheme),
             )
-            for kind in SHIFTS
+            for kind in CONTROLS
         }
     atrophied = [
         measure_atrophied(cache, runs, (subject, image, labels), reference, (level, sigma_mm), scheme)
@@ -320,16 +348,16 @@ def summarize(runs: dict[str, Measure], dice: dict, originals: dict, atrophied: 
             **dice[run.path],
             "atrophy": recovery(originals, atrophied, name),
             "bias": {n: bias[n]["mean_bias"] for n in TARGETS},
-            "half_voxel_shift": shift_changes(originals, name),
+            "controls": control_changes(originals, name),
         }
     return out
 
 
-def shift_changes(originals: dict, name: str) -> dict[str, dict[str, float]]:
-    """Per :data:`SHIFTS` kind and target structure: the mean relative change (shifted / original - 1) of
-    the measure's volumes over the validation brains (the anatomy is the same)."""
+def control_changes(originals: dict, name: str) -> dict[str, dict[str, float]]:
+    """Per :data:`CONTROLS` kind and target structure: the mean relative change (controlled / original - 1)
+    of the measure's volumes over the validation brains (the anatomy is the same)."""
     out = {}
-    for kind in SHIFTS:
+    for kind in CONTROLS:
         out[kind] = {}
         for structure in TARGETS:
             pairs = [(o["shifted"][name][kind][structure], o[name][structure]) for o in originals.values()]
@@ -347,6 +375,12 @@ def _recovered(block: dict, level: int) -> str:
         found = [lv["recovered"] for lv in block[name]["levels"] if lv["level"] == level]
         cells.append(f"{found[0]:.2f}" if found else "n/a")
     return " / ".join(cells)
+
+
+CONTROL_HEADERS = {
+    **{kind: f"half-voxel shift, {kind}" for kind in SHIFTS},
+    **{kind: f"Gaussian blur, {sigma:g} voxel" for kind, sigma in BLURS.items()},
+}
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -387,15 +421,15 @@ def write_markdown(result: dict, path: Path) -> None:
         lines.append(f"| {name} | {run['seg_dice']:.3f} | {recovered} | {slope} | {bias} |")
     lines += [
         "",
-        "Sampling control: the same brains moved by half a voxel along every axis (no anatomy changes); mean "
-        "relative change of LV-L / LV-R / Hip-L / Hip-R, resampled linearly (a blur) and by a cubic B-spline "
-        "(as the synthetic atrophy).",
+        "Sampling and sharpness controls: the same brains moved by half a voxel along every axis, resampled "
+        "linearly (a blur) and by a cubic B-spline (as the synthetic atrophy), or blurred by a Gaussian of 0.5 or "
+        "1 voxel (no anatomy changes); mean relative change of LV-L / LV-R / Hip-L / Hip-R.",
         "",
-        "| run | " + " | ".join(f"half-voxel shift, {kind}" for kind in SHIFTS) + " |",
-        "| --- |" + " --- |" * len(SHIFTS),
+        "| run | " + " | ".join(CONTROL_HEADERS[kind] for kind in CONTROLS) + " |",
+        "| --- |" + " --- |" * len(CONTROLS),
     ]
     for name, run in result["runs"].items():
-        cells = [" / ".join(f"{100 * run['half_voxel_shift'][k][n]:+.1f} %" for n in TARGETS) for k in SHIFTS]
+        cells = [" / ".join(f"{100 * run['controls'][k][n]:+.1f} %" for n in TARGETS) for k in CONTROLS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

@@ -4,6 +4,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from deepatlas.config import Config
 from deepatlas.data.synthetic import make_dataset
@@ -91,6 +92,33 @@ def tiny_config(dataset: Path, **schedule) -> Config:
     for key, value in schedule.items():
         setattr(s, key, value)
     return config
+
+
+def augmenting_trainer(dataset: Path, **augment):
+    """A tiny run's trainer that augments with only ``augment`` (e.g. ``flip=1.0``): no rotation, zoom, shift,
+    contrast or noise, so a test sees what the named augmentation alone does to its labelled images."""
+    from deepatlas.data import load_training_data
+    from deepatlas.training import Trainer
+
+    config = tiny_config(dataset)
+    config.augment.enabled = True
+    config.augment.rotate_degrees = config.augment.scale = config.augment.translate_voxels = 0
+    config.augment.gamma = config.augment.noise = 0
+    for key, value in augment.items():
+        setattr(config.augment, key, value)
+    return Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
+
+
+def augmented_at(trainer, key: str, values) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The trainer's labelled images and labels, and what ``trainer._augment`` makes of them with
+    ``augment.<key>`` at each of ``values`` (value -> (images, labels)), each from the same random state."""
+    images, labels = trainer.batches.to_device(trainer.labelled)
+    out = {}
+    for value in values:
+        setattr(trainer.config.augment, key, value)
+        trainer.generator.manual_seed(5)
+        out[value] = trainer._augment(images, labels)
+    return images, labels, out
 
 
 def write_json(path: Path, value) -> Path:

@@ -24,29 +24,33 @@ def test_csf_partial_volumes_count_a_half_dark_layer_outside_the_mask_as_half():
     assert volumes["WM"] == float((codes == 1).sum() * 8.0)  # other structures: their label counts
 
 
-def test_the_sampling_control_moves_the_brain_by_half_a_voxel_and_reports_the_volume_change():
+def test_the_controls_shift_or_blur_the_brain_and_report_the_volume_change():
     """``benchmarks.atrophy_validation``'s half-voxel shift: the linear one averages neighbours (a blur), the
-    cubic one keeps an edge sharper; ``shift_changes`` is the mean relative change per structure."""
+    cubic one keeps an edge sharper; its blurs spread the step without moving it; ``control_changes`` is the
+    mean relative change per structure."""
     import numpy as np
 
-    from benchmarks.atrophy_validation import SHIFTS, shift_changes, shifted
+    from benchmarks.atrophy_validation import CONTROLS, control_changes, controlled
     from benchmarks.morphometry import TARGETS
     from deepatlas.data.io import Volume
 
     image = np.zeros((12, 12, 12), np.float32)
     image[6:, :, :] = 1.0  # a step along the first axis
     volume = Volume(image, np.eye(4), Path("x.nii.gz"))
-    linear, cubic = shifted(volume, "linear").array, shifted(volume, "cubic").array
+    linear, cubic = controlled(volume, "linear").array, controlled(volume, "cubic").array
+    soft, softer = controlled(volume, "blur-0.5").array, controlled(volume, "blur-1").array
+    assert soft[5:7, 6, 6].sum() == pytest.approx(1.0, abs=1e-5)  # symmetric about the step: it stays put
+    assert 0 < softer[5, 6, 6] - soft[5, 6, 6] and softer[6, 6, 6] < soft[6, 6, 6] < 1
     assert linear[5, 6, 6] == pytest.approx(0.5)  # half of each side: the step now lies on a voxel
     assert linear[6, 6, 6] == pytest.approx(1.0) and linear[4, 6, 6] == pytest.approx(0.0)
     assert 0.45 < cubic[5, 6, 6] < 0.55 and cubic.min() >= 0 and cubic.max() <= 1
     still = {n: 100.0 for n in TARGETS}
     originals = {
-        s: {"net": still, "shifted": {"net": {k: {n: 100.0 + d for n in TARGETS} for k in SHIFTS}}}
+        s: {"net": still, "shifted": {"net": {k: {n: 100.0 + d for n in TARGETS} for k in CONTROLS}}}
         for s, d in (("a", -4.0), ("b", 2.0))
     }
-    changes = shift_changes(originals, "net")
-    assert set(changes) == set(SHIFTS)
+    changes = control_changes(originals, "net")
+    assert set(changes) == set(CONTROLS) and {"linear", "cubic", "blur-1"} <= set(CONTROLS)
     assert changes["cubic"][TARGETS[0]] == pytest.approx(-0.01)
 
 

@@ -502,13 +502,30 @@ class AugmentConfig:
     as SynthSeg's training does: both sides learn from both sides' labels. 0: off, the default: whether it
     pays is measured in docs/results.md ("Morphometry against the truth")."""
 
+    blur: float = 0.0
+    """Largest Gaussian blur (sigma, voxels) of an augmented image, its labels unchanged
+    (:mod:`deepatlas.training.blur`): each image blurred by a sigma drawn uniformly in ``[0, blur]``, so the
+    net learns that a softer scan (another scanner, a resampled one) shows the same anatomy. As shipped, the seg
+    net read a validation brain blurred by one voxel with ventricles several % smaller; whether blurring in
+    training pays is measured in docs/results.md ("Volumes that do not depend on the scan's sharpness").
+    0: off, the default."""
+
     def active(self, labelled: int, normalized: bool = True) -> bool:
         """Whether a training set with ``labelled`` labelled images is augmented (``normalized``:
         intensities in [0, 1], which ``auto`` needs; ``on`` without them is refused by the config)."""
         return options.switch_on(self.enabled, normalized and labelled <= options.AUGMENT_AUTO_MAX_LABELLED)
 
     def validate(self) -> None:
-        for key in ("rotate_degrees", "scale", "translate_voxels", "gamma", "noise", "resize", "resize_structures"):
+        for key in (
+            "rotate_degrees",
+            "scale",
+            "translate_voxels",
+            "gamma",
+            "noise",
+            "resize",
+            "resize_structures",
+            "blur",
+        ):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"config augment.{key} must be >= 0, got {getattr(self, key)!r}")
         for key in ("resize_classes", "resize_sampled_classes"):

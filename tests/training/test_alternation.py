@@ -4,7 +4,7 @@ import torch
 
 from deepatlas.data import load_training_data
 from deepatlas.training import Trainer
-from tests.conftest import tiny_config
+from tests.conftest import augmented_at, augmenting_trainer, tiny_config
 
 
 def _snapshot(net):
@@ -144,18 +144,8 @@ def test_auto_augments_few_labelled_normalised_images_only(phantoms_3d):
 def test_mirroring_draws_only_when_on_and_mirrors_every_image_at_chance_1(phantoms_3d):
     """``augment.flip=0`` (the default) leaves a run's random stream as it was; at 1 every augmented image is
     mirrored along the grid's left-right axis."""
-    config = tiny_config(phantoms_3d)
-    config.augment.enabled = True
-    config.augment.rotate_degrees = config.augment.scale = config.augment.translate_voxels = 0
-    config.augment.gamma = config.augment.noise = 0
-    config.augment.flip = 1.0
-    trainer = Trainer(config, load_training_data(config.data, progress=False).train, progress=False)
-    images, labels = trainer.batches.to_device(trainer.labelled)
-    out = {}
-    for flip in (0.0, 1.0):
-        trainer.config.augment.flip = flip
-        trainer.generator.manual_seed(5)
-        out[flip] = trainer._augment(images, labels)
+    trainer = augmenting_trainer(phantoms_3d, flip=1.0)
+    images, labels, out = augmented_at(trainer, "flip", (0.0, 1.0))
     axis, twins = trainer.mirroring
     assert torch.allclose(out[0.0][0], images, atol=1e-5) and torch.equal(out[0.0][1], labels)
     assert torch.allclose(out[1.0][0], images.flip(2 + axis), atol=1e-5)

@@ -19,6 +19,7 @@ from deepatlas.networks.factory import build_networks
 from deepatlas.registration.pipeline import build_pipeline
 from deepatlas.run_folder import RunFolder, resolve_run
 from deepatlas.training.batches import BatchDrawer
+from deepatlas.training.blur import random_blur
 from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
 from deepatlas.training.logger import MetricsLogger
@@ -305,6 +306,7 @@ class Trainer:
             if cfg.flip > 0:  # no draw when off: runs without it keep their random streams
                 chosen = torch.rand(len(images), generator=stream) < cfg.flip
                 images, labels = mirror(images, labels, chosen.to(images.device), *self.mirroring)
+            images = random_blur(images, cfg.blur, stream)
             return augment(images, labels, cfg, stream)
 
     def train_step(self) -> tuple[str, dict[str, float]]:
