@@ -10,7 +10,14 @@ import pytest
 
 from deepatlas.cli.main import main
 from deepatlas.evaluation import volume_range as ranges_module
-from deepatlas.evaluation.volume_range import join_flags, range_flag, read_volume_range, volume_range
+from deepatlas.evaluation.volume_range import (
+    join_flags,
+    range_flag,
+    read_volume_range,
+    sharpness_flag,
+    sharpness_range,
+    volume_range,
+)
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.run import train
 from tests.conftest import tiny_config
@@ -46,6 +53,8 @@ def test_training_writes_the_range_and_morphometry_flags_volumes_outside_it(phan
     labelled = json.loads(RunFolder(run).data.read_text())["labelled"]
     assert written["subjects"] == len(labelled) == 2
     assert set(written["structures"]) >= {"brain"} and len(written["structures"]) > 2
+    sharp = written["sharpness"]  # the training images' sharpness, 1/mm
+    assert 0 < sharp["low_per_mm"] <= sharp["median_per_mm"] <= sharp["high_per_mm"]
     # a run whose training volumes are all far below the phantoms' (as a young cohort's ventricles
     # would be below an elderly one's): every volume is flagged above them, and ringed in the figure
     narrow = tmp_path / "narrow"
@@ -66,3 +75,33 @@ def test_training_writes_the_range_and_morphometry_flags_volumes_outside_it(phan
     with open(tmp_path / "out2" / "volumes.csv") as handle:
         assert {r["flag"] for r in csv.DictReader(handle)} == {""}
     assert nib.load(tmp_path / "out" / f"{images[0].name.split('.')[0]}_seg.nii.gz").shape == (24, 28, 24)
+
+
+def test_a_scan_softer_than_the_training_images_flags_every_volume(trained_3d, phantoms_3d, tmp_path):
+    from scipy import ndimage
+
+    from deepatlas.data.io import load_image, save_volume
+    from deepatlas.data.sharpness import sharpness
+
+    image = load_image(sorted((phantoms_3d / "images").iterdir())[0])
+    crisp = sharpness(image.array, image.spacing)
+    soft = ndimage.gaussian_filter(image.array.astype(np.float32), 1.0)
+    assert sharpness(soft, image.spacing) < 0.8 * crisp  # a blur lowers it
+    assert sharpness(image.array * 7.0, image.spacing) == pytest.approx(crisp)  # not the intensity scale
+    assert np.isnan(sharpness(np.zeros((8, 8, 8)), (2.0, 2.0, 2.0)))
+    bounds = sharpness_range([crisp * (0.95 + 0.005 * k) for k in range(20)])  # the run trained on crisp images
+    assert sharpness_range([crisp] * 19) is None
+    assert sharpness_flag(crisp, {"sharpness": bounds}) == "" and sharpness_flag(crisp, None) == ""
+    assert sharpness_flag(crisp * 2, {"sharpness": bounds}) == "sharper_than_training"
+    run = tmp_path / "run"
+    shutil.copytree(trained_3d, run)
+    RunFolder(run).write_json(RunFolder(run).volume_range, {"structures": {}, "sharpness": bounds})
+    blurred = tmp_path / "soft.nii.gz"
+    save_volume(soft, image.affine, blurred)
+    assert (
+        main(["morphometry", str(run), str(image.path), str(blurred), "-o", str(tmp_path / "out"), "--net-only"]) == 0
+    )
+    with open(tmp_path / "out" / "volumes.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["flag"] for r in rows if r["subject"] == "soft"} == {"softer_than_training"}
+    assert "softer_than_training" not in {r["flag"] for r in rows if r["subject"] != "soft"}

@@ -65,8 +65,9 @@ from deepatlas.data.errors import DataError
 from deepatlas.data.hemispheres import warn_crossed_atlases
 from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_intensity, save_volume
 from deepatlas.data.labels import LabelScheme
+from deepatlas.data.sharpness import sharpness
 from deepatlas.data.subjects import subject_id
-from deepatlas.evaluation.volume_range import join_flags, range_flag, read_volume_range
+from deepatlas.evaluation.volume_range import join_flags, range_flag, read_volume_range, sharpness_flag
 from deepatlas.files import atomic_write_csv
 from deepatlas.inference.apply import atlas_segment_volume, read_atlases, register_volumes, segment_volume
 from deepatlas.inference.geometry import resample
@@ -435,10 +436,14 @@ def subject_rows(
 ) -> list:
     """One subject's rows of ``volumes.csv`` (the columns: the module doc): its structures, ``brain`` and
     ``foreground``; ``template_mm3`` divides by the subject's scale, the mean Jacobian determinant of its map
-    over the template's foreground ``mask``; with ``plan.cross_check``, the atlases' volumes; the flags."""
+    over the template's foreground ``mask``; with ``plan.cross_check``, the atlases' volumes; the flags (a scan
+    softer or sharper than the training images flags every row:
+    :func:`~deepatlas.evaluation.volume_range.sharpness_flag`)."""
     rows = structure_volumes(subject, load_label_codes(plan.labels_path(subject)), scheme, unknown)
     # heads were refused by measure_subject already: brain_image's check would label the image twice
-    size = foreground_ml(load_image(plan.images[plan.subjects.index(subject)])) * 1000
+    image = load_image(plan.images[plan.subjects.index(subject)])
+    size = foreground_ml(image) * 1000
+    soft = sharpness_flag(sharpness(image.array, image.spacing), ranges)  # the whole scan: every row
     rows.append({"subject": subject, "structure": FOREGROUND, "code": "", "voxels": "", "mm3": round(size, 3)})
     jacobian = np.exp(_read_map(plan.logjac_path(subject)))
     scale = float(jacobian[mask].mean()) if mask.shape == jacobian.shape and mask.any() else float(jacobian.mean())
@@ -452,7 +457,7 @@ def subject_rows(
         if atlas is not None and row["structure"] in atlas:
             row["atlas_mm3"] = atlas[row["structure"]]
             disagree = disagreement_flag(row["structure"], row["mm3"], atlas[row["structure"]])
-        row["flag"] = join_flags(disagree, range_flag(row["structure"], row["mm3"], ranges))
+        row["flag"] = join_flags(disagree, range_flag(row["structure"], row["mm3"], ranges), soft)
     return rows
 
 

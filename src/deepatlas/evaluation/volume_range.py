@@ -8,11 +8,16 @@ writes ``volume_range.json`` (:func:`volume_range`, from its labelled training i
 ``above_training`` or ``below_training``, a volume to read with care, which may be under- or
 over-estimated toward the training range. Volumes are compared on the images' own grids, as
 both are (training images and morphometry's inputs are aligned to the same space).
+
+The same file keeps the training images' sharpness (:func:`sharpness_range`, under ``sharpness``), and
+``morphometry`` flags every volume of a scan softer or sharper than them (:func:`sharpness_flag`): a seg
+net's volumes also follow how sharp a scan is (a ventricle read 8-9 % small in a brain blurred by one voxel).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +69,37 @@ def range_flag(structure: str, mm3: float, ranges: dict | None) -> str:
         return "above_training"
     if mm3 < bounds["low_mm3"]:
         return "below_training"
+    return ""
+
+
+def sharpness_range(values: Sequence[float]) -> dict | None:
+    """The :data:`RANGE_PERCENTILES` and median of the training images' sharpness
+    (:func:`deepatlas.data.sharpness.sharpness`, 1/mm), or ``None`` with fewer than
+    :data:`RANGE_MIN_SUBJECTS` measurable images. Kept in ``volume_range.json`` beside the volumes:
+    the training set's ranges that ``morphometry`` flags against."""
+    values = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if len(values) < RANGE_MIN_SUBJECTS:
+        return None
+    lo, mid, hi = np.percentile(values, [RANGE_PERCENTILES[0], 50.0, RANGE_PERCENTILES[1]])
+    return {
+        "low_per_mm": round(float(lo), 4),
+        "median_per_mm": round(float(mid), 4),
+        "high_per_mm": round(float(hi), 4),
+    }
+
+
+def sharpness_flag(value: float, ranges: dict | None) -> str:
+    """``softer_than_training`` / ``sharper_than_training`` when an image's sharpness ``value`` lies outside the
+    training images' (``ranges["sharpness"]``, :func:`sharpness_range`), else empty (also without a range):
+    its volumes may be biased by its sharpness, not its anatomy (docs/results.md, "Volumes that do not depend
+    on the scan's sharpness")."""
+    bounds = (ranges or {}).get("sharpness")
+    if not isinstance(bounds, dict) or not np.isfinite(value):
+        return ""
+    if value < bounds["low_per_mm"]:
+        return "softer_than_training"
+    if value > bounds["high_per_mm"]:
+        return "sharper_than_training"
     return ""
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
 from deepatlas.data.loading import TrainingData, load_training_data
+from deepatlas.data.sharpness import sharpness
 from deepatlas.device import select_device
-from deepatlas.evaluation.volume_range import volume_range
+from deepatlas.evaluation.volume_range import sharpness_range, volume_range
 from deepatlas.files import FolderBusyError, folder_lock, remove_orphans
 from deepatlas.run_folder import RunFolder
 from deepatlas.training.distributed import World, world_from_env
@@ -164,7 +165,9 @@ def _write_run_description(folder: RunFolder, config: Config, data: TrainingData
     voxel = abs(float(np.linalg.det(np.asarray(data.train.affines[0])[:3, :3])))
     ranges = volume_range(labelled, voxel, data.scheme.names)
     if ranges is not None:
-        folder.write_json(folder.volume_range, ranges)
+        spacing = np.sqrt((np.asarray(data.train.affines[0])[:3, :3] ** 2).sum(axis=0))[: data.train.images.ndim - 2]
+        sharp = sharpness_range([sharpness(image[0].numpy(), spacing) for image in data.train.images])
+        folder.write_json(folder.volume_range, ranges | ({"sharpness": sharp} if sharp else {}))
 
 
 def _fit(trainer: Trainer, folder: RunFolder, max_steps: int | None) -> dict:
