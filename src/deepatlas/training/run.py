@@ -211,7 +211,7 @@ def _summary(trainer: Trainer, start: int, started_at: float, validation: dict) 
         if trainer.teachers is None
         else {
             "images": len(trainer.teachers.teachers),
-            "seconds": round(trainer.teachers.seconds, 1),
+            "seconds": round(trainer.teachers.seconds, 3),
             "synthesised": len(trainer.teachers.synthetic),
         },
         "augment": trainer.augmenting,  # what augment.enabled=auto resolved to
