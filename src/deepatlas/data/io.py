@@ -46,7 +46,13 @@ class Volume:
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, : self.array.ndim], axis=0))
+        return grid_spacing(self.affine, self.array.ndim)
+
+
+def grid_spacing(affine, dims: int) -> tuple[float, ...]:
+    """Voxel sizes (mm) along the first ``dims`` array axes of a grid with world matrix ``affine``: the lengths
+    of its columns (rotated or oblique grids included)."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :dims], axis=0))
 
 
 def _squeeze_trailing(array: np.ndarray) -> np.ndarray:

@@ -20,7 +20,15 @@ import torch
 
 from deepatlas import options
 from deepatlas.data.augment import lateral_axis
-from deepatlas.data.io import MIN_EXTENT_MM, Volume, check_extent, check_label_grid, load_labelled, normalize_intensity
+from deepatlas.data.io import (
+    MIN_EXTENT_MM,
+    Volume,
+    check_extent,
+    check_label_grid,
+    grid_spacing,
+    load_labelled,
+    normalize_intensity,
+)
 from deepatlas.data.labels import LabelScheme
 from deepatlas.inference.alignment import ModelSpaceReport, to_model_space
 from deepatlas.inference.geometry import (
@@ -162,8 +170,7 @@ def _check_dims(run: TrainedRun, *volumes: Volume) -> None:
 
 def _grid_extent(run: TrainedRun) -> list[float]:
     """The training grid's extent along each axis (mm)."""
-    spacing = np.linalg.norm(np.asarray(run.grid_affine)[:3, : len(run.grid_shape)], axis=0)
-    return [n * float(s) for n, s in zip(run.grid_shape, spacing)]
+    return [n * s for n, s in zip(run.grid_shape, grid_spacing(run.grid_affine, len(run.grid_shape)))]
 
 
 def min_extent_mm(run: TrainedRun) -> float | None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from deepatlas.checkpoint import load_checkpoint
 from deepatlas.config import Config
+from deepatlas.data.io import grid_spacing
 from deepatlas.data.loading import TrainingData, load_training_data
 from deepatlas.data.sharpness import sharpness
 from deepatlas.device import select_device
@@ -165,7 +166,7 @@ def _write_run_description(folder: RunFolder, config: Config, data: TrainingData
     voxel = abs(float(np.linalg.det(np.asarray(data.train.affines[0])[:3, :3])))
     ranges = volume_range(labelled, voxel, data.scheme.names)
     if ranges is not None:
-        spacing = np.sqrt((np.asarray(data.train.affines[0])[:3, :3] ** 2).sum(axis=0))[: data.train.images.ndim - 2]
+        spacing = grid_spacing(data.train.affines[0], data.train.images.ndim - 2)
         sharp = sharpness_range([sharpness(image[0].numpy(), spacing) for image in data.train.images])
         folder.write_json(folder.volume_range, ranges | ({"sharpness": sharp} if sharp else {}))
 
