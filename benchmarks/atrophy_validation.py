@@ -78,8 +78,9 @@ from deepatlas.inference.apply import segment_probabilities, segment_volume
 from deepatlas.registration.fields import warp
 
 ROOT = Path(__file__).resolve().parents[1]
-RESERVED = {"subject", "level", "truth", "reference"}
-"""Keys of the rows ``benchmarks.morphometry.recovery`` reads: a run may not be named so."""
+RESERVED = {"subject", "level", "truth", "reference", "controls"}
+"""Keys of the rows ``benchmarks.morphometry.recovery`` reads, and of a brain's control volumes: a run may not
+be named so."""
 
 
 def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, TrainedRun]:
@@ -287,12 +288,12 @@ def measure_subject(
         (image, labels), subject = mirrored(image, labels, scheme), f"{subject}@mirrored"
     sigma_mm = args.sigma_mm
     reference = cache.get(f"{subject}/ref", lambda: volumes(subject, labels.array, labels.affine, scheme))
-    original = {"subject": subject, "reference": reference, "shifted": {}}
+    original = {"subject": subject, "reference": reference, "controls": {}}
     for name, measure in runs.items():
         original[name] = cache.get(
             f"{measure.key}/{subject}", lambda measure=measure: seg_volumes(measure, subject, image, scheme)
         )
-        original["shifted"][name] = {
+        original["controls"][name] = {
             kind: cache.get(
                 f"{measure.key}/{subject}/{control_key(kind)}",
                 lambda m=measure, k=kind: seg_volumes(m, subject, controlled(image, k), scheme),
@@ -360,7 +361,7 @@ def control_changes(originals: dict, name: str) -> dict[str, dict[str, float]]:
     for kind in CONTROLS:
         out[kind] = {}
         for structure in TARGETS:
-            pairs = [(o["shifted"][name][kind][structure], o[name][structure]) for o in originals.values()]
+            pairs = [(o["controls"][name][kind][structure], o[name][structure]) for o in originals.values()]
             out[kind][structure] = float(np.mean([moved / max(still, 1e-9) - 1 for moved, still in pairs]))
     return out
 

@@ -46,7 +46,7 @@ def test_the_controls_shift_or_blur_the_brain_and_report_the_volume_change():
     assert 0.45 < cubic[5, 6, 6] < 0.55 and cubic.min() >= 0 and cubic.max() <= 1
     still = {n: 100.0 for n in TARGETS}
     originals = {
-        s: {"net": still, "shifted": {"net": {k: {n: 100.0 + d for n in TARGETS} for k in CONTROLS}}}
+        s: {"net": still, "controls": {"net": {k: {n: 100.0 + d for n in TARGETS} for k in CONTROLS}}}
         for s, d in (("a", -4.0), ("b", 2.0))
     }
     changes = control_changes(originals, "net")
