@@ -77,6 +77,24 @@ def test_training_writes_the_range_and_morphometry_flags_volumes_outside_it(phan
     assert nib.load(tmp_path / "out" / f"{images[0].name.split('.')[0]}_seg.nii.gz").shape == (24, 28, 24)
 
 
+def test_a_run_with_few_labels_keeps_its_images_sharpness_for_the_flag(phantoms_3d, tmp_path, monkeypatch):
+    monkeypatch.setattr(ranges_module, "RANGE_MIN_SUBJECTS", 3)  # 2 labelled of 6 training images: no volumes
+    run = tmp_path / "run"
+    train(tiny_config(phantoms_3d, seg_pretrain_steps=1, reg_pretrain_steps=0, cycles=0), run, progress=False)
+    written = read_volume_range(RunFolder(run).volume_range)
+    assert "structures" not in written and written["sharpness"]["low_per_mm"] > 0  # from all 6 images
+    assert range_flag("brain", 1e12, written) == ""  # no volume range to flag against
+    assert sharpness_flag(written["sharpness"]["low_per_mm"] * 0.5, written) == "softer_than_training"
+    monkeypatch.setattr(ranges_module, "RANGE_MIN_SUBJECTS", 7)  # neither: no file at all
+    train(
+        tiny_config(phantoms_3d, seg_pretrain_steps=1, reg_pretrain_steps=0, cycles=0), tmp_path / "r2", progress=False
+    )
+    assert not RunFolder(tmp_path / "r2").volume_range.exists()
+    assert read_volume_range(tmp_path / "r2" / "missing.json") is None
+    (tmp_path / "odd.json").write_text(json.dumps({"other": 1}))
+    assert read_volume_range(tmp_path / "odd.json") is None
+
+
 def test_a_scan_softer_than_the_training_images_flags_every_volume(trained_3d, phantoms_3d, tmp_path):
     from scipy import ndimage
 

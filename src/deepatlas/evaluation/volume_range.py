@@ -110,9 +110,13 @@ def join_flags(*flags: str) -> str:
 
 def read_volume_range(path: Path) -> dict | None:
     """A run's ``volume_range.json`` (``RunFolder.volume_range``), or None where the run has none (few
-    labelled images, or trained before ranges existed) or it does not read as one."""
+    training images, or trained before ranges existed) or it does not read as one. It may hold the structure
+    volumes (``structures``), the sharpness (``sharpness``) or both: a run with fewer than
+    :data:`RANGE_MIN_SUBJECTS` labelled images but enough unlabelled ones keeps only the sharpness."""
     try:
         ranges = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return ranges if isinstance(ranges, dict) and isinstance(ranges.get("structures"), dict) else None
+    if not isinstance(ranges, dict):
+        return None
+    return ranges if any(isinstance(ranges.get(key), dict) for key in ("structures", "sharpness")) else None

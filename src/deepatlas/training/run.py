@@ -162,13 +162,22 @@ def _write_run_description(folder: RunFolder, config: Config, data: TrainingData
             "affine": np.asarray(data.train.affines[0]).tolist(),
         },
     )
+    _write_training_ranges(folder, data)
+
+
+def _write_training_ranges(folder: RunFolder, data: TrainingData) -> None:
+    """``volume_range.json``: the labelled training images' structure volumes and every training image's
+    sharpness (labelled or not: sharpness needs no labels, so a run with a few labels still flags a soft scan),
+    each where there are enough images to bound it; no file where neither is."""
     labelled = data.train.labels[data.train.has_label].numpy()[:, 0]
     voxel = abs(float(np.linalg.det(np.asarray(data.train.affines[0])[:3, :3])))
-    ranges = volume_range(labelled, voxel, data.scheme.names)
-    if ranges is not None:
-        spacing = grid_spacing(data.train.affines[0], data.train.images.ndim - 2)
-        sharp = sharpness_range([sharpness(image[0].numpy(), spacing) for image in data.train.images])
-        folder.write_json(folder.volume_range, ranges | ({"sharpness": sharp} if sharp else {}))
+    ranges = volume_range(labelled, voxel, data.scheme.names) or {}
+    spacing = grid_spacing(data.train.affines[0], data.train.images.ndim - 2)
+    sharp = sharpness_range([sharpness(image[0].numpy(), spacing) for image in data.train.images])
+    if sharp is not None:
+        ranges["sharpness"] = sharp
+    if ranges:
+        folder.write_json(folder.volume_range, ranges)
 
 
 def _fit(trainer: Trainer, folder: RunFolder, max_steps: int | None) -> dict:
