@@ -26,10 +26,12 @@ Measured per run:
   every run (the deformation does not depend on the run);
 - **bias**: mean relative bias (seg / reference - 1) of the target structures' volumes (ventricles,
   hippocampi) on the original validation brains against the reference label maps;
-- **the sampling and sharpness controls** (:data:`CONTROLS`): the mean relative change of each target
-  structure's volume when the same brain is moved by half a voxel and resampled (linearly; by a cubic
-  B-spline), or blurred by a Gaussian (:data:`BLURS`): no anatomy changes, so the first is the floor under a
-  change a volume at this resolution can resolve, the second how much a volume follows a scan's sharpness.
+- **the placement, sampling and sharpness controls** (:data:`CONTROLS`): the mean relative change of each
+  target structure's volume (and its standard error over the brains) when the same brain is rolled by a whole
+  voxel (:data:`WHOLE_VOXEL`), moved by half a voxel and resampled (linearly; by a cubic B-spline), or blurred
+  by a Gaussian (:data:`BLURS`): no anatomy changes, so the first is the placement noise, the second the floor
+  under a change a volume at this resolution can resolve, the third how much a volume follows a scan's
+  sharpness.
 
 A seg net's volume is read as ``--volumes`` says, each kind a row of the table: ``labels`` (voxels of its
 label map, as ``morphometry`` counts them), ``probabilities`` (the expected volume of its class
@@ -47,6 +49,7 @@ One thread (``torch.set_num_threads(1)``: the machine's cores are shared). Per-i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import time
@@ -72,13 +75,14 @@ from deepatlas.data.loading import select_split
 from deepatlas.data.subjects import find_subjects
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, resample_cubic
 from deepatlas.evaluation.evaluate import evaluate_image_set
+from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
 from deepatlas.inference import TrainedRun, apply, load_run
 from deepatlas.inference.apply import segment_probabilities, segment_volume
 from deepatlas.registration.fields import warp
 
 ROOT = Path(__file__).resolve().parents[1]
-RESERVED = {"subject", "level", "truth", "reference", "controls"}
+RESERVED = {"subject", "level", "truth", "reference", "controls", "dice"}
 """Keys of the rows ``benchmarks.morphometry.recovery`` reads, and of a brain's control volumes: a run may not
 be named so."""
 
@@ -97,8 +101,9 @@ def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Tr
     return runs
 
 
-VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2", "labels-shift-8")
-"""How a seg net's volume is read: voxels of its label map, the expected volume of its probabilities, or
+VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2", "labels-shift-8", "labels-subvoxel")
+"""How a seg net's volume is read: voxels of its label map, the expected volume of its probabilities, the
+label map with the probabilities averaged over quarter-voxel shifts (``seg_net.subvoxel_average: on``), or
 (explorations, not product paths) the ventricles' CSF fraction read from the image's intensities in
 their label-map mask grown by 1 or 2 voxels (:func:`csf_partial_volumes`), or the label map of the
 probabilities averaged over the image's 8 one-voxel shifts (:func:`shift_averaged`)."""
@@ -116,7 +121,13 @@ at 2 mm voxels), on its own grid. The anatomy does not change, so a volume's cha
 seg net's volumes follow a scan's sharpness (another scanner's, or a resampled brain's) rather than its
 anatomy (``augment.blur``, docs/results.md "Volumes that do not depend on the scan's sharpness")."""
 
-CONTROLS = [*SHIFTS, *BLURS]
+WHOLE_VOXEL = "whole-voxel"
+"""The placement control: each validation brain moved by one whole voxel along every axis (rolled: its own
+values, no resampling, nothing softer). Only where the brain falls on the grid changes, so a volume's change
+under it is the seg net's placement noise, against which the other controls' means are read (session 37: the
+half-voxel shifts' mean changes were within it)."""
+
+CONTROLS = [WHOLE_VOXEL, *SHIFTS, *BLURS]
 """Every control, in the table's order."""
 
 
@@ -135,7 +146,11 @@ def mirrored(image: Volume, labels: Volume, scheme: LabelScheme) -> tuple[Volume
 
 
 def controlled(image: Volume, kind: str) -> Volume:
-    """``image`` as the control ``kind`` of :data:`CONTROLS` makes it: :func:`shifted` or :func:`blurred`."""
+    """``image`` as the control ``kind`` of :data:`CONTROLS` makes it: rolled by a voxel, :func:`shifted` or
+    :func:`blurred`."""
+    if kind == WHOLE_VOXEL:
+        array = np.roll(image.array, 1, axis=tuple(range(image.array.ndim)))
+        return Volume(array, image.affine, Path(f"{WHOLE_VOXEL}.nii.gz"))
     return shifted(image, kind) if kind in SHIFTS else blurred(image, BLURS[kind])
 
 
@@ -249,6 +264,17 @@ def shift_averaged() -> Iterator[None]:
         apply.seg_probabilities = original
 
 
+@contextmanager
+def subvoxel_averaged(run: TrainedRun) -> Iterator[None]:
+    """Within it, ``run`` reads with ``seg_net.subvoxel_average: on`` (its own setting restored after)."""
+    before = run.config.seg_net.subvoxel_average
+    run.config.seg_net.subvoxel_average = "on"
+    try:
+        yield
+    finally:
+        run.config.seg_net.subvoxel_average = before
+
+
 def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
     """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
     validation brains are pre-aligned, ``align="off"``): voxels of its label map (``labels``) or the
@@ -256,6 +282,9 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
     probability), or the ventricles read from intensities (``csf-intensity-*``, :func:`csf_partial_volumes`)."""
     if measure.volumes == "labels":
         return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
+    if measure.volumes == "labels-subvoxel":
+        with subvoxel_averaged(measure.run):
+            return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
     if measure.volumes == "labels-shift-8":
         with shift_averaged():
             return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
@@ -265,6 +294,21 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
     probabilities = segment_probabilities(measure.run, image, align="off")  # on the image's grid
     sums = probabilities.reshape(len(probabilities), -1).double().sum(1) * voxel_volume(image.affine)
     return {scheme.names[k]: float(sums[k]) for k in range(1, scheme.num_classes)}
+
+
+LABEL_MAPS = {"labels": False, "labels-subvoxel": True}
+"""The volume kinds read from a label map the product writes, and whether it is the quarter-voxel average's
+(``for_volumes``, ``morphometry``'s reading): their Dice against the reference is reported as read."""
+
+
+def read_dice(measure: Measure, image: Volume, labels: Volume, scheme: LabelScheme) -> float:
+    """Mean Dice over the scheme's structures of the label map the measure reads (:data:`LABEL_MAPS`, the run's
+    mirrored inference included) against the reference ``labels``: what its reading costs a label map."""
+    with subvoxel_averaged(measure.run) if LABEL_MAPS[measure.volumes] else contextlib.nullcontext():
+        codes = segment_volume(measure.run, image, align="off")
+    predicted = torch.from_numpy(scheme.encode(codes, unknown="background").astype(np.int64))
+    reference = torch.from_numpy(scheme.encode(labels.array, unknown="background").astype(np.int64))
+    return float(finite_mean(dice_per_class(predicted, reference, scheme.num_classes)))
 
 
 def seg_dice(cache: JsonlCache, run: TrainedRun, images: ImageSet) -> dict:
@@ -288,11 +332,15 @@ def measure_subject(
         (image, labels), subject = mirrored(image, labels, scheme), f"{subject}@mirrored"
     sigma_mm = args.sigma_mm
     reference = cache.get(f"{subject}/ref", lambda: volumes(subject, labels.array, labels.affine, scheme))
-    original = {"subject": subject, "reference": reference, "controls": {}}
+    original = {"subject": subject, "reference": reference, "controls": {}, "dice": {}}
     for name, measure in runs.items():
         original[name] = cache.get(
             f"{measure.key}/{subject}", lambda measure=measure: seg_volumes(measure, subject, image, scheme)
         )
+        if measure.volumes in LABEL_MAPS:
+            original["dice"][name] = cache.get(
+                f"{measure.key}/{subject}/dice", lambda m=measure: read_dice(m, image, labels, scheme)
+            )
         original["controls"][name] = {
             kind: cache.get(
                 f"{measure.key}/{subject}/{control_key(kind)}",
@@ -350,20 +398,39 @@ def summarize(runs: dict[str, Measure], dice: dict, originals: dict, atrophied: 
             "atrophy": recovery(originals, atrophied, name),
             "bias": {n: bias[n]["mean_bias"] for n in TARGETS},
             "controls": control_changes(originals, name),
+            "controls_se": control_changes(originals, name, spread=True),
+            "dice_as_read": _mean_dice(originals, name),
         }
     return out
 
 
-def control_changes(originals: dict, name: str) -> dict[str, dict[str, float]]:
+def _mean_dice(originals: dict, name: str) -> float:
+    """The measure's Dice as read (:func:`read_dice`), averaged over the brains; NaN for kinds not read
+    from a label map."""
+    values = [o["dice"][name] for o in originals.values() if name in o.get("dice", {})]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def control_changes(originals: dict, name: str, spread: bool = False) -> dict[str, dict[str, float]]:
     """Per :data:`CONTROLS` kind and target structure: the mean relative change (controlled / original - 1)
-    of the measure's volumes over the validation brains (the anatomy is the same)."""
+    of the measure's volumes over the validation brains (the anatomy is the same); with ``spread``, its
+    standard error instead (sample standard deviation / sqrt(brains))."""
     out = {}
     for kind in CONTROLS:
         out[kind] = {}
         for structure in TARGETS:
             pairs = [(o["controls"][name][kind][structure], o[name][structure]) for o in originals.values()]
-            out[kind][structure] = float(np.mean([moved / max(still, 1e-9) - 1 for moved, still in pairs]))
+            changes = np.array([moved / max(still, 1e-9) - 1 for moved, still in pairs])
+            error = changes.std(ddof=1) / np.sqrt(len(changes)) if len(changes) > 1 else float("nan")
+            out[kind][structure] = float(error if spread else changes.mean())
     return out
+
+
+def _control_cell(run: dict, kind: str, structure: str) -> str:
+    """A control's mean change, with its standard error where the results have one (since session 37)."""
+    cell = f"{100 * run['controls'][kind][structure]:+.1f}"
+    error = run.get("controls_se", {}).get(kind, {}).get(structure)
+    return f"{cell} ± {100 * error:.1f} %" if error is not None else f"{cell} %"
 
 
 def _pct(x: float) -> str:
@@ -379,6 +446,7 @@ def _recovered(block: dict, level: int) -> str:
 
 
 CONTROL_HEADERS = {
+    WHOLE_VOXEL: "whole-voxel roll",
     **{kind: f"half-voxel shift, {kind}" for kind in SHIFTS},
     **{kind: f"Gaussian blur, {sigma:g} voxel" for kind, sigma in BLURS.items()},
 }
@@ -412,25 +480,29 @@ def write_markdown(result: dict, path: Path) -> None:
             else ""
         ),
         "",
-        "| run | val seg Dice | " + " | ".join(f"recovered at {s}" for s in strengths) + " | slope | bias |",
-        "| --- | --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- | --- |",
+        "| run | val seg Dice | Dice as read | "
+        + " | ".join(f"recovered at {s}" for s in strengths)
+        + " | slope | bias |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in STRENGTHS) + " | --- | --- |",
     ]
     for name, run in result["runs"].items():
         slope = " / ".join(f"{run['atrophy'][n]['slope']:.2f}" for n in TARGETS)
         bias = " / ".join(_pct(run["bias"][n]) for n in TARGETS)
         recovered = " | ".join(_recovered(run["atrophy"], level) for level in range(len(STRENGTHS)))
-        lines.append(f"| {name} | {run['seg_dice']:.3f} | {recovered} | {slope} | {bias} |")
+        read = run.get("dice_as_read", float("nan"))
+        lines.append(f"| {name} | {run['seg_dice']:.3f} | {read:.4f} | {recovered} | {slope} | {bias} |")
     lines += [
         "",
-        "Sampling and sharpness controls: the same brains moved by half a voxel along every axis, resampled "
-        "linearly (a blur) and by a cubic B-spline (as the synthetic atrophy), or blurred by a Gaussian of 0.5 or "
-        "1 voxel (no anatomy changes); mean relative change of LV-L / LV-R / Hip-L / Hip-R.",
+        "Placement, sampling and sharpness controls: the same brains rolled by one whole voxel along every axis "
+        "(no resampling: the placement noise), moved by half a voxel, resampled linearly (a blur) and by a cubic "
+        "B-spline (as the synthetic atrophy), or blurred by a Gaussian of 0.5 or 1 voxel (no anatomy changes); "
+        "mean relative change of LV-L / LV-R / Hip-L / Hip-R, and its standard error over the brains.",
         "",
         "| run | " + " | ".join(CONTROL_HEADERS[kind] for kind in CONTROLS) + " |",
         "| --- |" + " --- |" * len(CONTROLS),
     ]
     for name, run in result["runs"].items():
-        cells = [" / ".join(f"{100 * run['controls'][k][n]:+.1f} %" for n in TARGETS) for k in CONTROLS]
+        cells = [" / ".join(_control_cell(run, k, n) for n in TARGETS) for k in CONTROLS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

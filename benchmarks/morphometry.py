@@ -50,6 +50,7 @@ from benchmarks.paths import data_root
 from benchmarks.provenance import provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from benchmarks.references import sound_sides
+from deepatlas import options
 from deepatlas.data.io import Volume, load_labelled
 from deepatlas.data.labels import LabelScheme
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, Atrophy, synthesize_atrophy
@@ -112,12 +113,17 @@ class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.data = Path(args.data)
         self.run = load_run(args.model)
+        if args.subvoxel_average:
+            self.run.config.seg_net.subvoxel_average = args.subvoxel_average
         self.scheme = self.run.scheme
         self.splits = json.loads((self.data / "splits.json").read_text())
         self.atlases = [self.labelled(s) for s in ATLASES]
         self.cache = JsonlCache(Path(args.cache))
         # volumes are cached by subject: one cache file per model and seg net reading
-        model = f"{self.run.path.resolve()}@mirror_average={self.run.config.seg_net.mirror_average}"
+        seg = self.run.config.seg_net
+        model = f"{self.run.path.resolve()}@mirror_average={seg.mirror_average}"
+        if seg.subvoxel_average != "off":  # morphometry's quarter-voxel average (caches before it: a single pass)
+            model += f"@subvoxel_average={seg.subvoxel_average}"
         if self.cache.get("model", lambda: model) != model:
             raise SystemExit(f"--cache {args.cache} holds another model's volumes; give a cache file for {args.model}")
 
@@ -130,7 +136,7 @@ class Bench:
     def measure(self, key: str, image: Volume, method: str) -> dict[str, float]:
         def compute() -> dict[str, float]:
             if method == "seg":
-                codes = segment_volume(self.run, image, align="off")  # as morphometry: pre-aligned inputs
+                codes = segment_volume(self.run, image, align="off", for_volumes=True)  # as morphometry: pre-aligned
             else:
                 codes = atlas_segment_volume(self.run, self.atlases, image, fusion="weighted")
             return self.volumes(codes, image.affine)
@@ -234,8 +240,11 @@ def recovery(originals: dict[str, dict], atrophied: list[dict], method: str) -> 
 
 
 def flag_margins(rows: list[dict], names: list[str]) -> dict[str, float]:
-    """Per structure: the 95th percentile over subjects of |seg - atlas| / mean(seg, atlas)."""
+    """Per structure: the 95th percentile over subjects of |seg - atlas| / mean(seg, atlas) (none without
+    subjects: ``--validation 0``, a seg-net-only run)."""
     out = {}
+    if not rows:
+        return out
     for name in names:
         seg = np.array([r["seg"][name] for r in rows])
         atlas = np.array([r["atlas"][name] for r in rows])
@@ -286,6 +295,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
         "atrophy_subjects": len({r["subject"] for r in atrophied}),
         "wrong_sided": sorted(wrong_sided),
         "mirror_average": bench.run.config.seg_net.mirror_average,
+        "subvoxel_average": bench.run.config.seg_net.subvoxel_average,
         "largest_ventricles": {s: ventricles[s] for s in largest},
         "test": {m: agreement(rows, m, names) for m in METHODS},
         "largest": {m: agreement(big, m, names) for m in METHODS},
@@ -405,6 +415,7 @@ def _subjects_line(result: dict, names: list[str]) -> str:
         f"{result['test']['seg'][names[0]]['n']} and on the atrophy of {result['atrophy_subjects']}"
         + (f" (not {', '.join(wrong)}: references with wrong sides, `benchmarks.references`)" if wrong else "")
         + (f"; mirrored inference: {result['mirror_average']}" if "mirror_average" in result else "")
+        + (f"; quarter-voxel average: {result['subvoxel_average']}" if "subvoxel_average" in result else "")
         + "."
     )
 
@@ -517,6 +528,13 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=10, help="validation subjects for the flag margin")
     parser.add_argument("--limit", type=int, default=0, help="first N test and validation subjects (a smoke run)")
     parser.add_argument("--cache", default="/tmp/deepatlas-morphometry.jsonl", help="per-image volumes (resume)")
+    parser.add_argument(
+        "--subvoxel-average",
+        choices=options.SUBVOXEL_AVERAGE,
+        default=None,
+        help="the seg net's quarter-voxel average (seg_net.subvoxel_average; default the model's: auto, on for "
+        "morphometry's volumes; results before 2026-12-07's 'Volumes read at several grid phases' are a single pass)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()

@@ -13,7 +13,8 @@ ventricles are two to six times a young adult's. Here both lateral ventricles of
 ``--changes`` (relative: 3 = four times the volume) with :func:`deepatlas.evaluation.atrophy.synthesize_atrophy`
 (the same smooth flow, image and labels together; the truth: the reference volume times the achieved change
 of its partial-volume mask), and each model's seg net reads them as ``morphometry --from seg`` does
-(``segment_volume``, pre-aligned brains, the model's mirrored inference).
+(``segment_volume``, pre-aligned brains, the model's mirrored inference and, since 2026-12-07, its
+quarter-voxel average for volumes).
 
 Per model and change: the mean true and measured volume, measured / true (mean and worst brain), the share of
 the true change recovered, and the share of volumes flagged ``above_training`` (its ``volume_range.json``),
@@ -61,7 +62,7 @@ def enlarged(image: Volume, labels: Volume, scheme, change: float) -> tuple[Volu
 
 def read(run: TrainedRun, ranges: dict | None, image: Volume) -> dict[str, dict]:
     """The seg net's volume of each lateral ventricle (mm^3) and ``morphometry``'s range flag on it."""
-    volumes = class_volumes(run.scheme, segment_volume(run, image, align="off"), image.affine)
+    volumes = class_volumes(run.scheme, segment_volume(run, image, align="off", for_volumes=True), image.affine)
     return {n: {"mm3": volumes[n], "flag": range_flag(n, volumes[n], ranges)} for n in VENTRICLES}
 
 

@@ -50,8 +50,11 @@ def test_the_controls_shift_or_blur_the_brain_and_report_the_volume_change():
         for s, d in (("a", -4.0), ("b", 2.0))
     }
     changes = control_changes(originals, "net")
-    assert set(changes) == set(CONTROLS) and {"linear", "cubic", "blur-1"} <= set(CONTROLS)
+    assert set(changes) == set(CONTROLS) and {"whole-voxel", "linear", "cubic", "blur-1"} <= set(CONTROLS)
     assert changes["cubic"][TARGETS[0]] == pytest.approx(-0.01)
+    assert control_changes(originals, "net", spread=True)["cubic"][TARGETS[0]] == pytest.approx(0.03)  # sd 0.042
+    rolled = controlled(volume, "whole-voxel").array  # the same values, one voxel further along every axis
+    assert np.array_equal(rolled[1:, 1:, 1:], image[:-1, :-1, :-1])
 
 
 def test_the_recovery_figure_is_written_for_every_row(tmp_path):

@@ -40,6 +40,7 @@ def test_saved_config_round_trips(tmp_path):
         ("schedule.cycles=many", "schedule.cycles: expected int"),
         ("amp=[1]", "amp: expected str"),
         ("amp=sometimes", "amp: 'sometimes' is not one of"),
+        ("seg_net.subvoxel_average=always", "seg_net.subvoxel_average: 'always' is not one of"),
         ("loss.similarity=mi", "loss.similarity"),
         ("teachers.loss=dice", "teachers.loss: .dice. is not one of"),
         ("seg_net.strides=[2]", "seg_net: strides needs"),

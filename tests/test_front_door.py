@@ -155,9 +155,20 @@ def test_volumes_are_morphometrys_and_probabilities_sum_to_one(trained_3d, phant
     assert np.allclose(probabilities.affine, nib.load(image).affine)
     codes = np.array([int(r[0]) for r in _rows(seg / "labels.txt")])
     assert np.array_equal(codes[values.argmax(-1)], labels)
+
     # the label map is the one segment writes without --probabilities; existing tables refuse a rerun
-    assert main(["segment", str(trained_3d), str(image), "-o", str(tmp_path / "plain"), "--align", "off"]) == 0
-    assert np.array_equal(np.asarray(nib.load(tmp_path / "plain" / f"{name}_seg.nii.gz").dataobj), labels)
+    def label_map(folder: str, *flags: str) -> np.ndarray:
+        assert (
+            main(["segment", str(trained_3d), str(image), "-o", str(tmp_path / folder), "--align", "off", *flags]) == 0
+        )
+        return np.asarray(nib.load(tmp_path / folder / f"{name}_seg.nii.gz").dataobj)
+
+    assert np.array_equal(label_map("plain", "--volumes"), labels)
+    # read for volumes, the label map is morphometry's quarter-voxel average (seg_net.subvoxel_average: auto);
+    # without --volumes it is one pass, as --subvoxel-average off gives with them
+    single = label_map("single")
+    assert not np.array_equal(single, labels)
+    assert np.array_equal(label_map("off", "--volumes", "--subvoxel-average", "off"), single)
     assert main(argv + ["--volumes"]) == 2  # volumes.csv (and the label map) exist: --overwrite to replace
 
 

@@ -66,6 +66,13 @@ class SegNetConfig:
     where the label scheme names sides and each has its twin (brain31), off otherwise (codes alone say no
     side); ``on`` refuses a scheme with a side-named class missing its twin. Twice the seg net's time; on
     ixi-2mm validation +1.0 Dice for brain-2mm, 9 of 9 brains (docs/results.md "Mirrored inference")."""
+    subvoxel_average: str = "auto"
+    """At inference, as ``mirror_average``: ``on`` averages the class probabilities of the image moved by a
+    quarter voxel either way along every axis (cubic B-spline), each moved back, before the labels are read
+    (2^dims times the seg net's time: 8 in 3-D). A seg net reads a boundary that moves by a fraction of a voxel
+    in steps; averaged over where the grid falls, its volumes follow such a change. ``auto``: on in
+    ``morphometry`` (volumes), off for label maps (``segment``, ``evaluate``, ``atlas-segment``: 0.1 Dice lower
+    at 8 times the time). docs/results.md "Volumes read at several grid phases"."""
     atlas_vote: float = 0.0
     """The seg net's vote beside the atlases of ``atlas-segment`` and ``evaluate --atlases`` where
     ``--seg-net-weight`` is not given: its class probabilities times this (0: the atlases alone). 0 for the
@@ -603,6 +610,7 @@ class Config:
             "data.unknown_labels": (self.data.unknown_labels, options.UNKNOWN_LABELS),
             "data.wrong_sides": (self.data.wrong_sides, options.WRONG_SIDES),
             "seg_net.mirror_average": (self.seg_net.mirror_average, options.MIRROR_AVERAGE),
+            "seg_net.subvoxel_average": (self.seg_net.subvoxel_average, options.SUBVOXEL_AVERAGE),
             "seg_net.norm": (self.seg_net.norm, options.NORM),
             "reg_net.norm": (self.reg_net.norm, options.NORM),
             "seg_net.top_layer": (self.seg_net.top_layer, options.TOP_LAYER),

@@ -66,6 +66,13 @@ MIRROR_AVERAGE = ("auto", "on", "off")
 """At inference, the seg net's probabilities averaged with those of the image mirrored left-right, each class
 turned into its twin (``seg_net.mirror_average``, ``--mirror-average``): ``auto``, on where the label scheme
 names sides and every side-named class has its twin."""
+SUBVOXEL_AVERAGE = ("auto", "on", "off")
+"""At inference, the seg net's probabilities averaged over the image moved by a quarter voxel either way along
+every axis (:data:`deepatlas.inference.apply.SUBVOXEL_SHIFT`; ``seg_net.subvoxel_average``,
+``--subvoxel-average``): read at several phases of the grid, a volume follows a change of less than a voxel
+(2^dims passes, each mirrored where ``seg_net.mirror_average`` says). ``auto``: on where the seg net's output is
+a volume (``morphometry``), off where it is a label map (``segment``, ``evaluate``, ``atlas-segment``), where it
+would cost 8 times the time for no Dice."""
 WRONG_SIDES = ("unlabel", "keep", "error")
 """What training does with a label map whose left and right structures lie on the wrong sides
 (``data.wrong_sides``, :mod:`deepatlas.data.hemispheres`): leave its labels out (a training image then trains

@@ -1,25 +1,15 @@
 """Mirrored inference: the seg net's probabilities averaged with the mirrored image's, classes read from twins."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from deepatlas.data.io import Volume, load_labelled
+from deepatlas.data.io import Volume
 from deepatlas.data.labels import LabelScheme
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.inference import load_run
 from deepatlas.inference.apply import mirror_plan_of, segment_probabilities
-
-MODEL = Path(__file__).resolve().parents[2] / "models" / "brain-2mm"
-
-
-@pytest.fixture(scope="module")
-def brain(ixi):
-    """A validation brain (model selection saw it; no test subject) and its reference labels."""
-    subject = "IXI012-HH-1211"
-    return load_labelled(ixi / "images" / f"{subject}.nii.gz", ixi / "labels" / f"{subject}.nii.gz")
+from tests.inference.conftest import SHIPPED as MODEL
 
 
 def test_mirrored_inference_is_mirror_symmetric_and_no_worse(brain):

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,3 +91,22 @@ def test_diffusion_energy_gradient_matches_its_definition(shape):
     value = diffusion_energy(field)
     assert float(value) == pytest.approx(float(reference))
     assert torch.allclose(torch.autograd.grad(value, field)[0], torch.autograd.grad(reference, field)[0])
+
+
+def test_constant_shifts_sample_the_image_at_x_plus_the_shift():
+    from deepatlas.registration.fields import resample_cubic, shift_cubic, shift_linear
+
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in (12, 14, 10)), indexing="ij")
+    ramp = (2.0 * z - 0.5 * y + 3.0 * x).astype(np.float32)
+    moved = shift_linear(torch.from_numpy(ramp)[None], (0.25, -0.75, 1.5))[0].numpy()
+    inside = (slice(1, -2), slice(1, -2), slice(1, -2))  # away from the replicated edges
+    expected = 2.0 * (z + 0.25) - 0.5 * (y - 0.75) + 3.0 * (x + 1.5)
+    assert np.allclose(moved[inside], expected[inside], atol=1e-4)
+    smooth = np.sin(z / 3.0) * np.cos(y / 4.0) + 0.1 * x  # a cubic spline follows a smooth image closely
+    cubic = shift_cubic(smooth, (0.25, 0.25, -0.25))
+    truth = np.sin((z + 0.25) / 3.0) * np.cos((y + 0.25) / 4.0) + 0.1 * (x - 0.25)
+    core = (slice(3, -3),) * 3
+    assert np.abs(cubic[core] - truth[core]).max() < 2e-3
+    field = torch.stack([torch.full(smooth.shape, s) for s in (0.25, 0.25, -0.25)])
+    assert np.allclose(cubic, resample_cubic(smooth, field), atol=1e-4)  # the constant field's special case
+    assert np.array_equal(shift_cubic(smooth, (1.0, 0.0, 0.0))[:-1], smooth[1:].astype(np.float32))

@@ -77,6 +77,8 @@ def load_run_from_args(args):
 
         run.config.seg_net.mirror_average = args.mirror_average
         mirror_plan_of(run, run.grid_affine, len(run.grid_shape))
+    if getattr(args, "subvoxel_average", None):  # --subvoxel-average: likewise
+        run.config.seg_net.subvoxel_average = args.subvoxel_average
     if getattr(args, "net_only", False):
         run.set_refinement(None)
     elif getattr(args, "refine", None):
@@ -295,7 +297,8 @@ def _write_label_maps(
 
 def _write_segment_records(path: Path, records: list[dict]) -> None:
     """``segment.json``: one record per input (source, output, aligned, why, score, warning, mirror_average:
-    whether the seg net's mirrored pass was averaged in), sorted by
+    whether the seg net's mirrored pass was averaged in, subvoxel_average: whether its quarter-voxel shifts
+    were), sorted by
     output; records of earlier runs into the folder are kept unless this run wrote the same output.
     Written where there are scores to keep: a run with a template and ``--align`` on or auto."""
     from deepatlas.files import atomic_write_text
@@ -339,6 +342,8 @@ def _label_job(run, job: tuple) -> dict:
         mirrored = mirror_plan_of(run, run.grid_affine, len(run.grid_shape)) is not None
         record |= {"aligned": space.aligned, "why": space.why, "score": score, "warning": warning}
         record["mirror_average"] = mirrored  # the seg net's pass on the mirrored image averaged in
+        subvoxel = run.config.seg_net.subvoxel_average  # and its quarter-voxel shifts (auto: for --volumes)
+        record["subvoxel_average"] = subvoxel == "on" or (subvoxel == "auto" and bool(extras and extras.volumes))
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))

@@ -7,7 +7,7 @@ import math
 
 from deepatlas import options
 from deepatlas.cli.apply import expand_inputs, load_run_from_args, output_lock
-from deepatlas.cli.apply_args import DEVICE_HELP, RUN_HELP, mirror_flag, overwrite_flag, unknown_labels_flag
+from deepatlas.cli.apply_args import DEVICE_HELP, RUN_HELP, overwrite_flag, seg_averaging_flags, unknown_labels_flag
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
 
@@ -123,7 +123,7 @@ def add_command(sub) -> None:
     )
     m.add_argument("--fusion", choices=options.FUSION, default="weighted", help="label fusion with --from atlas")
     unknown_labels_flag(m, " in the atlases (--from atlas); background: not counted in any structure")
-    mirror_flag(m)
+    seg_averaging_flags(m)
     m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint of the run")
     m.add_argument("--device", default="auto", help=DEVICE_HELP)
     m.add_argument("--net-only", action="store_true", help="register with the net alone (no per-pair refinement)")

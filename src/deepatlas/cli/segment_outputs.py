@@ -81,12 +81,15 @@ def probabilities_path(target: Path) -> Path:
 
 def segment_image(run, image, align: str, extras: SegmentExtras | None):
     """The seg net's label map of ``image`` (codes, its own grid), how it was brought into the model's
-    space, and its class probabilities when ``extras`` asks for them (else None): one pass either way."""
+    space, and its class probabilities when ``extras`` asks for them (else None): one reading either way.
+    With ``--volumes`` the label map is read as ``morphometry`` reads it (``seg_net.subvoxel_average: auto``
+    averages over quarter-voxel shifts), so its volumes are ``morphometry``'s."""
     from deepatlas.inference.apply import segment_with_probabilities, segment_with_report
 
+    for_volumes = extras is not None and extras.volumes
     if extras is not None and extras.probabilities:
-        return segment_with_probabilities(run, image, align)
-    codes, space = segment_with_report(run, image, align)
+        return segment_with_probabilities(run, image, align, for_volumes)
+    codes, space = segment_with_report(run, image, align, for_volumes)
     return codes, None, space
 
 

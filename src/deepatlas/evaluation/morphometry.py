@@ -351,7 +351,7 @@ def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
     log-Jacobian map on the template grid (subject registered to the template)."""
     image = brain_image(job.image)
     if job.atlases is None or job.check_out is not None:
-        codes = segment_volume(run, image, align="off")  # inputs are pre-aligned (brain_image's rule)
+        codes = segment_volume(run, image, align="off", for_volumes=True)  # pre-aligned inputs (brain_image's rule)
     else:
         codes = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
     save_volume(codes.astype(label_dtype(codes)), image.affine, job.labels_out)

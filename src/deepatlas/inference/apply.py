@@ -9,6 +9,7 @@ FSLeyes. An input already on the training grid is not resampled at all.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from deepatlas.networks.warp import label_corners
 from deepatlas.options import look_up_option
 from deepatlas.registration import Deformation, RegistrationPipeline
 from deepatlas.registration.affine import AffineSettings, AffineStage, alignment_ncc, foreground
+from deepatlas.registration.fields import shift_cubic, shift_linear
 from deepatlas.registration.fusion import NCC_WINDOW, LabelVotes, similarity_weight, vote_within_classes
 from deepatlas.registration.inverse import invert_deformation
 
@@ -395,20 +397,44 @@ def _inverse_consistency(residual: torch.Tensor, fixed: Volume) -> dict[str, flo
 
 
 def _network_probabilities(
-    run: TrainedRun, image: Volume, align: str
+    run: TrainedRun, image: Volume, align: str, for_volumes: bool = False
 ) -> tuple[torch.Tensor, np.ndarray, ModelSpaceReport]:
     """The seg net's class probabilities of ``image`` on the network grid, that grid's affine, and
-    how the image was brought into the model's space."""
+    how the image was brought into the model's space (``for_volumes``: as :func:`seg_probabilities`')."""
     look_up_option(align, options.AFFINE, "align")
     on_grid, _, affine, report = _to_network_grid(run, image, align)
-    return seg_probabilities(run, on_grid, affine), affine, report
+    return seg_probabilities(run, on_grid, affine, for_volumes), affine, report
+
+
+SUBVOXEL_SHIFT = 0.25
+"""``seg_net.subvoxel_average``'s shifts, voxels: each axis at -1/4 and +1/4, the centres of the two halves of
+a voxel, so the 2^dims passes sample where a boundary falls within a voxel evenly."""
 
 
 @torch.no_grad()
-def seg_probabilities(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+def seg_probabilities(
+    run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray, for_volumes: bool = False
+) -> torch.Tensor:
     """The seg net's softmax of one image on the network grid (``1 x *grid``, world matrix ``affine``),
     ``classes x *grid``; averaged with the mirrored image's where ``seg_net.mirror_average`` says
-    (:func:`mirror_plan_of`): the mirrored output flipped back, each class read from its twin's row."""
+    (:func:`mirror_plan_of`), and over the image moved by :data:`SUBVOXEL_SHIFT` along every axis where
+    ``seg_net.subvoxel_average`` says (each pass's probabilities moved back before they are averaged; ``auto``:
+    where the caller reads volumes from them, ``for_volumes``)."""
+    mode = look_up_option(run.config.seg_net.subvoxel_average, options.SUBVOXEL_AVERAGE, "seg_net.subvoxel_average")
+    if mode == "off" or (mode == "auto" and not for_volumes):
+        return _mirrored_probabilities(run, on_grid, affine)
+    total = None
+    shifts = list(itertools.product((-SUBVOXEL_SHIFT, SUBVOXEL_SHIFT), repeat=on_grid.ndim - 1))
+    for shift in shifts:
+        moved = torch.from_numpy(shift_cubic(on_grid[0].cpu().numpy(), shift))[None]
+        probs = shift_linear(_mirrored_probabilities(run, moved, affine), [-s for s in shift])
+        total = probs if total is None else total.add_(probs)
+    return total.div_(len(shifts))
+
+
+def _mirrored_probabilities(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    """The seg net's softmax of ``on_grid``, averaged with the mirrored image's where
+    ``seg_net.mirror_average`` says (:func:`seg_probabilities`' one pass)."""
     x = on_grid[None].to(_device(run))
     probs = torch.softmax(run.seg_net(x)[0].float().cpu(), 0)
     plan = mirror_plan_of(run, affine, on_grid.ndim - 1)
@@ -454,7 +480,7 @@ def segment_probabilities(run: TrainedRun, image: Volume, align: str = "auto") -
     return resample(probs, affine, image.array.shape, image.affine, padding="border")
 
 
-def segment_volume(run: TrainedRun, image: Volume, align: str = "auto") -> np.ndarray:
+def segment_volume(run: TrainedRun, image: Volume, align: str = "auto", for_volumes: bool = False) -> np.ndarray:
     """Label map of ``image`` on its own grid, in the original label codes; ``align``: bring it
     into the model's space first (``on``, ``off``, ``auto``: :func:`~deepatlas.inference.alignment.to_model_space`).
     The default is ``segment``'s (``--align auto``), so the API and the command give one answer for one
@@ -462,25 +488,28 @@ def segment_volume(run: TrainedRun, image: Volume, align: str = "auto") -> np.nd
 
     The argmax of :func:`segment_probabilities`, taken slab by slab of the input grid
     (:func:`~deepatlas.inference.geometry.resample_argmax`): a 1 mm image's full-resolution
-    probabilities would need gigabytes."""
-    return segment_with_report(run, image, align)[0]
+    probabilities would need gigabytes. ``for_volumes``: the label map is read for its volumes
+    (``morphometry``), where ``seg_net.subvoxel_average: auto`` averages over quarter-voxel shifts."""
+    return segment_with_report(run, image, align, for_volumes)[0]
 
 
-def segment_with_report(run: TrainedRun, image: Volume, align: str = "auto") -> tuple[np.ndarray, ModelSpaceReport]:
+def segment_with_report(
+    run: TrainedRun, image: Volume, align: str = "auto", for_volumes: bool = False
+) -> tuple[np.ndarray, ModelSpaceReport]:
     """:func:`segment_volume`'s label map, and how the image was brought into the model's space
     (its ``score``: how well what the seg net saw lines up with the template, the QC of ``segment``)."""
-    probs, affine, report = _network_probabilities(run, image, align)
+    probs, affine, report = _network_probabilities(run, image, align, for_volumes)
     classes = resample_argmax(probs, affine, image.array.shape, image.affine, padding="border")
     return run.scheme.decode(classes.numpy()), report
 
 
 def segment_with_probabilities(
-    run: TrainedRun, image: Volume, align: str = "auto"
+    run: TrainedRun, image: Volume, align: str = "auto", for_volumes: bool = False
 ) -> tuple[np.ndarray, torch.Tensor, ModelSpaceReport]:
     """:func:`segment_with_report`'s label map and report with :func:`segment_probabilities`'s class
     probabilities (``classes x *image grid``; the labels are their argmax), from one pass of the seg net
     and one alignment: ``segment --probabilities``, which asks for the 4 bytes per class and voxel."""
-    probs, affine, report = _network_probabilities(run, image, align)
+    probs, affine, report = _network_probabilities(run, image, align, for_volumes)
     probs = resample(probs, affine, image.array.shape, image.affine, padding="border")
     return run.scheme.decode(probs.argmax(0).numpy()), probs, report
 

@@ -10,6 +10,9 @@ per shape and cached (:func:`deepatlas.networks.warp.sampling_grid`, which train
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -150,3 +153,30 @@ def resample_cubic(image: np.ndarray, field: torch.Tensor) -> np.ndarray:
     grid = np.indices(array.shape, dtype=np.float64) + field.double().numpy()
     moved = ndimage.map_coordinates(array, grid, order=3, mode="nearest")
     return np.clip(moved, array.min(), array.max()).astype(np.float32)
+
+
+def shift_cubic(image: np.ndarray, shift: Sequence[float]) -> np.ndarray:
+    """``image`` (an array) at ``x + shift`` (voxels along its axes, the same everywhere) by cubic B-spline
+    interpolation (edges replicated), clipped to its own range: :func:`resample_cubic` for a constant field,
+    separable, so cheaper (scipy, CPU)."""
+    from scipy import ndimage
+
+    array = np.asarray(image, dtype=np.float64)
+    moved = ndimage.shift(array, [-float(s) for s in shift], order=3, mode="nearest")
+    return np.clip(moved, array.min(), array.max()).astype(np.float32)
+
+
+def shift_linear(tensor: torch.Tensor, shift: Sequence[float]) -> torch.Tensor:
+    """``tensor`` (``C x *spatial``) at ``x + shift`` (voxels along the spatial axes, the same everywhere) by
+    linear interpolation, axis by axis, edges replicated; on the tensor's device. For maps that are averaged
+    afterwards (probabilities), where a linear sample's blur is harmless."""
+    out = tensor
+    for axis, offset in enumerate(shift, start=1):
+        if offset == 0:
+            continue
+        n, low = out.shape[axis], math.floor(offset)
+        index = torch.arange(n, device=out.device) + low
+        below = out.index_select(axis, index.clamp(0, n - 1))
+        above = out.index_select(axis, (index + 1).clamp(0, n - 1))
+        out = torch.lerp(below, above, float(offset - low))
+    return out
