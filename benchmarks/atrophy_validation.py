@@ -249,11 +249,12 @@ def shift_averaged() -> Iterator[None]:
     phase of their grids. Asks whether a sub-voxel change is lost to that phase (issue 38, session 35)."""
     original = apply.seg_probabilities
 
-    def averaged(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
+    def averaged(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray, for_volumes: bool = False) -> torch.Tensor:
         dims = tuple(range(1, on_grid.ndim))
         total = None
         for offset in itertools.product((0, 1), repeat=len(dims)):
-            probs = original(run, on_grid.roll(offset, dims), affine).roll(tuple(-k for k in offset), dims)
+            rolled = on_grid.roll(offset, dims)
+            probs = original(run, rolled, affine, for_volumes).roll(tuple(-k for k in offset), dims)
             total = probs if total is None else total.add_(probs)
         return total.div_(2 ** len(dims))
 

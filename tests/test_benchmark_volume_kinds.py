@@ -121,7 +121,7 @@ def test_shift_averaging_rolls_each_pass_back_and_restores_the_seg_net(monkeypat
 
     image = torch.rand(1, 4, 5, 6)
     grid = torch.arange(4.0).view(1, 4, 1, 1).expand(1, 4, 5, 6).contiguous()
-    follows, fixed = (lambda run, x, affine: x.clone()), (lambda run, x, affine: grid.clone())
+    follows, fixed = (lambda run, x, affine, *_: x.clone()), (lambda run, x, affine, *_: grid.clone())
     monkeypatch.setattr(apply, "seg_probabilities", follows)
     with shift_averaged():
         assert torch.allclose(apply.seg_probabilities(None, image, None), image)
