@@ -69,10 +69,11 @@ class SegNetConfig:
     subvoxel_average: str = "auto"
     """At inference, as ``mirror_average``: ``on`` averages the class probabilities of the image moved by a
     quarter voxel either way along every axis (cubic B-spline), each moved back, before the labels are read
-    (2^dims times the seg net's time: 8 in 3-D). A seg net reads a boundary that moves by a fraction of a voxel
-    in steps; averaged over where the grid falls, its volumes follow such a change. ``auto``: on in
-    ``morphometry`` (volumes), off for label maps (``segment``, ``evaluate``, ``atlas-segment``: 0.1 Dice lower
-    at 8 times the time). docs/results.md "Volumes read at several grid phases"."""
+    (2^dims passes of the seg net: 8 in 3-D, about 13 times one pass's time on a CPU). A seg net reads a
+    boundary that moves by a fraction of a voxel in steps; averaged over where the grid falls, its volumes
+    follow such a change. ``auto``: on in ``morphometry`` and ``segment --volumes`` (volumes), off for label
+    maps (``segment``, ``evaluate``, ``atlas-segment``: 0.08 Dice points lower, for that time).
+    docs/results.md "Volumes read at several grid phases"."""
     atlas_vote: float = 0.0
     """The seg net's vote beside the atlases of ``atlas-segment`` and ``evaluate --atlases`` where
     ``--seg-net-weight`` is not given: its class probabilities times this (0: the atlases alone). 0 for the

@@ -9,7 +9,6 @@ FSLeyes. An input already on the training grid is not resampled at all.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -423,13 +422,23 @@ def seg_probabilities(
     mode = look_up_option(run.config.seg_net.subvoxel_average, options.SUBVOXEL_AVERAGE, "seg_net.subvoxel_average")
     if mode == "off" or (mode == "auto" and not for_volumes):
         return _mirrored_probabilities(run, on_grid, affine)
-    total = None
-    shifts = list(itertools.product((-SUBVOXEL_SHIFT, SUBVOXEL_SHIFT), repeat=on_grid.ndim - 1))
-    for shift in shifts:
-        moved = torch.from_numpy(shift_cubic(on_grid[0].cpu().numpy(), shift))[None]
-        probs = shift_linear(_mirrored_probabilities(run, moved, affine), [-s for s in shift])
-        total = probs if total is None else total.add_(probs)
-    return total.div_(len(shifts))
+    image = on_grid[0].cpu().numpy()
+    return _shifted_sum(run, image, affine, ()).div_(2**image.ndim)
+
+
+def _shifted_sum(run: TrainedRun, image: np.ndarray, affine: np.ndarray, chosen: tuple[float, ...]) -> torch.Tensor:
+    """The sum over the :data:`SUBVOXEL_SHIFT` shifts of the axes after ``chosen`` (the first axes' shifts) of
+    the probabilities of ``image`` moved so, each moved back. Moving back is linear and separable, so each
+    axis's is applied to the sum over the later axes: 2 + 4 + 8 moves of the class maps in 3-D, not 3 x 8."""
+    if len(chosen) == image.ndim:
+        return _mirrored_probabilities(run, torch.from_numpy(shift_cubic(image, chosen))[None], affine)
+    axis, total = len(chosen), None
+    for shift in (-SUBVOXEL_SHIFT, SUBVOXEL_SHIFT):
+        back = [0.0] * image.ndim
+        back[axis] = -shift
+        part = shift_linear(_shifted_sum(run, image, affine, (*chosen, shift)), back)
+        total = part if total is None else total.add_(part)
+    return total
 
 
 def _mirrored_probabilities(run: TrainedRun, on_grid: torch.Tensor, affine: np.ndarray) -> torch.Tensor:
