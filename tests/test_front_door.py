@@ -169,6 +169,10 @@ def test_volumes_are_morphometrys_and_probabilities_sum_to_one(trained_3d, phant
     single = label_map("single")
     assert not np.array_equal(single, labels)
     assert np.array_equal(label_map("off", "--volumes", "--subvoxel-average", "off"), single)
+    one_pass = tmp_path / "morpho-one-pass"  # morphometry reads one pass when asked, as segment does
+    assert main(["morphometry", str(trained_3d), str(image), "-o", str(one_pass), "--subvoxel-average", "off"]) == 0
+    assert np.array_equal(np.asarray(nib.load(one_pass / f"{name}_seg.nii.gz").dataobj), single)
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "morpho" / f"{name}_seg.nii.gz").dataobj), labels)
     assert main(argv + ["--volumes"]) == 2  # volumes.csv (and the label map) exist: --overwrite to replace
 
 
