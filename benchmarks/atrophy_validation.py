@@ -276,16 +276,25 @@ def subvoxel_averaged(run: TrainedRun) -> Iterator[None]:
         run.config.seg_net.subvoxel_average = before
 
 
+LABEL_MAPS = {"labels": False, "labels-subvoxel": True}
+"""The volume kinds read from a label map the product writes, and whether it is the quarter-voxel average's
+(``for_volumes``, ``morphometry``'s reading): their Dice against the reference is reported as read."""
+
+
+def read_labels(measure: Measure, image: Volume) -> np.ndarray:
+    """The label map (codes) the measure reads (a :data:`LABEL_MAPS` kind, the run's mirrored inference
+    included): one pass, or forced through the quarter-voxel average."""
+    with subvoxel_averaged(measure.run) if LABEL_MAPS[measure.volumes] else contextlib.nullcontext():
+        return segment_volume(measure.run, image, align="off")
+
+
 def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelScheme) -> dict[str, float]:
     """mm^3 per structure as the run's seg net segments ``image`` (as ``morphometry --from seg``: the
     validation brains are pre-aligned, ``align="off"``): voxels of its label map (``labels``) or the
     expected volume of its class probabilities (``probabilities``: each voxel counts the class's
     probability), or the ventricles read from intensities (``csf-intensity-*``, :func:`csf_partial_volumes`)."""
-    if measure.volumes == "labels":
-        return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
-    if measure.volumes == "labels-subvoxel":
-        with subvoxel_averaged(measure.run):
-            return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
+    if measure.volumes in LABEL_MAPS:
+        return volumes(subject, read_labels(measure, image), image.affine, scheme)
     if measure.volumes == "labels-shift-8":
         with shift_averaged():
             return volumes(subject, segment_volume(measure.run, image, align="off"), image.affine, scheme)
@@ -297,16 +306,10 @@ def seg_volumes(measure: Measure, subject: str, image: Volume, scheme: LabelSche
     return {scheme.names[k]: float(sums[k]) for k in range(1, scheme.num_classes)}
 
 
-LABEL_MAPS = {"labels": False, "labels-subvoxel": True}
-"""The volume kinds read from a label map the product writes, and whether it is the quarter-voxel average's
-(``for_volumes``, ``morphometry``'s reading): their Dice against the reference is reported as read."""
-
-
 def read_dice(measure: Measure, image: Volume, labels: Volume, scheme: LabelScheme) -> float:
-    """Mean Dice over the scheme's structures of the label map the measure reads (:data:`LABEL_MAPS`, the run's
-    mirrored inference included) against the reference ``labels``: what its reading costs a label map."""
-    with subvoxel_averaged(measure.run) if LABEL_MAPS[measure.volumes] else contextlib.nullcontext():
-        codes = segment_volume(measure.run, image, align="off")
+    """Mean Dice over the scheme's structures of the label map the measure reads (:func:`read_labels`) against
+    the reference ``labels``: what its reading costs a label map."""
+    codes = read_labels(measure, image)
     predicted = torch.from_numpy(scheme.encode(codes, unknown="background").astype(np.int64))
     reference = torch.from_numpy(scheme.encode(labels.array, unknown="background").astype(np.int64))
     return float(finite_mean(dice_per_class(predicted, reference, scheme.num_classes)))

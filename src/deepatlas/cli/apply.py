@@ -326,6 +326,7 @@ def _label_job(run, job: tuple) -> dict:
         atlases_share_in_classes,
         mirror_plan_of,
         read_atlases,
+        subvoxel_on,
     )
     from deepatlas.inference.outputs import label_dtype
 
@@ -342,8 +343,7 @@ def _label_job(run, job: tuple) -> dict:
         mirrored = mirror_plan_of(run, run.grid_affine, len(run.grid_shape)) is not None
         record |= {"aligned": space.aligned, "why": space.why, "score": score, "warning": warning}
         record["mirror_average"] = mirrored  # the seg net's pass on the mirrored image averaged in
-        subvoxel = run.config.seg_net.subvoxel_average  # and its quarter-voxel shifts (auto: for --volumes)
-        record["subvoxel_average"] = subvoxel == "on" or (subvoxel == "auto" and bool(extras and extras.volumes))
+        record["subvoxel_average"] = subvoxel_on(run, bool(extras and extras.volumes))  # its quarter-voxel shifts
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))

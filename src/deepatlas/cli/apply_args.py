@@ -70,7 +70,7 @@ def seg_averaging_flags(p) -> None:
         choices=options.SUBVOXEL_AVERAGE,
         default=None,
         help="average the seg net's probabilities over the image moved by a quarter voxel either way along every "
-        "axis: volumes then follow changes smaller than a voxel; 8 times the seg net's time in 3-D. Default: the "
+        "axis: volumes then follow changes smaller than a voxel; 8 passes of the seg net in 3-D. Default: the "
         "run's seg_net.subvoxel_average",
     )
     p.add_argument(

@@ -419,11 +419,17 @@ def seg_probabilities(
     (:func:`mirror_plan_of`), and over the image moved by :data:`SUBVOXEL_SHIFT` along every axis where
     ``seg_net.subvoxel_average`` says (each pass's probabilities moved back before they are averaged; ``auto``:
     where the caller reads volumes from them, ``for_volumes``)."""
-    mode = look_up_option(run.config.seg_net.subvoxel_average, options.SUBVOXEL_AVERAGE, "seg_net.subvoxel_average")
-    if mode == "off" or (mode == "auto" and not for_volumes):
+    if not subvoxel_on(run, for_volumes):
         return _mirrored_probabilities(run, on_grid, affine)
     image = on_grid[0].cpu().numpy()
     return _shifted_sum(run, image, affine, ()).div_(2**image.ndim)
+
+
+def subvoxel_on(run: TrainedRun, for_volumes: bool) -> bool:
+    """Whether :func:`seg_probabilities` averages over quarter-voxel shifts for a caller that reads volumes
+    (``for_volumes``) or a label map: ``seg_net.subvoxel_average`` ``on``, or ``auto`` for volumes."""
+    mode = look_up_option(run.config.seg_net.subvoxel_average, options.SUBVOXEL_AVERAGE, "seg_net.subvoxel_average")
+    return mode == "on" or (mode == "auto" and for_volumes)
 
 
 def _shifted_sum(run: TrainedRun, image: np.ndarray, affine: np.ndarray, chosen: tuple[float, ...]) -> torch.Tensor:
