@@ -1,13 +1,15 @@
-"""Peak memory of ``segment`` and ``register`` on a 256^3 1 mm image, through the command line.
+"""Peak memory of ``segment``, ``segment --volumes`` and ``register`` on a 256^3 1 mm image, through the
+command line.
 
 Usage:
-    python -m benchmarks.memory_1mm [--model models/brain-2mm] [--label after] [--repeats 3] [--keep DIR]
+    python -m benchmarks.memory_1mm [--model models/brain-2mm] [--label after] [--repeats 3] [--verbs ...] [--keep DIR]
 
 Builds two 256x256x256 1 mm images (and the first one's label map) from the first two ixi-2mm
 validation subjects: each resampled by world coordinates onto a 1 mm grid of 256^3 voxels
 centred on the scan (trilinear for the image, nearest for the labels; zeros outside the 2 mm
 field of view), written to a temporary folder, never into the repository. Then runs
-``deepatlas segment MODEL image`` and ``deepatlas register MODEL --moving --fixed --moving-labels``
+``deepatlas segment MODEL image`` (with and without ``--volumes``, which reads as ``morphometry`` does: 8
+quarter-voxel-shifted passes) and ``deepatlas register MODEL --moving --fixed --moving-labels``
 as a user would, ``--repeats`` times each, and records the peak resident set size of each child
 process (``os.wait4``'s ``ru_maxrss``: that process alone) and its wall time; medians are reported.
 
@@ -103,6 +105,17 @@ def commands(model: Path, inputs: dict[str, Path], out: Path) -> dict[str, list[
     exe = shutil.which("deepatlas", path=str(Path(sys.executable).parent)) or "deepatlas"
     return {
         "segment": [exe, "segment", str(model), str(inputs["fixed"]), "-o", str(out / "seg"), "--overwrite"],
+        # --volumes reads as morphometry does: the quarter-voxel average (seg_net.subvoxel_average: auto)
+        "segment --volumes": [
+            exe,
+            "segment",
+            str(model),
+            str(inputs["fixed"]),
+            "-o",
+            str(out / "volumes"),
+            "--volumes",
+            "--overwrite",
+        ],
         "register": [
             exe,
             "register",
@@ -130,10 +143,11 @@ def write_results(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory_1mm.json").write_text(json.dumps(results, indent=1))
     lines = [
-        "# Peak memory of `segment` and `register` on a 256^3 1 mm image (command line)",
+        "# Peak memory of `segment`, `segment --volumes` and `register` on a 256^3 1 mm image (command line)",
         "",
         "Inputs: the first two ixi-2mm validation subjects resampled to 1 mm and padded to 256x256x256 "
-        "(`python -m benchmarks.memory_1mm`); `register` with the moving image's label map. Peak RSS: the child "
+        "(`python -m benchmarks.memory_1mm`); `segment --volumes` reads as `morphometry` does (the quarter-voxel "
+        "average, 8 passes); `register` with the moving image's label map. Peak RSS: the child "
         "process's `ru_maxrss` (median of the repeats), the headline figure: it does not depend on other load. "
         "Wall time is indicative only: measured on a machine whose cores were shared with other work.",
         "",
@@ -159,6 +173,8 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "brain-2mm")
     parser.add_argument("--label", default="current")
     parser.add_argument("--repeats", type=int, default=3)
+    verbs = ("segment", "segment --volumes", "register")
+    parser.add_argument("--verbs", nargs="+", choices=verbs, default=list(verbs), help="what to measure (default: all)")
     parser.add_argument("--keep", type=Path, help="copy the inputs and the last run's outputs into this folder")
     parser.add_argument("--inputs", type=Path, help="a --keep folder of an earlier call: its inputs, not new ones")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -171,6 +187,8 @@ def main() -> int:
         inputs = build_inputs(args.data, folder) if args.inputs is None else kept_inputs(args.inputs, folder)
         rows = {}
         for verb, command in commands(args.model, inputs, folder).items():
+            if verb not in args.verbs:
+                continue
             runs = [measure(command) for _ in range(args.repeats)]
             rss, wall = [r[0] for r in runs], [r[1] for r in runs]
             rows[verb] = {"peak_rss_mib": statistics.median(rss), "wall_s": statistics.median(wall)}
