@@ -1,7 +1,7 @@
 """The atlas path's volumes under several refinements, on synthetic atrophy of ixi-2mm *validation* brains.
 
 Usage:
-    python -m benchmarks.atlas_atrophy [--subjects 4] [--levels 1 3] [--arms default diffusion-0.5 ...]
+    python -m benchmarks.atlas_atrophy [--subjects 9] [--levels 0 1 3] [--arms default compose-0.5 ...] [--jacobian]
         [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/atlas_atrophy]
         [--cache /tmp/deepatlas-atlas-atrophy.jsonl]
 
@@ -13,14 +13,22 @@ diffusion penalty (``refine.regularizer_weight``) was chosen for Dice and smooth
 brains, not for following a ventricle that doubles. Each arm (:data:`ARMS`) is a set of ``refine``
 settings; every arm segments the same brains, so the table compares refinements and nothing else.
 
-Measured per arm, on the first ``--subjects`` validation brains (choosing a refinement is tuning: never the
-test split) and their synthetic atrophy at ``--levels`` of :data:`benchmarks.morphometry.STRENGTHS`
+Measured per arm, on the first ``--subjects`` validation brains whose references have sound sides (choosing a
+refinement is tuning: never the test split) and their synthetic atrophy at ``--levels`` of
+:data:`benchmarks.morphometry.STRENGTHS`
 (:func:`deepatlas.evaluation.atrophy.synthesize_atrophy`): the fraction of the true change recovered per
 target structure and level (``benchmarks.morphometry.recovery``), the bias of the original brains' volumes
 against their reference label maps, the fused labels' mean Dice (31 structures) against the reference (on
 the atrophied brains, the reference warped with them), the % of brain voxels where an atlas's registration
 folds (original brains), and the median seconds per image (5 registrations
 and the fusion).
+
+The same refinement also makes ``morphometry``'s log-Jacobian maps (the brain registered to a template, the
+map on the template's grid), so each arm is also read that way (``--jacobian``): the brain registered to each
+atlas as to a template, a structure's volume the integral of the Jacobian determinant (floored as the maps are,
+:func:`deepatlas.evaluation.morphometry.log_jacobian`) over the atlas's label of it, averaged over the 5
+atlases. Its recovered fraction is what a log-Jacobian map shows of a change; its bias, what it makes of a
+volume.
 
 One thread (``torch.set_num_threads(1)``). Volumes cached in ``--cache`` by subject, level and arm settings
 (an interrupted run resumes). Writes ``<out>/results.{json,md}`` with the CPU model and commit.
@@ -50,9 +58,11 @@ from benchmarks.morphometry import (
 from benchmarks.paths import data_root, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
+from benchmarks.references import sound_sides
 from deepatlas.data.io import Volume
 from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING
 from deepatlas.evaluation.metrics import dice_per_class
+from deepatlas.evaluation.morphometry import log_jacobian
 from deepatlas.inference import TrainedRun, load_run
 from deepatlas.inference.apply import atlas_segment_volume, register_volumes
 
@@ -106,6 +116,7 @@ class Bench:
         self.atlases = [self.labelled(s) for s in ATLASES]
         self.cache = JsonlCache(Path(args.cache))
         self.model = f"{run.path.resolve()}@{run.step}"
+        self.jacobian = args.jacobian
 
     def labelled(self, subject: str) -> tuple[Volume, Volume]:
         return labelled(self.data, subject)
@@ -128,6 +139,22 @@ class Bench:
             return {"mm3": self.volumes(codes, image.affine), "seconds": seconds, "dice": dice}
 
         return self.cache.get(f"{self.model}/{json.dumps(ARMS[arm], sort_keys=True)}/{key}/dice", compute)
+
+    def jacobian_volumes(self, key: str, image: Volume, arm: str) -> dict[str, float]:
+        """mm^3 of each target structure of ``image`` as the arm's log-Jacobian map reads it: ``image``
+        registered to each atlas (as ``morphometry`` registers a brain to its template), the Jacobian
+        determinant integrated over the atlas's label of the structure, the mean over the atlases (cached)."""
+
+        def compute() -> dict[str, float]:
+            found = []
+            for atlas, labels in self.atlases:
+                jacobian = np.exp(log_jacobian(register_volumes(self.arms[arm], image, atlas).jacobian))
+                classes = self.scheme.encode(np.asarray(labels.array), unknown="background")
+                unit = float(abs(np.linalg.det(atlas.affine[:3, :3])))
+                found.append({n: float(jacobian[classes == self.scheme.names.index(n)].sum()) * unit for n in TARGETS})
+            return {n: float(np.mean([f[n] for f in found])) for n in TARGETS}
+
+        return self.cache.get(f"{self.model}/{json.dumps(ARMS[arm], sort_keys=True)}/{key}/jacobian", compute)
 
     def folds(self, subject: str, image: Volume, arm: str) -> float:
         """Mean % of the brain's voxels (the skull-stripped image's foreground) where an atlas's registration to
@@ -154,6 +181,8 @@ class Bench:
             original[arm] = measured["mm3"]
             spent[arm].append((measured["seconds"], measured["dice"]))
             original.setdefault("folds", {})[arm] = self.folds(subject, image, arm)
+            if self.jacobian:
+                original[f"{arm}{JACOBIAN}"] = self.jacobian_volumes(subject, image, arm)
         rows = []
         for level in levels:
             synth = atrophy_at(image, labels, self.scheme, level)
@@ -164,13 +193,21 @@ class Bench:
                 measured = self.measure(f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}", warped, synth.labels, arm)
                 row[arm] = measured["mm3"]
                 spent[arm].append((measured["seconds"], measured["dice"]))
+                if self.jacobian:
+                    key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}"
+                    row[f"{arm}{JACOBIAN}"] = self.jacobian_volumes(key, warped, arm)
             rows.append(row)
         return original, rows, spent
 
 
+JACOBIAN = "/jacobian"
+"""The suffix of an arm's log-Jacobian reading (:meth:`Bench.jacobian_volumes`) in the rows."""
+
+
 def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
     splits = json.loads((bench.data / "splits.json").read_text())
-    subjects = splits["validation"][: args.subjects]
+    subjects, _ = sound_sides(bench.data, splits["validation"], bench.scheme)  # not a reference with wrong sides
+    subjects = subjects[: args.subjects]
     originals, atrophied, spent = {}, [], {arm: [] for arm in bench.arms}
     for subject in subjects:
         original, rows, per_image = bench.subject_rows(subject, args.levels)
@@ -189,7 +226,51 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
             "dice": float(np.mean([dice for _, dice in spent[arm]])),
             "folds_percent": float(np.mean([o["folds"][arm] for o in originals.values()])),
         }
-    return {"subjects": subjects, "levels": args.levels, "atlases": ATLASES, "arms": arms}
+        if bench.jacobian:
+            bias = agreement(list(originals.values()), arm + JACOBIAN, TARGETS)
+            arms[arm]["jacobian"] = {
+                "atrophy": recovery(originals, atrophied, arm + JACOBIAN),
+                "bias": {n: bias[n]["mean_bias"] for n in TARGETS},
+            }
+    points = {"originals": originals, "atrophied": atrophied}
+    return {"subjects": subjects, "levels": args.levels, "atlases": ATLASES, "arms": arms, "points": points}
+
+
+def _recovered_cells(block: dict, levels: list[int]) -> list[str]:
+    """Per level, the recovered fraction of LV-L / LV-R / Hip-L / Hip-R of one reading (``atrophy``)."""
+    cells = []
+    for level in levels:
+        found = [[x["recovered"] for x in block["atrophy"][n]["levels"] if x["level"] == level] for n in TARGETS]
+        cells.append(" / ".join(f"{f[0]:.2f}" if f else "n/a" for f in found))
+    return cells
+
+
+def _bias_cell(block: dict) -> str:
+    return " / ".join(f"{100 * block['bias'][n]:+.0f} %" for n in TARGETS)
+
+
+def _jacobian_table(result: dict, requested: list[str]) -> list[str]:
+    """The log-Jacobian reading's table (:meth:`Bench.jacobian_volumes`), where it was measured."""
+    arms = {arm: block for arm, block in result["arms"].items() if "jacobian" in block}
+    if not arms:
+        return []
+    lines = [
+        "",
+        "## The same refinements read as `morphometry`'s log-Jacobian maps",
+        "",
+        "Each brain registered to each atlas as to a template; a structure's volume: the Jacobian determinant "
+        "(floored as the maps are) integrated over the atlas's label of it, mean over the 5 atlases. Recovered and "
+        "bias as above.",
+        "",
+        "| arm | " + " | ".join(f"recovered at {r}" for r in requested) + " | bias | folds % |",
+        "| --- | " + " | ".join("---" for _ in requested) + " | --- | --- |",
+    ]
+    for arm, block in arms.items():
+        cells = _recovered_cells(block["jacobian"], result["levels"])
+        lines.append(
+            f"| {arm} | " + " | ".join(cells) + f" | {_bias_cell(block['jacobian'])} | {block['folds_percent']:.3f} |"
+        )
+    return lines
 
 
 def write_markdown(result: dict, path: Path) -> None:
@@ -218,24 +299,23 @@ def write_markdown(result: dict, path: Path) -> None:
         "| --- | --- | " + " | ".join("---" for _ in levels) + " | --- | --- | --- | --- |",
     ]
     for arm, block in result["arms"].items():
-        cells = []
-        for level in levels:
-            found = [[x["recovered"] for x in block["atrophy"][n]["levels"] if x["level"] == level] for n in TARGETS]
-            cells.append(" / ".join(f"{f[0]:.2f}" if f else "n/a" for f in found))
-        bias = " / ".join(f"{100 * block['bias'][n]:+.0f} %" for n in TARGETS)
+        cells = _recovered_cells(block, levels)
         settings = ", ".join(f"{k}={v}" for k, v in block["settings"].items()) or "(default)"
-        tail = f" | {bias} | {block['dice']:.3f} | {block['folds_percent']:.3f} | {block['seconds_per_image']:.1f} |"
-        lines.append(f"| {arm} | {settings} | " + " | ".join(cells) + tail)
-    path.write_text("\n".join(lines) + "\n")
+        tail = f" | {_bias_cell(block)} | {block['dice']:.3f} | {block['folds_percent']:.3f} | "
+        lines.append(f"| {arm} | {settings} | " + " | ".join(cells) + tail + f"{block['seconds_per_image']:.1f} |")
+    path.write_text("\n".join(lines + _jacobian_table(result, requested)) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
     parser.add_argument("--model", default="brain-2mm")
-    parser.add_argument("--subjects", type=int, default=4, help="first N validation subjects")
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 3], choices=range(len(STRENGTHS)))
+    parser.add_argument("--subjects", type=int, default=9, help="first N validation subjects with sound references")
+    parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 3], choices=range(len(STRENGTHS)))
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument(
+        "--jacobian", action="store_true", help="also read each arm's volumes from its Jacobian (5 more registrations)"
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "atlas_atrophy"))
     parser.add_argument("--cache", default="/tmp/deepatlas-atlas-atrophy.jsonl", help="per-image volumes (resume)")
     args = parse_ixi_args(parser)

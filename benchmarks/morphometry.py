@@ -115,6 +115,9 @@ class Bench:
         self.run = load_run(args.model)
         if args.subvoxel_average:
             self.run.config.seg_net.subvoxel_average = args.subvoxel_average
+        refine = self.run.config.refine
+        self.refine = refine.volumes() if args.refine_for_volumes else refine  # as morphometry registers
+        self.run.set_refinement(self.refine)
         self.scheme = self.run.scheme
         self.splits = json.loads((self.data / "splits.json").read_text())
         self.atlases = [self.labelled(s) for s in ATLASES]
@@ -124,6 +127,8 @@ class Bench:
         model = f"{self.run.path.resolve()}@mirror_average={seg.mirror_average}"
         if seg.subvoxel_average != "off":  # morphometry's quarter-voxel average (caches before it: a single pass)
             model += f"@subvoxel_average={seg.subvoxel_average}"
+        if args.refine_for_volumes and refine.for_volumes:  # the atlas path's refinement (caches before it: register's)
+            model += f"@refine={','.join(refine.for_volumes)}"
         if self.cache.get("model", lambda: model) != model:
             raise SystemExit(f"--cache {args.cache} holds another model's volumes; give a cache file for {args.model}")
 
@@ -296,6 +301,7 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
         "wrong_sided": sorted(wrong_sided),
         "mirror_average": bench.run.config.seg_net.mirror_average,
         "subvoxel_average": bench.run.config.seg_net.subvoxel_average,
+        "atlas_refine": {k: getattr(bench.refine, k) for k in ("form", "regularizer_weight")},
         "largest_ventricles": {s: ventricles[s] for s in largest},
         "test": {m: agreement(rows, m, names) for m in METHODS},
         "largest": {m: agreement(big, m, names) for m in METHODS},
@@ -416,6 +422,7 @@ def _subjects_line(result: dict, names: list[str]) -> str:
         + (f" (not {', '.join(wrong)}: references with wrong sides, `benchmarks.references`)" if wrong else "")
         + (f"; mirrored inference: {result['mirror_average']}" if "mirror_average" in result else "")
         + (f"; quarter-voxel average: {result['subvoxel_average']}" if "subvoxel_average" in result else "")
+        + (f"; the atlas path's refinement: {result['atlas_refine']}" if result.get("atlas_refine") else "")
         + "."
     )
 
@@ -535,7 +542,15 @@ def main() -> None:
         help="the seg net's quarter-voxel average (seg_net.subvoxel_average; default the model's: auto, on for "
         "morphometry's volumes; results before 2026-12-07's 'Volumes read at several grid phases' are a single pass)",
     )
+    parser.add_argument(
+        "--refine-for-volumes",
+        choices=("on", "off"),
+        default="on",
+        help="the atlas path registers as morphometry does (on: refine.for_volumes, since 2026-12-08) or as "
+        "register does (off: results before it)",
+    )
     args = parser.parse_args()
+    args.refine_for_volumes = args.refine_for_volumes == "on"
     torch.set_num_threads(1)
     started = time.perf_counter()
     bench = Bench(args)

@@ -181,3 +181,17 @@ def test_ventricle_range_enlarges_a_real_brain_and_counts_the_flags():
     assert summary["1.0"]["beyond_range"] == 1 and summary["1.0"]["flagged_beyond"] == 1
     assert summary["0.0"]["beyond_range"] == 0 and summary["0.0"]["flagged_within"] == 0
     assert summary["0.0"]["ratio"] > 0.8 and 0.8 < summary["1.0"]["recovered"] < 1.2
+
+
+def test_atlas_atrophy_reads_each_arm_as_atlases_and_as_log_jacobian_maps(tmp_path):
+    """One validation brain doubled in ventricle size: the atlas path and the log-Jacobian reading each report a
+    recovered share of the change, and the table has both."""
+    out = tmp_path / "out"
+    args = ["--subjects", "1", "--levels", "3", "--arms", "default", "--jacobian", "--out", out]
+    run_benchmark("atlas_atrophy", *args, "--cache", tmp_path / "cache.jsonl")
+    result = json.loads((out / "results.json").read_text())
+    arm = result["arms"]["default"]
+    for reading in (arm, arm["jacobian"]):
+        recovered = reading["atrophy"]["LateralVentricle-L"]["levels"][0]["recovered"]
+        assert 0.2 < recovered < 1.3, recovered
+    assert "log-Jacobian maps" in (out / "results.md").read_text()

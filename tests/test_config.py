@@ -41,6 +41,8 @@ def test_saved_config_round_trips(tmp_path):
         ("amp=[1]", "amp: expected str"),
         ("amp=sometimes", "amp: 'sometimes' is not one of"),
         ("seg_net.subvoxel_average=always", "seg_net.subvoxel_average: 'always' is not one of"),
+        ("refine.for_volumes=[regulariser_weight=0.5]", r"refine.for_volumes: \['regulariser_weight=0.5'\] are not"),
+        ("refine.for_volumes=[enabled=false]", "refine.for_volumes: .* are not key=value settings"),
         ("loss.similarity=mi", "loss.similarity"),
         ("teachers.loss=dice", "teachers.loss: .dice. is not one of"),
         ("seg_net.strides=[2]", "seg_net: strides needs"),
@@ -108,3 +110,18 @@ def test_the_distil_recipe_is_suggested_from_three_labelled_images_and_synthesis
         "default",  # every image labelled: nothing to teach
         "default",
     ]
+
+
+def test_registrations_read_for_volumes_take_their_own_settings_then_the_commands():
+    """``refine.for_volumes`` comes first where a registration is read for volumes (``morphometry``), a command's
+    ``--refine`` after it; where the two cannot run together, the error says which setting to change."""
+    refine = load_config(None, []).refine
+    assert (refine.form, refine.regularizer_weight) == ("add", 2.0)  # register's
+    volumes = refine.volumes()
+    assert (volumes.form, volumes.regularizer_weight) == ("compose", 0.5)
+    assert refine.volumes(["regularizer_weight=1"]).regularizer_weight == 1.0
+    assert load_config(None, ["refine.for_volumes=[]"]).refine.volumes().form == "add"
+    greedy = load_config(None, ["refine.method=greedy"]).refine  # loads: the preset is checked where applied
+    with pytest.raises(ValueError, match="refine.form=compose is a form of refine.method=adam"):
+        greedy.volumes()
+    assert greedy.volumes(["form=add"]).method == "greedy"

@@ -6,7 +6,7 @@ import argparse
 import math
 
 from deepatlas import options
-from deepatlas.cli.apply import expand_inputs, load_run_from_args, output_lock
+from deepatlas.cli.apply import expand_inputs, load_run_for_volumes, output_lock
 from deepatlas.cli.apply_args import DEVICE_HELP, RUN_HELP, overwrite_flag, seg_averaging_flags, unknown_labels_flag
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
@@ -36,12 +36,12 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     cross_check = args.source == "seg"  # --atlas with the seg net: the atlases check its volumes (flag)
     plan = plan_morphometry(images, args.output, args.template, args.groups, args.atlas, args.fusion, cross_check)
     _check_outputs(plan, args, skipped)
-    run = load_run_from_args(args)
+    run = load_run_for_volumes(args)  # its registrations are read for volumes: refine.for_volumes
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
     with output_lock(args):
         start_outputs(plan, args.overwrite)
-        loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
+        loader = (lambda _args: run) if args.workers <= 1 else load_run_for_volumes
         run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
         ranges = read_volume_range(run.folder.volume_range)
         result = summarize(plan, run.scheme, run.config.data.unknown_labels, ranges)
@@ -127,7 +127,14 @@ def add_command(sub) -> None:
     m.add_argument("--checkpoint", default="best", choices=options.CHECKPOINT, help="which checkpoint of the run")
     m.add_argument("--device", default="auto", help=DEVICE_HELP)
     m.add_argument("--net-only", action="store_true", help="register with the net alone (no per-pair refinement)")
-    m.add_argument("--refine", action="append", metavar="KEY=VALUE", help="refinement setting, as for register")
+    m.add_argument(
+        "--refine",
+        action="append",
+        metavar="KEY=VALUE",
+        help="refinement setting, as for register, over the run's refine.for_volumes (default form=compose "
+        "regularizer_weight=0.5: registrations that follow an enlarged ventricle; --refine form=add "
+        "--refine regularizer_weight=2 registers as register does)",
+    )
     overwrite_flag(m)
     m.add_argument("--workers", type=int, default=1, help="processes working through the images")
     m.set_defaults(func=cmd_morphometry)

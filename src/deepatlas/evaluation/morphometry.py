@@ -96,43 +96,43 @@ from :data:`FLAG_MARGINS` (another label scheme than brain31, or the ``brain`` r
 volume, which large structures' margins stay well below and only the smallest structures' exceed."""
 
 FLAG_MARGINS: dict[str, float] = {
-    "Cortex-L": 0.071,
-    "Cortex-R": 0.062,
-    "CerebralWM-L": 0.080,
-    "CerebralWM-R": 0.063,
-    "CorpusCallosum": 0.228,
-    "LateralVentricle-L": 0.355,
-    "LateralVentricle-R": 0.367,
-    "Thalamus-L": 0.169,
-    "Thalamus-R": 0.167,
-    "Caudate-L": 0.190,
-    "Caudate-R": 0.247,
-    "Putamen-L": 0.108,
-    "Putamen-R": 0.099,
-    "Pallidum-L": 0.108,
-    "Pallidum-R": 0.054,
-    "Hippocampus-L": 0.129,
-    "Hippocampus-R": 0.100,
-    "Amygdala-L": 0.165,
-    "Amygdala-R": 0.105,
-    "Accumbens-L": 0.255,
-    "Accumbens-R": 0.149,
-    "VentralDC-L": 0.081,
-    "VentralDC-R": 0.038,
-    "Cerebellum-L": 0.081,
-    "Cerebellum-R": 0.050,
-    "Vermis": 0.078,
-    "Brainstem": 0.031,
-    "3rdVentricle": 0.513,
-    "4thVentricle": 0.447,
-    "BasalForebrain-L": 0.350,
-    "BasalForebrain-R": 0.346,
+    "Cortex-L": 0.112,
+    "Cortex-R": 0.109,
+    "CerebralWM-L": 0.107,
+    "CerebralWM-R": 0.113,
+    "CorpusCallosum": 0.240,
+    "LateralVentricle-L": 0.224,
+    "LateralVentricle-R": 0.183,
+    "Thalamus-L": 0.155,
+    "Thalamus-R": 0.148,
+    "Caudate-L": 0.272,
+    "Caudate-R": 0.257,
+    "Putamen-L": 0.100,
+    "Putamen-R": 0.141,
+    "Pallidum-L": 0.221,
+    "Pallidum-R": 0.269,
+    "Hippocampus-L": 0.132,
+    "Hippocampus-R": 0.077,
+    "Amygdala-L": 0.174,
+    "Amygdala-R": 0.212,
+    "Accumbens-L": 0.226,
+    "Accumbens-R": 0.290,
+    "VentralDC-L": 0.111,
+    "VentralDC-R": 0.061,
+    "Cerebellum-L": 0.051,
+    "Cerebellum-R": 0.034,
+    "Vermis": 0.126,
+    "Brainstem": 0.032,
+    "3rdVentricle": 0.302,
+    "4thVentricle": 0.252,
+    "BasalForebrain-L": 0.411,
+    "BasalForebrain-R": 0.343,
 }
 """Per brain31 structure, the flag margin: the 95th percentile over ixi-2mm validation subjects of
-|seg - atlas| / mean(seg, atlas) with the shipped model (mirrored inference) and 5 training atlases, on the
-9 whose reference maps have sound sides (``benchmarks/morphometry.py``, which measures it;
-``benchmarks/results/morphometry/aging-flip-120``, run on the shipped seg net's own run folder): a
-disagreement the two methods rarely reach on brains like the training set's."""
+|seg - atlas| / mean(seg, atlas) with the shipped model (mirrored inference, the quarter-voxel average) and 5
+training atlases registered as ``morphometry`` registers (``refine.for_volumes``), on the 9 whose reference maps
+have sound sides (``benchmarks/morphometry.py``, which measures it; ``benchmarks/results/morphometry/
+amd-epyc-zen5-atlas-volumes``): a disagreement the two methods rarely reach on brains like the training set's."""
 
 
 @dataclass(frozen=True)
