@@ -23,12 +23,12 @@ the atrophied brains, the reference warped with them), the % of brain voxels whe
 folds (original brains), and the median seconds per image (5 registrations
 and the fusion).
 
-The same refinement also makes ``morphometry``'s log-Jacobian maps (the brain registered to a template, the
-map on the template's grid), so each arm is also read that way (``--jacobian``): the brain registered to each
-atlas as to a template, a structure's volume the integral of the Jacobian determinant (floored as the maps are,
-:func:`deepatlas.evaluation.morphometry.log_jacobian`) over the atlas's label of it, averaged over the 5
-atlases. Its recovered fraction is what a log-Jacobian map shows of a change; its bias, what it makes of a
-volume.
+Each arm is also read as ``morphometry``'s log-Jacobian maps would be with it (``--jacobian``): over a region,
+the brain registered to each atlas as to a template and a structure's volume the integral of the Jacobian
+determinant (floored as the maps are, :func:`deepatlas.evaluation.morphometry.log_jacobian`) over the atlas's label
+of it, averaged over the 5 atlases; and voxel by voxel (:func:`map_quality`), each atrophied brain registered to its
+own original, its log J against the deformation's own (:func:`true_growth`). ``--figure`` draws the first brain's
+maps (``growth.png``).
 
 One thread (``torch.set_num_threads(1)``). Volumes cached in ``--cache`` by subject, level and arm settings
 (an interrupted run resumes). Writes ``<out>/results.{json,md}`` with the CPU model and commit.
@@ -86,12 +86,15 @@ ARMS = {
     "flow-0.5": {"form": "flow", "regularizer_weight": 0.5},
     "flow-0.25": {"form": "flow", "regularizer_weight": 0.25},
     "flow-0.1": {"form": "flow", "regularizer_weight": 0.1},
+    "compose-0.5-anatomy-0.3": {"form": "compose", "regularizer_weight": 0.5, "anatomy_weight": 0.3},
+    "compose-0.5-anatomy-1": {"form": "compose", "regularizer_weight": 0.5, "anatomy_weight": 1.0},
 }
 """Refinement settings (``refine.*`` of the model's config) per arm: today's default, a weaker diffusion
 penalty, greedy's compositive mode (follows large deformations where additive steps lag; with a narrower
 smoothing of its steps, or more of them), more steps; the residual composed after the net's deformation
 (``refine.form``: the penalty on the residual alone, as a displacement or a diffeomorphic flow) at several
-penalties."""
+penalties; and the composed residual pulled towards the seg net's structures too (``refine.anatomy_weight``: the soft
+Dice of the two images' seg net predictions), which aligns what the log-Jacobian maps integrate over."""
 
 
 def arm_run(run: TrainedRun, settings: dict) -> TrainedRun:
@@ -103,6 +106,34 @@ def arm_run(run: TrainedRun, settings: dict) -> TrainedRun:
     changed = copy.copy(run)
     changed.set_refinement(refine)
     return changed
+
+
+def true_growth(synth) -> np.ndarray:
+    """The log-growth a synthetic atrophy made, on the *original* brain's grid (> 0 where tissue grew): ``-log
+    det`` of its pull-back's Jacobian (on the atrophied grid) carried back by the inverse of that pull-back
+    (``w = -u(x + w)``, iterated)."""
+    from deepatlas.evaluation.metrics import jacobian_determinant
+    from deepatlas.registration.fields import warp
+
+    pull = torch.from_numpy(synth.displacement)[None]
+    growth = -torch.log(jacobian_determinant(pull).clamp_min(1e-3))[:, None]
+    inverse = -pull
+    for _ in range(20):
+        inverse = -warp(pull, inverse)
+    return warp(growth, inverse)[0, 0].numpy()
+
+
+def read_growth(run: TrainedRun, original: Volume, atrophied: Volume) -> np.ndarray:
+    """The log-growth ``run`` reads as ``morphometry`` would with the original brain as its template: the
+    atrophied brain registered to the original, log J on the original's grid (floored as the maps are)."""
+    return log_jacobian(register_volumes(run, atrophied, original).jacobian)
+
+
+def map_quality(read: np.ndarray, true: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """How a growth map reads a known growth: ``recovered``, its mean over the voxels that grew by more than 10 %
+    over the truth's mean there; ``noise``, its SD over the brain the deformation left as it was."""
+    grew, still = true > np.log(1.1), brain & (np.abs(true) < 0.01)
+    return {"recovered": float(read[grew].mean() / true[grew].mean()), "noise": float(read[still].std())}
 
 
 class Bench:
@@ -156,6 +187,17 @@ class Bench:
 
         return self.cache.get(f"{self.model}/{json.dumps(ARMS[arm], sort_keys=True)}/{key}/jacobian", compute)
 
+    def growth_quality(self, key: str, brains: tuple, arm: str) -> dict[str, float]:
+        """:func:`map_quality` of the arm's growth map of one brain (``brains``: the original, its atrophied copy
+        and the :class:`~deepatlas.evaluation.atrophy.Atrophy` that made it), cached by ``key``."""
+        image, warped, synth = brains
+
+        def compute() -> dict[str, float]:
+            read = read_growth(self.arms[arm], image, warped)
+            return map_quality(read, true_growth(synth), np.asarray(image.array) > 0)
+
+        return self.cache.get(f"{self.model}/{json.dumps(ARMS[arm], sort_keys=True)}/{key}/growth-map", compute)
+
     def folds(self, subject: str, image: Volume, arm: str) -> float:
         """Mean % of the brain's voxels (the skull-stripped image's foreground) where an atlas's registration to
         ``image`` folds (Jacobian <= 0), over the 5 atlases (cached)."""
@@ -196,6 +238,7 @@ class Bench:
                 if self.jacobian:
                     key = f"{subject}/atrophy{level}@{IMAGE_RESAMPLING}"
                     row[f"{arm}{JACOBIAN}"] = self.jacobian_volumes(key, warped, arm)
+                    row.setdefault("maps", {})[arm] = self.growth_quality(key, (image, warped, synth), arm)
             rows.append(row)
         return original, rows, spent
 
@@ -231,6 +274,13 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
             arms[arm]["jacobian"] = {
                 "atrophy": recovery(originals, atrophied, arm + JACOBIAN),
                 "bias": {n: bias[n]["mean_bias"] for n in TARGETS},
+                "maps": {
+                    str(level): {
+                        k: float(np.mean([r["maps"][arm][k] for r in atrophied if r["level"] == level]))
+                        for k in ("recovered", "noise")
+                    }
+                    for level in args.levels
+                },
             }
     points = {"originals": originals, "atrophied": atrophied}
     return {"subjects": subjects, "levels": args.levels, "atlases": ATLASES, "arms": arms, "points": points}
@@ -270,6 +320,26 @@ def _jacobian_table(result: dict, requested: list[str]) -> list[str]:
         lines.append(
             f"| {arm} | " + " | ".join(cells) + f" | {_bias_cell(block['jacobian'])} | {block['folds_percent']:.3f} |"
         )
+    return lines + _maps_table(arms, result["levels"], requested)
+
+
+def _maps_table(arms: dict, levels: list[int], requested: list[str]) -> list[str]:
+    """How each arm's growth map reads a known growth (:func:`map_quality`, mean over the brains)."""
+    lines = [
+        "",
+        "Growth maps, voxel by voxel: each atrophied brain registered to its own original as to a template (as "
+        "`morphometry` registers a brain), the log-growth read (log J, on the original's grid) against the "
+        "deformation's own. Recovered: the mean read over the voxels that grew by more than "
+        "10 %, over the truth's mean there; noise: the SD of the read growth over the brain that did not change "
+        "(0 for a perfect map).",
+        "",
+        "| arm | " + " | ".join(f"recovered / noise at {r}" for r in requested) + " |",
+        "| --- | " + " | ".join("---" for _ in requested) + " |",
+    ]
+    for arm, block in arms.items():
+        maps = block["jacobian"]["maps"]
+        cells = [f"{maps[str(lv)]['recovered']:.2f} / {maps[str(lv)]['noise']:.3f}" for lv in levels]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -306,6 +376,46 @@ def write_markdown(result: dict, path: Path) -> None:
     path.write_text("\n".join(lines + _jacobian_table(result, requested)) + "\n")
 
 
+def growth_maps(bench: Bench, subject: str, level: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """One brain and its synthetic atrophy at ``level``: the true log-growth (:func:`true_growth`), each arm's
+    reading of it (:func:`read_growth`), both on the original's grid, and the original image."""
+    image, labels = bench.labelled(subject)
+    synth = atrophy_at(image, labels, bench.scheme, level)
+    warped = Volume(synth.image, image.affine, Path(f"{subject}-atrophy{level}.nii.gz"))
+    arms = {arm: read_growth(bench.arms[arm], image, warped) for arm in bench.arms}
+    return true_growth(synth), arms, np.asarray(image.array)
+
+
+def write_growth_figure(bench: Bench, subject: str, level: int, path: Path) -> None:
+    """``growth_maps`` of one brain as a row of axial slices through the ventricles (> 0: the tissue grew)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true, arms, image = growth_maps(bench, subject, level)
+    z = int(np.argmax((true > 0.1).sum(axis=(0, 1))))  # the slice where most of the growth is
+    still = (image > 0) & (np.abs(true) < 0.01)  # brain the deformation left as it was
+    panels = {"truth": true, **arms}
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.3))
+    for ax, (name, growth) in zip(np.atleast_1d(axes), panels.items()):
+        ax.imshow(np.rot90(image[:, :, z]), cmap="gray")
+        ax.imshow(np.rot90(growth[:, :, z]), cmap="RdBu_r", vmin=-1, vmax=1, alpha=0.7)
+        settings = ", ".join(f"{k}={v}" for k, v in ARMS.get(name, {}).items()) or "register's refinement"
+        title = name if name == "truth" else f"{name}\n{settings}\nSD where nothing grew: {growth[still].std():.3f}"
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+    requested = STRENGTHS[level][TARGETS[0]]
+    fig.suptitle(
+        f"log growth (red: larger) of {subject} with its ventricles {100 * requested:+.0f} %, read by registering "
+        "it to the original brain",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
@@ -316,14 +426,21 @@ def main() -> None:
     parser.add_argument(
         "--jacobian", action="store_true", help="also read each arm's volumes from its Jacobian (5 more registrations)"
     )
+    parser.add_argument(
+        "--figure",
+        action="store_true",
+        help="also growth.png: each arm's growth map of the first brain (1 registration)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "atlas_atrophy"))
     parser.add_argument("--cache", default="/tmp/deepatlas-atlas-atrophy.jsonl", help="per-image volumes (resume)")
     args = parse_ixi_args(parser)
     started = time.perf_counter()
     result = {"machine": provenance(), "command": command_line()}
-    result |= measure_all(Bench(args), args)
+    result |= measure_all(bench := Bench(args), args)
     result["minutes"] = (time.perf_counter() - started) / 60
     write_results(result, Path(args.out), write_markdown)
+    if args.figure:
+        write_growth_figure(bench, result["subjects"][0], max(args.levels), Path(args.out) / "growth.png")
 
 
 if __name__ == "__main__":

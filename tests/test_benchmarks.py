@@ -184,8 +184,8 @@ def test_ventricle_range_enlarges_a_real_brain_and_counts_the_flags():
 
 
 def test_atlas_atrophy_reads_each_arm_as_atlases_and_as_log_jacobian_maps(tmp_path):
-    """One validation brain doubled in ventricle size: the atlas path and the log-Jacobian reading each report a
-    recovered share of the change, and the table has both."""
+    """One validation brain doubled in ventricle size: the atlas path and the log-Jacobian readings (over atlas labels,
+    and voxel by voxel against the deformation's own growth) each report a recovered share of the change."""
     out = tmp_path / "out"
     args = ["--subjects", "1", "--levels", "3", "--arms", "default", "--jacobian", "--out", out]
     run_benchmark("atlas_atrophy", *args, "--cache", tmp_path / "cache.jsonl")
@@ -194,4 +194,6 @@ def test_atlas_atrophy_reads_each_arm_as_atlases_and_as_log_jacobian_maps(tmp_pa
     for reading in (arm, arm["jacobian"]):
         recovered = reading["atrophy"]["LateralVentricle-L"]["levels"][0]["recovered"]
         assert 0.2 < recovered < 1.3, recovered
+    maps = arm["jacobian"]["maps"]["3"]  # register's settings read a brain's own doubling, voxel by voxel
+    assert 0.6 < maps["recovered"] < 1.3 and 0 < maps["noise"] < 0.15, maps
     assert "log-Jacobian maps" in (out / "results.md").read_text()

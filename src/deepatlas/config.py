@@ -190,12 +190,13 @@ class RefineConfig:
     the total field holds back what the net under-predicts, e.g. a ventricle far larger than the atlas's
     (issue 38: benchmarks/results/atlas_atrophy)."""
     for_volumes: list[str] = field(default_factory=lambda: ["form=compose", "regularizer_weight=0.5"])
-    """Overrides (``key=value``, as ``--refine``) applied first where a registration is read for volumes:
-    ``morphometry``'s log-Jacobian maps and its atlas path (``--from atlas``, ``--atlas``); a command's own
-    ``--refine`` comes after them. Chosen on synthetic atrophy of ixi-2mm validation brains: the settings above,
-    whose penalty on the total field keeps registrations between young brains smooth, recover about two thirds
-    of a ventricle's enlargement, and a penalty on the residual alone, weaker, nearly all of it at the same Dice
-    and a few more folds (docs/defaults.md). ``[]``: as ``register``."""
+    """Overrides (``key=value``, as ``--refine``) applied first where a registration's warped labels are counted
+    as volumes: ``morphometry``'s atlases (``--from atlas``, ``--atlas``); a command's own ``--refine`` comes after
+    them (:meth:`volumes`, :meth:`~deepatlas.inference.TrainedRun.for_volumes`). The settings above, whose penalty
+    on the total field keeps registrations between young brains smooth, hold an atlas back from an enlarged
+    ventricle; a weaker penalty on the refinement's own correction follows it at the same Dice. The log-Jacobian
+    maps keep the settings above: with these they are rougher voxel by voxel (docs/defaults.md). ``[]``: as
+    ``register``."""
     method: str = "adam"
     """``adam`` (the settings above: additive Adam steps, diffusion penalty) or ``greedy`` (compositive
     steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as

@@ -65,10 +65,9 @@ def expand_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
     return out, skipped
 
 
-def load_run_from_args(args, for_volumes: bool = False):
+def load_run_from_args(args):
     """The run a command names, with the command's choices (``--unknown-labels``, ``--mirror-average``,
-    ``--subvoxel-average``, ``--net-only``, ``--refine``) over its config; ``for_volumes``: its registrations are
-    read for volumes, so the refinement is the config's ``refine.for_volumes`` first (:meth:`RefineConfig.volumes`)."""
+    ``--subvoxel-average``, ``--net-only``, ``--refine``) over its config."""
     from deepatlas.device import select_device
     from deepatlas.inference import load_run
 
@@ -84,20 +83,14 @@ def load_run_from_args(args, for_volumes: bool = False):
         run.config.seg_net.subvoxel_average = args.subvoxel_average
     if getattr(args, "net_only", False):
         run.set_refinement(None)
-    elif getattr(args, "refine", None) or for_volumes:
-        refine, given = run.config.refine, getattr(args, "refine", None) or []
+        run.refine_overrides = None
+    elif getattr(args, "refine", None):
         try:
-            run.set_refinement(refine.volumes(given) if for_volumes else refine.with_overrides(given))
+            run.set_refinement(run.config.refine.with_overrides(args.refine))
         except ValueError as err:
-            where = f"refine.for_volumes={refine.for_volumes} then " if for_volumes and refine.for_volumes else ""
-            raise ValueError(f"{where}--refine: {err}") from None
+            raise ValueError(f"--refine: {err}") from None
+        run.refine_overrides = list(args.refine)
     return run
-
-
-def load_run_for_volumes(args):
-    """:func:`load_run_from_args` for a command that reads volumes from registrations (``morphometry``); a
-    module-level function, so worker processes can load it."""
-    return load_run_from_args(args, for_volumes=True)
 
 
 def _pairs(args) -> tuple[list[tuple[Path, Path, Path | None, str | None]], list[Path]]:

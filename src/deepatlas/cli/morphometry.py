@@ -6,7 +6,7 @@ import argparse
 import math
 
 from deepatlas import options
-from deepatlas.cli.apply import expand_inputs, load_run_for_volumes, output_lock
+from deepatlas.cli.apply import expand_inputs, load_run_from_args, output_lock
 from deepatlas.cli.apply_args import DEVICE_HELP, RUN_HELP, overwrite_flag, seg_averaging_flags, unknown_labels_flag
 from deepatlas.cli.workers import run_jobs
 from deepatlas.data import DataError
@@ -36,12 +36,13 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     cross_check = args.source == "seg"  # --atlas with the seg net: the atlases check its volumes (flag)
     plan = plan_morphometry(images, args.output, args.template, args.groups, args.atlas, args.fusion, cross_check)
     _check_outputs(plan, args, skipped)
-    run = load_run_for_volumes(args)  # its registrations are read for volumes: refine.for_volumes
+    run = load_run_from_args(args)
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
+        _check_volume_refinement(run)
     with output_lock(args):
         start_outputs(plan, args.overwrite)
-        loader = (lambda _args: run) if args.workers <= 1 else load_run_for_volumes
+        loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
         run_jobs(args, plan.jobs(), measure_subject, loader, "morphometry")
         ranges = read_volume_range(run.folder.volume_range)
         result = summarize(plan, run.scheme, run.config.data.unknown_labels, ranges)
@@ -54,6 +55,17 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     if result.differences:
         _print_differences(result, len(plan.subjects))
     return 0
+
+
+def _check_volume_refinement(run) -> None:
+    """The atlases' registrations run: ``refine.for_volumes`` and then ``--refine`` go together."""
+    try:
+        run.for_volumes()
+    except ValueError as err:
+        raise ValueError(
+            f"the atlases register with refine.for_volumes={run.config.refine.for_volumes} then --refine, which "
+            f"cannot run: {err} (or set refine.for_volumes=[] in the run's config)"
+        ) from None
 
 
 def _check_outputs(plan, args: argparse.Namespace, skipped: list) -> None:
@@ -131,9 +143,9 @@ def add_command(sub) -> None:
         "--refine",
         action="append",
         metavar="KEY=VALUE",
-        help="refinement setting, as for register, over the run's refine.for_volumes (default form=compose "
-        "regularizer_weight=0.5: registrations that follow an enlarged ventricle; --refine form=add "
-        "--refine regularizer_weight=2 registers as register does)",
+        help="refinement setting, as for register; the atlases (--from atlas, --atlas) register with the run's "
+        "refine.for_volumes first (default form=compose regularizer_weight=0.5: atlases that follow an enlarged "
+        "ventricle), the log-Jacobian maps with the run's refine settings",
     )
     overwrite_flag(m)
     m.add_argument("--workers", type=int, default=1, help="processes working through the images")

@@ -352,11 +352,11 @@ def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
     image = brain_image(job.image)
     if job.atlases is None or job.check_out is not None:
         codes = segment_volume(run, image, align="off", for_volumes=True)  # pre-aligned inputs (brain_image's rule)
-    else:
-        codes = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
+    else:  # atlases whose warped labels are counted: registered as refine.for_volumes says
+        codes = atlas_segment_volume(run.for_volumes(), read_atlases(job.atlases), image, fusion=job.fusion)
     save_volume(codes.astype(label_dtype(codes)), image.affine, job.labels_out)
     if job.check_out is not None:
-        atlas = atlas_segment_volume(run, read_atlases(job.atlases), image, fusion=job.fusion)
+        atlas = atlas_segment_volume(run.for_volumes(), read_atlases(job.atlases), image, fusion=job.fusion)
         save_volume(atlas.astype(label_dtype(atlas)), image.affine, job.check_out)
     template = load_image(job.template)
     result = register_volumes(run, image, template)
