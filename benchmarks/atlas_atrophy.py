@@ -299,48 +299,45 @@ def _bias_cell(block: dict) -> str:
     return " / ".join(f"{100 * block['bias'][n]:+.0f} %" for n in TARGETS)
 
 
+def _table(intro: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    """A paragraph and a markdown table under it."""
+    lines = ["", intro, "", "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _jacobian_table(result: dict, requested: list[str]) -> list[str]:
-    """The log-Jacobian reading's table (:meth:`Bench.jacobian_volumes`), where it was measured."""
+    """The log-Jacobian readings' tables (:meth:`Bench.jacobian_volumes`, :meth:`Bench.growth_quality`), where
+    they were measured."""
     arms = {arm: block for arm, block in result["arms"].items() if "jacobian" in block}
     if not arms:
         return []
-    lines = [
-        "",
-        "## The same refinements read as `morphometry`'s log-Jacobian maps",
-        "",
+    over_labels = _table(
         "Each brain registered to each atlas as to a template; a structure's volume: the Jacobian determinant "
         "(floored as the maps are) integrated over the atlas's label of it, mean over the 5 atlases. Recovered and "
         "bias as above.",
-        "",
-        "| arm | " + " | ".join(f"recovered at {r}" for r in requested) + " | bias | folds % |",
-        "| --- | " + " | ".join("---" for _ in requested) + " | --- | --- |",
-    ]
-    for arm, block in arms.items():
-        cells = _recovered_cells(block["jacobian"], result["levels"])
-        lines.append(
-            f"| {arm} | " + " | ".join(cells) + f" | {_bias_cell(block['jacobian'])} | {block['folds_percent']:.3f} |"
-        )
-    return lines + _maps_table(arms, result["levels"], requested)
-
-
-def _maps_table(arms: dict, levels: list[int], requested: list[str]) -> list[str]:
-    """How each arm's growth map reads a known growth (:func:`map_quality`, mean over the brains)."""
-    lines = [
-        "",
+        ["arm", *(f"recovered at {r}" for r in requested), "bias", "folds %"],
+        [
+            [
+                arm,
+                *_recovered_cells(b["jacobian"], result["levels"]),
+                _bias_cell(b["jacobian"]),
+                f"{b['folds_percent']:.3f}",
+            ]
+            for arm, b in arms.items()
+        ],
+    )
+    voxels = _table(
         "Growth maps, voxel by voxel: each atrophied brain registered to its own original as to a template (as "
         "`morphometry` registers a brain), the log-growth read (log J, on the original's grid) against the "
-        "deformation's own. Recovered: the mean read over the voxels that grew by more than "
-        "10 %, over the truth's mean there; noise: the SD of the read growth over the brain that did not change "
-        "(0 for a perfect map).",
-        "",
-        "| arm | " + " | ".join(f"recovered / noise at {r}" for r in requested) + " |",
-        "| --- | " + " | ".join("---" for _ in requested) + " |",
-    ]
-    for arm, block in arms.items():
-        maps = block["jacobian"]["maps"]
-        cells = [f"{maps[str(lv)]['recovered']:.2f} / {maps[str(lv)]['noise']:.3f}" for lv in levels]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return lines
+        "deformation's own. Recovered: the mean read over the voxels that grew by more than 10 %, over the truth's "
+        "mean there; noise: the SD of the read growth over the brain that did not change (0 for a perfect map).",
+        ["arm", *(f"recovered / noise at {r}" for r in requested)],
+        [
+            [arm, *(f"{m[str(lv)]['recovered']:.2f} / {m[str(lv)]['noise']:.3f}" for lv in result["levels"])]
+            for arm, m in ((arm, b["jacobian"]["maps"]) for arm, b in arms.items())
+        ],
+    )
+    return ["", "## The same refinements read as `morphometry`'s log-Jacobian maps", *over_labels, *voxels]
 
 
 def write_markdown(result: dict, path: Path) -> None:
