@@ -103,9 +103,7 @@ def arm_run(run: TrainedRun, settings: dict) -> TrainedRun:
     for key, value in settings.items():
         setattr(refine, key, value)
     refine.validate()
-    changed = copy.copy(run)
-    changed.set_refinement(refine)
-    return changed
+    return run.with_refinement(refine)
 
 
 def true_growth(synth) -> np.ndarray:

@@ -321,7 +321,7 @@ def _label_job(run, job: tuple) -> dict:
     ``segment``'s extra outputs (or None); returns the record of the path written (the seg net's: how the
     image was aligned, its alignment score, the warning printed; a score far below a brain's refuses
     before writing, unless ``force``)."""
-    from deepatlas.cli.segment_outputs import segment_image, write_image_extras
+    from deepatlas.cli.segment_outputs import reads_volumes, segment_image, write_image_extras
     from deepatlas.data.io import save_volume
     from deepatlas.inference.alignment import alignment_warning
     from deepatlas.inference.apply import (
@@ -347,7 +347,7 @@ def _label_job(run, job: tuple) -> dict:
         mirrored = mirror_plan_of(run, run.grid_affine, len(run.grid_shape)) is not None
         record |= {"aligned": space.aligned, "why": space.why, "score": score, "warning": warning}
         record["mirror_average"] = mirrored  # the seg net's pass on the mirrored image averaged in
-        record["subvoxel_average"] = subvoxel_on(run, bool(extras and extras.volumes))  # its quarter-voxel shifts
+        record["subvoxel_average"] = subvoxel_on(run, reads_volumes(extras))  # its quarter-voxel shifts
     else:
         registrar = functools.partial(_atlas_registrar, run, options)
         atlas_volumes = read_atlases(tuple(atlases))

@@ -79,6 +79,12 @@ def probabilities_path(target: Path) -> Path:
     return target.with_name(target.name[: -len(SUFFIX)] + "_probabilities.nii.gz")
 
 
+def reads_volumes(extras: SegmentExtras | None) -> bool:
+    """Whether ``segment`` reads volumes from its label maps (``--volumes``): then it reads them as
+    ``morphometry`` does (``seg_net.subvoxel_average``'s ``for_volumes``)."""
+    return extras is not None and extras.volumes
+
+
 def segment_image(run, image, align: str, extras: SegmentExtras | None):
     """The seg net's label map of ``image`` (codes, its own grid), how it was brought into the model's
     space, and its class probabilities when ``extras`` asks for them (else None): one reading either way.
@@ -86,7 +92,7 @@ def segment_image(run, image, align: str, extras: SegmentExtras | None):
     averages over quarter-voxel shifts), so its volumes are ``morphometry``'s."""
     from deepatlas.inference.apply import segment_with_probabilities, segment_with_report
 
-    for_volumes = extras is not None and extras.volumes
+    for_volumes = reads_volumes(extras)
     if extras is not None and extras.probabilities:
         return segment_with_probabilities(run, image, align, for_volumes)
     codes, space = segment_with_report(run, image, align, for_volumes)

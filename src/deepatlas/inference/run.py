@@ -37,7 +37,7 @@ class TrainedRun:
     :meth:`set_refinement`."""
     template: Volume | None = None
     """The image defining the model's space, to which ``--align`` brings inputs (:func:`run_template`)."""
-    refine_overrides: list[str] = dataclasses.field(default_factory=list)
+    refine_overrides: list[str] | None = dataclasses.field(default_factory=list)
     """A command's ``--refine`` settings, kept so that :meth:`for_volumes` applies them after
     ``refine.for_volumes``; ``None``: the net alone (``--net-only``)."""
 
@@ -56,15 +56,19 @@ class TrainedRun:
             refine = dataclasses.replace(self.config.refine, enabled=False)
         self.pipeline = build_pipeline(self.config, self.reg_net, self.seg_net, refine)
 
+    def with_refinement(self, refine: RefineConfig | None) -> TrainedRun:
+        """A copy sharing the networks (and config) that registers with ``refine`` (:meth:`set_refinement`)."""
+        changed = dataclasses.replace(self)
+        changed.set_refinement(refine)
+        return changed
+
     def for_volumes(self) -> TrainedRun:
         """This run as a registration whose warped labels are counted as volumes registers (``morphometry
-        --from atlas`` / ``--atlas``): a copy sharing the networks, refined with ``refine.for_volumes`` then the
-        command's ``--refine`` (:meth:`RefineConfig.volumes`); itself where it registers with the net alone."""
+        --from atlas`` / ``--atlas``): refined with ``refine.for_volumes`` then the command's ``--refine``
+        (:meth:`RefineConfig.volumes`); itself where it registers with the net alone."""
         if self.refine_overrides is None:
             return self
-        changed = dataclasses.replace(self)
-        changed.set_refinement(self.config.refine.volumes(self.refine_overrides))
-        return changed
+        return self.with_refinement(self.config.refine.volumes(self.refine_overrides))
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
