@@ -1,7 +1,8 @@
-"""The atlas path's volumes under several refinements, on synthetic atrophy of ixi-2mm *validation* brains.
+"""The atlas path's volumes under several refinements, on synthetic atrophy of ixi-2mm brains (test: a check).
 
 Usage:
-    python -m benchmarks.atlas_atrophy [--subjects 9] [--levels 0 1 3] [--arms default compose-0.5 ...] [--jacobian]
+    python -m benchmarks.atlas_atrophy [--subjects 9] [--split validation] [--levels 0 1 3]
+        [--arms default compose-0.5 ...] [--jacobian]
         [--data $DEEPATLAS_DATA/ixi-2mm] [--out benchmarks/results/atlas_atrophy]
         [--cache /tmp/deepatlas-atlas-atrophy.jsonl]
 
@@ -13,8 +14,9 @@ diffusion penalty (``refine.regularizer_weight``) was chosen for Dice and smooth
 brains, not for following a ventricle that doubles. Each arm (:data:`ARMS`) is a set of ``refine``
 settings; every arm segments the same brains, so the table compares refinements and nothing else.
 
-Measured per arm, on the first ``--subjects`` validation brains whose references have sound sides (choosing a
-refinement is tuning: never the test split) and their synthetic atrophy at ``--levels`` of
+Measured per arm, on the first ``--subjects`` brains of ``--split`` (validation) whose references have sound
+sides (choosing a refinement is tuning: ``--split test`` only checks, once, a setting already chosen on
+validation) and their synthetic atrophy at ``--levels`` of
 :data:`benchmarks.morphometry.STRENGTHS`
 (:func:`deepatlas.evaluation.atrophy.synthesize_atrophy`): the fraction of the true change recovered per
 target structure and level (``benchmarks.morphometry.recovery``), the bias of the original brains' volumes
@@ -247,7 +249,7 @@ JACOBIAN = "/jacobian"
 
 def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
     splits = json.loads((bench.data / "splits.json").read_text())
-    subjects, _ = sound_sides(bench.data, splits["validation"], bench.scheme)  # not a reference with wrong sides
+    subjects, _ = sound_sides(bench.data, splits[args.split], bench.scheme)  # not a reference with wrong sides
     subjects = subjects[: args.subjects]
     originals, atrophied, spent = {}, [], {arm: [] for arm in bench.arms}
     for subject in subjects:
@@ -281,7 +283,14 @@ def measure_all(bench: Bench, args: argparse.Namespace) -> dict:
                 },
             }
     points = {"originals": originals, "atrophied": atrophied}
-    return {"subjects": subjects, "levels": args.levels, "atlases": ATLASES, "arms": arms, "points": points}
+    return {
+        "split": args.split,
+        "subjects": subjects,
+        "levels": args.levels,
+        "atlases": ATLASES,
+        "arms": arms,
+        "points": points,
+    }
 
 
 def _recovered_cells(block: dict, levels: list[int]) -> list[str]:
@@ -340,16 +349,16 @@ def _jacobian_table(result: dict, requested: list[str]) -> list[str]:
 
 def write_markdown(result: dict, path: Path) -> None:
     names = "LV-L / LV-R / Hip-L / Hip-R"
-    levels = result["levels"]
+    levels, split = result["levels"], result.get("split", "validation")
     requested = [" ".join(f"{100 * STRENGTHS[lv][n]:+.0f} %" for n in (TARGETS[0], TARGETS[2])) for lv in levels]
     lines = [
-        "# The atlas path under several refinements: synthetic atrophy of ixi-2mm validation brains "
+        f"# The atlas path under several refinements: synthetic atrophy of ixi-2mm {split} brains "
         "(`python -m benchmarks.atlas_atrophy`)",
         "",
         f"{provenance_line(result['machine'])} {result['minutes']:.1f} min for the last invocation.",
         f"Command: `{result['command']}`.",
         "",
-        f"{len(result['subjects'])} validation subjects ({', '.join(result['subjects'])}); atlases: the 5 of "
+        f"{len(result['subjects'])} {split} subjects ({', '.join(result['subjects'])}); atlases: the 5 of "
         f"`morphometry --from atlas` ({', '.join(result['atlases'])}), registered by the shipped model (net + "
         f"refinement as the arm says), weighted fusion. Recovered: mean measured / mean true change of {names} "
         f"per requested strength (ventricles, hippocampi). Bias: mean atlas / reference - 1 of {names} on the "
@@ -415,7 +424,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(data_root() / "ixi-2mm"))
     parser.add_argument("--model", default="brain-2mm")
-    parser.add_argument("--subjects", type=int, default=9, help="first N validation subjects with sound references")
+    parser.add_argument("--subjects", type=int, default=9, help="first N subjects of --split with sound references")
+    parser.add_argument(
+        "--split",
+        default="validation",
+        choices=["validation", "test"],
+        help="test: only to check, once, a setting already chosen on validation",
+    )
     parser.add_argument("--levels", type=int, nargs="+", default=[0, 1, 3], choices=range(len(STRENGTHS)))
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument(

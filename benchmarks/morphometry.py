@@ -210,9 +210,20 @@ def agreement(rows: list[dict], method: str, names: list[str]) -> dict[str, dict
     return out
 
 
+def bootstrap_ratio(measured: np.ndarray, true: np.ndarray, draws: int = 2000) -> list[float]:
+    """The 95 % interval of ``mean(measured) / mean(true)`` over the brains, by resampling the brains with
+    replacement (``draws`` times, a fixed seed): how far a recovered fraction could move with other brains."""
+    if len(true) < 2:
+        return [float("nan"), float("nan")]
+    picks = np.random.default_rng(0).integers(0, len(true), (draws, len(true)))
+    ratios = measured[picks].mean(axis=1) / true[picks].mean(axis=1)
+    return [float(x) for x in np.percentile(ratios, [2.5, 97.5])]
+
+
 def recovery(originals: dict[str, dict], atrophied: list[dict], method: str) -> dict[str, dict]:
     """Per target structure: per level the mean true and measured change (mm^3 and %), the recovered
-    fraction and Cohen's d (true and measured); and the pooled slope (through 0) over all levels."""
+    fraction with its 95 % interval over the brains (:func:`bootstrap_ratio`) and Cohen's d (true and
+    measured); and the pooled slope (through 0) over all levels."""
     out = {}
     for name in TARGETS:
         levels, true_all, got_all = [], [], []
@@ -234,6 +245,7 @@ def recovery(originals: dict[str, dict], atrophied: list[dict], method: str) -> 
                     "true_change": float((true1 / ref0 - 1).mean()),
                     "measured_change": float((got1 / np.maximum(got0, 1e-9) - 1).mean()),
                     "recovered": float((got1 - got0).mean() / (true1 - ref0).mean()),
+                    "recovered_ci95": bootstrap_ratio(got1 - got0, true1 - ref0),
                     "d_true": cohens_d(ref0, true1) if len(rows) > 1 else float("nan"),
                     "d_measured": cohens_d(got0, got1) if len(rows) > 1 else float("nan"),
                 }
@@ -339,10 +351,15 @@ def _agreement_lines(block: dict, names: list[str]) -> list[str]:
     return lines
 
 
+def _interval(level: dict) -> str:
+    low, high = level.get("recovered_ci95", [float("nan")] * 2)
+    return "" if low != low else f" ({low:.2f}-{high:.2f})"
+
+
 def _atrophy_lines(result: dict) -> list[str]:
     lines = [
-        "| structure | method | requested | true change | measured change | recovered | Cohen's d true "
-        "/ measured | n |",
+        "| structure | method | requested | true change | measured change | recovered (95 % interval over the "
+        "brains) | Cohen's d true / measured | n |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in TARGETS:
@@ -350,7 +367,7 @@ def _atrophy_lines(result: dict) -> list[str]:
             for lv in result["atrophy"][m][name]["levels"]:
                 lines.append(
                     f"| {name} | {m} | {_pct(lv['requested'])} | {_pct(lv['true_change'])} | "
-                    f"{_pct(lv['measured_change'])} | {lv['recovered']:.2f} | {lv['d_true']:.2f} / "
+                    f"{_pct(lv['measured_change'])} | {lv['recovered']:.2f}{_interval(lv)} | {lv['d_true']:.2f} / "
                     f"{lv['d_measured']:.2f} | {lv['n']} |"
                 )
             lines.append(
@@ -390,7 +407,7 @@ def _without_suspects(result: dict, names: list[str]) -> list[str]:
     if not suspects:
         return []
     rows = [r for s, r in result["points"]["originals"].items() if s not in suspects]
-    block = {m: agreement(rows, m, names) for m in METHODS}
+    block = {m: agreement(rows, m, result["structures"]) for m in METHODS}  # the median r: over every structure
     return [
         f"## (a') the test split without the {len(suspects)} subjects of those reference volumes "
         f"({', '.join(suspects)})",

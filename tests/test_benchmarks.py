@@ -197,3 +197,21 @@ def test_atlas_atrophy_reads_each_arm_as_atlases_and_as_log_jacobian_maps(tmp_pa
     maps = arm["jacobian"]["maps"]["3"]  # register's settings read a brain's own doubling, voxel by voxel
     assert 0.6 < maps["recovered"] < 1.3 and 0 < maps["noise"] < 0.15, maps
     assert "log-Jacobian maps" in (out / "results.md").read_text()
+
+
+def test_a_recovered_fraction_carries_its_interval_over_the_brains():
+    """A change read exactly in proportion has no spread; a noisy one an interval around its ratio that widens with
+    the noise; one brain has none to give."""
+    import numpy as np
+
+    from benchmarks.morphometry import bootstrap_ratio
+
+    true = np.linspace(800.0, 1600.0, 20)
+    assert np.allclose(bootstrap_ratio(0.9 * true, true), [0.9, 0.9])
+    noise = np.random.default_rng(1).normal(0, 200, true.size)
+    low, high = bootstrap_ratio(0.9 * true + noise, true)
+    wide_low, wide_high = bootstrap_ratio(0.9 * true + 3 * noise, true)
+    ratio = (0.9 * true + noise).mean() / true.mean()
+    assert low < ratio < high and high - low < 0.2
+    assert wide_high - wide_low > 2 * (high - low)
+    assert all(x != x for x in bootstrap_ratio(true[:1], true[:1]))

@@ -43,6 +43,7 @@ def test_saved_config_round_trips(tmp_path):
         ("seg_net.subvoxel_average=always", "seg_net.subvoxel_average: 'always' is not one of"),
         ("refine.for_volumes=[regulariser_weight=0.5]", r"refine.for_volumes: \['regulariser_weight=0.5'\] are not"),
         ("refine.for_volumes=[enabled=false]", "refine.for_volumes: .* are not key=value settings"),
+        ("refine.for_maps=[for_volumes=x]", "refine.for_maps: .* are not key=value settings"),
         ("loss.similarity=mi", "loss.similarity"),
         ("teachers.loss=dice", "teachers.loss: .dice. is not one of"),
         ("seg_net.strides=[2]", "seg_net: strides needs"),
@@ -125,3 +126,7 @@ def test_registrations_read_for_volumes_take_their_own_settings_then_the_command
     with pytest.raises(ValueError, match="refine.form=compose is a form of refine.method=adam"):
         greedy.volumes()
     assert greedy.volumes(["form=add"]).method == "greedy"
+    maps = refine.maps()  # the log-Jacobian maps: their own preset, then the command's
+    assert (maps.form, maps.regularizer_weight) == ("add", 1.0)
+    assert refine.maps(["regularizer_weight=2"]).regularizer_weight == 2.0
+    assert load_config(None, ["refine.for_maps=[]"]).refine.maps().regularizer_weight == 2.0

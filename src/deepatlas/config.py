@@ -129,6 +129,10 @@ class LossConfig:
     anatomy_downsample: int = 2
 
 
+PRESETS = ("for_volumes", "for_maps")
+"""The refine section's presets: overrides applied first where a registration is read for one purpose."""
+
+
 @dataclass
 class RefineConfig:
     """Per-pair instance optimisation after the registration net (:mod:`deepatlas.registration.refine`).
@@ -194,9 +198,15 @@ class RefineConfig:
     as volumes: ``morphometry``'s atlases (``--from atlas``, ``--atlas``); a command's own ``--refine`` comes after
     them (:meth:`volumes`, :meth:`~deepatlas.inference.TrainedRun.for_volumes`). The settings above, whose penalty
     on the total field keeps registrations between young brains smooth, hold an atlas back from an enlarged
-    ventricle; a weaker penalty on the refinement's own correction follows it at the same Dice. The log-Jacobian
-    maps keep the settings above: with these they are rougher voxel by voxel (docs/defaults.md). ``[]``: as
+    ventricle; a weaker penalty on the refinement's own correction follows it at the same Dice. ``[]``: as
     ``register``."""
+    for_maps: list[str] = field(default_factory=lambda: ["regularizer_weight=1"])
+    """Overrides applied first where a registration's Jacobian determinant is the output: ``morphometry``'s
+    log-Jacobian maps (each subject registered to the template; :meth:`maps`,
+    :meth:`~deepatlas.inference.TrainedRun.for_maps`), then ``--refine``. Half ``register``'s penalty on the total
+    field reads more of a structure's growth voxel by voxel at about the same noise; :attr:`for_volumes`' composed
+    residual reads more over a region but is rough voxel by voxel, wrong in sign in a thin band that grows
+    (docs/defaults.md). ``[]``: as ``register``."""
     method: str = "adam"
     """``adam`` (the settings above: additive Adam steps, diffusion penalty) or ``greedy`` (compositive
     steps of the Gaussian-smoothed LNCC gradient, the smoothed field as the only regulariser, as
@@ -248,24 +258,32 @@ class RefineConfig:
             raise ValueError(f"config refine.lncc_window must be a positive odd number, got {self.lncc_window}")
         options.look_up_option(self.similarity, options.REFINE_SIMILARITY, "config refine.similarity")
         options.look_up_option(self.form, options.REFINE_FORM, "config refine.form")
-        self._validate_for_volumes()
+        self._validate_presets()
 
-    def _validate_for_volumes(self) -> None:
-        """:attr:`for_volumes` names settings of this section (not itself or ``enabled``); whether they run with
-        the rest is checked where they are applied (:meth:`volumes`), after a command's ``--refine``."""
-        keys = [str(item).split("=", 1)[0].strip() for item in self.for_volumes]
-        known = {f.name for f in dataclasses.fields(self)} - {"for_volumes", "enabled"}
-        wrong = [item for item, key in zip(self.for_volumes, keys) if "=" not in str(item) or key not in known]
-        if wrong:
-            raise ValueError(
-                f"config refine.for_volumes: {wrong} are not key=value settings of the refine section "
-                f"(keys: {', '.join(sorted(known))})"
-            )
+    def _validate_presets(self) -> None:
+        """:attr:`for_volumes` and :attr:`for_maps` name settings of this section (not themselves or ``enabled``);
+        whether they run with the rest is checked where they are applied (:meth:`volumes`, :meth:`maps`), after a
+        command's ``--refine``."""
+        known = {f.name for f in dataclasses.fields(self)} - {*PRESETS, "enabled"}
+        for preset in PRESETS:
+            items = getattr(self, preset)
+            keys = [str(item).split("=", 1)[0].strip() for item in items]
+            wrong = [item for item, key in zip(items, keys) if "=" not in str(item) or key not in known]
+            if wrong:
+                raise ValueError(
+                    f"config refine.{preset}: {wrong} are not key=value settings of the refine section "
+                    f"(keys: {', '.join(sorted(known))})"
+                )
 
     def volumes(self, overrides: list[str] | None = None) -> RefineConfig:
         """These settings as a registration read for volumes runs them: :attr:`for_volumes`, then ``overrides``
         (a command's ``--refine``), applied and checked."""
         return self.with_overrides([*self.for_volumes, *(overrides or [])])
+
+    def maps(self, overrides: list[str] | None = None) -> RefineConfig:
+        """These settings as a registration read for its Jacobian runs them: :attr:`for_maps`, then
+        ``overrides``, applied and checked."""
+        return self.with_overrides([*self.for_maps, *(overrides or [])])
 
     def _validate_greedy(self) -> None:
         """The ``method`` and ``greedy_*`` checks of :meth:`validate`."""

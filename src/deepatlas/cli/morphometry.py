@@ -39,7 +39,7 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     run = load_run_from_args(args)
     if plan.atlases is not None:
         check_atlases(run, plan.atlases)
-        _check_volume_refinement(run)
+    _check_refinements(run, plan.atlases is not None)
     with output_lock(args):
         start_outputs(plan, args.overwrite)
         loader = (lambda _args: run) if args.workers <= 1 else load_run_from_args
@@ -57,15 +57,18 @@ def cmd_morphometry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_volume_refinement(run) -> None:
-    """The atlases' registrations run: ``refine.for_volumes`` and then ``--refine`` go together."""
-    try:
-        run.for_volumes()
-    except ValueError as err:
-        raise ValueError(
-            f"the atlases register with refine.for_volumes={run.config.refine.for_volumes} then --refine, which "
-            f"cannot run: {err} (or set refine.for_volumes=[] in the run's config)"
-        ) from None
+def _check_refinements(run, atlases: bool) -> None:
+    """The registrations run: ``refine.for_maps`` (the log-Jacobian maps) and, with atlases,
+    ``refine.for_volumes``, each followed by ``--refine``."""
+    for preset, apply in (("for_maps", run.for_maps), ("for_volumes", run.for_volumes))[: 1 + atlases]:
+        try:
+            apply()
+        except ValueError as err:
+            what = "the atlases register" if preset == "for_volumes" else "the log-Jacobian maps register"
+            raise ValueError(
+                f"{what} with refine.{preset}={getattr(run.config.refine, preset)} then --refine, which cannot "
+                f"run: {err} (or set refine.{preset}=[] in the run's config)"
+            ) from None
 
 
 def _check_outputs(plan, args: argparse.Namespace, skipped: list) -> None:
@@ -144,8 +147,8 @@ def add_command(sub) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="refinement setting, as for register; the atlases (--from atlas, --atlas) register with the run's "
-        "refine.for_volumes first (default form=compose regularizer_weight=0.5: atlases that follow an enlarged "
-        "ventricle), the log-Jacobian maps with the run's refine settings",
+        "refine.for_volumes first (form=compose regularizer_weight=0.5 as shipped: atlases that follow an enlarged "
+        "ventricle), the log-Jacobian maps with refine.for_maps first (regularizer_weight=1: half register's penalty)",
     )
     overwrite_flag(m)
     m.add_argument("--workers", type=int, default=1, help="processes working through the images")

@@ -31,8 +31,8 @@ For each subject image:
   small structures' volumes, and changes smaller than a voxel at a structure's surface, follow the truth
   far less than large ones' (``benchmarks/morphometry.py``: reference labels and synthetic atrophy);
 - **log-Jacobian map** on the template grid: the subject (moving) is registered to the
-  template (fixed); ``phi(p) = p + u(p)`` maps a template point to the matching subject point,
-  and the map holds ``log det D phi`` (natural log of the dimensionless Jacobian determinant
+  template (fixed), refined as ``refine.for_maps`` says; ``phi(p) = p + u(p)`` maps a template point to
+  the matching subject point, and the map holds ``log det D phi`` (natural log of the dimensionless Jacobian determinant
   J). **Sign: log J > 0 where the subject is larger than the template** (a template voxel
   matches more than one voxel's volume of the subject), < 0 where it is smaller. Folded
   voxels (J <= 0) are set to ``log(JACOBIAN_FLOOR)`` so means stay finite.
@@ -359,7 +359,7 @@ def measure_subject(run: TrainedRun, job: SubjectJob) -> None:
         atlas = atlas_segment_volume(run.for_volumes(), read_atlases(job.atlases), image, fusion=job.fusion)
         save_volume(atlas.astype(label_dtype(atlas)), image.affine, job.check_out)
     template = load_image(job.template)
-    result = register_volumes(run, image, template)
+    result = register_volumes(run.for_maps(), image, template)  # registered as refine.for_maps says
     save_volume(
         log_jacobian(result.jacobian),
         template.affine,

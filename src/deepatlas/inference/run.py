@@ -38,8 +38,8 @@ class TrainedRun:
     template: Volume | None = None
     """The image defining the model's space, to which ``--align`` brings inputs (:func:`run_template`)."""
     refine_overrides: list[str] | None = dataclasses.field(default_factory=list)
-    """A command's ``--refine`` settings, kept so that :meth:`for_volumes` applies them after
-    ``refine.for_volumes``; ``None``: the net alone (``--net-only``)."""
+    """A command's ``--refine`` settings, kept so that :meth:`for_volumes` and :meth:`for_maps` apply them after
+    their preset (``refine.for_volumes``, ``refine.for_maps``); ``None``: the net alone (``--net-only``)."""
 
     def __post_init__(self) -> None:
         if self.pipeline is None:
@@ -69,6 +69,14 @@ class TrainedRun:
         if self.refine_overrides is None:
             return self
         return self.with_refinement(self.config.refine.volumes(self.refine_overrides))
+
+    def for_maps(self) -> TrainedRun:
+        """This run as a registration whose Jacobian is read registers (``morphometry``'s log-Jacobian maps):
+        refined with ``refine.for_maps`` then the command's ``--refine`` (:meth:`RefineConfig.maps`); itself
+        where it registers with the net alone."""
+        if self.refine_overrides is None:
+            return self
+        return self.with_refinement(self.config.refine.maps(self.refine_overrides))
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
