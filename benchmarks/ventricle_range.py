@@ -18,7 +18,9 @@ quarter-voxel average for volumes).
 
 Per model and change: the mean true and measured volume, measured / true (mean and worst brain), the share of
 the true change recovered, and the share of volumes flagged ``above_training`` (its ``volume_range.json``),
-split by whether the truth lay above the training range's 99th percentile. Validation brains whose reference
+split by whether the truth lay above the training range's 99th percentile; and how the other 29 structures
+read as the ventricles grow around them (:func:`neighbours`: an elderly brain's caudate, thalamus or white
+matter pushed aside should still read as what it is). Validation brains whose reference
 maps have sound sides (:mod:`benchmarks.references`), never test: this is for choosing. One thread; volumes
 only, no timing. Writes ``<out>/results.{json,md,png}`` with the CPU model and commit.
 """
@@ -50,20 +52,48 @@ ventricles of 40-90 cm^3 from ixi-2mm's young and middle-aged 5-30)."""
 
 
 def enlarged(image: Volume, labels: Volume, scheme, change: float) -> tuple[Volume, dict[str, float]]:
-    """``image`` with both lateral ventricles enlarged by ``change`` (0: the original), and their true volumes
-    (mm^3: the reference's, times the achieved change of the partial-volume mask)."""
+    """``image`` with both lateral ventricles enlarged by ``change`` (0: the original), and the true volumes
+    (mm^3) of every structure: the ventricles', the reference's times the achieved change of the partial-volume
+    mask; the others', the reference label map deformed with the image (nearest neighbour)."""
     reference = class_volumes(scheme, labels.array, labels.affine)
     if change == 0:
-        return image, {n: reference[n] for n in VENTRICLES}
+        return image, reference
     atrophy = atrophy_of(image, labels, scheme, dict.fromkeys(VENTRICLES, change))
     warped = Volume(atrophy.image, image.affine, image.path)
-    return warped, {n: reference[n] * (1 + atrophy.changes[n]) for n in VENTRICLES}
+    truth = class_volumes(scheme, atrophy.labels, image.affine)
+    return warped, truth | {n: reference[n] * (1 + atrophy.changes[n]) for n in VENTRICLES}
 
 
 def read(run: TrainedRun, ranges: dict | None, image: Volume) -> dict[str, dict]:
-    """The seg net's volume of each lateral ventricle (mm^3) and ``morphometry``'s range flag on it."""
+    """The seg net's volume of each lateral ventricle (mm^3) and ``morphometry``'s range flag on it; under
+    ``others``, every other structure's volume (mm^3)."""
     volumes = class_volumes(run.scheme, segment_volume(run, image, align="off", for_volumes=True), image.affine)
-    return {n: {"mm3": volumes[n], "flag": range_flag(n, volumes[n], ranges)} for n in VENTRICLES}
+    read = {n: {"mm3": volumes[n], "flag": range_flag(n, volumes[n], ranges)} for n in VENTRICLES}
+    return read | {"others": {n: v for n, v in volumes.items() if n not in VENTRICLES}}
+
+
+def neighbours(rows: list[dict], name: str) -> dict[str, dict]:
+    """How the other structures read as the ventricles grow, per change: each structure's ``drift``, its mean
+    measured / true volume over the brains at that change over the same at no change, minus 1 (0: read as well
+    as in the original brains); the median |drift| over the structures and the three largest."""
+    structures = [n for n in rows[0][name].get("others", {})]
+    if not structures:
+        return {}
+
+    def ratio(change: float, structure: str) -> float:
+        at = [r for r in rows if r["change"] == change]
+        return float(np.mean([r[name]["others"][structure] / max(r["true"][structure], 1e-9) for r in at]))
+
+    out = {}
+    for change in sorted({r["change"] for r in rows} - {0.0}):
+        drift = {n: ratio(change, n) / ratio(0.0, n) - 1 for n in structures}
+        worst = sorted(drift, key=lambda n: -abs(drift[n]))[:3]
+        out[str(change)] = {
+            "median_abs_drift": float(np.median(np.abs(list(drift.values())))),
+            "worst": {n: drift[n] for n in worst},
+            "drift": drift,
+        }
+    return out
 
 
 def training_ranges(models: dict[str, TrainedRun]) -> dict[str, dict | None]:
@@ -152,9 +182,30 @@ def write_markdown(result: dict, path: Path) -> None:
                     f"{s['flagged_beyond']} / {s['beyond_range']} | {s['flagged_within']} / {within} |"
                 )
     lines += ["", "Training range's 99th percentile (the flag's bound), cm^3: " + _bounds(result), ""]
+    lines += _neighbour_lines(result)
     lines += ["![measured against true volume](results.png)"]
     path.write_text("\n".join(lines) + "\n")
     figure(result, path.with_suffix(".png"))
+
+
+def _neighbour_lines(result: dict) -> list[str]:
+    """The table of :func:`neighbours`, where the rows carry the other structures."""
+    found = {name: neighbours(result["rows"], name) for name in result["models"]}
+    if not any(found.values()):
+        return []
+    lines = [
+        "The other structures while the ventricles grow: drift, a structure's mean measured / true volume at that "
+        "change over the same in the original brains, minus 1 (true: the reference label map deformed with the "
+        "image, nearest neighbour). Median |drift| over the other structures, and the three largest.",
+        "",
+        "| model | change | median \\|drift\\| | largest drifts |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, levels in found.items():
+        for change, d in levels.items():
+            worst = ", ".join(f"{n} {100 * v:+.1f} %" for n, v in d["worst"].items())
+            lines.append(f"| {name} | {float(change):+.0%} | {100 * d['median_abs_drift']:.1f} % | {worst} |")
+    return lines + [""]
 
 
 def _bounds(result: dict) -> str:

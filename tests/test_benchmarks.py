@@ -161,8 +161,9 @@ def test_teacher_quality_from_zero_scores_every_pair_schedule(tmp_path):
 
 def test_ventricle_range_enlarges_a_real_brain_and_counts_the_flags():
     """The benchmark's brain is enlarged by what it says (the truth doubles at +100 %), the shipped seg net
-    reads it near the truth, and the summary counts a flag only where the model flagged it."""
-    from benchmarks.ventricle_range import VENTRICLES, measure, summarize
+    reads it near the truth, the summary counts a flag only where the model flagged it, and the structures around
+    the ventricles read about as in the original brain."""
+    from benchmarks.ventricle_range import VENTRICLES, measure, neighbours, summarize
     from deepatlas.inference import load_run
 
     data = IXI
@@ -181,6 +182,8 @@ def test_ventricle_range_enlarges_a_real_brain_and_counts_the_flags():
     assert summary["1.0"]["beyond_range"] == 1 and summary["1.0"]["flagged_beyond"] == 1
     assert summary["0.0"]["beyond_range"] == 0 and summary["0.0"]["flagged_within"] == 0
     assert summary["0.0"]["ratio"] > 0.8 and 0.8 < summary["1.0"]["recovered"] < 1.2
+    around = neighbours(rows, "shipped")["1.0"]  # the 29 other structures, pushed aside, still read as they are
+    assert len(around["drift"]) == 29 and around["median_abs_drift"] < 0.05, around["worst"]
 
 
 def test_atlas_atrophy_reads_each_arm_as_atlases_and_as_log_jacobian_maps(tmp_path):

@@ -25,7 +25,11 @@ For each subject image:
     |seg - atlas| / mean(seg, atlas) exceeds the structure's margin (:data:`FLAG_MARGINS`, the 95th
     percentile on validation brains with 5 atlases); ``above_training`` / ``below_training`` when ``mm3``
     lies outside the run's training volumes (:mod:`deepatlas.evaluation.volume_range`; runs trained with
-    enough labelled images), where a seg net tends to saturate toward the range it learned.
+    enough labelled images), where a seg net tends to saturate toward the range it learned;
+    ``beside_large_ventricles`` on the structures around the lateral ventricles (corpus callosum, caudates,
+    accumbens, putamina, pallida, third ventricle) of a scan whose lateral ventricle is ``above_training``:
+    pushed aside by ventricles that large they read 5-19 % off
+    (:data:`~deepatlas.evaluation.volume_range.BESIDE_VENTRICLES`); the sharpness flags (below) on every row.
 
   Limits: at 2 mm a voxel is 8 mm^3 and a hippocampus some 700 voxels, many of them on its boundary:
   small structures' volumes, and changes smaller than a voxel at a structure's surface, follow the truth
@@ -67,7 +71,13 @@ from deepatlas.data.io import Volume, load_image, load_label_codes, normalize_in
 from deepatlas.data.labels import LabelScheme
 from deepatlas.data.sharpness import sharpness
 from deepatlas.data.subjects import subject_id
-from deepatlas.evaluation.volume_range import join_flags, range_flag, read_volume_range, sharpness_flag
+from deepatlas.evaluation.volume_range import (
+    beside_large_ventricles,
+    join_flags,
+    range_flag,
+    read_volume_range,
+    sharpness_flag,
+)
 from deepatlas.files import atomic_write_csv
 from deepatlas.inference.apply import atlas_segment_volume, read_atlases, register_volumes, segment_volume
 from deepatlas.inference.geometry import resample
@@ -451,13 +461,15 @@ def subject_rows(
     if plan.cross_check:
         atlas = structure_volumes(subject, load_label_codes(plan.check_path(subject)), scheme, unknown)
         atlas = {r["structure"]: r["mm3"] for r in atlas}
+    crowded = beside_large_ventricles({r["structure"]: r["mm3"] for r in rows}, ranges)
     for row in rows:
         row["template_mm3"] = round(row["mm3"] / scale, 3)
         row["atlas_mm3"], disagree = "", ""
         if atlas is not None and row["structure"] in atlas:
             row["atlas_mm3"] = atlas[row["structure"]]
             disagree = disagreement_flag(row["structure"], row["mm3"], atlas[row["structure"]])
-        row["flag"] = join_flags(disagree, range_flag(row["structure"], row["mm3"], ranges), soft)
+        beside = "beside_large_ventricles" if row["structure"] in crowded else ""
+        row["flag"] = join_flags(disagree, range_flag(row["structure"], row["mm3"], ranges), beside, soft)
     return rows
 
 

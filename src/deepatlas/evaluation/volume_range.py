@@ -103,6 +103,35 @@ def sharpness_flag(value: float, ranges: dict | None) -> str:
     return ""
 
 
+LATERAL_VENTRICLES = ("LateralVentricle-L", "LateralVentricle-R")
+"""brain31's lateral ventricles (another label scheme has no :data:`BESIDE_VENTRICLES` flag)."""
+
+BESIDE_VENTRICLES = (
+    "CorpusCallosum",
+    "Caudate-L",
+    "Caudate-R",
+    "Accumbens-L",
+    "Accumbens-R",
+    "Putamen-L",
+    "Putamen-R",
+    "Pallidum-L",
+    "Pallidum-R",
+    "3rdVentricle",
+)
+"""brain31's structures around the lateral ventricles that brain-2mm's seg net reads 5-19 % further from their
+truth when the ventricles are three to four times a young adult's, as in elderly brains (the corpus callosum
+larger, the accumbens, putamina, pallida and third ventricle smaller; both caudates, whose sides differ by chance;
+validation brains, docs/results.md "The structures around enlarged ventricles")."""
+
+
+def beside_large_ventricles(volumes: dict[str, float], ranges: dict | None) -> frozenset[str]:
+    """The structures of :data:`BESIDE_VENTRICLES` to flag ``beside_large_ventricles`` in one scan (``volumes``:
+    structure -> mm^3): all of them where a lateral ventricle reads above the training range (:func:`range_flag`),
+    else none."""
+    large = any(range_flag(n, volumes[n], ranges) == "above_training" for n in LATERAL_VENTRICLES if n in volumes)
+    return frozenset(n for n in BESIDE_VENTRICLES if n in volumes) if large else frozenset()
+
+
 def join_flags(*flags: str) -> str:
     """Non-empty flags joined by ``;`` (``volumes.csv``'s ``flag`` column may hold several)."""
     return ";".join(f for f in flags if f)
