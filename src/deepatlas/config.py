@@ -562,6 +562,16 @@ class AugmentConfig:
     sharp brains alike, so it stays off (docs/results.md, "Volumes that do not depend on the scan's
     sharpness"). 0: off, the default."""
 
+    hypointensity: float = 0.0
+    """Chance that an augmented image has its white matter darkened around the ventricles, its labels unchanged
+    (:mod:`deepatlas.training.hypointensity`): aging's periventricular lesions, which a net trained on young brains
+    reads as ventricle. 0: off, the default: whether it pays is measured in docs/results.md ("White matter darkened
+    around the ventricles"). 3D runs only."""
+    hypointensity_near: list[str] = field(default_factory=lambda: ["LateralVentricle-L", "LateralVentricle-R"])
+    """The structures (names) the darkened band surrounds; their median intensity is the darkest it gets toward."""
+    hypointensity_within: list[str] = field(default_factory=lambda: ["CerebralWM-L", "CerebralWM-R"])
+    """The structures (names) that are darkened: the band is drawn inside them only."""
+
     def active(self, labelled: int, normalized: bool = True) -> bool:
         """Whether a training set with ``labelled`` labelled images is augmented (``normalized``:
         intensities in [0, 1], which ``auto`` needs; ``on`` without them is refused by the config)."""
@@ -580,7 +590,7 @@ class AugmentConfig:
         ):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"config augment.{key} must be >= 0, got {getattr(self, key)!r}")
-        for key in ("resize_classes", "resize_sampled_classes"):
+        for key in ("resize_classes", "resize_sampled_classes", "hypointensity_near", "hypointensity_within"):
             names = getattr(self, key)
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ValueError(f"config augment.{key} must be a list of structure names, got {names!r}")
@@ -589,8 +599,9 @@ class AugmentConfig:
                 f"config augment.resize_sampled_classes names the structures whose labels are drawn, which only "
                 f"augment.resize_labels=sampled does (got {self.resize_labels!r}): set both, or leave the list empty"
             )
-        if not 0 <= self.flip <= 1:
-            raise ValueError(f"config augment.flip must be a chance between 0 and 1, got {self.flip!r}")
+        for key in ("flip", "hypointensity"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ValueError(f"config augment.{key} must be a chance between 0 and 1, got {getattr(self, key)!r}")
         if self.scale >= 1 or self.rotate_degrees > 180:
             raise ValueError(
                 f"config augment: scale must be < 1 and rotate_degrees <= 180, got {self.scale}, {self.rotate_degrees}"

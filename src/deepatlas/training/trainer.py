@@ -22,6 +22,7 @@ from deepatlas.training.batches import BatchDrawer
 from deepatlas.training.blur import random_blur
 from deepatlas.training.distributed import World, rank_device
 from deepatlas.training.faults import NonFiniteLoss, first_nonfinite, gradient_buffer, unflatten_into_grads
+from deepatlas.training.hypointensity import hypointensity_indices, random_hypointensity
 from deepatlas.training.logger import MetricsLogger
 from deepatlas.training.objectives import DeepAtlasObjectives
 from deepatlas.training.resize import resize_indices, resize_structures
@@ -97,11 +98,21 @@ class Trainer:
         )
         flip = config.augment.flip > 0
         self.mirroring = mirror_plan(train.scheme, train.affines, train.spatial_dims) if flip else None
+        self.hypointense = self._hypointensity_plan(train)
         self.seg_variant = self.seg_step_variant()
         self.step = 0
         self.best_score = float("-inf")
         self.elapsed = 0.0  # seconds spent in fit(), summed over resumes: the time budget's clock
         self.stopped_by: str | None = None
+
+    def _hypointensity_plan(self, train) -> tuple[list[int], list[int]] | None:
+        """The class indices ``augment.hypointensity`` darkens around and within (None when it is off)."""
+        cfg = self.config.augment
+        if cfg.hypointensity <= 0:
+            return None
+        if train.spatial_dims != 3:
+            raise ValueError("config augment.hypointensity darkens 3D brains only: set augment.hypointensity=0")
+        return hypointensity_indices(cfg.hypointensity_near, cfg.hypointensity_within, train.scheme.names)
 
     def _start_from(self, run: str) -> None:
         """Both networks' weights from the best checkpoint of ``run`` (``init_from``), checked to fit."""
@@ -306,6 +317,7 @@ class Trainer:
             if cfg.flip > 0:  # no draw when off: runs without it keep their random streams
                 chosen = torch.rand(len(images), generator=stream) < cfg.flip
                 images, labels = mirror(images, labels, chosen.to(images.device), *self.mirroring)
+            images = random_hypointensity(images, labels, cfg.hypointensity, self.hypointense, stream)
             images = random_blur(images, cfg.blur, stream)
             return augment(images, labels, cfg, stream)
 
