@@ -218,3 +218,35 @@ def test_a_recovered_fraction_carries_its_interval_over_the_brains():
     assert low < ratio < high and high - low < 0.2
     assert wide_high - wide_low > 2 * (high - low)
     assert all(x != x for x in bootstrap_ratio(true[:1], true[:1]))
+
+
+def test_wm_hypointensity_darkens_only_the_white_matter_beside_the_ventricles():
+    """The benchmark's lesions: white matter within the width of the lateral ventricles, as dark as cortex at depth
+    1 in their core, nothing else touched; a model's change is read against its own reading of the original."""
+    import numpy as np
+    from scipy import ndimage
+
+    from benchmarks.morphometry import labelled
+    from benchmarks.wm_hypointensity import darkened, summarize
+    from deepatlas.data.labels import LabelScheme
+
+    image, labels = labelled(IXI, "IXI012-HH-1211")
+    scheme = LabelScheme.from_file(IXI / "brain31.json")
+    dark, lesion_ml = darkened(image, labels, scheme, 4.0, 1.0)
+    classes = scheme.encode(np.asarray(labels.array), unknown="background")
+    white = np.isin(classes, [scheme.names.index(n) for n in ("CerebralWM-L", "CerebralWM-R")])
+    ventricles = np.isin(classes, [scheme.names.index(n) for n in ("LateralVentricle-L", "LateralVentricle-R")])
+    difference = np.asarray(image.array, dtype=np.float32) - np.asarray(dark.array)
+    changed = np.abs(difference) > 0.01 * np.median(np.asarray(image.array)[white])
+    near = ndimage.distance_transform_edt(~ventricles, sampling=image.spacing) <= 4.0 + 2 * 2.0  # + the soft edge
+    assert difference.min() >= 0 and not np.any(difference[~white])
+    assert np.all(white[changed]) and np.all(near[changed]) and 10 < lesion_ml < 60
+    cortex = np.median(np.asarray(image.array)[np.isin(classes, [1, 2])])
+    core = white & (ndimage.distance_transform_edt(~ventricles, sampling=image.spacing) <= 2.0)
+    assert abs(np.median(np.asarray(dark.array)[core]) - cortex) < 0.2 * cortex
+    rows = [
+        {"subject": "a", "width_mm": 0.0, "depth": 0.0, "lesion_ml": 0.0, "m": {"x": 100.0, "y": 10.0}},
+        {"subject": "a", "width_mm": 4.0, "depth": 1.0, "lesion_ml": 20.0, "m": {"x": 150.0, "y": 10.0}},
+    ]
+    block = summarize(rows, ["m"])["m"]["4 mm, depth 1"]
+    assert block["change"] == {"x": 0.5, "y": 0.0} and block["median_abs_change"] == 0.25
