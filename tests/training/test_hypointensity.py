@@ -49,3 +49,17 @@ def test_off_leaves_images_and_the_random_stream_as_they_were(brain):
     assert torch.equal(generator.get_state(), torch.Generator().manual_seed(3).get_state())
     with pytest.raises(ValueError, match="augment.hypointensity_near: \\['Ventricle'\\] not in the run's label map"):
         hypointensity_indices(["Ventricle"], ["CerebralWM-L"], scheme.names)
+
+
+def test_the_trainer_darkens_its_labelled_images_where_the_run_names_the_structures(phantoms_3d):
+    """Switched on with the run's own names (the phantoms' ``WhiteMatter``), a trainer's augmented images are darker
+    around the ventricles and their labels the same; a name the run lacks stops it with the setting to change."""
+    from tests.conftest import augmented_at, augmenting_trainer
+
+    trainer = augmenting_trainer(phantoms_3d, hypointensity_within=["WhiteMatter"], hypointensity=1.0)
+    images, _, out = augmented_at(trainer, "hypointensity", [0.0, 1.0])
+    (plain, plain_labels), (dark, dark_labels) = out[0.0], out[1.0]  # the same draws otherwise
+    assert torch.equal(dark_labels, plain_labels) and torch.allclose(plain, images, atol=1e-4)
+    assert (dark < plain - 1e-3).sum() > 10 and not (dark > plain + 1e-6).any()
+    with pytest.raises(ValueError, match="augment.hypointensity_within: \\['CerebralWM-L'\\]"):
+        augmenting_trainer(phantoms_3d, hypointensity_within=["CerebralWM-L"], hypointensity=0.5)
