@@ -68,8 +68,8 @@ def read(run: TrainedRun, ranges: dict | None, image: Volume) -> dict[str, dict]
     """The seg net's volume of each lateral ventricle (mm^3) and ``morphometry``'s range flag on it; under
     ``others``, every other structure's volume (mm^3)."""
     volumes = class_volumes(run.scheme, segment_volume(run, image, align="off", for_volumes=True), image.affine)
-    read = {n: {"mm3": volumes[n], "flag": range_flag(n, volumes[n], ranges)} for n in VENTRICLES}
-    return read | {"others": {n: v for n, v in volumes.items() if n not in VENTRICLES}}
+    ventricles = {n: {"mm3": volumes[n], "flag": range_flag(n, volumes[n], ranges)} for n in VENTRICLES}
+    return ventricles | {"others": {n: v for n, v in volumes.items() if n not in VENTRICLES}}
 
 
 def neighbours(rows: list[dict], name: str) -> dict[str, dict]:
