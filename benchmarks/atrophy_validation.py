@@ -62,7 +62,7 @@ import numpy as np
 import torch
 
 from benchmarks.morphometry import STRENGTHS, TARGETS, agreement, atrophy_at, recovery
-from benchmarks.paths import data_root, parse_ixi_args
+from benchmarks.paths import data_root, named_runs, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import JsonlCache, write_results
 from benchmarks.references import sound_sides
@@ -77,7 +77,7 @@ from deepatlas.evaluation.atrophy import IMAGE_RESAMPLING, SIGMA_MM, resample_cu
 from deepatlas.evaluation.evaluate import evaluate_image_set
 from deepatlas.evaluation.metrics import dice_per_class, finite_mean
 from deepatlas.evaluation.morphometry import TOTAL, structure_volumes, voxel_volume
-from deepatlas.inference import TrainedRun, apply, load_run
+from deepatlas.inference import TrainedRun, apply
 from deepatlas.inference.apply import segment_probabilities, segment_volume
 from deepatlas.registration.fields import warp
 
@@ -89,16 +89,7 @@ be named so."""
 
 def load_runs(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, TrainedRun]:
     """``NAME=RUN_DIR`` -> the run's ``best`` checkpoint; a bad item ends the command with one line."""
-    runs = {}
-    for item in items:
-        name, _, folder = item.partition("=")
-        if not name or not folder or name in runs or name in RESERVED:
-            parser.error(f"--runs {item}: give NAME=RUN_DIR, each NAME once and none of {sorted(RESERVED)}")
-        try:
-            runs[name] = load_run(folder, "best")
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(f"--runs {item}: {error}")
-    return runs
+    return named_runs(parser, items, "--runs", RESERVED)[1]
 
 
 VOLUMES = ("labels", "probabilities", "csf-intensity-1", "csf-intensity-2", "labels-shift-8", "labels-subvoxel")

@@ -27,3 +27,22 @@ def parse_ixi_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error(f"--data {args.data}: no splits.json there; give the ixi-2mm folder")
     torch.set_num_threads(1)
     return args
+
+
+def named_runs(parser: argparse.ArgumentParser, items: list[str], flag: str, reserved=()) -> tuple[dict, dict]:
+    """``NAME=RUN_DIR`` items (a run folder or a shipped model's name) -> (name -> the item's RUN_DIR, name -> the
+    run's ``best`` checkpoint, loaded); a bad item ends the command with one line naming ``flag``. ``reserved``:
+    names a run may not take (the keys of the benchmark's own rows)."""
+    from deepatlas.inference import load_run
+
+    folders, runs = {}, {}
+    for item in items:
+        name, _, folder = item.partition("=")
+        if not name or not folder or name in runs or name in reserved:
+            none_of = f" and none of {sorted(reserved)}" if reserved else ""
+            parser.error(f"{flag} {item}: give NAME=RUN_DIR, each NAME once{none_of}")
+        try:
+            folders[name], runs[name] = folder, load_run(folder, "best")
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(f"{flag} {item}: {error}")
+    return folders, runs

@@ -34,13 +34,13 @@ import torch
 from scipy import ndimage
 
 from benchmarks.morphometry import class_volumes, labelled
-from benchmarks.paths import data_root, parse_ixi_args
+from benchmarks.paths import data_root, named_runs, parse_ixi_args
 from benchmarks.provenance import command_line, provenance, provenance_line
 from benchmarks.records import write_results
 from benchmarks.references import sound_sides
 from deepatlas.data.io import Volume
 from deepatlas.data.labels import LabelScheme
-from deepatlas.inference import TrainedRun, load_run
+from deepatlas.inference import TrainedRun
 from deepatlas.inference.apply import segment_volume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,12 +183,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="the split's first N brains (0: all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "wm_hypointensity"))
     args = parse_ixi_args(parser)
-    if any("=" not in m for m in args.models):
-        parser.error("--models: give NAME=RUN for each (a run folder or a shipped model's name)")
     torch.set_num_threads(1)
     started, data = time.perf_counter(), Path(args.data)
-    paths = dict(m.split("=", 1) for m in args.models)
-    models = {name: load_run(path) for name, path in paths.items()}
+    paths, models = named_runs(parser, args.models, "--models", ("subject", "width_mm", "depth", "lesion_ml"))
     ids = json.loads((data / "splits.json").read_text())[args.split]
     subjects, _ = sound_sides(data, ids[: args.limit or None], next(iter(models.values())).scheme)
     settings = [(w, d) for w in args.widths for d in args.depths]
