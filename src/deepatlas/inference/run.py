@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,17 +67,19 @@ class TrainedRun:
         """This run as a registration whose warped labels are counted as volumes registers (``morphometry
         --from atlas`` / ``--atlas``): refined with ``refine.for_volumes`` then the command's ``--refine``
         (:meth:`RefineConfig.volumes`); itself where it registers with the net alone."""
-        if self.refine_overrides is None:
-            return self
-        return self.with_refinement(self.config.refine.volumes(self.refine_overrides))
+        return self._with_preset(self.config.refine.volumes)
 
     def for_maps(self) -> TrainedRun:
         """This run as a registration whose Jacobian is read registers (``morphometry``'s log-Jacobian maps):
         refined with ``refine.for_maps`` then the command's ``--refine`` (:meth:`RefineConfig.maps`); itself
         where it registers with the net alone."""
+        return self._with_preset(self.config.refine.maps)
+
+    def _with_preset(self, preset: Callable[[list[str]], RefineConfig]) -> TrainedRun:
+        """A copy refined with ``preset(--refine settings)``; itself with the net alone (``--net-only``)."""
         if self.refine_overrides is None:
             return self
-        return self.with_refinement(self.config.refine.maps(self.refine_overrides))
+        return self.with_refinement(preset(self.refine_overrides))
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedRun:
