@@ -49,16 +49,17 @@ def _dilate(mask: torch.Tensor, voxels: int) -> torch.Tensor:
     return mask
 
 
-def _patches(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """A smooth random field in [0, 1) (``1 x 1 x *shape``): noise on a grid 4 times coarser, upsampled."""
-    coarse = torch.rand((1, 1, *[max(2, s // 4) for s in shape]), generator=generator)
-    return F.interpolate(coarse, size=shape, mode="trilinear", align_corners=False)
+def _coarse_noise(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Uniform noise on a grid 4 times coarser than ``shape`` (``1 x 1 x ...``): :func:`darken_one` upsamples it
+    into a smooth random field in [0, 1), for the chosen images only."""
+    return torch.rand((1, 1, *[max(2, s // 4) for s in shape]), generator=generator)
 
 
 def darken_one(image: torch.Tensor, classes: torch.Tensor, near: list[int], within: list[int], draws) -> torch.Tensor:
     """One image (``C x *spatial``) darkened as the module says; ``draws``: (band voxels, threshold, depth,
-    patches field)."""
-    band, threshold, depth, field = draws
+    :func:`_coarse_noise` of the patches)."""
+    band, threshold, depth, noise = draws
+    field = F.interpolate(noise, size=tuple(classes.shape), mode="trilinear", align_corners=False)
     ventricles = torch.isin(classes, torch.tensor(near, device=classes.device))
     white = torch.isin(classes, torch.tensor(within, device=classes.device))
     if not ventricles.any() or not white.any():
@@ -87,8 +88,8 @@ def random_hypointensity(
     for b, take in enumerate(chosen):
         band = int(torch.randint(1, MAX_BAND + 1, (1,), generator=generator))
         threshold, depth = (torch.rand(2, generator=generator) * torch.tensor([0.6, MAX_DEPTH])).tolist()
-        field = _patches(tuple(images.shape[2:]), generator)
+        noise = _coarse_noise(tuple(images.shape[2:]), generator)  # drawn for every image: one stream per batch
         if take:
-            draws = (band, threshold, depth, field.to(images.device))
+            draws = (band, threshold, depth, noise.to(images.device))
             out[b] = darken_one(images[b].float(), labels[b, 0], *indices, draws).to(images.dtype)
     return out
